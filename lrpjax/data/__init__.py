@@ -1,0 +1,1 @@
+"""Datasets: the Stanford Sentiment Treebank and synthetic tasks (import the submodules)."""

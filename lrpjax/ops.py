@@ -1,0 +1,209 @@
+"""The elementary computations of an LSTM (Fig. 11.2), each paired with its relevance rule.
+
+Under a rule set the cotangent carried by ``jax.vjp`` is *relevance*: every op below is a
+``jax.custom_vjp`` whose backward pass is the LRP rule named by the rule set, so an explanation is an
+ordinary ``jax.vjp`` of the model seeded with the output relevance. With ``rules=None`` each op is the
+plain function and the model differentiates to true gradients.
+
+Routing (slice, concatenate, reverse, stack, fan-out) needs no rule: its ordinary transpose already
+routes relevance correctly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from lrpjax._types import Array
+from lrpjax.rules import RuleSet
+
+__all__ = ["Activation", "SIGMOID", "TANH", "IDENTITY", "RELU", "linear", "gated", "accumulate",
+           "activation"]
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An element-wise activation ``scale * fn(z)``; hashable, so it can be a static argument.
+
+    Attributes:
+        name: ``"sigmoid"``, ``"tanh"``, ``"identity"`` or ``"relu"``.
+        scale: the chapter's activation scales ``a_g``, ``a_h`` (Sec. 11.4.1, A2 and A3).
+    """
+
+    name: str
+    scale: float = 1.0
+
+    def __post_init__(self):
+        if self.name not in _ACTIVATIONS:
+            raise ValueError(f"`name` of Activation must be one of {tuple(_ACTIVATIONS)}; got {self.name!r}.")
+        if not self.scale > 0:
+            raise ValueError(f"`scale` of Activation must be > 0; got {self.scale!r}.")
+        object.__setattr__(self, "scale", float(self.scale))
+
+    def __call__(self, z: Array) -> Array:
+        out = _ACTIVATIONS[self.name](z)
+        return out if self.scale == 1.0 else self.scale * out
+
+
+_ACTIVATIONS = {"sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "identity": lambda z: z, "relu": jax.nn.relu}
+
+SIGMOID = Activation("sigmoid")
+TANH = Activation("tanh")
+IDENTITY = Activation("identity")
+RELU = Activation("relu")
+
+
+# --- linear mapping -------------------------------------------------------------------------------
+
+def linear(rules: RuleSet | None, xs: Sequence[Array], Ws: Sequence[Array], b: Array | None = None) -> Array:
+    """``z = sum_k xs[k] @ Ws[k] + b``: one linear mapping whose inputs share one denominator.
+
+    Several inputs model the gate pre-activation ``W x_t + U y_{t-1} + b`` (Eq. 11.1-11.6) or the
+    two directions of a bidirectional output layer. Relevance follows ``rules.linear``.
+
+    Args:
+        rules: rule set, or None for the plain function.
+        xs: inputs, shapes (D_k,).
+        Ws: weights, shapes (D_k, M).
+        b: bias (M,), or None for a mapping without bias.
+
+    Returns:
+        z, shape (M,).
+    """
+    if rules is None:
+        return _linear_forward(tuple(xs), tuple(Ws), b)
+    return _linear(rules, tuple(xs), tuple(Ws), b)
+
+
+def _linear_forward(xs, Ws, b):
+    z = sum(x @ W for x, W in zip(xs, Ws))
+    return z if b is None else z + b
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _linear(rules, xs, Ws, b):
+    return _linear_forward(xs, Ws, b)
+
+
+def _linear_fwd(rules, xs, Ws, b):
+    z = _linear_forward(xs, Ws, b)
+    return z, (xs, Ws, b, z)
+
+
+def _linear_bwd(rules, residuals, r):
+    xs, Ws, b, z = residuals
+    r_xs, r_b = rules.linear.linear(xs, Ws, b, z, r)
+    # Weights are not explained: their cotangent is zero. The bias cotangent is the relevance the
+    # bias neuron absorbed (zero when shared onto the inputs), so conservation can be audited.
+    return r_xs, tuple(jnp.zeros_like(W) for W in Ws), r_b
+
+
+_linear.defvjp(_linear_fwd, _linear_bwd)
+
+
+# --- gated interaction ----------------------------------------------------------------------------
+
+def gated(rules: RuleSet | None, z_gate: Array, z_signal: Array, gate_fn: Activation = SIGMOID,
+          signal_fn: Activation = TANH) -> Array:
+    """``p = gate_fn(z_gate) * signal_fn(z_signal)`` on pre-activations; rules of Table 11.1.
+
+    Args:
+        rules: rule set (``rules.gate`` splits the relevance), or None for the plain function.
+        z_gate: gate pre-activation, shape (H,).
+        z_signal: signal pre-activation (or a cell state with ``IDENTITY``), shape (H,).
+        gate_fn, signal_fn: element-wise activations (sigmoid, tanh, identity, scaled versions).
+
+    Returns:
+        p, shape (H,).
+    """
+    if rules is None:
+        return gate_fn(z_gate) * signal_fn(z_signal)
+    return _gated(rules, gate_fn, signal_fn, z_gate, z_signal)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _gated(rules, gate_fn, signal_fn, z_gate, z_signal):
+    return gate_fn(z_gate) * signal_fn(z_signal)
+
+
+def _gated_fwd(rules, gate_fn, signal_fn, z_gate, z_signal):
+    return _gated(rules, gate_fn, signal_fn, z_gate, z_signal), (z_gate, z_signal)
+
+
+def _gated_bwd(rules, gate_fn, signal_fn, residuals, r):
+    z_gate, z_signal = residuals
+    # The activations sit between pre-activations and product: they pass relevance unchanged.
+    return rules.gate.split(z_gate, z_signal, r)
+
+
+_gated.defvjp(_gated_fwd, _gated_bwd)
+
+
+# --- accumulation ---------------------------------------------------------------------------------
+
+def accumulate(rules: RuleSet | None, *terms: Array) -> Array:
+    """``c = t_1 + ... + t_n`` (the cell state sum, Eq. 11.4); relevance by ``rules.accumulate``.
+
+    Args:
+        rules: rule set, or None for the plain sum.
+        *terms: summands, equal shapes (H,).
+
+    Returns:
+        c, shape (H,).
+    """
+    if rules is None:
+        return sum(terms[1:], terms[0])
+    return _accumulate(rules, terms)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _accumulate(rules, terms):
+    return sum(terms[1:], terms[0])
+
+
+def _accumulate_fwd(rules, terms):
+    c = _accumulate(rules, terms)
+    return c, (terms, c)
+
+
+def _accumulate_bwd(rules, residuals, r):
+    terms, c = residuals
+    return (rules.accumulate.accumulate(terms, c, r),)
+
+
+_accumulate.defvjp(_accumulate_fwd, _accumulate_bwd)
+
+
+# --- element-wise activation ----------------------------------------------------------------------
+
+def activation(rules: RuleSet | None, fn: Activation, z: Array) -> Array:
+    """``fn(z)`` element-wise; under a rule set relevance passes through unchanged.
+
+    Args:
+        rules: rule set, or None for the plain function (true gradient).
+        fn: the activation.
+        z: pre-activation, any shape.
+    """
+    if rules is None:
+        return fn(z)
+    return _activation(fn, z)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _activation(fn, z):
+    return fn(z)
+
+
+def _activation_fwd(fn, z):
+    return fn(z), None
+
+
+def _activation_bwd(fn, residuals, r):
+    return (r,)
+
+
+_activation.defvjp(_activation_fwd, _activation_bwd)
