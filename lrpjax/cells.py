@@ -18,7 +18,8 @@ from lrpjax import ops
 from lrpjax._types import Array, Params
 from lrpjax.rules import RuleSet
 
-__all__ = ["StandardCell", "unroll", "check_cell_params", "zero_layer_taps"]
+__all__ = ["StandardCell", "NondecreasingCell", "MarkovCell", "GatelessCell", "unroll", "check_cell_params",
+           "zero_layer_taps"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,207 @@ class StandardCell:
         p_f = ops.gated(rules, z_f, c_prev, ops.SIGMOID, ops.IDENTITY)
         c = ops.accumulate(rules, p_f, p_in)
         y = ops.gated(rules, z_o, c, ops.SIGMOID, ops.TANH)
+        return y, c
+
+
+# --- LRP-friendly cells (Sec. 11.4) ---------------------------------------------------------------
+
+def _check_scale(cell_name: str, name: str, value: float) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"`{name}` of {cell_name} must be a Python float; got {type(value).__name__}.")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"`{name}` of {cell_name} must be a finite number > 0; got {value!r}.")
+    return float(value)
+
+
+def _check_bias(cell_name: str, name: str, value: float, strict: bool) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"`{name}` of {cell_name} must be a Python float; got {type(value).__name__}.")
+    if not (value < 0 if strict else value <= 0):
+        raise ValueError(f"`{name}` of {cell_name} must be {'< 0' if strict else '<= 0'} "
+                         f"(Sec. 11.4.1, A2/A7/A8); got {value!r}.")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class _LRPCell:
+    """What the three LRP-friendly cells share: the positive cell input (11.7) and the recurrent gates.
+
+    Parameters (``G`` recurrent gates: 2 nondecreasing, 1 Markov, 0 gateless)::
+
+        W   (E, H)     W_z, the cell input's input weights (A4: the only weights that read x_t)
+        b_z (H,)       cell input bias, initialised to ``b_z_init < 0`` (A2)
+        U   (H, G*H)   recurrent gate weights, stacked in the gate order i, o (A5, A6: no W_i, W_o)
+        b   (G*H,)     gate biases in the same order, initialised to ``b_i_init < 0`` (A7) and
+                       ``b_o_init <= 0`` (A8)
+
+    There is no forget gate (A1, ``f_t = 1``) and no recurrent cell-input weight ``U_z`` (A4): the
+    constraints A1, A4-A6 hold by construction, A9 (``c_0 = 0``) by :func:`unroll`, and ``c_t >= 0``
+    nondecreasing because ``z_t > 0`` and ``i_t > 0``. The sign constraints on the biases (A2, A7, A8)
+    hold at initialisation only: training may move them.
+    """
+
+    a_g: float = 2.0
+    a_h: float = 1.0
+    b_z_init: float = -2.0
+    b_i_init: float = -1.0
+    b_o_init: float = -1.0
+
+    gates: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self):
+        name = type(self).__name__
+        object.__setattr__(self, "a_g", _check_scale(name, "a_g", self.a_g))
+        object.__setattr__(self, "a_h", _check_scale(name, "a_h", self.a_h))
+        object.__setattr__(self, "b_z_init", _check_bias(name, "b_z_init", self.b_z_init, True))
+        object.__setattr__(self, "b_i_init", _check_bias(name, "b_i_init", self.b_i_init, True))
+        object.__setattr__(self, "b_o_init", _check_bias(name, "b_o_init", self.b_o_init, False))
+
+    @property
+    def g(self) -> ops.Activation:
+        """Cell input activation ``g = a_g * sigmoid`` (A2)."""
+        return ops.Activation("sigmoid", self.a_g)
+
+    @property
+    def h(self) -> ops.Activation:
+        """Cell state activation ``h = a_h * tanh``, ``h(0) = 0`` (A3)."""
+        return ops.Activation("tanh", self.a_h)
+
+    def shapes(self, E: int, H: int) -> dict[str, tuple[int, ...]]:
+        """Parameter shapes for input size ``E`` and ``H`` cells."""
+        shapes = {"W": (E, H), "b_z": (H,)}
+        if self.gates:
+            G = len(self.gates)
+            shapes.update({"U": (H, G * H), "b": (G * H,)})
+        return shapes
+
+    def init(self, key: Array, E: int, H: int, dtype=jnp.float32) -> Params:
+        """Uniform(-1/sqrt(H), 1/sqrt(H)) weights; the negative biases of A2, A7, A8."""
+        k_w, k_u = jax.random.split(key)
+        bound = 1.0 / float(H) ** 0.5
+        params = {"W": jax.random.uniform(k_w, (E, H), dtype, -bound, bound),
+                  "b_z": jnp.full((H,), self.b_z_init, dtype)}
+        if self.gates:
+            G = len(self.gates)
+            init_bias = {"i": self.b_i_init, "o": self.b_o_init}
+            params["U"] = jax.random.uniform(k_u, (H, G * H), dtype, -bound, bound)
+            params["b"] = jnp.concatenate([jnp.full((H,), init_bias[gate], dtype) for gate in self.gates])
+        return params
+
+    def hidden_size(self, params: Params) -> int:
+        return params["W"].shape[1]
+
+    def _cell_input(self, params: Params, rules: RuleSet | None, x_t: Array) -> Array:
+        """Pre-activation ``W_z x_t + b_z`` (H,) of the cell input; a linear mapping of the input only."""
+        return ops.linear(rules, (x_t,), (params["W"],), params["b_z"])
+
+    def _gate_inputs(self, params: Params, rules: RuleSet | None, y_prev: Array) -> list[Array]:
+        """Gate pre-activations ``U_g y_{t-1} + b_g``, one (H,) per gate: recurrent input only."""
+        pre = ops.linear(rules, (y_prev,), (params["U"],), params["b"])
+        return jnp.split(pre, len(self.gates))
+
+
+@dataclass(frozen=True)
+class NondecreasingCell(_LRPCell):
+    """LSTM cell with nondecreasing memory for LRP backward analysis, Eqs. (11.7)-(11.11)::
+
+        z_t = a_g sigma(W_z x_t + b_z)       cell input   (11.7)
+        i_t = sigma(U_i y_{t-1} + b_i)       input gate   (11.8)
+        c_t = i_t * z_t + c_{t-1}            cell state   (11.9)
+        o_t = sigma(U_o y_{t-1} + b_o)       output gate  (11.10)
+        y_t = o_t * a_h tanh(c_t)            cell output  (11.11)
+
+    Parameters ``W (E, H)``, ``b_z (H,)``, ``U (H, 2H)`` and ``b (2H,)`` with gates stacked i, o.
+    ``W_z x_t + b_z`` and ``U y_{t-1} + b`` are two linear mappings; ``i * z`` and ``o * h(c)`` are
+    gated interactions (Table 11.1 decides whether the gates receive relevance); ``c_t`` is an
+    accumulation. Carry order ``(y, c)``. Constraints A1-A9 of Sec. 11.4.1 (see ``_LRPCell``).
+
+    Attributes:
+        a_g: cell input scale, ``g = a_g sigma`` (A2; the chapter suggests 2, 3 or 4). Default 2.
+        a_h: cell state scale, ``h = a_h tanh`` (A3; 1, 2 or 4). Default 1.
+        b_z_init, b_i_init, b_o_init: initial biases (A2, A7: < 0; A8: <= 0).
+    """
+
+    kind: ClassVar[str] = "nondecreasing"
+    gates: ClassVar[tuple[str, ...]] = ("i", "o")
+
+    def step(self, params: Params, rules: RuleSet | None, carry: tuple[Array, Array],
+             x_t: Array) -> tuple[Array, Array]:
+        """One time step, ``(y_{t-1}, c_{t-1}), x_t -> (y_t, c_t)``; shapes (H,), (H,), (E,)."""
+        y_prev, c_prev = carry
+        z_z = self._cell_input(params, rules, x_t)
+        z_i, z_o = self._gate_inputs(params, rules, y_prev)
+        p = ops.gated(rules, z_i, z_z, ops.SIGMOID, self.g)
+        c = ops.accumulate(rules, c_prev, p)
+        y = ops.gated(rules, z_o, c, ops.SIGMOID, self.h)
+        return y, c
+
+
+@dataclass(frozen=True)
+class MarkovCell(_LRPCell):
+    """LSTM cell keeping the Markov property (Fig. 11.4b), Eqs. (11.12)-(11.15)::
+
+        z_t = a_g sigma(W_z x_t + b_z)       cell input   (11.12)
+        i_t = sigma(U_i y_{t-1} + b_i)       input gate   (11.13)
+        c_t = i_t * z_t + c_{t-1}            cell state   (11.14)
+        y_t = a_h tanh(c_t)                  cell output  (11.15)
+
+    No forget and no output gate: a stored contribution can be neither erased nor hidden later
+    (Sec. 11.4.2). Parameters ``W (E, H)``, ``b_z (H,)``, ``U (H, H)`` (= U_i) and ``b (H,)`` (= b_i).
+    ``i * z`` is a gated interaction, so relevance reaches the input gate, and through it earlier
+    steps, only under the product rules that give the gate a share (LRP-prop, -abs, -half); ``y_t``
+    is an element-wise activation (relevance passes through). Carry order ``(y, c)``.
+    ``b_o_init`` is unused. Constraints A1-A9 of Sec. 11.4.1 (see ``_LRPCell``).
+
+    Attributes:
+        a_g: cell input scale, ``g = a_g sigma`` (A2; 2, 3 or 4). Default 2.
+        a_h: cell state scale, ``h = a_h tanh`` (A3; 1, 2 or 4). Default 1.
+        b_z_init, b_i_init: initial biases (< 0, A2 and A7).
+    """
+
+    kind: ClassVar[str] = "markov"
+    gates: ClassVar[tuple[str, ...]] = ("i",)
+
+    def step(self, params: Params, rules: RuleSet | None, carry: tuple[Array, Array],
+             x_t: Array) -> tuple[Array, Array]:
+        """One time step, ``(y_{t-1}, c_{t-1}), x_t -> (y_t, c_t)``; shapes (H,), (H,), (E,)."""
+        y_prev, c_prev = carry
+        z_z = self._cell_input(params, rules, x_t)
+        (z_i,) = self._gate_inputs(params, rules, y_prev)
+        p = ops.gated(rules, z_i, z_z, ops.SIGMOID, self.g)
+        c = ops.accumulate(rules, c_prev, p)
+        y = ops.activation(rules, self.h, c)
+        return y, c
+
+
+@dataclass(frozen=True)
+class GatelessCell(_LRPCell):
+    """LSTM cell without gates (Fig. 11.4c), Eqs. (11.16)-(11.18)::
+
+        z_t = a_g sigma(W_z x_t + b_z)       cell input   (11.16)
+        c_t = z_t + c_{t-1}                  cell state   (11.17)
+        y_t = a_h tanh(c_t)                  cell output  (11.18)
+
+    Parameters ``W (E, H)`` and ``b_z (H,)`` only; ``y_{t-1}`` is not read (the carry still holds it).
+    Relevance is redistributed across the sequence by the accumulation alone, identically under every
+    product rule. Carry order ``(y, c)``. ``b_i_init`` and ``b_o_init`` are unused.
+
+    Attributes:
+        a_g: cell input scale, ``g = a_g sigma`` (A2; 2, 3 or 4). Default 2.
+        a_h: cell state scale, ``h = a_h tanh`` (A3; 1, 2 or 4). Default 1.
+        b_z_init: initial cell input bias (< 0, A2).
+    """
+
+    kind: ClassVar[str] = "gateless"
+    gates: ClassVar[tuple[str, ...]] = ()
+
+    def step(self, params: Params, rules: RuleSet | None, carry: tuple[Array, Array],
+             x_t: Array) -> tuple[Array, Array]:
+        """One time step, ``(y_{t-1}, c_{t-1}), x_t -> (y_t, c_t)``; shapes (H,), (H,), (E,)."""
+        _, c_prev = carry
+        z = ops.activation(rules, self.g, self._cell_input(params, rules, x_t))
+        c = ops.accumulate(rules, c_prev, z)
+        y = ops.activation(rules, self.h, c)
         return y, c
 
 
