@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import jax
@@ -343,15 +343,16 @@ def _runner(step: Callable[..., tuple[Any, Any, Array]], many: bool) -> Callable
     return run
 
 
-def _evaluator(metrics: Mapping[str, LossFn], many: bool, chunk: int | None):
+def _evaluator(metrics: tuple[tuple[str, LossFn], ...], many: bool, chunk: int | None):
     """Returns ``evaluate(params, data) -> {name: float or (N,) numpy}`` averaging over chunks of examples."""
 
     def all_metrics(params: Any, batch: dict[str, Array]) -> dict[str, Array]:
-        return {name: fn(params, batch) for name, fn in metrics.items()}
+        return {name: fn(params, batch) for name, fn in metrics}
 
     compiled = jax.jit(jax.vmap(all_metrics, in_axes=(0, None)) if many else all_metrics)
 
     def evaluate(params: Any, data: dict[str, Array], n: int) -> dict[str, np.ndarray]:
+        """Weighted mean of the metrics over chunks of `chunk` examples (the last chunk may be smaller)."""
         size = n if chunk is None else chunk
         totals: dict[str, np.ndarray] = {}
         for start in range(0, n, size):
@@ -421,17 +422,43 @@ def _prepare(loss_fn, params, train, val, metrics, config, optimizer, frozen, ma
     monitor = config.monitor or (next(iter(metrics)) if metrics else "train_loss")
     if monitor != "train_loss" and monitor not in metrics:
         raise ValueError(f"`monitor` must be 'train_loss' or one of the metrics {sorted(metrics)}; got {monitor!r}.")
-    tx = make_optimizer(optimizer, clip_norm=config.clip_norm, frozen=frozen, params=params)
+    labels = None
+    if frozen is not None:
+        leaves, treedef = jax.tree.flatten(_frozen_labels(params, frozen))
+        labels = (treedef, tuple(leaves))
+    tx, run = _cached(_build_step, loss_fn, optimizer, config.clip_norm, labels, many)
     opt_state = jax.vmap(tx.init)(params) if many else tx.init(params)
-    evaluate = _evaluator(metrics, many, config.eval_batch_size) if metrics else None
-    return data, n, (val_data, n_val, evaluate), monitor, tx, opt_state
+    evaluate = _cached(_evaluator, tuple(metrics.items()), many, config.eval_batch_size) if metrics else None
+    return data, n, (val_data, n_val, evaluate), monitor, run, opt_state
+
+
+def _build_step(loss_fn, optimizer, clip_norm, labels, many):
+    """The optimizer and the compiled segment runner for one (loss, optimizer, frozen leaves) combination."""
+    frozen = None if labels is None else labels[0].unflatten([label == "frozen" for label in labels[1]])
+    tx = make_optimizer(optimizer, clip_norm=clip_norm, frozen=frozen, params=frozen)
+    return tx, _runner(make_step(loss_fn, tx), many)
+
+
+@lru_cache(maxsize=32)
+def _cached_call(build, *args):
+    return build(*args)
+
+
+def _cached(build, *args):
+    """`build(*args)`, memoised on the identity of the functions passed, so that calling `fit` again with the
+    same loss, optimizer and metrics objects reuses the compiled step (jit still keys on shapes and dtypes)."""
+    try:
+        return _cached_call(build, *args)
+    except TypeError as error:  # unhashable arguments (e.g. a user optimizer holding a list): build afresh
+        if "unhashable" not in str(error):
+            raise
+        return build(*args)
 
 
 def _train(loss_fn, params, train, *, val, metrics, config, optimizer, stop_when, frozen, seeds, n_models, many):
-    data, n, (val_data, n_val, evaluate), monitor, tx, opt_state = _prepare(
+    data, n, (val_data, n_val, evaluate), monitor, run, opt_state = _prepare(
         loss_fn, params, train, val, metrics, config, optimizer, frozen, many
     )
-    run = _runner(make_step(loss_fn, tx), many)
     n_steps = n // config.batch_size
     segment = min(config.eval_every or n_steps, n_steps)
     tracker = _Tracker(n_models, config, monitor, stop_when, many)

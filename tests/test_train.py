@@ -142,7 +142,7 @@ def test_chunked_evaluation_equals_whole_set(rng):
     val = jax.tree.map(jnp.asarray, regression_data(rng, 10))
     metric = tr.make_metric(linear_predict, "mse")
     params = {"W": jnp.ones((E, C)), "b": jnp.ones((C,))}
-    chunked = tr._evaluator({"mse": metric}, many=False, chunk=3)(params, val, 10)["mse"]
+    chunked = tr._evaluator((("mse", metric),), many=False, chunk=3)(params, val, 10)["mse"]
     np.testing.assert_allclose(chunked, float(metric(params, val)), rtol=1e-12)
 
 
@@ -175,7 +175,7 @@ def test_clip_norm_bounds_the_update(rng):
     data = jax.tree.map(jnp.asarray, regression_data(rng, 16))
     tx = tr.make_optimizer(optax.sgd(1.0), clip_norm=1e-3)
     params = linear_init()
-    new, _, _ = tr.make_step(tr.make_loss(linear_predict), tx)(params, tx.init(params), data)
+    new, _, _ = jax.jit(tr.make_step(tr.make_loss(linear_predict), tx))(params, tx.init(params), data)
     norm = optax.tree.norm(jax.tree.map(jnp.subtract, new, params))
     np.testing.assert_allclose(float(norm), 1e-3, rtol=1e-9)
 
