@@ -146,6 +146,7 @@ def test_chunked_evaluation_equals_whole_set(rng):
     np.testing.assert_allclose(chunked, float(metric(params, val)), rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_embedding_table_is_trained_through_a_user_predict(rng):
     # Token ids are looked up in params["embed"] (V, E) inside predict, outside the model function.
     v, n = 7, 64
@@ -195,6 +196,7 @@ def test_frozen_leaves_do_not_change(rng, frozen):
     assert tree_max_diff(result.params["W"], params["W"]) > 0.1
 
 
+@pytest.mark.slow
 def test_frozen_leaves_do_not_change_in_many_models(rng):
     params = tr.stack([rnn_init(jax.random.PRNGKey(i)) for i in range(3)])
     result = tr.fit_many(
@@ -234,6 +236,7 @@ def _check_many_equals_separate(many, singles):
         np.testing.assert_allclose(many.history["mse"][:k, n], single.history["mse"], rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_many_models_with_own_orders_equal_separate_training(rng):
     kwargs = _rnn_kwargs(rng)
     inits = [rnn_init(jax.random.PRNGKey(i)) for i in range(3)]
@@ -249,6 +252,7 @@ def test_many_models_with_own_orders_equal_separate_training(rng):
     _check_many_equals_separate(many, singles)
 
 
+@pytest.mark.slow
 def test_many_models_with_shared_order_equal_separate_training(rng):
     kwargs = _rnn_kwargs(rng)
     inits = [rnn_init(jax.random.PRNGKey(i)) for i in (5, 6)]
