@@ -59,8 +59,12 @@ class StandardCell:
         return params["U"].shape[0]
 
     def step(self, params: Params, rules: RuleSet | None, carry: tuple[Array, Array],
-             x_t: Array) -> tuple[Array, Array]:
-        """One time step, ``(y_{t-1}, c_{t-1}), x_t -> (y_t, c_t)``; shapes (H,), (H,), (E,)."""
+             x_t: Array, tap_c: Array | None = None) -> tuple[Array, Array]:
+        """One time step, ``(y_{t-1}, c_{t-1}), x_t -> (y_t, c_t)``; shapes (H,), (H,), (E,).
+
+        ``tap_c`` (H,), a zero probe added to ``c_t`` before its use in ``y_t``, reads out the relevance
+        arriving at the cell state (see ``unroll``).
+        """
         y_prev, c_prev = carry
         pre = ops.linear(rules, (x_t, y_prev), (params["W"], params["U"]), params["b"])
         z_i, z_z, z_f, z_o = jnp.split(pre, 4)
@@ -68,6 +72,7 @@ class StandardCell:
         # The forget product is a gated interaction whose signal is the previous cell state.
         p_f = ops.gated(rules, z_f, c_prev, ops.SIGMOID, ops.IDENTITY)
         c = ops.accumulate(rules, p_f, p_in)
+        c = c if tap_c is None else c + tap_c
         y = ops.gated(rules, z_o, c, ops.SIGMOID, ops.TANH)
         return y, c
 
@@ -194,13 +199,18 @@ class NondecreasingCell(_LRPCell):
     gates: ClassVar[tuple[str, ...]] = ("i", "o")
 
     def step(self, params: Params, rules: RuleSet | None, carry: tuple[Array, Array],
-             x_t: Array) -> tuple[Array, Array]:
-        """One time step, ``(y_{t-1}, c_{t-1}), x_t -> (y_t, c_t)``; shapes (H,), (H,), (E,)."""
+             x_t: Array, tap_c: Array | None = None) -> tuple[Array, Array]:
+        """One time step, ``(y_{t-1}, c_{t-1}), x_t -> (y_t, c_t)``; shapes (H,), (H,), (E,).
+
+        ``tap_c`` (H,), a zero probe added to ``c_t`` before its use in ``y_t``, reads out the relevance
+        arriving at the cell state (see ``unroll``).
+        """
         y_prev, c_prev = carry
         z_z = self._cell_input(params, rules, x_t)
         z_i, z_o = self._gate_inputs(params, rules, y_prev)
         p = ops.gated(rules, z_i, z_z, ops.SIGMOID, self.g)
         c = ops.accumulate(rules, c_prev, p)
+        c = c if tap_c is None else c + tap_c
         y = ops.gated(rules, z_o, c, ops.SIGMOID, self.h)
         return y, c
 
@@ -231,13 +241,18 @@ class MarkovCell(_LRPCell):
     gates: ClassVar[tuple[str, ...]] = ("i",)
 
     def step(self, params: Params, rules: RuleSet | None, carry: tuple[Array, Array],
-             x_t: Array) -> tuple[Array, Array]:
-        """One time step, ``(y_{t-1}, c_{t-1}), x_t -> (y_t, c_t)``; shapes (H,), (H,), (E,)."""
+             x_t: Array, tap_c: Array | None = None) -> tuple[Array, Array]:
+        """One time step, ``(y_{t-1}, c_{t-1}), x_t -> (y_t, c_t)``; shapes (H,), (H,), (E,).
+
+        ``tap_c`` (H,), a zero probe added to ``c_t`` before its use in ``y_t``, reads out the relevance
+        arriving at the cell state (see ``unroll``).
+        """
         y_prev, c_prev = carry
         z_z = self._cell_input(params, rules, x_t)
         (z_i,) = self._gate_inputs(params, rules, y_prev)
         p = ops.gated(rules, z_i, z_z, ops.SIGMOID, self.g)
         c = ops.accumulate(rules, c_prev, p)
+        c = c if tap_c is None else c + tap_c
         y = ops.activation(rules, self.h, c)
         return y, c
 
@@ -264,11 +279,16 @@ class GatelessCell(_LRPCell):
     gates: ClassVar[tuple[str, ...]] = ()
 
     def step(self, params: Params, rules: RuleSet | None, carry: tuple[Array, Array],
-             x_t: Array) -> tuple[Array, Array]:
-        """One time step, ``(y_{t-1}, c_{t-1}), x_t -> (y_t, c_t)``; shapes (H,), (H,), (E,)."""
+             x_t: Array, tap_c: Array | None = None) -> tuple[Array, Array]:
+        """One time step, ``(y_{t-1}, c_{t-1}), x_t -> (y_t, c_t)``; shapes (H,), (H,), (E,).
+
+        ``tap_c`` (H,), a zero probe added to ``c_t`` before its use in ``y_t``, reads out the relevance
+        arriving at the cell state (see ``unroll``).
+        """
         _, c_prev = carry
         z = ops.activation(rules, self.g, self._cell_input(params, rules, x_t))
         c = ops.accumulate(rules, c_prev, z)
+        c = c if tap_c is None else c + tap_c
         y = ops.activation(rules, self.h, c)
         return y, c
 
@@ -325,9 +345,9 @@ def unroll(cell, params: Params, x: Array, rules: RuleSet | None = None, mask: A
 
     def step(carry, inputs_t):
         """``((y, c), (x_t[, m_t][, tap_y, tap_c])) -> ((y', c'), y')``."""
-        y, c = cell.step(params, rules, carry, inputs_t[0])
+        y, c = cell.step(params, rules, carry, inputs_t[0], None if taps is None else inputs_t[-1])
         if taps is not None:
-            y, c = y + inputs_t[-2], c + inputs_t[-1]
+            y = y + inputs_t[-2]
         if mask is not None:
             y = jnp.where(inputs_t[1], y, carry[0])
             c = jnp.where(inputs_t[1], c, carry[1])
