@@ -187,9 +187,15 @@ def _is_concrete(*values) -> bool:
 
 def _n_classes(apply, params, x, mask) -> int:
     model = getattr(apply, "__self__", None)
-    if hasattr(model, "sizes"):
-        return model.sizes(params)[2]
+    if hasattr(model, "output_size"):
+        return model.output_size(params)
     return jax.eval_shape(lambda p, x_: apply(p, x_, None, mask=mask), params, x).shape[-1]
+
+
+def _check_inputs(apply, x, mask) -> None:
+    """The model's own input checks when it has them (``model.check_inputs``), else sequence checks."""
+    model = getattr(apply, "__self__", None)
+    (model.check_inputs if hasattr(model, "check_inputs") else check_inputs)(x, mask)
 
 
 def _check_finite(name: str, value) -> None:
@@ -215,7 +221,7 @@ def _check_target(target, n_classes: int, name: str = "target") -> None:
 def _check_example(m: Method, params, x, target, mask):
     if not hasattr(x, "dtype"):
         x = np.asarray(x, dtype=np.float32)
-    check_inputs(x, mask)
+    _check_inputs(m.apply, x, mask)
     if jnp.ndim(target) != 0:
         raise ValueError(f"`target` must be a scalar class index; got shape {jnp.shape(target)}.")
     _check_target(target, _n_classes(m.apply, params, x, mask))
@@ -241,7 +247,7 @@ def _check_batch(m: Method, params, X, targets, mask):
         targets = jnp.full((B,), targets)
     if tuple(jnp.shape(targets)) != (B,):
         raise ValueError(f"`targets` must have shape (B,) = ({B},); got {jnp.shape(targets)}.")
-    check_inputs(X[0], mask[0])
+    _check_inputs(m.apply, X[0], mask[0])
     _check_target(targets, _n_classes(m.apply, params, X[0], mask[0]), "targets")
     _check_finite("X", X)
     _check_finite("params", params)

@@ -125,6 +125,14 @@ class LSTM:
             C = shape[1]
         return E, H, C
 
+    def output_size(self, params: Params) -> int:
+        """C, the number of outputs (checks every shape)."""
+        return self.sizes(params)[2]
+
+    def check_inputs(self, x: Any, mask: Any) -> None:
+        """Static checks of one input sequence (T, E) and its mask (T,); see :func:`check_inputs`."""
+        check_inputs(x, mask)
+
     def apply(self, params: Params, x: ArrayLike, rules: RuleSet | None = None, *,
               mask: ArrayLike | None = None, taps: Params | None = None) -> Array:
         """Scores of one embedded sequence.
