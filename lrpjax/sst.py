@@ -1,0 +1,449 @@
+"""The SST sentiment model bundle: vocabulary, word embeddings and the BiLSTM classifier.
+
+An :class:`SSTModel` holds everything needed to classify and explain a sentence of the Stanford
+Sentiment Treebank (Sec. 11.5.1): the :class:`~lrpjax.data.sst.Vocabulary`, the embedding table
+``params["embed"]`` (V, E) and the BiLSTM parameters ``params["model"]`` (see
+:mod:`lrpjax.models.bilstm`). It is stored as one ``.npz`` checkpoint (:mod:`lrpjax.checkpoints`):
+the vocabulary is a numpy unicode array, the metadata (accuracies, training command) JSON.
+
+    model = SSTModel.load()                      # the shipped checkpoints/sst_bilstm.npz
+    result = model.explain_sentence("a gorgeous , witty , seductive movie .", "lrp-all")
+    result.relevance                             # (T,) word-level relevance
+
+Explanations are with respect to the embedded words (the lookup happens outside the explained
+function); word-level relevance is the sum over the embedding dimension (for Sensitivity Analysis
+the squared gradient summed, i.e. the squared L2 norm). Many sentences are explained in padded,
+jit-compiled batches whose lengths are rounded up to a few bucket sizes (:func:`bucket_length`), so
+compilation happens a handful of times, not once per length.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lrpjax import checkpoints
+from lrpjax import explain as _explain
+from lrpjax._types import Array, ArrayLike, Params
+from lrpjax.data.sst import LABEL_NAMES, NEUTRAL, Vocabulary, label_index, pad_batch, tokenize
+from lrpjax.models import bilstm
+from lrpjax.rules import preset
+
+__all__ = [
+    "KIND",
+    "METHODS",
+    "DEFAULT_EPS",
+    "DEFAULT_CHECKPOINT",
+    "SSTModel",
+    "SentenceExplanation",
+    "bucket_length",
+    "buckets",
+    "make_method",
+    "resolve_target",
+    "word_relevance",
+]
+
+KIND = "sst-bilstm"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "sst_bilstm.npz"
+
+METHODS = ("lrp-all", "lrp-prop", "lrp-abs", "lrp-half", "gradient", "sa", "gi",
+           "occlusion-f", "occlusion-p", "cd", "random")
+# Stabiliser defaults: 0.001 is the reference implementation's eps (Arras et al. 2017); LRP-prop
+# needs a larger one to stay numerically stable, the chapter takes 0.2 (Sec. 11.5.1, footnote 9).
+DEFAULT_EPS = {"lrp-all": 0.001, "lrp-prop": 0.2, "lrp-abs": 0.001, "lrp-half": 0.001}
+
+# Padded lengths: sentences are rounded up to the next of these, then to a multiple of 64.
+_BUCKETS = (8, 16, 24, 32, 48, 64)
+
+
+def bucket_length(T: int, grid: Sequence[int] = _BUCKETS) -> int:
+    """The padded length for a sequence of T tokens: the smallest grid value >= T, beyond the grid
+    the next multiple of its last value.
+
+    Raises:
+        ValueError: if ``T < 1``.
+    """
+    if T < 1:
+        raise ValueError(f"`T` must be >= 1; got {T}.")
+    for length in grid:
+        if T <= length:
+            return int(length)
+    step = grid[-1]
+    return int(-(-T // step) * step)
+
+
+def buckets(lengths: Sequence[int], batch_size: int, grid: Sequence[int] = _BUCKETS) -> list[tuple[int, np.ndarray]]:
+    """Groups sequence indices into batches of equal padded length.
+
+    Args:
+        lengths: the length of each sequence, (N,).
+        batch_size: at most this many sequences per batch.
+        grid: bucket lengths (see :func:`bucket_length`).
+
+    Returns:
+        ``(padded length, indices)`` pairs covering every index exactly once, in order of length.
+    """
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be >= 1; got {batch_size}.")
+    groups: dict[int, list[int]] = {}
+    for index, T in enumerate(lengths):
+        groups.setdefault(bucket_length(int(T), grid), []).append(index)
+    out = []
+    for length in sorted(groups):
+        members = np.asarray(groups[length], dtype=np.int64)
+        for start in range(0, len(members), batch_size):
+            out.append((length, members[start:start + batch_size]))
+    return out
+
+
+def word_relevance(method_name: str, relevance: ArrayLike) -> Array:
+    """Per-token relevance (..., T) from a method's output: (..., T, E) summed over E, position-wise
+    outputs (occlusion, CD, random) unchanged. Sensitivity Analysis is already squared, so its sum
+    is the squared L2 norm of the gradient."""
+    relevance = jnp.asarray(relevance)
+    if method_name in ("occlusion-f", "occlusion-p", "cd", "random"):
+        return relevance
+    return relevance.sum(-1)
+
+
+def make_method(name: str, eps: float | None = None, seed: int = 0) -> _explain.Method:
+    """The explanation method called ``name`` (one of :data:`METHODS`) for the BiLSTM.
+
+    Args:
+        name: ``lrp-all``, ``lrp-prop``, ``lrp-abs``, ``lrp-half`` (LRP with that product rule,
+            epsilon rule elsewhere), ``gradient`` (d score / dx), ``sa`` (squared gradient),
+            ``gi`` (gradient x input), ``occlusion-f`` / ``occlusion-p`` (score / probability
+            difference when the word's embedding is zeroed), ``cd`` (Contextual Decomposition),
+            ``random`` (seeded normal noise).
+        eps: LRP stabiliser; None takes :data:`DEFAULT_EPS`. Ignored by the other methods.
+        seed: seed of the random baseline.
+
+    Raises:
+        ValueError: an unknown name (listing the valid ones) or a negative ``eps``.
+    """
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}.")
+    apply = bilstm.apply
+    if name.startswith("lrp-"):
+        eps = DEFAULT_EPS[name] if eps is None else float(eps)
+        if not eps >= 0:
+            raise ValueError(f"`eps` must be >= 0; got {eps}.")
+        return _explain.lrp(apply, preset(name, eps=eps))
+    if name == "gradient":
+        return _explain.gradient(apply)
+    if name == "sa":
+        return _explain.sensitivity(apply)
+    if name == "gi":
+        return _explain.gradient_x_input(apply)
+    if name.startswith("occlusion-"):
+        return _explain.occlusion(apply, name[-1])
+    if name == "cd":
+        from lrpjax.cd import cd  # written alongside; imported late so the rest works without it
+        return cd(apply)
+    return _explain.random_baseline(apply, seed)
+
+
+def resolve_target(target: int | str, n_classes: int = len(LABEL_NAMES)) -> int | None:
+    """``"pred"`` -> None (the predicted class); an index (int or digit string) or a class name
+    (``"positive"``, ``"very negative"``, ``"very_negative"``) -> its index.
+
+    Raises:
+        ValueError: anything else, listing the valid values.
+    """
+    if isinstance(target, str) and target.strip().lower() in ("pred", "prediction", "predicted"):
+        return None
+    try:
+        index = label_index(target)
+    except ValueError:
+        names = ", ".join(repr(n) for n in LABEL_NAMES)
+        raise ValueError(f"`target` must be 'pred', a class index 0..{n_classes - 1} or a class name "
+                         f"({names}); got {target!r}.") from None
+    return index
+
+
+@dataclass
+class SentenceExplanation:
+    """The explanation of one sentence.
+
+    Attributes:
+        text: the sentence as given.
+        tokens: its tokens (T,), lower-cased treebank style.
+        unknown: the tokens not in the vocabulary (mapped to ``<unk>``), in order.
+        scores: class scores before softmax, (C,).
+        probabilities: softmax of ``scores``, (C,).
+        prediction: index of the largest score.
+        target: the explained class.
+        method: the method's name; ``eps``: its stabiliser (LRP) or None.
+        relevance: word-level relevance, (T,).
+    """
+
+    text: str
+    tokens: list[str]
+    unknown: list[str]
+    scores: np.ndarray
+    probabilities: np.ndarray
+    prediction: int
+    target: int
+    method: str
+    eps: float | None
+    relevance: np.ndarray
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict (lists of floats, class names beside indices)."""
+        return {
+            "sentence": self.text,
+            "tokens": list(self.tokens),
+            "unknown": list(self.unknown),
+            "prediction": int(self.prediction),
+            "prediction_name": LABEL_NAMES[self.prediction],
+            "probabilities": [float(p) for p in self.probabilities],
+            "scores": [float(s) for s in self.scores],
+            "target": int(self.target),
+            "target_name": LABEL_NAMES[self.target],
+            "method": self.method,
+            "eps": self.eps,
+            "relevance": [float(r) for r in self.relevance],
+        }
+
+
+# --- compiled kernels (module level so that equal calls share compiled code) ----------------------
+
+@jax.jit
+def _scores(params: Params, ids: Array, mask: Array) -> Array:
+    """Class scores of a padded batch: ids, mask (B, T) -> (B, C)."""
+    X = params["embed"][ids]
+    return jax.vmap(lambda x, m: bilstm.apply(params["model"], x, mask=m))(X, mask)
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _explain_batch(method: _explain.Method, params: Params, ids: Array, mask: Array,
+                   targets: Array, index: Array) -> tuple[Array, Array]:
+    """Scores (B, C) and word-level relevance (B, T) of a padded batch; ``targets`` (B,), -1 means
+    the predicted class; ``index`` (B,) numbers the sentences (the random baseline's draw depends on
+    it, so a sentence gets the same draw whatever batch it lands in)."""
+    X = params["embed"][ids]
+    scores = jax.vmap(lambda x, m: bilstm.apply(params["model"], x, mask=m))(X, mask)
+    targets = jnp.where(targets < 0, jnp.argmax(scores, axis=-1).astype(targets.dtype), targets)
+    relevance = jax.vmap(lambda x, t, m, i: method.fn(method, params["model"], x, t, m, i))(X, targets, mask, index)
+    per_word = relevance if relevance.ndim == 2 else relevance.sum(-1)
+    return scores, jnp.where(mask, per_word, jnp.zeros((), per_word.dtype))
+
+
+class SSTModel:
+    """Vocabulary + embeddings + BiLSTM, with prediction and explanation of raw sentences.
+
+    Args:
+        vocab: the word table; ``params["embed"]`` has one row per word.
+        params: ``{"embed": (V, E), "model": BiLSTM params}`` (numpy or jax arrays).
+        metadata: free JSON-able information (accuracies, training command, ...).
+
+    Raises:
+        ValueError: if the embedding table does not match the vocabulary or the BiLSTM's input size.
+    """
+
+    def __init__(self, vocab: Vocabulary, params: Params, metadata: dict[str, Any] | None = None):
+        if not isinstance(vocab, Vocabulary):
+            raise TypeError(f"`vocab` must be a Vocabulary; got {type(vocab).__name__}.")
+        if not isinstance(params, dict) or set(params) != {"embed", "model"}:
+            raise ValueError("`params` must be a dict with keys 'embed' (V, E) and 'model' (BiLSTM params).")
+        E, H, C = bilstm.model.sizes(params["model"])
+        shape = tuple(np.shape(params["embed"]))
+        if shape != (len(vocab), E):
+            raise ValueError(f"`params['embed']` must have shape (V, E) = ({len(vocab)}, {E}); got {shape}.")
+        if C != len(LABEL_NAMES):
+            raise ValueError(f"the BiLSTM must have C = {len(LABEL_NAMES)} classes; got {C}.")
+        self.vocab = vocab
+        self.params = params
+        self.metadata = dict(metadata or {})
+        self.sizes = (E, H, C)
+
+    # --- storage -----------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None) -> SSTModel:
+        """Reads a checkpoint written by :meth:`save`; default :data:`DEFAULT_CHECKPOINT`.
+
+        Raises:
+            lrpjax.checkpoints.CheckpointError: a missing or damaged file, another kind of model, or
+                no vocabulary in it.
+        """
+        path = DEFAULT_CHECKPOINT if path is None else Path(path)
+        ckpt = checkpoints.load(path, expect_kind=KIND)
+        if "vocab" not in ckpt.extra:
+            raise checkpoints.CheckpointError(f"checkpoint {str(path)!r} has no vocabulary ('extra/vocab').")
+        vocab = Vocabulary.from_array(ckpt.extra["vocab"])
+        try:
+            return cls(vocab, ckpt.params, ckpt.metadata)
+        except (ValueError, KeyError) as error:
+            raise checkpoints.CheckpointError(f"checkpoint {str(path)!r}: {error}") from error
+
+    def save(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> str:
+        """Writes weights (as stored, e.g. float32), vocabulary and ``metadata`` to one ``.npz``."""
+        meta = {k: v for k, v in {**self.metadata, **(metadata or {})}.items()
+                if k not in ("format_version", "lrpjax_version")}
+        E, H, C = self.sizes
+        meta.update(kind=KIND, embedding_size=E, hidden_size=H, classes=list(LABEL_NAMES),
+                    vocabulary_size=len(self.vocab))
+        params = jax.tree_util.tree_map(np.asarray, self.params)
+        return checkpoints.save(path, params, meta, extra={"vocab": self.vocab.to_array()})
+
+    # --- inputs ------------------------------------------------------------------------------
+
+    def encode(self, sentence: str | Sequence[str]) -> tuple[list[str], np.ndarray, list[str]]:
+        """Tokenises (if a str) and maps to ids: (tokens, ids (T,), unknown words)."""
+        tokens = tokenize(sentence) if isinstance(sentence, str) else list(sentence)
+        ids, unknown = self.vocab.encode(tokens)
+        return tokens, ids, unknown
+
+    def embed(self, tokens: str | Sequence[str]) -> Array:
+        """The embedded sentence x (T, E) that the BiLSTM reads (and explanations refer to)."""
+        _, ids, _ = self.encode(tokens)
+        if ids.shape[0] == 0:
+            raise ValueError("the sentence has no tokens.")
+        return jnp.asarray(self.params["embed"])[jnp.asarray(ids)]
+
+    # --- prediction --------------------------------------------------------------------------
+
+    def scores_ids(self, ids_list: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
+        """Class scores (N, C) of id sequences, in padded bucketed batches.
+
+        Raises:
+            ValueError: an empty sequence.
+        """
+        out = np.zeros((len(ids_list), self.sizes[2]), dtype=np.asarray(self.params["embed"]).dtype)
+        for length, index in buckets([len(ids) for ids in ids_list], batch_size):
+            ids, mask = pad_batch([ids_list[i] for i in index], length)
+            ids, mask = _pad_rows(ids, mask, _rows(len(ids_list), batch_size))
+            out[index] = np.asarray(_scores(self.params, ids, mask))[: len(index)]
+        return out
+
+    def predict(self, sentences: str | Sequence[str | Sequence[str]]) -> np.ndarray:
+        """Class scores before softmax: (C,) for one sentence, (N, C) for a list of sentences.
+
+        Raises:
+            ValueError: an empty sentence.
+        """
+        single = isinstance(sentences, str)
+        items = [sentences] if single else list(sentences)
+        ids_list = []
+        for number, sentence in enumerate(items):
+            _, ids, _ = self.encode(sentence)
+            if ids.shape[0] == 0:
+                raise ValueError(f"sentence {number} is empty.")
+            ids_list.append(ids)
+        scores = self.scores_ids(ids_list)
+        return scores[0] if single else scores
+
+    # --- explanation -------------------------------------------------------------------------
+
+    def explain_sentence(self, text: str | Sequence[str], method: str = "lrp-all", target: int | str = "pred",
+                         eps: float | None = None, seed: int = 0) -> SentenceExplanation:
+        """Explains one sentence; see :meth:`explain_many` for the arguments.
+
+        Raises:
+            ValueError: an empty sentence, an unknown method or a bad target.
+        """
+        result = self.explain_many([text], method, target, eps, seed=seed)[0]
+        if isinstance(result, str):
+            raise ValueError(result)
+        return result
+
+    def explain_many(self, sentences: Sequence[str | Sequence[str]], method: str = "lrp-all",
+                     target: int | str | Sequence[int] = "pred", eps: float | None = None, *,
+                     batch_size: int = 64, seed: int = 0,
+                     progress: Callable[[int], None] | None = None) -> list[SentenceExplanation | str]:
+        """Explains many sentences in jit-compiled padded batches (one compilation per bucket length).
+
+        Args:
+            sentences: raw strings (tokenised here) or token lists.
+            method: one of :data:`METHODS`.
+            target: ``"pred"``, a class index or name for all sentences, or one index per sentence.
+            eps: LRP stabiliser (None: :data:`DEFAULT_EPS`).
+            batch_size: sentences per compiled call.
+            seed: seed of the random baseline.
+            progress: called with the number of sentences finished after each batch.
+
+        Returns:
+            One :class:`SentenceExplanation` per sentence, or, for an empty one, an error message.
+
+        Raises:
+            ValueError: an unknown method or a bad target.
+        """
+        m = make_method(method, eps, seed)
+        used_eps = (DEFAULT_EPS[method] if eps is None else float(eps)) if method.startswith("lrp-") else None
+        targets = self._targets(target, len(sentences))
+        encoded = [self.encode(s) for s in sentences]
+        results: list[SentenceExplanation | str] = ["empty sentence: nothing to explain"] * len(sentences)
+        valid = [i for i, (tokens, _, _) in enumerate(encoded) if tokens]
+        params = {"embed": jnp.asarray(self.params["embed"]), "model": self.params["model"]}
+        for length, chunk in buckets([len(encoded[i][0]) for i in valid], batch_size):
+            index = [valid[j] for j in chunk]
+            ids, mask = pad_batch([encoded[i][1] for i in index], length)
+            ids, mask = _pad_rows(ids, mask, _rows(len(valid), batch_size))
+            t = np.full((ids.shape[0],), -1, dtype=np.int32)
+            t[: len(index)] = targets[index]
+            number = np.zeros((ids.shape[0],), dtype=np.int32)
+            number[: len(index)] = index
+            scores, relevance = _explain_batch(m, params, ids, mask, t, number)
+            scores, relevance = np.asarray(scores), np.asarray(relevance)
+            for row, i in enumerate(index):
+                tokens, _, unknown = encoded[i]
+                probs = _softmax(scores[row])
+                pred = int(np.argmax(scores[row]))
+                results[i] = SentenceExplanation(
+                    text=sentences[i] if isinstance(sentences[i], str) else " ".join(sentences[i]),
+                    tokens=tokens, unknown=unknown, scores=scores[row], probabilities=probs,
+                    prediction=pred, target=pred if targets[i] < 0 else int(targets[i]), method=method,
+                    eps=used_eps, relevance=relevance[row, : len(tokens)])
+            if progress is not None:
+                progress(len(index))
+        return results
+
+    def _targets(self, target, n: int) -> np.ndarray:
+        if isinstance(target, (str, int, np.integer)):
+            index = resolve_target(target)
+            return np.full((n,), -1 if index is None else index, dtype=np.int32)
+        targets = np.asarray(target)
+        if targets.shape != (n,) or not np.issubdtype(targets.dtype, np.integer):
+            raise ValueError(f"`target` must be 'pred', a class, or ({n},) integer indices; got {targets.shape}.")
+        if targets.size and (targets.min() < 0 or targets.max() >= self.sizes[2]):
+            raise ValueError(f"`target` indices must lie in 0..{self.sizes[2] - 1}.")
+        return targets.astype(np.int32)
+
+    def __repr__(self) -> str:
+        E, H, C = self.sizes
+        return f"SSTModel(V={len(self.vocab)}, E={E}, H={H}, C={C})"
+
+
+def _rows(n_total: int, batch_size: int) -> int:
+    """Rows of every compiled batch of a call on ``n_total`` sequences: ``batch_size`` for large calls
+    (one compilation per bucket length), the next power of two for small ones (a single sentence
+    does not pay for a full batch)."""
+    return batch_size if n_total >= batch_size else min(batch_size, 1 << max(n_total - 1, 0).bit_length())
+
+
+def _pad_rows(ids: np.ndarray, mask: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pads a batch (B, T) to ``rows`` rows: dummy rows hold one ``<pad>`` token marked valid, so no
+    row is empty; their results are dropped."""
+    B, T = ids.shape
+    if rows <= B:
+        return ids, mask
+    full_ids = np.zeros((rows, T), ids.dtype)
+    full_mask = np.zeros((rows, T), bool)
+    full_ids[:B], full_mask[:B] = ids, mask
+    full_mask[B:, 0] = True
+    return full_ids, full_mask
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    z = np.asarray(scores, dtype=np.float64)
+    e = np.exp(z - z.max())
+    return e / e.sum()
