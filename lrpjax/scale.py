@@ -1,0 +1,566 @@
+"""Explaining whole datasets: length buckets, fixed-size chunks, many targets at once, several devices.
+
+:func:`explain_dataset` explains a list of variable-length sequences (T_i, E) with any
+:class:`~lrpjax.explain.Method` (LRP presets, gradient, Sensitivity, Gradient x Input, occlusion,
+Contextual Decomposition, random baseline):
+
+* **Buckets** -- each sequence is padded (with a mask) to the smallest bucket edge >= its length, so
+  only one program per edge is compiled, whatever the lengths in the dataset. Edges are given
+  explicitly, or chosen for the data (:func:`bucket_edges`).
+* **Chunks** -- each bucket is processed in chunks of exactly ``chunk_size`` sequences (the last one
+  padded with dummy rows), so every call of a bucket's program has the same shapes and memory is
+  bounded by the chunk, not by the dataset. :func:`iter_chunks` streams the results chunk by chunk.
+* **Compilations are counted** -- compiled programs are kept in a cache keyed by everything that
+  shapes the program (methods, target mode, bucket length, chunk size, input and parameter shapes and
+  dtypes, devices); :func:`compilations` reads the counter, and every result says how many new
+  compilations it needed.
+* **Many targets at once** -- ``targets="all"`` gives the relevance of every class, (C, T, E) per
+  sequence: the forward pass is shared (one ``jax.vjp``; the C seeded pullbacks are vmapped). A tuple
+  of methods (e.g. :func:`eps_sweep`) runs in the same compiled call, (K, T, E) per sequence; their
+  forward passes are identical computations, which XLA merges.
+* **Several devices** -- each chunk's batch axis is sharded over a 1-D device mesh named ``"batch"``
+  (``jax.sharding.NamedSharding``), parameters are replicated. Under ``jax.distributed`` the mesh spans
+  every process's devices; each process passes the same dataset and receives all results.
+
+Gradient-type methods (LRP, gradient, Sensitivity, Gradient x Input) run as one ``jax.vjp`` that also
+yields the scores, so ``targets="pred"`` costs no extra forward pass. The random baseline draws with the
+sequence's index in the dataset, so it equals ``method.batch`` on the whole padded dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Iterator, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from lrpjax import explain as _explain
+from lrpjax._types import Array, ArrayLike, Params
+from lrpjax.explain import Method
+from lrpjax.rules import preset
+
+__all__ = ["DatasetExplanation", "Chunk", "explain_dataset", "iter_chunks", "bucket_edges", "assign_buckets",
+           "eps_sweep", "compilations", "clear_cache"]
+
+# Methods whose relevance is a seeded pullback of the model: seed with the score (LRP, Sec. 11.2.2) or
+# with 1 (gradient), then an optional element-wise post-processing.
+_SEEDED = {
+    _explain._lrp_fn: ("lrp", None),
+    _explain._gradient_fn: ("gradient", None),
+    _explain._sensitivity_fn: ("gradient", "square"),
+    _explain._gradient_x_input_fn: ("gradient", "times_input"),
+}
+
+
+class DatasetExplanation(NamedTuple):
+    """Relevance for every sequence of a dataset, in input order.
+
+    Attributes:
+        relevance: one array per sequence, (T_i, E) or (T_i,) for position-wise methods (occlusion,
+            CD, random); (C, T_i, ...) with ``targets="all"``; (K, ...) in front for K methods.
+        lengths: T_i, (N,).
+        scores: the model's output for each sequence, (N, C).
+        targets: the explained class of each sequence, (N,); -1 everywhere with ``targets="all"``.
+        compilations: programs compiled by this call (0 when every bucket was compiled before).
+        edges: the bucket edges used (padded lengths), ascending.
+    """
+
+    relevance: list
+    lengths: np.ndarray
+    scores: np.ndarray
+    targets: np.ndarray
+    compilations: int
+    edges: tuple
+
+
+class Chunk(NamedTuple):
+    """One chunk of results from :func:`iter_chunks`.
+
+    Attributes:
+        indices: positions of the chunk's sequences in the dataset, (B_valid,).
+        relevance: their relevance, padded: (B_valid, [K,] [C,] L[, E]) with L the bucket length.
+        scores: (B_valid, C).
+        targets: explained classes, (B_valid,) (-1 with ``targets="all"``).
+    """
+
+    indices: np.ndarray
+    relevance: np.ndarray
+    scores: np.ndarray
+    targets: np.ndarray
+
+
+# --- buckets --------------------------------------------------------------------------------------
+
+def _powers_of_two(max_length: int, smallest: int = 8) -> tuple[int, ...]:
+    edges = [smallest]
+    while edges[-1] < max_length:
+        edges.append(2 * edges[-1])
+    return tuple(edges)
+
+
+def bucket_edges(lengths: Sequence[int], n_buckets: int, chunk_size: int = 1) -> tuple[int, ...]:
+    """The ``n_buckets`` edges that minimise the padded work for these lengths.
+
+    The work of a bucket with edge L holding n sequences is ``ceil(n / chunk_size) * chunk_size * L``
+    (every chunk is padded to the chunk size and to L); a dynamic programme over the distinct lengths
+    finds the exact optimum. The last edge is the longest length.
+
+    Args:
+        lengths: sequence lengths, (N,), each >= 1.
+        n_buckets: the number of edges wanted (fewer when there are fewer distinct lengths).
+        chunk_size: the chunk size the buckets will be processed with.
+
+    Raises:
+        ValueError: no lengths, a length < 1, or ``n_buckets`` / ``chunk_size`` < 1.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if lengths.ndim != 1 or lengths.size == 0 or np.any(lengths < 1):
+        raise ValueError("`lengths` must be a non-empty list of lengths >= 1.")
+    if n_buckets < 1 or chunk_size < 1:
+        raise ValueError(f"`n_buckets` and `chunk_size` must be >= 1; got {n_buckets}, {chunk_size}.")
+    values, counts = np.unique(lengths, return_counts=True)
+    cum = np.concatenate([[0], np.cumsum(counts)])
+    n, K = len(values), min(n_buckets, len(values))
+
+    def cost(i, j):  # one bucket holding distinct lengths i..j-1, edge values[j-1]
+        members = cum[j] - cum[i]
+        return -(-members // chunk_size) * chunk_size * values[j - 1]
+
+    best = np.full((K + 1, n + 1), np.inf)
+    choice = np.zeros((K + 1, n + 1), dtype=np.int64)
+    best[0, 0] = 0
+    for k in range(1, K + 1):
+        for j in range(1, n + 1):
+            for i in range(k - 1, j):
+                c = best[k - 1, i] + cost(i, j)
+                if c < best[k, j]:
+                    best[k, j], choice[k, j] = c, i
+    k = int(np.argmin(best[1:, n])) + 1
+    edges, j = [], n
+    while k > 0:
+        edges.append(int(values[j - 1]))
+        j, k = choice[k, j], k - 1
+    return tuple(sorted(edges))
+
+
+def _resolve_edges(buckets, lengths: np.ndarray, chunk_size: int) -> tuple[int, ...]:
+    if buckets is None:
+        return _powers_of_two(int(lengths.max()))
+    if isinstance(buckets, (int, np.integer)) and not isinstance(buckets, bool):
+        if buckets < 1:
+            raise ValueError(f"`buckets` as a number of buckets must be >= 1; got {buckets}.")
+        return bucket_edges(lengths, int(buckets), chunk_size)
+    try:
+        edges = tuple(int(e) for e in buckets)
+    except TypeError:
+        raise TypeError("`buckets` must be None, a number of buckets or a sequence of edges; "
+                        f"got {type(buckets).__name__}.") from None
+    if not edges or edges[0] < 1 or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise ValueError(f"`buckets` edges must be increasing lengths >= 1; got {edges}.")
+    return edges
+
+
+def assign_buckets(lengths: Sequence[int], edges: Sequence[int]) -> np.ndarray:
+    """Padded length of each sequence: the smallest edge >= T; beyond the last edge, the next multiple of it.
+
+    Args:
+        lengths: (N,) lengths >= 1.
+        edges: ascending bucket edges.
+
+    Returns:
+        (N,) padded lengths.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    edges = np.asarray(edges, dtype=np.int64)
+    position = np.searchsorted(edges, lengths, side="left")
+    inside = position < len(edges)
+    beyond = -(-lengths // edges[-1]) * edges[-1]
+    return np.where(inside, edges[np.minimum(position, len(edges) - 1)], beyond)
+
+
+# --- compiled chunk programs ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Spec:
+    """Static description of a chunk program (hashable: part of the cache key)."""
+
+    methods: tuple
+    all_classes: bool
+    tokens: bool
+    n_classes: int
+
+
+def _resolve_target(target: Array, scores: Array) -> Array:
+    """A negative target means the predicted class."""
+    return jnp.where(target < 0, jnp.argmax(scores).astype(target.dtype), target)
+
+
+def _seeded_relevance(m: Method, spec: _Spec, params, x, mask, target):
+    """Scores (C,), explained class and relevance of a gradient-type method from one ``jax.vjp``."""
+    kind, post = _SEEDED[m.fn]
+    rules = m.rules if kind == "lrp" else None
+    scores, pullback = jax.vjp(lambda x_: m.apply(params, x_, rules, mask=mask), x)
+    scale = scores if kind == "lrp" else jnp.ones_like(scores)
+    if spec.all_classes:
+        seeds = jnp.eye(spec.n_classes, dtype=scores.dtype) * scale[None, :]
+        relevance = jax.vmap(lambda s: pullback(s)[0])(seeds)
+    else:
+        target = _resolve_target(target, scores)
+        relevance = pullback(jax.nn.one_hot(target, spec.n_classes, dtype=scores.dtype) * scale)[0]
+    if post == "square":
+        relevance = relevance ** 2
+    elif post == "times_input":
+        relevance = relevance * x
+    return scores, target, relevance
+
+
+def _generic_relevance(m: Method, spec: _Spec, params, x, mask, target, index):
+    """Scores, explained class and relevance of any method through its per-example ``fn``."""
+    scores = m.apply(params, x, None, mask=mask)
+    if spec.all_classes:
+        # The model's forward pass does not depend on the class, so vmap leaves it unbatched.
+        relevance = jax.vmap(lambda c: m.fn(m, params, x, c, mask, index))(jnp.arange(spec.n_classes))
+    else:
+        target = _resolve_target(target, scores)
+        relevance = m.fn(m, params, x, target, mask, index)
+    return scores, target, relevance
+
+
+def _explain_one(spec: _Spec, params, x, mask, target, index):
+    """``(x (L, E), mask (L,), target, index) -> (scores (C,), target, relevance ([K,] [C,] L[, E]))``."""
+    results = []
+    for m in spec.methods:
+        if m.fn in _SEEDED:
+            results.append(_seeded_relevance(m, spec, params, x, mask, target))
+        else:
+            results.append(_generic_relevance(m, spec, params, x, mask, target, index))
+    relevances = []
+    for _, _, r in results:
+        full = r.shape[-2:] == x.shape  # (..., L, E); position-wise methods give (..., L)
+        if spec.tokens and full:
+            r, full = r.sum(-1), False
+        keep = mask[:, None] if full else mask
+        keep = jnp.reshape(keep, (1,) * (r.ndim - keep.ndim) + keep.shape)
+        relevances.append(jnp.where(keep, r, jnp.zeros((), r.dtype)))
+    scores, target, _ = results[0]
+    relevance = relevances[0] if len(relevances) == 1 else jnp.stack(relevances)
+    if spec.all_classes:
+        target = jnp.full((), -1, jnp.int32)
+    return scores, target.astype(jnp.int32), relevance
+
+
+def _chunk_fn(spec: _Spec, params, X, mask, targets, index):
+    """The program of one chunk: vmap of :func:`_explain_one` over (B,) sequences."""
+    return jax.vmap(lambda x, k, t, i: _explain_one(spec, params, x, k, t, i))(X, mask, targets, index)
+def _chunk_fn(spec: _Spec, params, X, mask, targets, index):
+    """The program of one chunk: vmap of :func:`_explain_one` over (B,) sequences."""
+    return jax.vmap(lambda x, k, t, i: _explain_one(spec, params, x, k, t, i))(X, mask, targets, index)
+
+
+class _Program(NamedTuple):
+    compiled: object
+    batch: NamedSharding
+    replicated: NamedSharding
+    full: bool          # relevance per row is (..., L, E) rather than (..., L)
+
+
+_CACHE: dict = {}
+_COUNT = [0]
+
+
+def compilations() -> int:
+    """How many chunk programs this process has compiled so far (all calls of :func:`explain_dataset`)."""
+    return _COUNT[0]
+
+
+def clear_cache() -> None:
+    """Forgets the compiled chunk programs (the counter keeps counting)."""
+    _CACHE.clear()
+
+
+def _abstract(tree, sharding):
+    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a),
+                                                                   sharding=sharding), tree)
+
+
+def _program(spec: _Spec, params, L: int, B: int, E: int, dtype, devices: tuple) -> _Program:
+    """The compiled program of a (bucket length L, chunk size B), from the cache or compiled now."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    signature = (treedef, tuple((np.shape(a), str(jnp.result_type(a))) for a in leaves))
+    key = (spec, L, B, E, str(dtype), signature, tuple(d.id for d in devices))
+    if key not in _CACHE:
+        mesh = Mesh(np.asarray(devices), ("batch",))
+        batch = NamedSharding(mesh, PartitionSpec("batch"))
+        replicated = NamedSharding(mesh, PartitionSpec())
+        fn = jax.jit(partial(_chunk_fn, spec), in_shardings=(replicated, batch, batch, batch, batch),
+                     out_shardings=batch)
+        args = (_abstract(params, replicated), jax.ShapeDtypeStruct((B, L, E), dtype, sharding=batch),
+                jax.ShapeDtypeStruct((B, L), jnp.bool_, sharding=batch),
+                jax.ShapeDtypeStruct((B,), jnp.int32, sharding=batch),
+                jax.ShapeDtypeStruct((B,), jnp.int32, sharding=batch))
+        lowered = fn.lower(*args)
+        relevance_shape = lowered.out_info[2].shape
+        lead = int(len(spec.methods) > 1) + int(spec.all_classes)
+        compiled = lowered.compile()
+        _COUNT[0] += 1
+        _CACHE[key] = _Program(compiled, batch, replicated, len(relevance_shape) == lead + 3)
+    return _CACHE[key]
+
+
+# --- host side: checks, placement, chunking -------------------------------------------------------
+
+def _put(host, sharding):
+    """Places a host array on the devices of ``sharding`` (every process holds the whole array)."""
+    if jax.process_count() == 1:
+        return jax.device_put(host, sharding)
+    return jax.make_array_from_callback(np.shape(host), sharding, lambda index: np.asarray(host)[index])
+
+
+def _fetch(array) -> np.ndarray:
+    """A global array as one host array, on every process."""
+    if array.is_fully_addressable:
+        return np.asarray(array)
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
+
+def _check_methods(method) -> tuple:
+    methods = (method,) if isinstance(method, Method) else tuple(method) if isinstance(method, (list, tuple)) else None
+    if not methods or not all(isinstance(m, Method) for m in methods):
+        raise TypeError("`method` must be an lrpjax Method or a non-empty list of Methods; "
+                        f"got {type(method).__name__}.")
+    if any(m.apply is not methods[0].apply and m.apply != methods[0].apply for m in methods):
+        raise ValueError("`method`: all methods of a list must explain the same model (equal `apply`).")
+    return methods
+
+
+def _check_sequences(sequences) -> tuple[list, np.ndarray]:
+    if isinstance(sequences, (str, bytes)) or not hasattr(sequences, "__len__"):
+        raise TypeError(f"`sequences` must be a list of (T, E) arrays; got {type(sequences).__name__}.")
+    if len(sequences) == 0:
+        raise ValueError("`sequences` is empty; at least one sequence is needed.")
+    arrays = [np.asarray(s) for s in sequences]
+    first = arrays[0]
+    for i, a in enumerate(arrays):
+        if a.ndim != 2 or a.shape[0] == 0:
+            raise ValueError(f"`sequences[{i}]` must have shape (T, E) with T >= 1; got {a.shape}.")
+        if a.shape[1] != first.shape[1]:
+            raise ValueError(f"`sequences[{i}]` must have shape (T, E) with E = {first.shape[1]} (as "
+                             f"sequences[0]); got {a.shape}.")
+        if not np.issubdtype(a.dtype, np.floating):
+            raise TypeError(f"`sequences[{i}]` must be floating point; got dtype {a.dtype}.")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"`sequences[{i}]` contains non-finite values (NaN or inf).")
+    return arrays, np.asarray([a.shape[0] for a in arrays], dtype=np.int64)
+
+
+def _check_targets(targets, N: int, C: int) -> tuple[np.ndarray, bool]:
+    """-> (targets (N,) int32 with -1 for 'predicted', all_classes)."""
+    if isinstance(targets, str):
+        if targets not in ("pred", "all"):
+            raise ValueError(f"`targets` as a string must be 'pred' or 'all'; got {targets!r}.")
+        return np.full((N,), -1, np.int32), targets == "all"
+    array = np.asarray(targets)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"`targets` must be 'pred', 'all', a class index or (N,) class indices; got dtype {array.dtype}.")
+    if array.ndim == 0:
+        array = np.full((N,), int(array))
+    if array.shape != (N,):
+        raise ValueError(f"`targets` must have shape (N,) = ({N},), one class per sequence; got {array.shape}.")
+    if np.any(array < 0) or np.any(array >= C):
+        bad = int(array[(array < 0) | (array >= C)][0])
+        raise ValueError(f"`targets` must be class indices in [0, {C}); got {bad}.")
+    return array.astype(np.int32), False
+
+
+def _check_devices(devices, chunk_size: int) -> tuple:
+    if devices is None:
+        devices = tuple(jax.devices())
+    elif isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
+        available = jax.devices()
+        if not 1 <= devices <= len(available):
+            raise ValueError(f"`devices` must be between 1 and {len(available)} (devices JAX sees); got {devices}.")
+        devices = tuple(available[:devices])
+    else:
+        devices = tuple(devices)
+        if not devices:
+            raise ValueError("`devices` is empty.")
+    if not isinstance(chunk_size, (int, np.integer)) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"`chunk_size` must be an int >= 1; got {chunk_size!r}.")
+    if chunk_size % len(devices):
+        raise ValueError(f"`chunk_size` must be a multiple of the number of devices ({len(devices)}) so that "
+                         f"each device gets an equal share; got {chunk_size}.")
+    return devices
+
+
+def _fill_chunk(arrays, lengths, rows: np.ndarray, L: int, B: int, targets: np.ndarray):
+    """Host arrays of one chunk: X (B, L, E), mask (B, L), targets (B,), index (B,).
+
+    Dummy rows (beyond ``len(rows)``) hold one valid zero step, so no row is empty; they are dropped.
+    """
+    E, dtype = arrays[0].shape[1], arrays[0].dtype
+    X = np.zeros((B, L, E), dtype)
+    mask = np.zeros((B, L), bool)
+    mask[len(rows):, 0] = True
+    for r, i in enumerate(rows):
+        X[r, :lengths[i]] = arrays[i]
+        mask[r, :lengths[i]] = True
+    chunk_targets = np.zeros((B,), np.int32)
+    chunk_targets[:len(rows)] = targets[rows]
+    index = np.zeros((B,), np.int32)
+    index[:len(rows)] = rows
+    return X, mask, chunk_targets, index
+
+
+class _Plan(NamedTuple):
+    spec: _Spec
+    arrays: list
+    lengths: np.ndarray
+    targets: np.ndarray
+    edges: tuple
+    chunks: list            # (bucket length L, rows (<= B,)) in processing order
+    chunk_size: int
+    devices: tuple
+    params: Params
+
+
+def _plan(method, params, sequences, targets, buckets, chunk_size, devices, tokens) -> _Plan:
+    methods = _check_methods(method)
+    devices = _check_devices(devices, chunk_size)
+    arrays, lengths = _check_sequences(sequences)
+    _explain._check_finite("params", params)
+    x0 = arrays[0]
+    scores = jax.eval_shape(lambda p, x_: methods[0].apply(p, x_, None), params,
+                            jax.ShapeDtypeStruct(x0.shape, x0.dtype))
+    C = scores.shape[-1]
+    targets, all_classes = _check_targets(targets, len(arrays), C)
+    if not isinstance(tokens, bool):
+        raise TypeError(f"`tokens` must be a bool; got {type(tokens).__name__}.")
+    edges = _resolve_edges(buckets, lengths, chunk_size)
+    padded = assign_buckets(lengths, edges)
+    chunks = []
+    for L in np.unique(padded):
+        rows = np.flatnonzero(padded == L)
+        chunks.extend((int(L), rows[s:s + chunk_size]) for s in range(0, len(rows), chunk_size))
+    spec = _Spec(methods, all_classes, tokens, C)
+    return _Plan(spec, arrays, lengths, targets, edges, chunks, int(chunk_size), devices, params)
+
+
+def _run(plan: _Plan) -> Iterator[tuple[Chunk, _Program]]:
+    """Runs the chunks of a plan, dispatching each before fetching the previous one (at most two chunks
+    are alive at a time, so memory is bounded by the chunk size)."""
+    E, dtype = plan.arrays[0].shape[1], plan.arrays[0].dtype
+    placed_params = None
+    pending = None
+    for L, rows in plan.chunks:
+        program = _program(plan.spec, plan.params, L, plan.chunk_size, E, dtype, plan.devices)
+        if placed_params is None:
+            placed_params = jax.tree_util.tree_map(lambda a: _put(np.asarray(a), program.replicated),
+                                                   plan.params)
+        host = _fill_chunk(plan.arrays, plan.lengths, rows, L, plan.chunk_size, plan.targets)
+        launched = (rows, program.compiled(placed_params, *(_put(a, program.batch) for a in host)), program)
+        if pending is not None:
+            yield _collect(*pending)
+        pending = launched
+    yield _collect(*pending)
+
+
+def _collect(rows, outputs, program) -> tuple[Chunk, _Program]:
+    scores, targets, relevance = outputs
+    n = len(rows)
+    return Chunk(rows, _fetch(relevance)[:n], _fetch(scores)[:n], _fetch(targets)[:n]), program
+
+
+# --- public entry points --------------------------------------------------------------------------
+
+_ARGS_DOC = """
+    Args:
+        method: a :class:`~lrpjax.explain.Method`, or a list of K Methods of the same model run in one
+            compiled call (e.g. :func:`eps_sweep`); their results are stacked on a leading axis.
+        params: the model's parameters.
+        sequences: N embedded sequences, each (T_i, E), one floating dtype (that of the first).
+        targets: ``"pred"`` (each sequence's predicted class), ``"all"`` (every class: (C, T_i, ...)),
+            one class index for all, or (N,) class indices.
+        buckets: bucket edges (padded lengths, ascending; longer sequences are padded to the next
+            multiple of the last edge), a number of buckets (edges chosen by :func:`bucket_edges` for
+            these lengths), or None for powers of two from 8.
+        chunk_size: sequences per compiled call, B; a multiple of the number of devices.
+        devices: the devices to shard each chunk over: None (all that JAX sees, every process's under
+            ``jax.distributed``), a number of them, or a list of devices.
+        tokens: sum (T, E) relevance over E on the device (word-level relevance, (T_i,) per sequence).
+
+    Raises:
+        ValueError: an empty dataset or sequence, sequences of different E, non-finite values, targets
+            of the wrong length or out of range, bad buckets, a chunk size that is not a positive
+            multiple of the device count.
+        TypeError: a method that is not a Method, non-float sequences, non-integer targets.
+"""
+
+
+def iter_chunks(method, params: Params, sequences: Sequence[ArrayLike], targets="pred", *,
+                buckets=None, chunk_size: int = 128, devices=None, tokens: bool = False) -> Iterator[Chunk]:
+    """Explains a dataset chunk by chunk, yielding each chunk's results as soon as they are ready.
+
+    Memory stays bounded by the chunk size whatever the dataset size (nothing is accumulated);
+    :func:`explain_dataset` collects the chunks into per-sequence arrays.
+    """ + _ARGS_DOC + """
+    Yields:
+        :class:`Chunk` values, bucket by bucket (shortest first); each sequence appears once.
+    """
+    plan = _plan(method, params, sequences, targets, buckets, chunk_size, devices, tokens)
+    for chunk, _ in _run(plan):
+        yield chunk
+
+
+def explain_dataset(method, params: Params, sequences: Sequence[ArrayLike], targets="pred", *,
+                    buckets=None, chunk_size: int = 128, devices=None, tokens: bool = False) -> DatasetExplanation:
+    """Explains N variable-length sequences in length buckets and fixed-size chunks.
+
+    Results equal explaining each sequence on its own (padding is masked); they come back in input
+    order, one (T_i, ...) array per sequence. Programs are compiled once per (bucket length, chunk
+    size, ...) and cached across calls: the result's ``compilations`` counts the new ones.
+    """ + _ARGS_DOC + """
+    Returns:
+        A :class:`DatasetExplanation`.
+    """
+    plan = _plan(method, params, sequences, targets, buckets, chunk_size, devices, tokens)
+    N = len(plan.arrays)
+    before = compilations()
+    relevance: list = [None] * N
+    scores = None
+    explained = np.zeros((N,), np.int32)
+    for chunk, program in _run(plan):
+        if scores is None:
+            scores = np.zeros((N,) + chunk.scores.shape[1:], chunk.scores.dtype)
+        scores[chunk.indices] = chunk.scores
+        explained[chunk.indices] = chunk.targets
+        lead = (slice(None),) * (chunk.relevance.ndim - 1 - (2 if program.full else 1))
+        for row, i in enumerate(chunk.indices):
+            relevance[i] = np.ascontiguousarray(chunk.relevance[row][lead + (slice(0, plan.lengths[i]),)])
+    return DatasetExplanation(relevance, plan.lengths, scores, explained, compilations() - before, plan.edges)
+
+
+def eps_sweep(apply, name: str = "lrp-all", eps: Sequence[float] = (0.0, 1e-3, 1e-2, 1e-1),
+              share: bool = False) -> tuple[Method, ...]:
+    """LRP with one preset at several stabilisers, to pass as a list to :func:`explain_dataset`.
+
+    All of them run in one compiled call (the forward pass is shared); each rule set is a static
+    value, so the sweep's values are fixed when it compiles.
+
+    Args:
+        apply: the model.
+        name: a preset name (``"lrp-all"``, ``"lrp-prop"``, ``"lrp-abs"``, ``"lrp-half"``).
+        eps: the stabilisers, K >= 1 values >= 0.
+        share: spread bias and stabiliser shares over the inputs.
+
+    Raises:
+        ValueError: no eps values, a bad eps or an unknown preset.
+    """
+    eps = tuple(eps)
+    if not eps:
+        raise ValueError("`eps` is empty; give at least one stabiliser.")
+    return tuple(_explain.lrp(apply, preset(name, e, share)) for e in eps)
