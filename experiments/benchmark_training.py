@@ -3,8 +3,9 @@
 For each toy task the same training (data, optimiser, batch order, a fixed number of epochs, no early
 stopping) is run twice: once as one ``lrpjax.train.fit_many`` call over N stacked models, once as N
 ``lrpjax.train.fit`` calls. Wall times include compilation, as a user would see them (``fit`` compiles
-its loop once per call); a second figure excludes it: the per-epoch cost measured as
-``(time(E epochs) - time(1 epoch)) / (E - 1)`` for the vmapped run and for one sequential model.
+its loop once per call; one warm-up call of each kind runs first); a second figure excludes compilation:
+the per-epoch cost ``(time(E epochs) - time(1 epoch)) / (E - 1)`` of the vmapped run and of one model
+(the first of the sequential runs), times N for the sequential estimate.
 
     python experiments/benchmark_training.py                 # 50 models, 3 epochs, both tasks
     python experiments/benchmark_training.py --models 4 --epochs 2 --out /tmp/b
@@ -60,6 +61,7 @@ def benchmark(task: str, n_models: int, epochs: int, lr: float = 0.03, batch_siz
         single = jax.tree.map(lambda a: a[n], params)
         return _time(lambda: train.fit(loss, single, data, config=config(e), optimizer=optimizer))
 
+    many(1), one(0, 1)  # warm-up: the jit-compiled helpers shared by every call (data order, merge, ...)
     vmapped = many(epochs)
     sequential = [one(n, epochs) for n in range(n_models)]
     vmapped_1, single_1 = many(1), one(0, 1)
