@@ -69,4 +69,4 @@ def test_quick_experiment_runs_and_writes_results(tmp_path):
     assert (tmp_path / "digits_pixel_flipping.png").stat().st_size > 10_000
     aopc = {name: m["aopc"]["zero"]["mean"] for name, m in data["methods"].items()}
     assert {"sensitivity", "gradient_x_input", "random"} <= set(aopc)
-    assert aopc["LRP-ε"] > aopc["random"]
+    assert aopc["LRP-eps"] > aopc["random"]

@@ -56,18 +56,14 @@ def _oracle_lrp(params, x, names, act, rules, target):
 
 
 def _full(model, params, x, rules, target):
-    """LRP with layer-wise relevances through jax.vjp of apply with the model's zero taps."""
-    taps = model.zero_taps(params, x)
-    scores, pullback = jax.vjp(lambda p, x_, t: model.apply(p, x_, rules, taps=t), params, x, taps)
-    seed = jax.nn.one_hot(target, scores.shape[0], dtype=scores.dtype) * scores
-    r_params, r_x, r_taps = pullback(seed)
-    return lrpjax.Explanation(r_x, scores, scores[target], r_params, r_taps["initial"], r_taps["states"],
-                              jnp.zeros(()))
+    """LRP with layer-wise relevances: Method.full runs jax.vjp of apply with the model's zero taps."""
+    return lrpjax.lrp(model.apply, rules).full(params, x, target)
 
 
 def test_layer_names_and_parameter_shapes():
     model = MLP(WIDTHS)
     assert model.layers == ("dense_0", "dense_1", "out")
+    assert model.output_size(model.init(jax.random.PRNGKey(0))) == 3
     assert MLP((4, 2)).layers == ("out",)
     assert MLP([4, 3, 2], prefix="pre_").layers == ("pre_dense_0", "pre_out")
     params = model.init(jax.random.PRNGKey(0))
@@ -89,7 +85,7 @@ def test_forward_and_gradient_equal_an_independent_plain_model(act):
         for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
             np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14)
     check_grads(lambda x_: model.apply(params, x_), (x,), 1, modes=("rev",))
-    grad = lrpjax.gradient(model.apply).fn(lrpjax.gradient(model.apply), params, x, 2, None, 0)
+    grad = lrpjax.gradient(model.apply)(params, x, 2)
     np.testing.assert_allclose(grad, jax.grad(lambda x_: _plain(params, x_, model.layers, act)[2])(x), rtol=1e-12)
 
 
@@ -115,8 +111,7 @@ def test_lrp_equals_layer_by_layer_oracle(rules, act):
     for name in model.layers:
         np.testing.assert_allclose(full.states[name], want_layers[name], rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(full.states["dense_0"], full.relevance)
-    method = lrpjax.lrp(model.apply, rules)
-    np.testing.assert_allclose(method.fn(method, params, x, target, None, 0), want_x, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(lrpjax.lrp(model.apply, rules)(params, x, target), want_x, rtol=1e-9, atol=1e-12)
 
 
 def test_layerwise_relevance_shapes_and_conservation():
@@ -130,6 +125,8 @@ def test_layerwise_relevance_shapes_and_conservation():
     assert list(sums) == ["dense_0", "dense_1", "dense_2", "out", "output"]
     for value in sums.values():
         np.testing.assert_allclose(value, full.target_score, rtol=1e-10)
+    assert abs(float(full.residual)) < 1e-12
+    assert full.initial == {}
     # without sharing every layer passes on what it received minus what its bias absorbed
     full = _full(model, params, x, RuleSet(linear=Z()), 2)
     sums = layerwise(full)
@@ -169,6 +166,10 @@ def test_checks_name_the_argument():
         model.apply({"out": params["out"]}, _x())
     with pytest.raises(TypeError, match="params"):
         model.apply([params], _x())
+    with pytest.raises(ValueError, match=r"\(D,\) = \(7,\)"):           # through the explanation methods too
+        lrpjax.lrp(model.apply)(params, jnp.ones((2, 7)), 0)
+    with pytest.raises(ValueError, match="target"):
+        lrpjax.lrp(model.apply)(params, _x(), 3)
 
 
 def test_trainer_lowers_the_loss():

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +48,9 @@ class MLP:
     widths: tuple[int, ...]
     activation: str = "relu"
     prefix: str = ""
+
+    input_ndim: ClassVar[int] = 1    # one example is a vector (D,), not a sequence (T, E)
+    masked: ClassVar[bool] = False   # apply takes no padding mask
 
     def __post_init__(self):
         widths = tuple(self.widths) if isinstance(self.widths, (list, tuple)) else self.widths
@@ -106,6 +109,11 @@ class MLP:
             if tuple(jnp.shape(layer["b"])) != (d_out,):
                 raise ValueError(f"`params[{name!r}]['b']` must have shape (D_out,) = ({d_out},); "
                                  f"got {tuple(jnp.shape(layer['b']))}.")
+
+    def output_size(self, params: Params) -> int:
+        """C, the number of scores (checks ``params``)."""
+        self.check_params(params)
+        return self.widths[-1]
 
     def check_inputs(self, x: Any, mask: Any = None) -> None:
         """Static checks of one input vector (free under ``jit``).
