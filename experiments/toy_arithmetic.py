@@ -94,7 +94,7 @@ class Config:
 
 
 FULL = Config()
-QUICK = Config(n_models=4, n_seeds=8, max_rounds=1, epochs=3, n_train=2000, n_val=500, n_test=300,
+QUICK = Config(n_models=4, n_seeds=8, max_rounds=1, epochs=10, n_val=500, n_test=300,
                eval_every=50)
 
 

@@ -101,7 +101,7 @@ def _params(model, seed, E, H, C, scale=1.5):
                         params)
 
 
-@pytest.mark.parametrize("seed,T,E,H,C", [(0, 1, 2, 1, 1), (2, 7, 3, 4, 3)])
+@pytest.mark.parametrize("seed,T,E,H,C", [(0, 1, 2, 1, 1), pytest.param(2, 7, 3, 4, 3, marks=pytest.mark.slow)])
 def test_cd_matches_oracle_unidirectional(seed, T, E, H, C):
     params = _params(lstm.model, seed, E, H, C)
     x = np.random.default_rng(seed).normal(size=(T, E))
@@ -111,7 +111,7 @@ def test_cd_matches_oracle_unidirectional(seed, T, E, H, C):
     np.testing.assert_allclose(R, oracle_relevance(params, x, target), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("seed,T,E,H,C", [(4, 1, 2, 1, 1), (6, 8, 4, 3, 3)])
+@pytest.mark.parametrize("seed,T,E,H,C", [(4, 1, 2, 1, 1), pytest.param(6, 8, 4, 3, 3, marks=pytest.mark.slow)])
 def test_cd_matches_oracle_bidirectional(seed, T, E, H, C):
     params = _params(bilstm.model, seed, E, H, C)
     x = np.random.default_rng(seed).normal(size=(T, E))
@@ -159,6 +159,7 @@ def test_no_relevant_position_gives_everything_to_gamma():
     np.testing.assert_allclose(none.gamma, lstm.apply(params, x), rtol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", [lstm.model, bilstm.model], ids=["uni", "bi"])
 def test_masked_padding_equals_unpadded_and_batch(model):
     E, H, C = 2, 3, 2
