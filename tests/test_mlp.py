@@ -201,6 +201,7 @@ class DenseThenLSTM:
         return lstm.apply(params["lstm"], h, rules, mask=mask)
 
 
+@pytest.mark.slow
 def test_lstm_with_a_dense_layer_before_the_recurrence():
     model = DenseThenLSTM()
     params = model.init(jax.random.PRNGKey(0))
