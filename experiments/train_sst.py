@@ -46,17 +46,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", default=str(ROOT / "checkpoints" / "sst_bilstm.npz"), help="checkpoint to write")
     parser.add_argument("--quick", action="store_true", help="tiny run (a few hundred sentences) for tests")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--decay", type=float, default=0.6,
+                        help="learning-rate factor per epoch (exponential decay; 1 keeps it constant)")
     parser.add_argument("--dropout", type=float, default=0.5, help="dropout rate on embedded words (training only)")
-    parser.add_argument("--word-dropout", type=float, default=0.0,
+    parser.add_argument("--word-dropout", type=float, default=0.05,
                         help="probability of replacing a training word by <unk> (teaches the unknown word)")
     parser.add_argument("--l2", type=float, default=0.0, help="L2 penalty on the looked-up embeddings")
     parser.add_argument("--clip", type=float, default=5.0, help="global gradient-norm clipping")
     parser.add_argument("--embed-scale", type=float, default=0.1, help="std of the initial embeddings")
     parser.add_argument("--no-phrases", action="store_true", help="train on full sentences only")
-    parser.add_argument("--eval-every", type=int, default=1000, help="dev evaluation every this many steps")
+    parser.add_argument("--eval-every", type=int, default=500, help="dev evaluation every this many steps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--E", type=int, default=60, help="embedding size")
     parser.add_argument("--H", type=int, default=60, help="hidden units per direction")
@@ -130,19 +132,21 @@ def main(argv=None) -> int:
     k_model, k_embed, key = jax.random.split(key, 3)
     params = {"embed": args.embed_scale * jax.random.normal(k_embed, (len(vocab), args.E), jnp.float32),
               "model": bilstm.init(k_model, args.E, args.H, 5, jnp.float32)}
-    tx = train.make_optimizer(optax.adam(args.lr), clip_norm=args.clip)
-    opt_state = tx.init(params)
-    step = jax.jit(train.make_step(make_loss(args.dropout, args.word_dropout, args.l2), tx))
-
     ids_all = [vocab.encode(e.tokens)[0] for e in train_examples]
     labels_all = np.asarray([e.label for e in train_examples], dtype=np.int32)
     lengths = [len(ids) for ids in ids_all]
+    grid = (16,) if args.quick else TRAIN_GRID
     rng = np.random.default_rng(args.seed)
+    steps_per_epoch = len(make_batches(lengths, args.batch_size, np.random.default_rng(0), grid))
+    lr = optax.exponential_decay(args.lr, steps_per_epoch, args.decay) if args.decay != 1.0 else args.lr
+    tx = train.make_optimizer(optax.adam(lr), clip_norm=args.clip)
+    opt_state = tx.init(params)
+    step = jax.jit(train.make_step(make_loss(args.dropout, args.word_dropout, args.l2), tx))
     best = {"five_class": -1.0}
     best_params, count, start_time, losses = params, 0, time.time(), []
     history = []
     for epoch in range(args.epochs):
-        for length, index in make_batches(lengths, args.batch_size, rng, (16,) if args.quick else TRAIN_GRID):
+        for length, index in make_batches(lengths, args.batch_size, rng, grid):
             ids, mask = pad_batch([ids_all[i] for i in index], length)
             B = len(index)
             w = np.zeros(args.batch_size, np.float32)

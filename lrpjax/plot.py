@@ -165,7 +165,7 @@ def relevance_figure(tokens: Sequence[str], relevance, path: str | os.PathLike, 
     """Saves a bar chart of word-level relevance (one bar per word, coloured like the text)."""
     r = _check(tokens, relevance)
     plt = _pyplot()
-    width = max(4.0, 0.45 * len(tokens) + 1.5)
+    width = max(4.0, 0.45 * len(tokens) + 1.5, 0.07 * len(title) + 1.0)
     fig, ax = plt.subplots(figsize=(width, 3.2))
     ax.bar(np.arange(len(tokens)), r, color=relevance_colors(r) / 255.0, edgecolor="0.3", linewidth=0.5)
     ax.axhline(0.0, color="0.3", linewidth=0.8)

@@ -102,10 +102,11 @@ def test_constructor_checks_embedding_shape():
         SSTModel(list(model.vocab.words), model.params)
 
 
-@pytest.mark.parametrize("method", ["lrp-all", "lrp-prop", "sa", "gi", "occlusion-p", "cd", "random"])
+@pytest.mark.parametrize("method", ["lrp-all", "sa", "occlusion-p", "cd", "random"])
 def test_explain_many_matches_single_engine_call(method):
     model = tiny_model()
-    sentences = ["good movie", "not a good film .", "a very dull , very bad movie", "fun"]
+    # Equal lengths (one compilation of the engine call), padded to the bucket length 8 in the batch.
+    sentences = ["good movie , fun", "not a good film", "a very dull film", "bad bad bad ."]
     results = model.explain_many(sentences, method, target=3, eps=None if not method.startswith("lrp") else 0.01)
     m = make_method(method, 0.01 if method.startswith("lrp") else None)
     for n, (sentence, result) in enumerate(zip(sentences, results)):
