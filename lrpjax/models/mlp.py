@@ -178,9 +178,10 @@ def layerwise(explanation: Any) -> dict[str, Array]:
 
     Returns:
         ``{layer: sum of the relevance at its input}`` input side first (names in natural order:
-        ``dense_2`` before ``dense_10``, ``out`` last), then ``"output"``: the target score the backward pass started from. Under a
-        conserving rule set each sum equals the next one minus the relevance that layer's bias
-        absorbed (``explanation.params[layer]["b"]``).
+        ``dense_2`` before ``dense_10``, ``out`` last), then ``"output"``: the target score the
+        backward pass started from. Each sum equals the next one minus the relevance absorbed by
+        that layer's bias (``explanation.params[layer]["b"]``) and stabiliser; with
+        ``share=True`` rules (or flat, w², z+, zB) all sums are equal.
 
     Raises:
         TypeError: an object without ``states`` and ``target_score``.
