@@ -34,7 +34,7 @@ from lrpjax.data import toy  # noqa: E402
 from toy_arithmetic import MODEL, _arrays, _predict  # noqa: E402
 
 
-def _setup(task: str, n_models: int, lr: float, batch_size: int):
+def _setup(task: str, n_models: int, lr: float):
     data = toy.load_toy(task, "train")
     keys = jnp.stack([jax.random.PRNGKey(k) for k in range(n_models)])
     params = jax.vmap(lambda k: MODEL.init(k, 2, 1, 1, jnp.float32))(keys)
@@ -49,7 +49,7 @@ def _time(fn) -> float:
 
 
 def benchmark(task: str, n_models: int, epochs: int, lr: float = 0.03, batch_size: int = 32) -> dict:
-    data, params, loss, optimizer = _setup(task, n_models, lr, batch_size)
+    data, params, loss, optimizer = _setup(task, n_models, lr)
 
     def config(e):
         return train.TrainConfig(epochs=e, batch_size=batch_size, progress=False)

@@ -314,7 +314,8 @@ def run(cfg: Config, out: str, tasks=("add", "sub"), quick: bool = False, checkp
         start = time.perf_counter()
         per_method, relevance[task] = explain_task(models, split)
         splits[task] = split
-        results["tasks"][task] = {"training": info, "n_test": len(split.y), "explain_seconds": time.perf_counter() - start,
+        results["tasks"][task] = {"training": info, "n_test": len(split.y),
+                                  "explain_seconds": time.perf_counter() - start,
                                   "methods": summarise(per_method), "per_model": per_method}
         if checkpoint_dir is not None:
             save_model(checkpoint_dir, task, models[0], info, cfg)

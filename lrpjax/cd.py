@@ -99,6 +99,7 @@ def _cd_step(params: Params, carry: tuple[Array, ...], inputs: tuple[Array, Arra
 
 
 def _decompose_layer(params: Params, x: Array, relevant: Array, mask: Array):
+    """Scans ``_cd_step`` over x (T, E) from zero states; returns the four parts, each (T, H)."""
     H = params["U"].shape[0]
     zeros = jnp.zeros((H,), x.dtype)
     _, states = lax.scan(lambda carry, inp: _cd_step(params, carry, inp), (zeros,) * 4, (x, relevant, mask))
@@ -106,6 +107,7 @@ def _decompose_layer(params: Params, x: Array, relevant: Array, mask: Array):
 
 
 def _decompose(model: LSTM, params: Params, x: Array, relevant: Array, mask: Array) -> Decomposition:
+    """Unchecked :func:`decompose` (x (T, E), relevant and mask (T,) bool); traceable."""
     parts = {"beta_y": {}, "gamma_y": {}, "beta_c": {}, "gamma_c": {}}
     beta, gamma = 0, 0
     for name in model.layers:
