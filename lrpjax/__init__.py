@@ -7,7 +7,9 @@
     R = explain(params, x, target)          # (T, E) relevance, starting from the target's score
 """
 
-from lrpjax import cells, models, ops, rules
+from lrpjax import cells, evaluate, models, ops, rules
+from lrpjax.cd import cd as contextual_decomposition
+from lrpjax.evaluate import Score, aopc, perturbation_curves
 from lrpjax.explain import (Explanation, Method, gradient, gradient_x_input, lrp, occlusion, pad, per_token,
                             random_baseline, sensitivity)
 
@@ -16,7 +18,11 @@ __version__ = "0.1.0"
 __all__ = [
     "Explanation",
     "Method",
+    "Score",
+    "aopc",
     "cells",
+    "contextual_decomposition",
+    "evaluate",
     "gradient",
     "gradient_x_input",
     "lrp",
@@ -25,6 +31,7 @@ __all__ = [
     "ops",
     "pad",
     "per_token",
+    "perturbation_curves",
     "random_baseline",
     "rules",
     "sensitivity",

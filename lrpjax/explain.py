@@ -162,7 +162,9 @@ def _single(m: Method, params, x, target, mask):
 @partial(jax.jit, static_argnums=(0,))
 def _batched(m: Method, params, X, targets, mask):
     index = jnp.arange(X.shape[0])
-    return jax.vmap(lambda x, t, k, i: m.fn(m, params, x, t, k, i))(X, targets, mask, index)
+    mask_axis = None if mask is None else 0   # models without a mask (the MLP) get None
+    return jax.vmap(lambda x, t, k, i: m.fn(m, params, x, t, k, i), in_axes=(0, 0, mask_axis, 0))(
+        X, targets, mask, index)
 
 
 @partial(jax.jit, static_argnums=(0,))
@@ -218,6 +220,12 @@ def _check_target(target, n_classes: int, name: str = "target") -> None:
         raise ValueError(f"`{name}` must be a class index in [0, {n_classes}); got {int(bad)}.")
 
 
+def _takes_mask(apply) -> bool:
+    """Whether the model takes a padding mask: sequence models do, a model with ``masked = False``
+    (the MLP) does not."""
+    return getattr(getattr(apply, "__self__", None), "masked", True)
+
+
 def _check_example(m: Method, params, x, target, mask):
     if not hasattr(x, "dtype"):
         x = np.asarray(x, dtype=np.float32)
@@ -236,22 +244,30 @@ def _check_batch(m: Method, params, X, targets, mask):
     if not hasattr(X, "dtype"):
         X = np.asarray(X, dtype=np.float32)
     shape = jnp.shape(X)
-    if len(shape) != 3 or shape[0] == 0 or shape[1] == 0:
-        raise ValueError(f"`X` must be a padded batch of shape (B, T, E) with B, T >= 1; got {shape}.")
-    B, T = shape[:2]
-    if mask is None:
-        mask = np.ones((B, T), bool)
-    if tuple(jnp.shape(mask)) != (B, T):
-        raise ValueError(f"`mask` must have shape (B, T) = ({B}, {T}); got {jnp.shape(mask)}.")
+    if not _takes_mask(m.apply):
+        if len(shape) < 2 or shape[0] == 0:
+            raise ValueError(f"`X` must be a batch of shape (B, ...) with B >= 1; got {shape}.")
+        if mask is not None:
+            raise ValueError("`mask` must be None: this model takes no padding mask.")
+        B = shape[0]
+    else:
+        if len(shape) != 3 or shape[0] == 0 or shape[1] == 0:
+            raise ValueError(f"`X` must be a padded batch of shape (B, T, E) with B, T >= 1; got {shape}.")
+        B, T = shape[:2]
+        if mask is None:
+            mask = np.ones((B, T), bool)
+        if tuple(jnp.shape(mask)) != (B, T):
+            raise ValueError(f"`mask` must have shape (B, T) = ({B}, {T}); got {jnp.shape(mask)}.")
+    mask_row = None if mask is None else mask[0]
     if jnp.ndim(targets) == 0:
         targets = jnp.full((B,), targets)
     if tuple(jnp.shape(targets)) != (B,):
         raise ValueError(f"`targets` must have shape (B,) = ({B},); got {jnp.shape(targets)}.")
-    _check_inputs(m.apply, X[0], mask[0])
-    _check_target(targets, _n_classes(m.apply, params, X[0], mask[0]), "targets")
+    _check_inputs(m.apply, X[0], mask_row)
+    _check_target(targets, _n_classes(m.apply, params, X[0], mask_row), "targets")
     _check_finite("X", X)
     _check_finite("params", params)
-    if _is_concrete(mask):
+    if mask is not None and _is_concrete(mask):
         empty = np.flatnonzero(~np.asarray(mask).any(axis=1))
         if empty.size:
             raise ValueError(f"`mask` row {int(empty[0])} marks no valid step: an empty sequence.")
