@@ -61,7 +61,7 @@ class DatasetExplanation(NamedTuple):
 
     Attributes:
         relevance: one array per sequence, (T_i, E) or (T_i,) for position-wise methods (occlusion,
-            CD, random); (C, T_i, ...) with ``targets="all"``; (K, ...) in front for K methods.
+            CD, random); (C, T_i, ...) with ``targets="all"``; (K, ...) in front for a list of K methods.
         lengths: T_i, (N,).
         scores: the model's output for each sequence, (N, C).
         targets: the explained class of each sequence, (N,); -1 everywhere with ``targets="all"``.
@@ -189,6 +189,7 @@ class _Spec:
     """Static description of a chunk program (hashable: part of the cache key)."""
 
     methods: tuple
+    stacked: bool       # methods were given as a list: a leading K axis even for K = 1
     all_classes: bool
     tokens: bool
     n_classes: int
@@ -214,7 +215,7 @@ def _seeded_relevance(m: Method, spec: _Spec, params, x, mask, target):
     if post == "square":
         relevance = relevance ** 2
     elif post == "times_input":
-        relevance = relevance * x
+        relevance = relevance * jnp.reshape(x, (1,) * (relevance.ndim - x.ndim) + x.shape)
     return scores, target, relevance
 
 
@@ -247,7 +248,11 @@ def _explain_one(spec: _Spec, params, x, mask, target, index):
         keep = jnp.reshape(keep, (1,) * (r.ndim - keep.ndim) + keep.shape)
         relevances.append(jnp.where(keep, r, jnp.zeros((), r.dtype)))
     scores, target, _ = results[0]
-    relevance = relevances[0] if len(relevances) == 1 else jnp.stack(relevances)
+    shapes = {r.shape for r in relevances}
+    if len(shapes) > 1:
+        raise ValueError(f"`method`: the listed methods give relevance of different shapes {sorted(shapes)}; "
+                         "list methods of one kind, or pass tokens=True.")
+    relevance = jnp.stack(relevances) if spec.stacked else relevances[0]
     if spec.all_classes:
         target = jnp.full((), -1, jnp.int32)
     return scores, target.astype(jnp.int32), relevance
@@ -304,7 +309,7 @@ def _program(spec: _Spec, params, L: int, B: int, E: int, dtype, devices: tuple)
                 jax.ShapeDtypeStruct((B,), jnp.int32, sharding=batch))
         lowered = fn.lower(*args)
         relevance_shape = lowered.out_info[2].shape
-        lead = int(len(spec.methods) > 1) + int(spec.all_classes)
+        lead = int(spec.stacked) + int(spec.all_classes)
         compiled = lowered.compile()
         _COUNT[0] += 1
         _CACHE[key] = _Program(compiled, batch, replicated, len(relevance_shape) == lead + 3)
@@ -446,7 +451,7 @@ def _plan(method, params, sequences, targets, buckets, chunk_size, devices, toke
     for L in np.unique(padded):
         rows = np.flatnonzero(padded == L)
         chunks.extend((int(L), rows[s:s + chunk_size]) for s in range(0, len(rows), chunk_size))
-    spec = _Spec(methods, all_classes, tokens, C)
+    spec = _Spec(methods, not isinstance(method, Method), all_classes, tokens, C)
     return _Plan(spec, arrays, lengths, targets, edges, chunks, int(chunk_size), devices, params)
 
 
@@ -480,7 +485,9 @@ def _collect(rows, outputs, program) -> tuple[Chunk, _Program]:
 _ARGS_DOC = """
     Args:
         method: a :class:`~lrpjax.explain.Method`, or a list of K Methods of the same model run in one
-            compiled call (e.g. :func:`eps_sweep`); their results are stacked on a leading axis.
+            compiled call (e.g. :func:`eps_sweep`); their results are stacked on a leading K axis (also
+            for K = 1). Stacking needs equal shapes: (T, E) methods and position-wise ones (occlusion,
+            CD, random) mix only with ``tokens=True``.
         params: the model's parameters.
         sequences: N embedded sequences, each (T_i, E), one floating dtype (that of the first).
         targets: ``"pred"`` (each sequence's predicted class), ``"all"`` (every class: (C, T_i, ...)),
