@@ -22,6 +22,7 @@ import json
 import shlex
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +103,7 @@ def random_relevance(lengths, seed: int) -> list[np.ndarray]:
     return [rng.standard_normal(T) for T in lengths]
 
 
-def run(model: SSTModel, sentences, batch_size: int = 64, log=print) -> dict:
+def run(model: SSTModel, sentences, batch_size: int = 64, log=partial(print, flush=True)) -> dict:
     """The whole study on ``sentences`` (examples with tokens and label); returns the results dict."""
     ids_list = [model.vocab.encode(s.tokens)[0] for s in sentences]
     tokens = [list(s.tokens) for s in sentences]

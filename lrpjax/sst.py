@@ -20,11 +20,10 @@ compilation happens a handful of times, not once per length.
 from __future__ import annotations
 
 import os
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +32,7 @@ import numpy as np
 from lrpjax import checkpoints
 from lrpjax import explain as _explain
 from lrpjax._types import Array, ArrayLike, Params
-from lrpjax.data.sst import LABEL_NAMES, NEUTRAL, Vocabulary, label_index, pad_batch, tokenize
+from lrpjax.data.sst import LABEL_NAMES, Vocabulary, label_index, pad_batch, tokenize
 from lrpjax.models import bilstm
 from lrpjax.rules import preset
 
