@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", default=None, help="model (default: the shipped checkpoint)")
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per compiled explanation batch")
     args = parser.parse_args(argv)
-    command = "python experiments/sst_word_deletion.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = ("python experiments/sst_word_deletion.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))).rstrip()
     model = SSTModel.load(args.checkpoint)
     sentences = [s for s in load_sst("test") if len(s.tokens) >= MIN_WORDS]
     if args.quick:

@@ -113,7 +113,7 @@ def evaluate(params, vocab, examples) -> dict[str, float]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    command = "python experiments/train_sst.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = ("python experiments/train_sst.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))).rstrip()
     sentences = load_sst("train")
     train_examples = sentences if args.no_phrases else load_sst("train", phrases=True)
     dev, test = load_sst("dev"), load_sst("test")

@@ -105,8 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="LRP stabiliser eps (default 0.001, the reference implementation's value; "
                               "0.2 for lrp-prop as in the chapter; the word-deletion study uses 0.0019)")
     explain.add_argument("--checkpoint", default=None,
-                         help="model checkpoint (.npz; default: the shipped checkpoints/sst_bilstm.npz)")
+                         help="model checkpoint (.npz; default: $LRPJAX_SST_CHECKPOINT, else the shipped "
+                              "checkpoints/sst_bilstm.npz)")
     explain.add_argument("--table", action="store_true", help="also print a table of per-word relevance")
+    explain.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                         help="colour the words (auto: on a terminal unless NO_COLOR is set)")
     explain.add_argument("--html", metavar="FILE", help="write a standalone coloured HTML page")
     explain.add_argument("--png", metavar="FILE", help="write a bar chart of the relevance (single sentence)")
     explain.add_argument("--input", "-i", metavar="FILE",
@@ -211,7 +214,7 @@ def _explain_one(model, args: argparse.Namespace) -> int:
     print(f"prediction: {names[result.prediction]} ({result.prediction})   probabilities: {probs}")
     eps = f", eps {result.eps:g}" if result.eps is not None else ""
     print(f"relevance for: {names[result.target]} ({result.target})   method: {result.method}{eps}")
-    if plot.use_color(sys.stdout):
+    if args.color == "always" or (args.color == "auto" and plot.use_color(sys.stdout)):
         print(plot.ansi_sentence(result.tokens, result.relevance))
     else:
         print(plot.plain_sentence(result.tokens, result.relevance))

@@ -45,13 +45,28 @@ __all__ = [
     "SentenceExplanation",
     "bucket_length",
     "buckets",
+    "default_checkpoint",
     "make_method",
     "resolve_target",
     "word_relevance",
 ]
 
 KIND = "sst-bilstm"
+# The shipped model: in the repository's checkpoints/ (editable installs and checkouts).
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "sst_bilstm.npz"
+# A copy inside the package (lrpjax/_assets/, packaged as package data) is used when the repository
+# file is absent, e.g. after a non-editable install.
+_PACKAGED_CHECKPOINT = Path(__file__).resolve().parent / "_assets" / "sst_bilstm.npz"
+
+
+def default_checkpoint() -> Path:
+    """The checkpoint ``SSTModel.load()`` reads: ``$LRPJAX_SST_CHECKPOINT`` if set, else the
+    repository's ``checkpoints/sst_bilstm.npz``, else the copy in ``lrpjax/_assets/``."""
+    if os.environ.get("LRPJAX_SST_CHECKPOINT"):
+        return Path(os.environ["LRPJAX_SST_CHECKPOINT"])
+    if not DEFAULT_CHECKPOINT.exists() and _PACKAGED_CHECKPOINT.exists():
+        return _PACKAGED_CHECKPOINT
+    return DEFAULT_CHECKPOINT
 
 METHODS = ("lrp-all", "lrp-prop", "lrp-abs", "lrp-half", "gradient", "sa", "gi",
            "occlusion-f", "occlusion-p", "cd", "random")
@@ -268,13 +283,13 @@ class SSTModel:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> SSTModel:
-        """Reads a checkpoint written by :meth:`save`; default :data:`DEFAULT_CHECKPOINT`.
+        """Reads a checkpoint written by :meth:`save`; default :func:`default_checkpoint`.
 
         Raises:
             lrpjax.checkpoints.CheckpointError: a missing or damaged file, another kind of model, or
                 no vocabulary in it.
         """
-        path = DEFAULT_CHECKPOINT if path is None else Path(path)
+        path = default_checkpoint() if path is None else Path(path)
         ckpt = checkpoints.load(path, expect_kind=KIND)
         if "vocab" not in ckpt.extra:
             raise checkpoints.CheckpointError(f"checkpoint {str(path)!r} has no vocabulary ('extra/vocab').")

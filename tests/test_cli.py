@@ -95,3 +95,10 @@ def test_info_reports_accuracy_and_training_command():
     done = run_cli("info")
     assert done.returncode == 0, done.stderr
     assert "five-class accuracy" in done.stdout and "train_sst.py" in done.stdout
+
+
+def test_color_always_uses_truecolor_and_target_names_work_in_process(capsys):
+    assert cli.main(["explain", "--color", "always", "--method", "occlusion-f", "--target", "very_negative",
+                     "a dull , boring film"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b[48;2;" in out and "relevance for: very negative (0)" in out

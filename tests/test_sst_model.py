@@ -188,3 +188,14 @@ def test_quick_training_run_writes_a_loadable_checkpoint(tmp_path):
     model = SSTModel.load(out)
     assert model.sizes == (60, 60, 5) and model.metadata["quick"] is True
     assert model.metadata["steps"] > 0 and "five_class" in model.metadata["test_accuracy"]
+
+
+def test_default_checkpoint_follows_the_environment(monkeypatch, tmp_path):
+    from lrpjax import sst
+
+    monkeypatch.delenv("LRPJAX_SST_CHECKPOINT", raising=False)
+    assert sst.default_checkpoint() == DEFAULT_CHECKPOINT
+    monkeypatch.setenv("LRPJAX_SST_CHECKPOINT", str(tmp_path / "other.npz"))
+    assert sst.default_checkpoint() == tmp_path / "other.npz"
+    with pytest.raises(checkpoints.CheckpointError, match="other.npz"):
+        SSTModel.load()
