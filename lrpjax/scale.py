@@ -29,6 +29,9 @@ sequence's index in the dataset, so it equals ``method.batch`` on the whole padd
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Iterator, NamedTuple, Sequence
@@ -275,6 +278,7 @@ class _Program(NamedTuple):
 
 _CACHE: dict = {}
 _COUNT = [0]
+_LOCK = threading.Lock()
 
 
 def compilations() -> int:
@@ -311,9 +315,23 @@ def _program(spec: _Spec, params, L: int, B: int, E: int, dtype, devices: tuple)
         relevance_shape = lowered.out_info[2].shape
         lead = int(spec.stacked) + int(spec.all_classes)
         compiled = lowered.compile()
-        _COUNT[0] += 1
-        _CACHE[key] = _Program(compiled, batch, replicated, len(relevance_shape) == lead + 3)
+        with _LOCK:
+            _COUNT[0] += 1
+            _CACHE[key] = _Program(compiled, batch, replicated, len(relevance_shape) == lead + 3)
     return _CACHE[key]
+
+
+def _compile_all(plan: _Plan) -> None:
+    """Compiles the programs of every bucket of a plan at once, on as many threads as there are CPU
+    cores (XLA compiles outside the GIL), so that compilation costs less wall time."""
+    E, dtype = plan.arrays[0].shape[1], plan.arrays[0].dtype
+    lengths = sorted({L for L, _ in plan.chunks})
+    threads = min(len(lengths), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    if threads < 2:
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda L: _program(plan.spec, plan.params, L, plan.chunk_size, E, dtype, plan.devices),
+                      lengths))
 
 
 # --- host side: checks, placement, chunking -------------------------------------------------------
@@ -458,6 +476,7 @@ def _plan(method, params, sequences, targets, buckets, chunk_size, devices, toke
 def _run(plan: _Plan) -> Iterator[tuple[Chunk, _Program]]:
     """Runs the chunks of a plan, dispatching each before fetching the previous one (at most two chunks
     are alive at a time, so memory is bounded by the chunk size)."""
+    _compile_all(plan)
     E, dtype = plan.arrays[0].shape[1], plan.arrays[0].dtype
     placed_params = None
     pending = None
