@@ -208,13 +208,14 @@ def _seeded_relevance(m: Method, spec: _Spec, params, x, mask, target):
     kind, post = _SEEDED[m.fn]
     rules = m.rules if kind == "lrp" else None
     scores, pullback = jax.vjp(lambda x_: m.apply(params, x_, rules, mask=mask), x)
-    scale = scores if kind == "lrp" else jnp.ones_like(scores)
+    # LRP starts from the target's score (Sec. 11.2.2), the gradient from 1.
+    weight = scores if kind == "lrp" else jnp.ones_like(scores)
     if spec.all_classes:
-        seeds = jnp.eye(spec.n_classes, dtype=scores.dtype) * scale[None, :]
+        seeds = jnp.eye(spec.n_classes, dtype=scores.dtype) * weight[None, :]
         relevance = jax.vmap(lambda s: pullback(s)[0])(seeds)
     else:
         target = _resolve_target(target, scores)
-        relevance = pullback(jax.nn.one_hot(target, spec.n_classes, dtype=scores.dtype) * scale)[0]
+        relevance = pullback(jax.nn.one_hot(target, spec.n_classes, dtype=scores.dtype) * weight)[0]
     if post == "square":
         relevance = relevance ** 2
     elif post == "times_input":
@@ -242,14 +243,7 @@ def _explain_one(spec: _Spec, params, x, mask, target, index):
             results.append(_seeded_relevance(m, spec, params, x, mask, target))
         else:
             results.append(_generic_relevance(m, spec, params, x, mask, target, index))
-    relevances = []
-    for _, _, r in results:
-        full = r.shape[-2:] == x.shape  # (..., L, E); position-wise methods give (..., L)
-        if spec.tokens and full:
-            r, full = r.sum(-1), False
-        keep = mask[:, None] if full else mask
-        keep = jnp.reshape(keep, (1,) * (r.ndim - keep.ndim) + keep.shape)
-        relevances.append(jnp.where(keep, r, jnp.zeros((), r.dtype)))
+    relevances = [_finish(spec, x, mask, r) for _, _, r in results]
     scores, target, _ = results[0]
     shapes = {r.shape for r in relevances}
     if len(shapes) > 1:
@@ -261,9 +255,16 @@ def _explain_one(spec: _Spec, params, x, mask, target, index):
     return scores, target.astype(jnp.int32), relevance
 
 
-def _chunk_fn(spec: _Spec, params, X, mask, targets, index):
-    """The program of one chunk: vmap of :func:`_explain_one` over (B,) sequences."""
-    return jax.vmap(lambda x, k, t, i: _explain_one(spec, params, x, k, t, i))(X, mask, targets, index)
+def _finish(spec: _Spec, x: Array, mask: Array, r: Array) -> Array:
+    """Word-level sums if asked (``tokens``), and exact zeros at padded steps."""
+    full = r.shape[-2:] == x.shape  # (..., L, E); position-wise methods give (..., L)
+    if spec.tokens and full:
+        r, full = r.sum(-1), False
+    keep = mask[:, None] if full else mask
+    keep = jnp.reshape(keep, (1,) * (r.ndim - keep.ndim) + keep.shape)
+    return jnp.where(keep, r, jnp.zeros((), r.dtype))
+
+
 def _chunk_fn(spec: _Spec, params, X, mask, targets, index):
     """The program of one chunk: vmap of :func:`_explain_one` over (B,) sequences."""
     return jax.vmap(lambda x, k, t, i: _explain_one(spec, params, x, k, t, i))(X, mask, targets, index)
