@@ -147,24 +147,37 @@ class LSTM:
         Returns:
             scores, shape (C,).
         """
-        E, _, _ = self.sizes(params)
+        self.sizes(params)
+        finals = self.encode(params, x, rules, mask=mask, taps=taps)
+        out_rules = None if rules is None else rules.at("out")
+        weights = [params["out"][self._out_key(name)] for name in self.layers]
+        return ops.linear(out_rules, finals, weights, None)
+
+    def encode(self, params: Params, x: ArrayLike, rules: RuleSet | None = None, *,
+               mask: ArrayLike | None = None, taps: Params | None = None) -> list[Array]:
+        """The recurrent part alone: the final output ``y`` (H,) of each layer in :attr:`layers`.
+
+        For models with other layers after the recurrence (e.g. an ``MLP`` head on the concatenated
+        final states); ``params["out"]`` is not read. Arguments as in :meth:`apply`.
+        """
+        E = jnp.shape(params[self.layers[0]]["W"])[0]
+        for name in self.layers:
+            check_cell_params(self.cell, params[name], E, f"params[{name!r}]")
         check_inputs(x, mask, E)
         x = jnp.asarray(x)
         mask = None if mask is None else jnp.asarray(mask)
         finals = []
         for name in self.layers:
-            x_dir, mask_dir, taps_dir = x, mask, None if taps is None else _layer_taps(taps, name)
+            x_dir, taps_dir = x, None if taps is None else _layer_taps(taps, name)
             if name == "right":
                 order = reverse_valid(jnp.ones((x.shape[0],), bool) if mask is None else mask)
                 x_dir = x[order]
                 if taps_dir is not None:
                     taps_dir = {**taps_dir, "y": taps_dir["y"][order], "c": taps_dir["c"][order]}
             layer_rules = None if rules is None else rules.at(name)
-            y_last, _ = unroll(self.cell, params[name], x_dir, layer_rules, mask_dir, taps_dir)
+            y_last, _ = unroll(self.cell, params[name], x_dir, layer_rules, mask, taps_dir)
             finals.append(y_last)
-        out_rules = None if rules is None else rules.at("out")
-        weights = [params["out"][self._out_key(name)] for name in self.layers]
-        return ops.linear(out_rules, finals, weights, None)
+        return finals
 
     def zero_taps(self, params: Params, x: ArrayLike) -> Params:
         """Zero probes for :meth:`apply`: ``{"initial": {layer: {"y0", "c0"}}, "states": {layer: {"y", "c"}}}``.
