@@ -1,8 +1,10 @@
-"""LSTM cells built only from the elementary computations of ``ops.py``, and their unrolling.
+"""Recurrent cells built only from the elementary computations of ``ops.py``, and their unrolling.
 
-A cell is a frozen (hashable) dataclass holding static configuration; its parameters are a plain
-dict of arrays. Cells process one example: ``x_t`` of shape (E,), carry ``(y, c)`` each (H,);
-batching is ``jax.vmap`` at the edge.
+The standard LSTM cell (Eqs. 11.1-11.6), the LRP-friendly LSTM cells (Sec. 11.4: nondecreasing,
+Markov and gateless memory) and the GRU (PyTorch / Keras forms). A cell is a frozen (hashable)
+dataclass holding static configuration; its parameters are a plain dict of arrays. Cells process one
+example: ``x_t`` of shape (E,), a carry of states each (H,) (``(y, c)`` for the LSTM cells, ``(h,)``
+for the GRU, named by ``cell.state_names``); batching is ``jax.vmap`` at the edge.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from lrpjax import ops
 from lrpjax._types import Array, Params
 from lrpjax.rules import RuleSet
 
-__all__ = ["StandardCell", "NondecreasingCell", "MarkovCell", "GatelessCell", "unroll", "check_cell_params",
-           "zero_layer_taps"]
+__all__ = ["StandardCell", "NondecreasingCell", "MarkovCell", "GatelessCell", "GRUCell", "CELLS", "unroll",
+           "check_cell_params", "zero_layer_taps"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class StandardCell:
     """
 
     kind: ClassVar[str] = "standard"
+    state_names: ClassVar[tuple[str, ...]] = ("y", "c")
 
     def shapes(self, E: int, H: int) -> dict[str, tuple[int, ...]]:
         """Parameter shapes for input size ``E`` and ``H`` cells."""
@@ -68,12 +71,13 @@ class StandardCell:
         return x @ params["W"] + params["b"][None] if rules is None else None
 
     def step(self, params: Params, rules: RuleSet | None, carry: tuple[Array, Array],
-             x_t: Array, tap_c: Array | None = None, projected: Array | None = None) -> tuple[Array, Array]:
+             x_t: Array, taps: dict[str, Array] | None = None,
+             projected: Array | None = None) -> tuple[Array, Array]:
         """One time step, ``(y_{t-1}, c_{t-1}), x_t -> (y_t, c_t)``; shapes (H,), (H,), (E,).
 
-        ``tap_c`` (H,), a zero probe added to ``c_t`` before its use in ``y_t``, reads out the relevance
-        arriving at the cell state (see ``unroll``). ``projected`` is this step's row of
-        :meth:`project`, when the caller computed it.
+        ``taps`` ``{"y", "c"}`` (H,) each: zero probes added to ``c_t`` before its use in ``y_t`` and to
+        ``y_t``; their cotangents are the relevance arriving at the states (see ``unroll``).
+        ``projected`` is this step's row of :meth:`project`, when the caller computed it.
         """
         y_prev, c_prev = carry
         if rules is None and projected is not None:
@@ -87,9 +91,9 @@ class StandardCell:
         # The forget product is a gated interaction whose signal is the previous cell state.
         p_f = ops.gated(rules, z_f, c_prev, ops.SIGMOID, ops.IDENTITY)
         c = ops.accumulate(rules, p_f, p_in)
-        c = c if tap_c is None else c + tap_c
+        c = c if taps is None else c + taps["c"]
         y = ops.gated(rules, z_o, c, ops.SIGMOID, ops.TANH)
-        return y, c
+        return _tapped(y, taps, "y"), c
 
 
 # --- LRP-friendly cells (Sec. 11.4) ---------------------------------------------------------------
@@ -136,6 +140,7 @@ class _LRPCell:
     b_o_init: float = -1.0
 
     gates: ClassVar[tuple[str, ...]] = ()
+    state_names: ClassVar[tuple[str, ...]] = ("y", "c")
 
     def __post_init__(self):
         name = type(self).__name__
@@ -214,20 +219,20 @@ class NondecreasingCell(_LRPCell):
     gates: ClassVar[tuple[str, ...]] = ("i", "o")
 
     def step(self, params: Params, rules: RuleSet | None, carry: tuple[Array, Array],
-             x_t: Array, tap_c: Array | None = None) -> tuple[Array, Array]:
+             x_t: Array, taps: dict[str, Array] | None = None) -> tuple[Array, Array]:
         """One time step, ``(y_{t-1}, c_{t-1}), x_t -> (y_t, c_t)``; shapes (H,), (H,), (E,).
 
-        ``tap_c`` (H,), a zero probe added to ``c_t`` before its use in ``y_t``, reads out the relevance
-        arriving at the cell state (see ``unroll``).
+        ``taps`` ``{"y", "c"}`` (H,) each: zero probes added to ``c_t`` before its use in ``y_t`` and to
+        ``y_t``; their cotangents are the relevance arriving at the states (see ``unroll``).
         """
         y_prev, c_prev = carry
         z_z = self._cell_input(params, rules, x_t)
         z_i, z_o = self._gate_inputs(params, rules, y_prev)
         p = ops.gated(rules, z_i, z_z, ops.SIGMOID, self.g)
         c = ops.accumulate(rules, c_prev, p)
-        c = c if tap_c is None else c + tap_c
+        c = c if taps is None else c + taps["c"]
         y = ops.gated(rules, z_o, c, ops.SIGMOID, self.h)
-        return y, c
+        return _tapped(y, taps, "y"), c
 
 
 @dataclass(frozen=True)
@@ -256,20 +261,20 @@ class MarkovCell(_LRPCell):
     gates: ClassVar[tuple[str, ...]] = ("i",)
 
     def step(self, params: Params, rules: RuleSet | None, carry: tuple[Array, Array],
-             x_t: Array, tap_c: Array | None = None) -> tuple[Array, Array]:
+             x_t: Array, taps: dict[str, Array] | None = None) -> tuple[Array, Array]:
         """One time step, ``(y_{t-1}, c_{t-1}), x_t -> (y_t, c_t)``; shapes (H,), (H,), (E,).
 
-        ``tap_c`` (H,), a zero probe added to ``c_t`` before its use in ``y_t``, reads out the relevance
-        arriving at the cell state (see ``unroll``).
+        ``taps`` ``{"y", "c"}`` (H,) each: zero probes added to ``c_t`` before its use in ``y_t`` and to
+        ``y_t``; their cotangents are the relevance arriving at the states (see ``unroll``).
         """
         y_prev, c_prev = carry
         z_z = self._cell_input(params, rules, x_t)
         (z_i,) = self._gate_inputs(params, rules, y_prev)
         p = ops.gated(rules, z_i, z_z, ops.SIGMOID, self.g)
         c = ops.accumulate(rules, c_prev, p)
-        c = c if tap_c is None else c + tap_c
+        c = c if taps is None else c + taps["c"]
         y = ops.activation(rules, self.h, c)
-        return y, c
+        return _tapped(y, taps, "y"), c
 
 
 @dataclass(frozen=True)
@@ -294,18 +299,18 @@ class GatelessCell(_LRPCell):
     gates: ClassVar[tuple[str, ...]] = ()
 
     def step(self, params: Params, rules: RuleSet | None, carry: tuple[Array, Array],
-             x_t: Array, tap_c: Array | None = None) -> tuple[Array, Array]:
+             x_t: Array, taps: dict[str, Array] | None = None) -> tuple[Array, Array]:
         """One time step, ``(y_{t-1}, c_{t-1}), x_t -> (y_t, c_t)``; shapes (H,), (H,), (E,).
 
-        ``tap_c`` (H,), a zero probe added to ``c_t`` before its use in ``y_t``, reads out the relevance
-        arriving at the cell state (see ``unroll``).
+        ``taps`` ``{"y", "c"}`` (H,) each: zero probes added to ``c_t`` before its use in ``y_t`` and to
+        ``y_t``; their cotangents are the relevance arriving at the states (see ``unroll``).
         """
         _, c_prev = carry
         z = ops.activation(rules, self.g, self._cell_input(params, rules, x_t))
         c = ops.accumulate(rules, c_prev, z)
-        c = c if tap_c is None else c + tap_c
+        c = c if taps is None else c + taps["c"]
         y = ops.activation(rules, self.h, c)
-        return y, c
+        return _tapped(y, taps, "y"), c
 
 
 def _gate_columns(params: Params) -> tuple[Array, Array, Array]:
@@ -332,30 +337,175 @@ def _preactivations_signal_take_all(params: Params, rules: RuleSet, x_t: Array, 
     return z_i, z_z, z_f, z_o
 
 
+def _tapped(value: Array, taps: dict[str, Array] | None, name: str) -> Array:
+    """``value + taps[name]`` (a zero probe whose cotangent reads the relevance at ``value``)."""
+    return value if taps is None else value + taps[name]
+
+
+# --- the GRU ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GRUCell:
+    """The gated recurrent unit (Cho et al. 2014) in the forms of PyTorch and Keras, built from the ops.
+
+    ``reset_after=True`` (PyTorch ``nn.GRU``, Keras ``GRU(reset_after=True)``, the Keras default)::
+
+        r_t = sigma(W_r x_t + U_r h_{t-1} + b_r)                 reset gate
+        z_t = sigma(W_z x_t + U_z h_{t-1} + b_z)                 update gate
+        n_t = tanh(W_n x_t + b_n + r_t * (U_n h_{t-1} + b_hn))   candidate
+        h_t = (1 - z_t) * n_t + z_t * h_{t-1}
+
+    ``reset_after=False`` (Keras ``GRU(reset_after=False)``, the original GRU)::
+
+        n_t = tanh(W_n x_t + U_n (r_t * h_{t-1}) + b_n)
+
+    Weights are stacked in PyTorch's gate order r, z, n: ``W (E, 3H)``, ``U (H, 3H)``, ``b (3H,)`` (for
+    r and z the sum of the input and recurrent biases, which only ever appear added; for n the input
+    bias ``b_in``), and with ``reset_after=True`` the candidate's recurrent bias ``b_hn (H,)``, which
+    sits inside the reset product and cannot be merged. Carry ``(h,)``; the output is ``h``.
+
+    Relevance (each line one elementary computation of ``ops.py``, so the rules of Sec. 11.3 and
+    Table 11.1 apply)::
+
+        (a_r, a_z) = W_rz x + U_rz h + b_rz        linear mapping, inputs (x, h): the gates
+        u   = U_n h + b_hn                         linear mapping, input h     (reset_after)
+        w   = W_n x + b_n                          linear mapping, input x     (reset_after)
+        p_r = sigma(a_r) * u                       gated interaction (gate a_r, signal u)
+        a_n = w + p_r                              accumulation
+        --- or, reset_after=False:  p_r = sigma(a_r) * h,  a_n = W_n x + U_n p_r + b_n (one mapping)
+        p_new = (1 - sigma(a_z)) * tanh(a_n)       gated interaction, gate ``1 - sigma`` on a_z
+        p_old = sigma(a_z) * h                     gated interaction (gate a_z, signal h)
+        h'  = p_new + p_old                        accumulation
+
+    Derivation of the rules: ``h'`` is a sum, so the accumulation rule splits ``R_h'`` between the new
+    candidate and the kept state in proportion to ``p_new`` and ``p_old`` (Sec. 11.3.3). Each of the
+    three products is a gate times a signal, so Table 11.1 applies: under LRP-all the gates ``r`` and
+    ``z`` receive nothing and ``R_p`` goes to ``a_n`` (through tanh, unchanged), to ``u`` and to
+    ``h_{t-1}``. The factor ``1 - z`` is a gate of its own: the neuron ``1 - sigma(a)`` on z's
+    pre-activation ``a_z`` (no negation appears on the relevance path: a negation would flip the sign
+    of the relevance passing through it), so under LRP-prop/-abs its share is computed from ``a_z``
+    (``a_z / (a_z + a_n)``, ``|a_z| / (|a_z| + |a_n|)``) exactly as for any gate, and ``a_z`` collects
+    the relevance of both products. The candidate pre-activation is the sum of an input mapping and
+    the reset product: with ``reset_after`` an accumulation of the two (at eps = 0 this equals one
+    mapping over ``(x, p_r)``, the bias ``b_n`` absorbing its share); without, it is literally one
+    linear mapping whose inputs are ``x`` and ``r * h``. ``h_{t-1}`` collects relevance from the gate
+    mapping, from ``u`` (or ``p_r``) and from ``p_old``.
+
+    Attributes:
+        reset_after: the PyTorch / Keras-default form (True) or the original GRU (False).
+    """
+
+    reset_after: bool = True
+
+    kind: ClassVar[str] = "gru"
+    state_names: ClassVar[tuple[str, ...]] = ("h",)
+
+    def __post_init__(self):
+        if not isinstance(self.reset_after, bool):
+            raise TypeError(f"`reset_after` of GRUCell must be a bool; got {type(self.reset_after).__name__}.")
+
+    def shapes(self, E: int, H: int) -> dict[str, tuple[int, ...]]:
+        """Parameter shapes for input size ``E`` and ``H`` units."""
+        shapes = {"W": (E, 3 * H), "U": (H, 3 * H), "b": (3 * H,)}
+        if self.reset_after:
+            shapes["b_hn"] = (H,)
+        return shapes
+
+    def init(self, key: Array, E: int, H: int, dtype=jnp.float32) -> Params:
+        """Uniform(-1/sqrt(H), 1/sqrt(H)) weights (PyTorch's initialisation), zero biases."""
+        k_w, k_u = jax.random.split(key)
+        bound = 1.0 / float(H) ** 0.5
+        params = {"W": jax.random.uniform(k_w, (E, 3 * H), dtype, -bound, bound),
+                  "U": jax.random.uniform(k_u, (H, 3 * H), dtype, -bound, bound),
+                  "b": jnp.zeros((3 * H,), dtype)}
+        if self.reset_after:
+            params["b_hn"] = jnp.zeros((H,), dtype)
+        return params
+
+    def hidden_size(self, params: Params) -> int:
+        return params["U"].shape[0]
+
+    def project(self, params: Params, rules: RuleSet | None, x: Array) -> Array | None:
+        """Without rules, ``x W + b`` for all steps at once (T, 3H); None under rules."""
+        return x @ params["W"] + params["b"][None] if rules is None else None
+
+    def step(self, params: Params, rules: RuleSet | None, carry: tuple[Array], x_t: Array,
+             taps: dict[str, Array] | None = None, projected: Array | None = None) -> tuple[Array]:
+        """One time step, ``(h_{t-1},), x_t -> (h_t,)``; shapes (H,), (E,).
+
+        ``taps`` ``{"h"}`` (H,): a zero probe added to ``h_t``; ``projected`` this step's row of
+        :meth:`project`.
+        """
+        (h_prev,) = carry
+        if rules is None:
+            h = self._plain_step(params, h_prev, x_t, projected)
+        else:
+            h = self._rule_step(params, rules, h_prev, x_t)
+        return (_tapped(h, taps, "h"),)
+
+    def _plain_step(self, params: Params, h_prev: Array, x_t: Array, projected: Array | None) -> Array:
+        """The GRU equations with plain jnp (true gradients); ``projected`` = ``x_t W + b`` if given."""
+        W, U, b = params["W"], params["U"], params["b"]
+        H = U.shape[0]
+        wx = x_t @ W + b if projected is None else projected
+        a_r, a_z, w = wx[:H], wx[H:2 * H], wx[2 * H:]
+        uh = h_prev @ U[:, :2 * H]
+        r, z = jax.nn.sigmoid(a_r + uh[:H]), jax.nn.sigmoid(a_z + uh[H:])
+        if self.reset_after:
+            n = jnp.tanh(w + r * (h_prev @ U[:, 2 * H:] + params["b_hn"]))
+        else:
+            n = jnp.tanh(w + (r * h_prev) @ U[:, 2 * H:])
+        return (1 - z) * n + z * h_prev
+
+    def _rule_step(self, params: Params, rules: RuleSet, h_prev: Array, x_t: Array) -> Array:
+        """The GRU as elementary computations (class docstring): relevance follows ``rules``."""
+        W, U, b = params["W"], params["U"], params["b"]
+        H = U.shape[0]
+        gates, cand = slice(0, 2 * H), slice(2 * H, 3 * H)
+        a_r, a_z = jnp.split(ops.linear(rules, (x_t, h_prev), (W[:, gates], U[:, gates]), b[gates]), 2)
+        if self.reset_after:
+            u = ops.linear(rules, (h_prev,), (U[:, cand],), params["b_hn"])
+            p_r = ops.gated(rules, a_r, u, ops.SIGMOID, ops.IDENTITY)
+            w = ops.linear(rules, (x_t,), (W[:, cand],), b[cand])
+            a_n = ops.accumulate(rules, w, p_r)
+        else:
+            p_r = ops.gated(rules, a_r, h_prev, ops.SIGMOID, ops.IDENTITY)
+            a_n = ops.linear(rules, (x_t, p_r), (W[:, cand], U[:, cand]), b[cand])
+        p_new = ops.gated(rules, a_z, a_n, ops.ONE_MINUS_SIGMOID, ops.TANH)
+        p_old = ops.gated(rules, a_z, h_prev, ops.SIGMOID, ops.IDENTITY)
+        return ops.accumulate(rules, p_new, p_old)
+
+
+# --- parameters, probes, unrolling -----------------------------------------------------------------
+
 def check_cell_params(cell, params: Params, E: int, where: str) -> int:
     """Checks a cell's parameter dict against ``cell.shapes``; returns H.
 
     Raises:
-        ValueError: naming the parameter, the expected and the received shape.
+        TypeError: ``params`` not a dict.
+        ValueError: a missing parameter, or a shape other than expected, naming the parameter, the
+            expected and the received shape.
     """
     if not isinstance(params, dict):
         raise TypeError(f"`{where}` must be a dict of arrays; got {type(params).__name__}.")
-    H = cell.hidden_size(params)
-    expected = cell.shapes(E, H)
-    missing = sorted(set(expected) - set(params))
+    missing = sorted(set(cell.shapes(E, 1)) - set(params))
     if missing:
-        raise ValueError(f"`{where}` is missing parameters {missing} of the {cell.kind} cell.")
-    for name, shape in expected.items():
+        raise ValueError(f"`{where}` is missing parameters {missing} of the {cell.kind} cell "
+                         f"(expected {sorted(cell.shapes(E, 1))}).")
+    H = cell.hidden_size(params)
+    for name, shape in cell.shapes(E, H).items():
         got = tuple(jnp.shape(params[name]))
         if got != shape:
             raise ValueError(f"`{where}[{name!r}]` must have shape {shape} for E={E}, H={H}; got {got}.")
     return H
 
 
-def zero_layer_taps(T: int, H: int, dtype) -> dict[str, Array]:
-    """Zero probes for one recurrent layer: initial state and the state after every step."""
-    return {"y0": jnp.zeros((H,), dtype), "c0": jnp.zeros((H,), dtype),
-            "y": jnp.zeros((T, H), dtype), "c": jnp.zeros((T, H), dtype)}
+def zero_layer_taps(T: int, H: int, dtype, state_names: tuple[str, ...] = ("y", "c")) -> dict[str, Array]:
+    """Zero probes for one recurrent layer: ``{s + "0": (H,)}`` at the initial state and ``{s: (T, H)}``
+    at the state after every step, for each state name ``s`` (``("y", "c")`` LSTM, ``("h",)`` GRU)."""
+    taps = {f"{name}0": jnp.zeros((H,), dtype) for name in state_names}
+    taps.update({name: jnp.zeros((T, H), dtype) for name in state_names})
+    return taps
 
 
 def unroll(cell, params: Params, x: Array, rules: RuleSet | None = None, mask: Array | None = None,
@@ -363,37 +513,39 @@ def unroll(cell, params: Params, x: Array, rules: RuleSet | None = None, mask: A
     """Runs ``cell`` over ``x`` with ``lax.scan``; a masked step leaves the state untouched.
 
     Args:
-        cell: a cell (``StandardCell`` or an LRP-friendly variant).
+        cell: a cell of this module (``StandardCell``, an LRP-friendly variant, ``GRUCell``).
         params: the cell's parameters.
         x: input sequence, shape (T, E).
         rules: rule set or None.
         mask: valid steps, shape (T,) bool; None means all valid.
-        taps: optional zero probes ``{"y0", "c0": (H,), "y", "c": (T, H)}`` added to the initial
-            state and to the state after each step. Their cotangent is the relevance (or gradient)
-            arriving at those states, which is how intermediate relevance is read out.
+        taps: optional zero probes (:func:`zero_layer_taps`), ``{s + "0": (H,)}`` added to the initial
+            state and ``{s: (T, H)}`` to the state after each step, for each of ``cell.state_names``.
+            Their cotangent is the relevance (or gradient) arriving at those states, which is how
+            intermediate relevance is read out.
 
     Returns:
-        (final output y_T (H,), outputs of every step (T, H)).
+        (final output (H,), outputs of every step (T, H)); the output is the first state (``y`` or ``h``).
     """
     H = cell.hidden_size(params)
+    names = cell.state_names
     zeros = jnp.zeros((H,), x.dtype)
-    carry0 = (zeros, zeros) if taps is None else (zeros + taps["y0"], zeros + taps["c0"])
+    carry0 = tuple(zeros if taps is None else zeros + taps[f"{name}0"] for name in names)
     projected = cell.project(params, rules, x) if hasattr(cell, "project") else None
-    inputs = ((x, projected),) if mask is None else ((x, projected), mask)
-    if taps is not None:
-        inputs = inputs + (taps["y"], taps["c"])
+    per_step = {} if taps is None else {name: taps[name] for name in names}
+    inputs = (x, projected, mask, per_step)
 
     def step(carry, inputs_t):
-        """``((y, c), ((x_t, projected_t)[, m_t][, tap_y, tap_c])) -> ((y', c'), y')``."""
-        (x_t, projected_t), tap_c = inputs_t[0], None if taps is None else inputs_t[-1]
+        """``(state, (x_t, projected_t, m_t, taps_t)) -> (state', output')``; each state (H,)."""
+        x_t, projected_t, m_t, taps_t = inputs_t
         extra = {} if projected_t is None else {"projected": projected_t}
-        y, c = cell.step(params, rules, carry, x_t, tap_c, **extra)
-        if taps is not None:
-            y = y + inputs_t[-2]
-        if mask is not None:
-            y = jnp.where(inputs_t[1], y, carry[0])
-            c = jnp.where(inputs_t[1], c, carry[1])
-        return (y, c), y
+        new = cell.step(params, rules, carry, x_t, taps_t or None, **extra)
+        if m_t is not None:
+            new = tuple(jnp.where(m_t, n, old) for n, old in zip(new, carry))
+        return new, new[0]
 
-    (y_last, _), ys = lax.scan(step, carry0, inputs)
-    return y_last, ys
+    final, ys = lax.scan(step, carry0, inputs)
+    return final[0], ys
+
+
+CELLS = {cell.kind: cell for cell in (StandardCell, NondecreasingCell, MarkovCell, GatelessCell, GRUCell)}
+"""The cell classes by their ``kind``."""

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 from lrpjax._types import Array
 from lrpjax.rules import RuleSet
 
-__all__ = ["Activation", "SIGMOID", "TANH", "IDENTITY", "RELU", "linear", "gated", "accumulate",
-           "activation"]
+__all__ = ["Activation", "SIGMOID", "ONE_MINUS_SIGMOID", "TANH", "IDENTITY", "RELU", "linear", "gated",
+           "accumulate", "pool", "activation"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,8 @@ class Activation:
     """An element-wise activation ``scale * fn(z)``; hashable, so it can be a static argument.
 
     Attributes:
-        name: ``"sigmoid"``, ``"tanh"``, ``"identity"`` or ``"relu"``.
+        name: ``"sigmoid"``, ``"one_minus_sigmoid"`` (``1 - sigmoid(z) = sigmoid(-z)``, the GRU's
+            ``1 - z`` gate on z's own pre-activation), ``"tanh"``, ``"identity"`` or ``"relu"``.
         scale: the chapter's activation scales ``a_g``, ``a_h`` (Sec. 11.4.1, A2 and A3).
     """
 
@@ -49,9 +50,11 @@ class Activation:
         return out if self.scale == 1.0 else self.scale * out
 
 
-_ACTIVATIONS = {"sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "identity": lambda z: z, "relu": jax.nn.relu}
+_ACTIVATIONS = {"sigmoid": jax.nn.sigmoid, "one_minus_sigmoid": lambda z: jax.nn.sigmoid(-z), "tanh": jnp.tanh,
+                "identity": lambda z: z, "relu": jax.nn.relu}
 
 SIGMOID = Activation("sigmoid")
+ONE_MINUS_SIGMOID = Activation("one_minus_sigmoid")
 TANH = Activation("tanh")
 IDENTITY = Activation("identity")
 RELU = Activation("relu")
@@ -131,7 +134,7 @@ def _gated(rules, gate_fn, signal_fn, z_gate, z_signal):
 
 
 def _gated_fwd(rules, gate_fn, signal_fn, z_gate, z_signal):
-    return _gated(rules, gate_fn, signal_fn, z_gate, z_signal), (z_gate, z_signal)
+    return gate_fn(z_gate) * signal_fn(z_signal), (z_gate, z_signal)
 
 
 def _gated_bwd(rules, gate_fn, signal_fn, residuals, r):
@@ -166,7 +169,7 @@ def _accumulate(rules, terms):
 
 
 def _accumulate_fwd(rules, terms):
-    c = _accumulate(rules, terms)
+    c = sum(terms[1:], terms[0])
     return c, (terms, c)
 
 
@@ -176,6 +179,48 @@ def _accumulate_bwd(rules, residuals, r):
 
 
 _accumulate.defvjp(_accumulate_fwd, _accumulate_bwd)
+
+
+# --- pooling over steps ---------------------------------------------------------------------------
+
+def pool(rules: RuleSet | None, x: Array, weights: Array) -> Array:
+    """``z = sum_t weights[t] * x[t]``: sum or mean pooling over the steps of a sequence.
+
+    An accumulation over time whose terms are ``weights[t] * x[t]`` (Sec. 11.3.3); relevance by
+    ``rules.accumulate`` (:meth:`lrpjax.rules.Epsilon.pool`): ``R_td = w_t x_td / (z_d + eps sign(z_d)) R_d``.
+    A step with weight 0 (padding) is not a term and receives nothing.
+
+    Args:
+        rules: rule set, or None for the plain weighted sum.
+        x: sequence, shape (T, D).
+        weights: constant step weights (T,): the mask for sum pooling, mask / L for mean pooling.
+
+    Returns:
+        z, shape (D,).
+    """
+    if rules is None:
+        return jnp.sum(weights[:, None] * x, axis=0)
+    return _pool(rules, x, weights)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _pool(rules, x, weights):
+    return jnp.sum(weights[:, None] * x, axis=0)
+
+
+def _pool_fwd(rules, x, weights):
+    terms = weights[:, None] * x
+    z = jnp.sum(terms, axis=0)
+    return z, (terms, weights, z)
+
+
+def _pool_bwd(rules, residuals, r):
+    terms, weights, z = residuals
+    # The weights are constants of the pooling (not explained): their cotangent is zero.
+    return rules.accumulate.pool(terms, weights != 0, z, r), jnp.zeros_like(weights)
+
+
+_pool.defvjp(_pool_fwd, _pool_bwd)
 
 
 # --- element-wise activation ----------------------------------------------------------------------

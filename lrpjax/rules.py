@@ -127,6 +127,20 @@ class Epsilon:
             r_terms = tuple(rt + absorbed / len(terms) for rt in r_terms)
         return r_terms
 
+    def pool(self, terms: Array, valid: Array, c: Array, r: Array) -> Array:
+        """Redistributes ``r`` (D,) of ``c = sum_t terms[t]`` onto the terms (T, D) of a pooling.
+
+        The accumulation rule over time steps; with ``share=True`` each unit's absorbed part is
+        spread over the ``valid`` (T,) steps only, so padding never receives relevance.
+        """
+        q = safe_divide(r, stabilize(c, self.eps))
+        r_terms = terms * q[None, :]
+        if self.share:
+            absorbed = r - jnp.sum(r_terms, axis=0)
+            n_valid = jnp.maximum(jnp.sum(valid.astype(r.dtype)), jnp.ones((), r.dtype))
+            r_terms = r_terms + jnp.where(valid[:, None], absorbed[None, :] / n_valid, jnp.zeros((), r.dtype))
+        return r_terms
+
 
 # --- dense-layer rules for linear mappings -------------------------------------------------------
 #
@@ -509,11 +523,14 @@ class RuleSet:
                 raise TypeError("`layers` of RuleSet must be pairs (layer name: str, RuleSet); "
                                 f"got ({type(name).__name__}, {type(rules).__name__}).")
 
-    def at(self, layer: str) -> RuleSet:
-        """The rule set for the model layer called ``layer`` (an override, or this set itself)."""
-        for name, rules in self.layers:
-            if name == layer:
-                return rules
+    def at(self, *names: str) -> RuleSet:
+        """The rule set for a model layer: the override of the first of ``names`` that has one (most
+        specific first, e.g. ``at("left", "bilstm")`` for one direction of a bidirectional layer), or
+        this set itself."""
+        for layer in names:
+            for name, rules in self.layers:
+                if name == layer:
+                    return rules
         return self
 
     def replace(self, **changes) -> RuleSet:

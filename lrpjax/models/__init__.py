@@ -1,7 +1,14 @@
-"""Models: pure functions ``apply(params, x, rules=None, *, mask=None)`` over parameter dicts."""
+"""Models: pure functions ``apply(params, x, rules=None, *, mask=None)`` over parameter dicts.
 
-from lrpjax.models import bilstm, lstm, mlp
+Every model is a composition of layers (:class:`Sequential` of :class:`Recurrent`, :class:`Dense`,
+:class:`Pool`); ``LSTM`` (``lstm``, ``bilstm``) and ``MLP`` are named compositions.
+"""
+
+from lrpjax.models import bilstm, layers, lstm, mlp, sequential
+from lrpjax.models.layers import Dense, Pool, Recurrent
 from lrpjax.models.lstm import LSTM
 from lrpjax.models.mlp import MLP
+from lrpjax.models.sequential import Sequential, network_of
 
-__all__ = ["LSTM", "MLP", "bilstm", "lstm", "mlp"]
+__all__ = ["Dense", "LSTM", "MLP", "Pool", "Recurrent", "Sequential", "bilstm", "layers", "lstm", "mlp",
+           "network_of", "sequential"]

@@ -1,63 +1,38 @@
-"""Recurrent sequence models: an LSTM layer (uni- or bidirectional) and a linear output without bias.
+"""LSTM sequence models: one LSTM layer (uni- or bidirectional) and a linear output without bias.
 
-``apply(params, x, rules=None)`` maps one embedded sequence ``x`` (T, E) to scores (C,): class
-scores for classification, or C regression outputs. The output layer is one linear mapping without
-bias; in the bidirectional model both directions' final outputs enter it with one shared denominator,
-as in the reference implementation. Parameter layout:
+``LSTM(cell, bidirectional)`` is a named composition of layers (:class:`~lrpjax.models.Sequential`): a
+:class:`~lrpjax.models.layers.Recurrent` layer returning its final state(s) and a
+:class:`~lrpjax.models.layers.Dense` output layer without bias. ``apply(params, x, rules=None)`` maps
+one embedded sequence ``x`` (T, E) to scores (C,): class scores for classification, or C regression
+outputs. In the bidirectional model both directions' final outputs enter the output layer as two
+inputs of one linear mapping with one shared denominator, as in the reference implementation.
+Parameter layout:
 
     unidirectional:  {"lstm": cell params, "out": {"W": (H, C)}}
     bidirectional:   {"left": cell params, "right": cell params,
                       "out": {"W_left": (H, C), "W_right": (H, C)}}
 
 The right encoder of a bidirectional model reads the valid prefix reversed (x_L .. x_1 for a mask
-with L valid steps), then the padding.
+with L valid steps), then the padding. Rule overrides may name ``"lstm"`` (the recurrent layer, both
+directions), ``"left"``, ``"right"`` and ``"out"``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from lrpjax import ops
 from lrpjax._types import Array, ArrayLike, Params
-from lrpjax.cells import StandardCell, check_cell_params, unroll, zero_layer_taps
+from lrpjax.cells import StandardCell
+from lrpjax.models.layers import Dense, Recurrent, Spec, reverse_valid
+from lrpjax.models.sequential import Sequential, check_inputs
 from lrpjax.rules import RuleSet
 
-__all__ = ["LSTM", "apply", "init", "model", "check_inputs"]
-
-
-def check_inputs(x: Any, mask: Any, E: int | None = None) -> None:
-    """Static checks of an embedded sequence and its mask (free under ``jit``).
-
-    Raises:
-        ValueError: ``x`` not (T, E) with T >= 1, or ``mask`` not (T,) bool.
-        TypeError: ``x`` not floating point.
-    """
-    shape = jnp.shape(x)
-    if len(shape) != 2:
-        raise ValueError(f"`x` must be an embedded sequence of shape (T, E); got shape {shape}.")
-    if shape[0] == 0:
-        raise ValueError("`x` is an empty sequence (T = 0); at least one step is needed.")
-    if E is not None and shape[1] != E:
-        raise ValueError(f"`x` must have shape (T, E) with E = {E} (the model's input size); got {shape}.")
-    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-        raise TypeError(f"`x` must be floating point; got dtype {jnp.result_type(x)}.")
-    if mask is not None:
-        if tuple(jnp.shape(mask)) != (shape[0],):
-            raise ValueError(f"`mask` must have shape (T,) = ({shape[0]},) to match `x`; got {jnp.shape(mask)}.")
-        if jnp.result_type(mask) != jnp.bool_:
-            raise TypeError(f"`mask` must be boolean; got dtype {jnp.result_type(mask)}.")
-
-
-def reverse_valid(mask: Array) -> Array:
-    """Indices that reverse the valid prefix of a sequence and keep the padding in place, (T,)."""
-    T = mask.shape[0]
-    t = jnp.arange(T)
-    length = jnp.sum(mask.astype(jnp.int32))
-    return jnp.where(t < length, length - 1 - t, t)
+__all__ = ["LSTM", "apply", "init", "model", "check_inputs", "reverse_valid"]
 
 
 @dataclass(frozen=True)
@@ -72,10 +47,22 @@ class LSTM:
     cell: Any = StandardCell()
     bidirectional: bool = False
 
+    @cached_property
+    def network(self) -> Sequential:
+        """The composition this model is: ``Recurrent`` (final states) then ``Dense`` without bias."""
+        recurrent = Recurrent(self.cell, bidirectional=self.bidirectional, name="lstm",
+                              directions=("left", "right") if self.bidirectional else None)
+        return Sequential((recurrent, Dense(bias=False, name="out")))
+
     @property
     def layers(self) -> tuple[str, ...]:
-        """Names of the recurrent layers (also the keys of ``params`` and of ``RuleSet.at``)."""
-        return ("left", "right") if self.bidirectional else ("lstm",)
+        """Names of the recurrent directions (also the keys of ``params`` and of ``RuleSet.at``)."""
+        return self.network.layers[0].keys()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name a rule override may use: ``"lstm"``, the directions, ``"out"``."""
+        return self.network.names
 
     @property
     def kind(self) -> str:
@@ -101,29 +88,8 @@ class LSTM:
         Raises:
             ValueError: a missing parameter or a shape that does not fit the others.
         """
-        if not isinstance(params, dict):
-            raise TypeError(f"`params` must be a dict of arrays; got {type(params).__name__}.")
-        missing = [name for name in (*self.layers, "out") if name not in params]
-        if missing:
-            raise ValueError(f"`params` of a {self.kind} model must have keys {list(self.layers) + ['out']}; "
-                             f"missing {missing}.")
-        E = jnp.shape(params[self.layers[0]]["W"])[0]
-        H = None
-        for name in self.layers:
-            H_layer = check_cell_params(self.cell, params[name], E, f"params[{name!r}]")
-            if H is not None and H_layer != H:
-                raise ValueError(f"Both directions must have the same H; got {H} and {H_layer}.")
-            H = H_layer
-        C = None
-        for name in self.layers:
-            key = self._out_key(name)
-            if key not in params["out"]:
-                raise ValueError(f"`params['out']` must have key {key!r}.")
-            shape = tuple(jnp.shape(params["out"][key]))
-            if len(shape) != 2 or shape[0] != H or (C is not None and shape[1] != C):
-                raise ValueError(f"`params['out'][{key!r}]` must have shape (H, C) = ({H}, {C or 'C'}); got {shape}.")
-            C = shape[1]
-        return E, H, C
+        specs = self.network.specs(params)
+        return specs[0].size, specs[1].sizes[0], specs[-1].size
 
     def output_size(self, params: Params) -> int:
         """C, the number of outputs (checks every shape)."""
@@ -147,56 +113,32 @@ class LSTM:
         Returns:
             scores, shape (C,).
         """
-        self.sizes(params)
-        finals = self.encode(params, x, rules, mask=mask, taps=taps)
-        out_rules = None if rules is None else rules.at("out")
-        weights = [params["out"][self._out_key(name)] for name in self.layers]
-        return ops.linear(out_rules, finals, weights, None)
+        return self.network.apply(params, x, rules, mask=mask, taps=taps)
 
     def encode(self, params: Params, x: ArrayLike, rules: RuleSet | None = None, *,
                mask: ArrayLike | None = None, taps: Params | None = None) -> list[Array]:
-        """The recurrent part alone: the final output ``y`` (H,) of each layer in :attr:`layers`.
+        """The recurrent part alone: the final output ``y`` (H,) of each direction in :attr:`layers`.
 
         For models with other layers after the recurrence (e.g. an ``MLP`` head on the concatenated
         final states); ``params["out"]`` is not read. Arguments as in :meth:`apply`.
         """
-        E = jnp.shape(params[self.layers[0]]["W"])[0]
-        for name in self.layers:
-            check_cell_params(self.cell, params[name], E, f"params[{name!r}]")
+        recurrent = self.network.layers[0]
+        E = recurrent.input_size(params)
+        spec = Spec(("input",), (E,), True)
+        recurrent.output_spec(params, spec)
         check_inputs(x, mask, E)
-        x = jnp.asarray(x)
         mask = None if mask is None else jnp.asarray(mask)
-        finals = []
-        for name in self.layers:
-            x_dir, taps_dir = x, None if taps is None else _layer_taps(taps, name)
-            if name == "right":
-                order = reverse_valid(jnp.ones((x.shape[0],), bool) if mask is None else mask)
-                x_dir = x[order]
-                if taps_dir is not None:
-                    taps_dir = {**taps_dir, "y": taps_dir["y"][order], "c": taps_dir["c"][order]}
-            layer_rules = None if rules is None else rules.at(name)
-            y_last, _ = unroll(self.cell, params[name], x_dir, layer_rules, mask, taps_dir)
-            finals.append(y_last)
-        return finals
+        return list(recurrent.apply(params, (jnp.asarray(x),), spec, mask, rules, taps))
 
     def zero_taps(self, params: Params, x: ArrayLike) -> Params:
-        """Zero probes for :meth:`apply`: ``{"initial": {layer: {"y0", "c0"}}, "states": {layer: {"y", "c"}}}``.
+        """Zero probes for :meth:`apply`: ``{"initial": {layer: {"y0", "c0"}}, "states": {layer: {"y", "c"},
+        "out": (len(layers) * H,)}}``.
 
         The cotangent of ``"states"[layer]["y"][t]`` is the relevance at the layer's output after the
-        step that read position t (original positions for the right encoder too).
+        step that read position t (original positions for the right encoder too); that of
+        ``"states"["out"]`` the relevance at the output layer's input (the final states).
         """
-        _, H, _ = self.sizes(params)
-        T = jnp.shape(x)[0]
-        initial, states = {}, {}
-        for name in self.layers:
-            layer = zero_layer_taps(T, H, jnp.result_type(x))
-            initial[name] = {"y0": layer["y0"], "c0": layer["c0"]}
-            states[name] = {"y": layer["y"], "c": layer["c"]}
-        return {"initial": initial, "states": states}
-
-
-def _layer_taps(taps: Params, name: str) -> dict[str, Array]:
-    return {**taps["initial"][name], **taps["states"][name]}
+        return self.network.zero_taps(params, x)
 
 
 model = LSTM()

@@ -2,7 +2,8 @@
 
 ``MLP(widths, activation).apply(params, x, rules=None)`` maps one input vector ``x`` (D,) to scores
 (C,) through dense layers ``z = x @ W + b`` (``ops.linear``) with ReLU or tanh between them
-(``ops.activation``, which passes relevance through) and a linear output layer. Layer names, which
+(``ops.activation``, which passes relevance through) and a linear output layer: a composition of
+:class:`~lrpjax.models.layers.Dense` layers (:attr:`MLP.network`). Layer names, which
 are also the keys of ``params`` and of :meth:`lrpjax.rules.RuleSet.at`::
 
     "dense_0", "dense_1", ..., "out"          each {"W": (D_in, D_out), "b": (D_out,)}
@@ -17,13 +18,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 
-from lrpjax import ops
 from lrpjax._types import Array, ArrayLike, Params
+from lrpjax.models.layers import Dense
+from lrpjax.models.sequential import Sequential
 from lrpjax.rules import RuleSet
 
 __all__ = ["MLP", "layerwise"]
@@ -32,7 +35,7 @@ __all__ = ["MLP", "layerwise"]
 def _natural_key(name: str) -> tuple:
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
-_ACTIVATIONS = {"relu": ops.RELU, "tanh": ops.TANH}
+_ACTIVATIONS = ("relu", "tanh")
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,18 @@ class MLP:
                             "b": jnp.zeros((d_out,), dtype)}
         return params
 
+    @cached_property
+    def network(self) -> Sequential:
+        """The composition this model is: ``Dense`` layers with the activation, then ``Dense`` ``out``."""
+        hidden = tuple(Dense(width, self.activation, name=name)
+                       for width, name in zip(self.widths[1:-1], self.layers[:-1]))
+        return Sequential((*hidden, Dense(self.widths[-1], name=self.layers[-1])), sequence_input=False)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name a rule override may use (:attr:`layers`)."""
+        return self.layers
+
     def check_params(self, params: Params) -> None:
         """Checks the layout and every shape of ``params``.
 
@@ -99,16 +114,7 @@ class MLP:
         if missing:
             raise ValueError(f"`params` of {self.kind} {self.widths} must have keys {list(self.layers)}; "
                              f"missing {missing}.")
-        for name, d_in, d_out in zip(self.layers, self.widths[:-1], self.widths[1:]):
-            layer = params[name]
-            if not isinstance(layer, dict) or "W" not in layer or "b" not in layer:
-                raise ValueError(f"`params[{name!r}]` must be a dict with 'W' and 'b'.")
-            if tuple(jnp.shape(layer["W"])) != (d_in, d_out):
-                raise ValueError(f"`params[{name!r}]['W']` must have shape (D_in, D_out) = ({d_in}, {d_out}); "
-                                 f"got {tuple(jnp.shape(layer['W']))}.")
-            if tuple(jnp.shape(layer["b"])) != (d_out,):
-                raise ValueError(f"`params[{name!r}]['b']` must have shape (D_out,) = ({d_out},); "
-                                 f"got {tuple(jnp.shape(layer['b']))}.")
+        self.network.specs(params, self.widths[0])
 
     def output_size(self, params: Params) -> int:
         """C, the number of scores (checks ``params``)."""
@@ -122,14 +128,7 @@ class MLP:
             ValueError: ``x`` not of shape (D,), or a ``mask`` (an MLP has no padding).
             TypeError: ``x`` not floating point.
         """
-        D = self.widths[0]
-        if tuple(jnp.shape(x)) != (D,):
-            raise ValueError(f"`x` must be one input vector of shape (D,) = ({D},); got {tuple(jnp.shape(x))} "
-                             "(batch with jax.vmap).")
-        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-            raise TypeError(f"`x` must be floating point; got dtype {jnp.result_type(x)}.")
-        if mask is not None:
-            raise ValueError("`mask` must be None for an MLP: its input has no padded steps.")
+        self.network.check_inputs(x, mask, self.widths[0])
 
     def apply(self, params: Params, x: ArrayLike, rules: RuleSet | None = None, *,
               mask: ArrayLike | None = None, taps: Params | None = None) -> Array:
@@ -148,14 +147,7 @@ class MLP:
         """
         self.check_params(params)
         self.check_inputs(x, mask)
-        a = jnp.asarray(x)
-        for k, name in enumerate(self.layers):
-            if taps is not None:
-                a = a + taps["states"][name]
-            layer_rules = None if rules is None else rules.at(name)
-            z = ops.linear(layer_rules, (a,), (params[name]["W"],), params[name]["b"])
-            a = z if k == len(self.layers) - 1 else ops.activation(layer_rules, _ACTIVATIONS[self.activation], z)
-        return a
+        return self.network.apply(params, x, rules, mask=mask, taps=taps)
 
     def zero_taps(self, params: Params, x: ArrayLike) -> Params:
         """Zero probes for :meth:`apply`: ``{"initial": {}, "states": {layer: zeros (D_in,)}}``.
@@ -164,9 +156,7 @@ class MLP:
         relevance at the input of every layer (``states[layers[0]]`` equals the input relevance).
         """
         self.check_params(params)
-        dtype = jnp.result_type(x)
-        return {"initial": {},
-                "states": {name: jnp.zeros((d_in,), dtype) for name, d_in in zip(self.layers, self.widths[:-1])}}
+        return self.network.zero_taps(params, x)
 
 
 def layerwise(explanation: Any) -> dict[str, Array]:

@@ -1,0 +1,490 @@
+"""Layers: the values a model is composed of, each written only with the elementary computations.
+
+A layer is a frozen (hashable) dataclass of static configuration; its parameters live in the model's
+parameter dict under the layer's keys. What flows from one layer to the next is a tuple of *parts*,
+arrays whose concatenation is the layer's output: one part for most layers, one per direction for a
+bidirectional recurrent layer. Keeping the directions apart lets the next linear mapping read them
+as several inputs with one shared denominator (``ops.linear``), which is how the reference BiLSTM's
+output layer is written (``Why_Left``, ``Why_Right``); a recurrent layer reads the concatenation.
+A part is (T, D_k) for a sequence (all steps) or (D_k,) for a vector.
+
+Layers of this module:
+
+* :class:`Recurrent` -- a recurrent layer: any cell of :mod:`lrpjax.cells`, uni- or bidirectional,
+  all steps or the final state(s);
+* :class:`Dense` -- ``act(sum_k x_k W_k + b)``, with or without bias, on a vector or at every step;
+* :class:`Pool` -- mean, sum or max over the valid steps of a sequence.
+
+Each layer answers: :meth:`keys` (its parameter keys), :meth:`rule_names` (names for
+``rules.composite(by_layer=...)``), :meth:`output_spec` (checks the parameters and gives the shape of
+the output), :meth:`init`, :meth:`apply` and :meth:`zero_taps` (zero probes to read the relevance at
+its states and inputs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from lrpjax import ops
+from lrpjax._types import Array, Params
+from lrpjax.cells import CELLS, StandardCell, check_cell_params, unroll, zero_layer_taps
+from lrpjax.rules import RuleSet
+
+__all__ = ["Spec", "Recurrent", "Dense", "Pool", "LAYERS", "reverse_valid", "layer_from_config"]
+
+
+class Spec(NamedTuple):
+    """The static shape of the value between two layers.
+
+    Attributes:
+        names: the parts' names (the producing layer's keys; ``("input",)`` for the model input).
+        sizes: the parts' feature sizes D_k.
+        sequence: True when the parts are sequences (T, D_k), False for vectors (D_k,).
+    """
+
+    names: tuple[str, ...]
+    sizes: tuple[int, ...]
+    sequence: bool
+
+    @property
+    def size(self) -> int:
+        """D, the size of the concatenated parts."""
+        return sum(self.sizes)
+
+
+def reverse_valid(mask: Array) -> Array:
+    """Indices that reverse the valid prefix of a sequence and keep the padding in place, (T,)."""
+    T = mask.shape[0]
+    t = jnp.arange(T)
+    length = jnp.sum(mask.astype(jnp.int32))
+    return jnp.where(t < length, length - 1 - t, t)
+
+
+def _check_name(layer: str, name: Any) -> None:
+    if name is not None and (not isinstance(name, str) or not name or "/" in name):
+        raise ValueError(f"`name` of {layer} must be a non-empty string without '/'; got {name!r}.")
+
+
+def _check_units(layer: str, units: Any) -> None:
+    if units is not None and (not isinstance(units, int) or isinstance(units, bool) or units < 1):
+        raise ValueError(f"`units` of {layer} must be a positive int or None; got {units!r}.")
+
+
+def _zero_padding(value: Array, mask: Array | None) -> Array:
+    """Sets padded steps of a sequence (T, D) to exactly 0 (routing: they receive nothing back)."""
+    if mask is None:
+        return value
+    return jnp.where(mask[:, None], value, jnp.zeros((), value.dtype))
+
+
+def _concat(parts: tuple[Array, ...]) -> Array:
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
+
+
+def _add_tap(parts: tuple[Array, ...], tap: Array) -> tuple[Array, ...]:
+    """Adds a zero probe over the concatenated parts, each part its own slice of it."""
+    out, offset = [], 0
+    for part in parts:
+        width = part.shape[-1]
+        out.append(part + tap[..., offset:offset + width])
+        offset += width
+    return tuple(out)
+
+
+# --- recurrent layer ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Recurrent:
+    """A recurrent layer: one cell run over the sequence, optionally in both directions.
+
+    The forward direction reads ``x_0 .. x_{L-1}``; the backward direction reads the valid prefix
+    reversed, ``x_{L-1} .. x_0`` (padding stays at the end), so a padded sequence gives the same
+    result as the unpadded one. Initial states are zero (Sec. 11.4.1, A9).
+
+    Output, one part per direction (forward first):
+
+    * ``sequences=False``: the final output of each direction, (H,) each: the forward state after the
+      last valid step and the backward state after it read ``x_0`` (PyTorch's ``h_n`` of the layer,
+      the reference BiLSTM's [left final, right final]);
+    * ``sequences=True``: every step's output, (T, H) each, the backward one at the original positions
+      (row t is its state after reading ``x_t``); padded steps are 0. The next recurrent layer reads
+      ``[forward_t, backward_t]`` concatenated, as in PyTorch and Keras.
+
+    Parameters: the cell's dict (see the cell) under each direction's key, :meth:`keys`.
+
+    Attributes:
+        cell: a cell of :mod:`lrpjax.cells` (``StandardCell``, ``GRUCell``, an LRP-friendly cell).
+        units: H per direction (needed by :meth:`init`; checked against the parameters), or None.
+        bidirectional: add the backward direction.
+        sequences: output all steps instead of the final state(s).
+        name: the layer's name (None: chosen by the model, e.g. ``"lstm_0"``).
+        directions: the keys of the two directions of a bidirectional layer; default
+            ``(name + "_forward", name + "_backward")``. The reference BiLSTM uses ``("left", "right")``.
+    """
+
+    cell: Any = StandardCell()
+    units: int | None = None
+    bidirectional: bool = False
+    sequences: bool = False
+    name: str | None = None
+    directions: tuple[str, str] | None = None
+
+    kind: ClassVar[str] = "recurrent"
+
+    def __post_init__(self):
+        if type(self.cell) not in CELLS.values() and not hasattr(self.cell, "step"):
+            raise TypeError(f"`cell` of Recurrent must be a cell of lrpjax.cells; got {type(self.cell).__name__}.")
+        _check_units("Recurrent", self.units)
+        for field in ("bidirectional", "sequences"):
+            if not isinstance(getattr(self, field), bool):
+                raise TypeError(f"`{field}` of Recurrent must be a bool; got {type(getattr(self, field)).__name__}.")
+        _check_name("Recurrent", self.name)
+        if self.directions is not None:
+            directions = tuple(self.directions)
+            if not self.bidirectional:
+                raise ValueError("`directions` of Recurrent names the two directions of a bidirectional layer; "
+                                 "set bidirectional=True or leave directions None.")
+            if len(directions) != 2 or directions[0] == directions[1]:
+                raise ValueError(f"`directions` of Recurrent must be two different names; got {self.directions!r}.")
+            for d in directions:
+                _check_name("Recurrent (directions)", d)
+            object.__setattr__(self, "directions", directions)
+
+    @property
+    def default_name(self) -> str:
+        return "gru" if self.cell.kind == "gru" else "lstm"
+
+    def keys(self) -> tuple[str, ...]:
+        """The parameter keys: the layer's name, or one key per direction."""
+        if not self.bidirectional:
+            return (self.name,)
+        return self.directions or (f"{self.name}_forward", f"{self.name}_backward")
+
+    def rule_names(self) -> tuple[str, ...]:
+        """Names that rule overrides may use: the layer and, when bidirectional, each direction."""
+        return (self.name,) + (self.keys() if self.bidirectional else ())
+
+    def input_size(self, params: Params) -> int:
+        """E read off the parameters (the input weights of the first direction)."""
+        return int(jnp.shape(_lookup(params, self.keys()[0], "W"))[0])
+
+    def output_spec(self, params: Params, spec: Spec) -> Spec:
+        """Checks the parameters against the input ``spec``; the output's spec.
+
+        Raises:
+            ValueError: a vector input, a missing key, a shape that does not fit, directions of
+                different sizes, or H other than ``units``.
+        """
+        if not spec.sequence:
+            raise ValueError(f"layer {self.name!r} (Recurrent) needs a sequence input; the layer before it "
+                             "outputs a vector (put recurrent layers before pooling and final-state outputs).")
+        H = None
+        for key in self.keys():
+            if not isinstance(params, dict) or key not in params:
+                raise ValueError(f"`params` must have key {key!r} (layer {self.name!r}); "
+                                 f"got keys {sorted(params) if isinstance(params, dict) else type(params).__name__}.")
+            H_key = check_cell_params(self.cell, params[key], spec.size, f"params[{key!r}]")
+            if H is not None and H_key != H:
+                raise ValueError(f"Both directions of layer {self.name!r} must have the same H; got {H} and {H_key}.")
+            H = H_key
+        if self.units is not None and H != self.units:
+            raise ValueError(f"`params[{self.keys()[0]!r}]` has H = {H} units; layer {self.name!r} has units = {self.units}.")
+        return Spec(self.keys(), (H,) * len(self.keys()), self.sequences)
+
+    def init(self, key: Array, spec: Spec, dtype=jnp.float32) -> Params:
+        """Random parameters for every direction (the cell's ``init``)."""
+        if self.units is None:
+            raise ValueError(f"layer {self.name!r} (Recurrent) needs `units` to be initialised.")
+        keys = jax.random.split(key, len(self.keys()))
+        return {k: self.cell.init(rk, spec.size, self.units, dtype) for k, rk in zip(self.keys(), keys)}
+
+    def apply(self, params: Params, parts: tuple[Array, ...], spec: Spec, mask: Array | None,
+              rules: RuleSet | None, taps: Params | None) -> tuple[Array, ...]:
+        """Runs the directions over the concatenated input parts (T, E); see the class docstring."""
+        x = _concat(parts)
+        outputs = []
+        for d, key in enumerate(self.keys()):
+            backward = d == 1
+            order = reverse_valid(jnp.ones((x.shape[0],), bool) if mask is None else mask) if backward else None
+            x_dir = x if order is None else x[order]
+            layer_taps = None if taps is None else {**taps["initial"][key], **taps["states"][key]}
+            if layer_taps is not None and order is not None:
+                layer_taps = {k: v if k.endswith("0") else v[order] for k, v in layer_taps.items()}
+            dir_rules = None if rules is None else rules.at(key, self.name)
+            final, ys = unroll(self.cell, params[key], x_dir, dir_rules, mask, layer_taps)
+            if self.sequences:
+                ys = ys if order is None else ys[order]   # the reversal is an involution
+                outputs.append(_zero_padding(ys, mask))
+            else:
+                outputs.append(final)
+        return tuple(outputs)
+
+    def zero_taps(self, params: Params, spec: Spec, T: int, dtype) -> tuple[Params, Params]:
+        """``({key: {s0: (H,)}}, {key: {s: (T, H)}})`` for each direction and state name ``s``."""
+        H = self.output_spec(params, spec).sizes[0]
+        initial, states = {}, {}
+        for key in self.keys():
+            taps = zero_layer_taps(T, H, dtype, self.cell.state_names)
+            initial[key] = {k: v for k, v in taps.items() if k.endswith("0")}
+            states[key] = {k: v for k, v in taps.items() if not k.endswith("0")}
+        return initial, states
+
+    def config(self) -> dict[str, Any]:
+        """A JSON-able description (:func:`layer_from_config` inverts it)."""
+        cell = {"kind": self.cell.kind, **dataclasses.asdict(self.cell)}
+        return {"type": "recurrent", "cell": cell, "units": self.units, "bidirectional": self.bidirectional,
+                "sequences": self.sequences, "name": self.name,
+                "directions": None if self.directions is None else list(self.directions)}
+
+
+def _lookup(params: Params, key: str, leaf: str):
+    if not isinstance(params, dict) or key not in params:
+        raise ValueError(f"`params` must have key {key!r}; got "
+                         f"{sorted(params) if isinstance(params, dict) else type(params).__name__}.")
+    if not isinstance(params[key], dict) or leaf not in params[key]:
+        raise ValueError(f"`params[{key!r}]` must be a dict with {leaf!r}.")
+    return params[key][leaf]
+
+
+# --- dense layer -------------------------------------------------------------------------------------
+
+_DENSE_ACTIVATIONS = {"identity": ops.IDENTITY, "relu": ops.RELU, "tanh": ops.TANH, "sigmoid": ops.SIGMOID}
+
+
+@dataclass(frozen=True)
+class Dense:
+    """A dense layer ``a = act(sum_k x_k W_k + b)``: one linear mapping, then an element-wise activation.
+
+    The input parts ``x_k`` (e.g. the two directions of a bidirectional layer) are the several inputs
+    of one linear mapping with one shared denominator (``ops.linear``); relevance follows the rule set's
+    ``linear`` rule (by layer name with ``rules.composite``) and passes the activation unchanged. On a
+    sequence input the layer acts at every step (a per-step head for tagging or forecasting);
+    padded steps output 0.
+
+    Parameters ``params[name]``: ``"W"`` (D, M) for a single input part, else one ``"W_<part name>"``
+    (D_k, M) per part (``W_left``, ``W_right`` after the reference BiLSTM); ``"b"`` (M,) when ``bias``.
+
+    Attributes:
+        units: M (needed by :meth:`init`; checked against the parameters), or None.
+        activation: ``"identity"``, ``"relu"``, ``"tanh"`` or ``"sigmoid"``.
+        bias: whether the mapping has a bias.
+        name: the layer's name (None: chosen by the model, ``"dense_k"``, the last dense layer ``"out"``).
+    """
+
+    units: int | None = None
+    activation: str = "identity"
+    bias: bool = True
+    name: str | None = None
+
+    kind: ClassVar[str] = "dense"
+
+    def __post_init__(self):
+        _check_units("Dense", self.units)
+        if self.activation not in _DENSE_ACTIVATIONS:
+            raise ValueError(f"`activation` of Dense must be one of {tuple(_DENSE_ACTIVATIONS)}; "
+                             f"got {self.activation!r}.")
+        if not isinstance(self.bias, bool):
+            raise TypeError(f"`bias` of Dense must be a bool; got {type(self.bias).__name__}.")
+        _check_name("Dense", self.name)
+
+    default_name: ClassVar[str] = "dense"
+
+    def keys(self) -> tuple[str, ...]:
+        return (self.name,)
+
+    def rule_names(self) -> tuple[str, ...]:
+        return (self.name,)
+
+    def weight_keys(self, spec: Spec) -> tuple[str, ...]:
+        """``("W",)`` for one input part, else ``("W_<part>", ...)`` in the parts' order."""
+        return ("W",) if len(spec.names) == 1 else tuple(f"W_{name}" for name in spec.names)
+
+    def input_size(self, params: Params) -> int:
+        layer = params.get(self.name) if isinstance(params, dict) else None
+        weights = [k for k in (layer or {}) if k == "W" or k.startswith("W_")]
+        if not weights:
+            raise ValueError(f"`params[{self.name!r}]` must be a dict with the weights 'W' (D, M).")
+        return int(sum(jnp.shape(layer[k])[0] for k in weights))
+
+    def output_spec(self, params: Params, spec: Spec) -> Spec:
+        """Checks ``params[name]`` against the input ``spec``; the output's spec.
+
+        Raises:
+            ValueError: a missing layer or weight, a shape that does not fit, a bias where the layer has
+                none (it would be ignored) or a missing one, M other than ``units``.
+        """
+        where = f"params[{self.name!r}]"
+        if not isinstance(params, dict) or self.name not in params:
+            raise ValueError(f"`params` must have key {self.name!r} (layer {self.name!r}); got "
+                             f"{sorted(params) if isinstance(params, dict) else type(params).__name__}.")
+        layer = params[self.name]
+        if not isinstance(layer, dict):
+            raise TypeError(f"`{where}` must be a dict of arrays; got {type(layer).__name__}.")
+        expected = set(self.weight_keys(spec)) | ({"b"} if self.bias else set())
+        if set(layer) != expected:
+            missing, extra = sorted(expected - set(layer)), sorted(set(layer) - expected)
+            raise ValueError(f"`{where}` must have exactly the keys {sorted(expected)} (input parts "
+                             f"{list(spec.names)}, bias={self.bias}); missing {missing}, unexpected {extra}.")
+        M = None
+        for key, size in zip(self.weight_keys(spec), spec.sizes):
+            shape = tuple(jnp.shape(layer[key]))
+            if len(shape) != 2 or shape[0] != size or (M is not None and shape[1] != M):
+                raise ValueError(f"`{where}[{key!r}]` must have shape (D, M) = ({size}, {M or 'M'}); got {shape}.")
+            M = shape[1]
+        if self.units is not None and M != self.units:
+            first = self.weight_keys(spec)[0]
+            raise ValueError(f"`{where}[{first!r}]` has M = {M} outputs; layer {self.name!r} has units = {self.units}.")
+        if self.bias and tuple(jnp.shape(layer["b"])) != (M,):
+            raise ValueError(f"`{where}['b']` must have shape (M,) = ({M},); got {tuple(jnp.shape(layer['b']))}.")
+        return Spec((self.name,), (M,), spec.sequence)
+
+    def init(self, key: Array, spec: Spec, dtype=jnp.float32) -> Params:
+        """Glorot-uniform weights (bound sqrt(6 / (D + M))), zero bias."""
+        if self.units is None:
+            raise ValueError(f"layer {self.name!r} (Dense) needs `units` to be initialised.")
+        bound = (6.0 / (spec.size + self.units)) ** 0.5
+        keys = jax.random.split(key, len(spec.sizes))
+        layer = {w: jax.random.uniform(k, (size, self.units), dtype, -bound, bound)
+                 for w, k, size in zip(self.weight_keys(spec), keys, spec.sizes)}
+        if self.bias:
+            layer["b"] = jnp.zeros((self.units,), dtype)
+        return {self.name: layer}
+
+    def apply(self, params: Params, parts: tuple[Array, ...], spec: Spec, mask: Array | None,
+              rules: RuleSet | None, taps: Params | None) -> tuple[Array, ...]:
+        """``act(sum_k parts[k] W_k + b)``, per step for sequences; one output part."""
+        layer = params[self.name]
+        weights = tuple(layer[k] for k in self.weight_keys(spec))
+        b = layer["b"] if self.bias else None
+        if taps is not None:
+            parts = _add_tap(parts, taps["states"][self.name])
+        layer_rules = None if rules is None else rules.at(self.name)
+
+        def dense(*xs):
+            z = ops.linear(layer_rules, xs, weights, b)
+            act = _DENSE_ACTIVATIONS[self.activation]
+            return z if act is ops.IDENTITY else ops.activation(layer_rules, act, z)
+
+        if not spec.sequence:
+            return (dense(*parts),)
+        return (_zero_padding(jax.vmap(dense)(*parts), mask),)
+
+    def zero_taps(self, params: Params, spec: Spec, T: int, dtype) -> tuple[Params, Params]:
+        """``({}, {name: zeros})``: a probe on the layer's input, (D,) or (T, D)."""
+        shape = (T, spec.size) if spec.sequence else (spec.size,)
+        return {}, {self.name: jnp.zeros(shape, dtype)}
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "dense", "units": self.units, "activation": self.activation, "bias": self.bias,
+                "name": self.name}
+
+
+# --- pooling -----------------------------------------------------------------------------------------
+
+_POOL_MODES = ("mean", "sum", "max")
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Pooling over the valid steps of a sequence: each part (T, D_k) becomes a vector (D_k,).
+
+    * ``"sum"``: ``z = sum_t x_t``; ``"mean"``: ``z = sum_t x_t / L`` over the L valid steps. Both are
+      accumulations over time (``ops.pool``): relevance by the rule set's ``accumulate`` rule,
+      ``R_t = (w_t x_t) / (z + eps sign(z)) R_z``.
+    * ``"max"``: ``z_d = max_t x_td`` over the valid steps; all of ``R_d`` goes to the first step
+      attaining the maximum (winner takes all; the max is routing, its transpose is the rule).
+
+    Attributes:
+        mode: ``"mean"``, ``"sum"`` or ``"max"``.
+        name: the layer's name (None: chosen by the model, ``"pool_k"``).
+    """
+
+    mode: str = "mean"
+    name: str | None = None
+
+    kind: ClassVar[str] = "pool"
+    default_name: ClassVar[str] = "pool"
+
+    def __post_init__(self):
+        if self.mode not in _POOL_MODES:
+            raise ValueError(f"`mode` of Pool must be one of {_POOL_MODES}; got {self.mode!r}.")
+        _check_name("Pool", self.name)
+
+    def keys(self) -> tuple[str, ...]:
+        return ()
+
+    def rule_names(self) -> tuple[str, ...]:
+        return (self.name,)
+
+    def output_spec(self, params: Params, spec: Spec) -> Spec:
+        """The input's parts as vectors.
+
+        Raises:
+            ValueError: a vector input (nothing to pool).
+        """
+        if not spec.sequence:
+            raise ValueError(f"layer {self.name!r} (Pool) needs a sequence input; the layer before it outputs "
+                             "a vector.")
+        return Spec(spec.names, spec.sizes, False)
+
+    def init(self, key: Array, spec: Spec, dtype=jnp.float32) -> Params:
+        return {}
+
+    def apply(self, params: Params, parts: tuple[Array, ...], spec: Spec, mask: Array | None,
+              rules: RuleSet | None, taps: Params | None) -> tuple[Array, ...]:
+        """Pools every part over the valid steps."""
+        if taps is not None:
+            parts = _add_tap(parts, taps["states"][self.name])
+        T = parts[0].shape[0]
+        valid = jnp.ones((T,), bool) if mask is None else mask
+        layer_rules = None if rules is None else rules.at(self.name)
+        if self.mode == "max":
+            return tuple(_max_pool(part, valid) for part in parts)
+        dtype = parts[0].dtype
+        weights = valid.astype(dtype)
+        if self.mode == "mean":
+            weights = weights / jnp.sum(weights)
+        return tuple(ops.pool(layer_rules, part, weights) for part in parts)
+
+    def zero_taps(self, params: Params, spec: Spec, T: int, dtype) -> tuple[Params, Params]:
+        """``({}, {name: zeros (T, D)})``: a probe on the pooled sequence."""
+        return {}, {self.name: jnp.zeros((T, spec.size), dtype)}
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "pool", "mode": self.mode, "name": self.name}
+
+
+def _max_pool(x: Array, valid: Array) -> Array:
+    """``max_t x_td`` over valid steps, as a gather of the first maximal step (T, D) -> (D,)."""
+    lowest = jnp.asarray(-jnp.inf, x.dtype)
+    index = jnp.argmax(jnp.where(valid[:, None], x, lowest), axis=0)
+    return jnp.take_along_axis(x, index[None, :], axis=0)[0]
+
+
+LAYERS = {layer.kind: layer for layer in (Recurrent, Dense, Pool)}
+"""The layer classes by ``kind``."""
+
+
+def layer_from_config(config: dict[str, Any]):
+    """The layer described by ``config`` (a layer's :meth:`config`).
+
+    Raises:
+        ValueError: an unknown layer type or cell kind.
+    """
+    if not isinstance(config, dict) or config.get("type") not in LAYERS:
+        raise ValueError(f"a layer config must be a dict with 'type' in {sorted(LAYERS)}; got {config!r}.")
+    fields = {k: v for k, v in config.items() if k != "type"}
+    if config["type"] == "recurrent":
+        cell = dict(fields["cell"])
+        kind = cell.pop("kind", None)
+        if kind not in CELLS:
+            raise ValueError(f"unknown cell kind {kind!r}; known: {sorted(CELLS)}.")
+        fields["cell"] = CELLS[kind](**cell)
+        if fields.get("directions") is not None:
+            fields["directions"] = tuple(fields["directions"])
+    return LAYERS[config["type"]](**fields)

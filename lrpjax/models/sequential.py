@@ -1,0 +1,353 @@
+"""The one model type: a sequence of layers, applied in order.
+
+``Sequential(layers).apply(params, x, rules=None, *, mask=None, taps=None)`` maps one embedded
+sequence ``x`` (T, E) (or one vector (D,) with ``sequence_input=False``) to the last layer's output:
+(C,) for classification or regression, (T, C) for a per-step head. Parameters are a plain dict keyed by
+the layers' keys; the layers (:mod:`lrpjax.models.layers`) are written only with the elementary
+computations, so every rule set, the gradient, masks, ``jit``/``vmap``, ``.full()`` and dataset
+explanation work for every composition::
+
+    from lrpjax.cells import GRUCell
+    from lrpjax.models import Dense, Recurrent, Sequential
+
+    model = Sequential((Recurrent(GRUCell(), 32, bidirectional=True, sequences=True),
+                        Recurrent(GRUCell(), 32, bidirectional=True),
+                        Dense(16, "relu"), Dense(5)))
+    params = model.init(jax.random.PRNGKey(0), input_size=60)
+    scores = model.apply(params, x)                 # (5,)
+    R = lrpjax.lrp(model.apply, "lrp-all")(params, x, 3)
+
+Unnamed layers are named by the model: ``lstm_0``, ``gru_1``, ``dense_0``, ``pool_0``, ..., the last
+dense layer ``out``; :attr:`Sequential.names` lists every name a rule override may use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lrpjax._types import Array, ArrayLike, Params
+from lrpjax.models.layers import Dense, Recurrent, Spec, layer_from_config
+from lrpjax.rules import RuleSet
+
+__all__ = ["Sequential", "check_inputs", "network_of"]
+
+
+def check_inputs(x: Any, mask: Any, E: int | None = None) -> None:
+    """Static checks of an embedded sequence and its mask (free under ``jit``).
+
+    A concrete mask must mark a valid prefix (``[T, T, F, F]``): padding goes at the end, and the
+    backward direction of a bidirectional layer reverses that prefix.
+
+    Raises:
+        ValueError: ``x`` not (T, E) with T >= 1, ``mask`` not (T,), or a mask that is not a prefix.
+        TypeError: ``x`` not floating point, ``mask`` not boolean.
+    """
+    shape = jnp.shape(x)
+    if len(shape) != 2:
+        raise ValueError(f"`x` must be an embedded sequence of shape (T, E); got shape {shape}.")
+    if shape[0] == 0:
+        raise ValueError("`x` is an empty sequence (T = 0); at least one step is needed.")
+    if E is not None and shape[1] != E:
+        raise ValueError(f"`x` must have shape (T, E) with E = {E} (the model's input size); got {shape}.")
+    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+        raise TypeError(f"`x` must be floating point; got dtype {jnp.result_type(x)}.")
+    if mask is not None:
+        if tuple(jnp.shape(mask)) != (shape[0],):
+            raise ValueError(f"`mask` must have shape (T,) = ({shape[0]},) to match `x`; got {jnp.shape(mask)}.")
+        if jnp.result_type(mask) != jnp.bool_:
+            raise TypeError(f"`mask` must be boolean; got dtype {jnp.result_type(mask)}.")
+        check_prefix(mask)
+
+
+def check_prefix(mask: Any, name: str = "mask") -> None:
+    """A concrete mask (..., T) must mark a valid prefix in every row; traced masks are not checked.
+
+    Raises:
+        ValueError: naming ``name`` and the first row whose valid steps are not a prefix.
+    """
+    if isinstance(mask, jax.core.Tracer):
+        return
+    m = np.asarray(mask, dtype=bool).reshape(-1, np.shape(mask)[-1])
+    lengths = m.sum(axis=1)
+    prefix = np.arange(m.shape[1])[None, :] < lengths[:, None]
+    bad = np.flatnonzero((m != prefix).any(axis=1))
+    if bad.size:
+        row = m[bad[0]].astype(int).tolist()
+        where = f" (row {int(bad[0])})" if m.shape[0] > 1 else ""
+        raise ValueError(f"`{name}` must mark a valid prefix (True steps first, padding at the end){where}; "
+                         f"got {row}.")
+
+
+@dataclass(frozen=True)
+class Sequential:
+    """A model: layers applied in order (module docstring).
+
+    Attributes:
+        layers: the layer values (:class:`~lrpjax.models.layers.Recurrent`, ``Dense``, ``Pool``), input
+            side first. Unnamed layers get default names (see the module docstring).
+        sequence_input: the model reads a sequence (T, E) with an optional mask (True), or one
+            vector (D,) (False, e.g. a multilayer perceptron).
+    """
+
+    layers: tuple
+    sequence_input: bool = True
+
+    def __post_init__(self):
+        layers = tuple(self.layers) if isinstance(self.layers, (list, tuple)) else None
+        if not layers or not all(hasattr(layer, "output_spec") for layer in layers):
+            raise TypeError("`layers` of Sequential must be a non-empty tuple of layers (Recurrent, Dense, Pool); "
+                            f"got {self.layers!r}.")
+        if not isinstance(self.sequence_input, bool):
+            raise TypeError(f"`sequence_input` must be a bool; got {type(self.sequence_input).__name__}.")
+        object.__setattr__(self, "layers", _named(layers))
+        seen: dict[str, int] = {}
+        for k, layer in enumerate(self.layers):
+            for name in set(layer.rule_names()) | set(layer.keys()):
+                if name in seen:
+                    raise ValueError(f"layer names must be unique; {name!r} is used by layers {seen[name]} and {k}.")
+                seen[name] = k
+        sequence = self.sequence_input
+        for layer in self.layers:
+            if isinstance(layer, Recurrent) and not sequence:
+                raise ValueError(f"layer {layer.name!r} (Recurrent) needs a sequence; its input is a vector.")
+            sequence = _is_sequence(layer, sequence)
+
+    # --- static description ---------------------------------------------------------------------
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name a rule override (``rules.composite(by_layer=...)``) may use, input side first."""
+        out: list[str] = []
+        for layer in self.layers:
+            out.extend(n for n in (*layer.rule_names(), *layer.keys()) if n not in out)
+        return tuple(out)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The keys of ``params``, input side first."""
+        return tuple(k for layer in self.layers for k in layer.keys())
+
+    @property
+    def sequence_output(self) -> bool:
+        """Whether the output is per step, (T, C), rather than (C,)."""
+        sequence = self.sequence_input
+        for layer in self.layers:
+            sequence = _is_sequence(layer, sequence)
+        return sequence
+
+    @property
+    def input_ndim(self) -> int:
+        """ndim of one input: 2 for a sequence (T, E), 1 for a vector (D,)."""
+        return 2 if self.sequence_input else 1
+
+    @property
+    def masked(self) -> bool:
+        """Whether ``apply`` takes a padding mask (sequence inputs do)."""
+        return self.sequence_input
+
+    @property
+    def kind(self) -> str:
+        return "sequential"
+
+    def check_rules(self, rules: RuleSet | None) -> None:
+        """Every override in ``rules.layers`` must name a layer of this model.
+
+        Raises:
+            ValueError: an unknown layer name, listing the model's layers.
+        """
+        if rules is None:
+            return
+        unknown = [name for name, _ in rules.layers if name not in self.names]
+        if unknown:
+            raise ValueError(f"the rule set overrides layer(s) {unknown} that this model does not have; its layers "
+                             f"are {list(self.names)}.")
+
+    # --- parameters ------------------------------------------------------------------------------
+
+    def input_size(self, params: Params) -> int:
+        """E (or D), the input size read off the first layer's parameters."""
+        return self.layers[0].input_size(params)
+
+    def specs(self, params: Params, input_size: int | None = None) -> list[Spec]:
+        """Checks every layer's parameters; the spec of each layer's input and, last, of the output.
+
+        Raises:
+            TypeError: ``params`` not a dict.
+            ValueError: a missing layer, an unexpected key, or a shape that does not fit, named.
+        """
+        if not isinstance(params, dict):
+            raise TypeError(f"`params` must be a dict of layer parameters (keys {list(self.keys)}); "
+                            f"got {type(params).__name__}.")
+        missing = [key for key in self.keys if key not in params]
+        if missing:
+            raise ValueError(f"`params` is missing keys {missing}; the model's keys are {list(self.keys)}.")
+        unexpected = sorted(set(params) - set(self.keys))
+        if unexpected:
+            raise ValueError(f"`params` has keys {unexpected} that belong to no layer; the model's keys are "
+                             f"{list(self.keys)}.")
+        E = self.input_size(params) if input_size is None else input_size
+        spec = Spec(("input",), (E,), self.sequence_input)
+        specs = [spec]
+        for layer in self.layers:
+            spec = layer.output_spec(params, spec)
+            specs.append(spec)
+        return specs
+
+    def output_shape(self, params: Params, T: int | None = None) -> tuple[int, ...]:
+        """The shape of one output: (C,), or (T, C) for a per-step output (checks ``params``)."""
+        C = self.specs(params)[-1].size
+        return (T, C) if self.sequence_output else (C,)
+
+    def output_size(self, params: Params) -> int:
+        """C, the size of the output's last axis (checks ``params``)."""
+        return self.specs(params)[-1].size
+
+    def init(self, key: Array, input_size: int, dtype=jnp.float32) -> Params:
+        """Random parameters for inputs of size ``input_size`` (every layer needs its ``units``)."""
+        params: Params = {}
+        spec = Spec(("input",), (input_size,), self.sequence_input)
+        for layer, layer_key in zip(self.layers, jax.random.split(key, len(self.layers))):
+            params.update(layer.init(layer_key, spec, dtype))
+            spec = layer.output_spec(params, spec)
+        return params
+
+    # --- the model -------------------------------------------------------------------------------
+
+    def check_inputs(self, x: Any, mask: Any = None, E: int | None = None) -> None:
+        """Static checks of one input and its mask (see :func:`check_inputs`).
+
+        Raises:
+            ValueError, TypeError: as :func:`check_inputs`; for a vector model, ``x`` not (D,) or a mask.
+        """
+        if self.sequence_input:
+            check_inputs(x, mask, E)
+            return
+        if len(jnp.shape(x)) != 1 or (E is not None and jnp.shape(x)[0] != E):
+            raise ValueError(f"`x` must be one input vector of shape (D,) = ({E or 'D'},); got "
+                             f"{tuple(jnp.shape(x))} (batch with jax.vmap).")
+        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+            raise TypeError(f"`x` must be floating point; got dtype {jnp.result_type(x)}.")
+        if mask is not None:
+            raise ValueError("`mask` must be None: this model reads one vector, which has no padded steps.")
+
+    def apply(self, params: Params, x: ArrayLike, rules: RuleSet | None = None, *,
+              mask: ArrayLike | None = None, taps: Params | None = None) -> Array:
+        """The model's output for one input.
+
+        Args:
+            params: ``{key: layer parameters}`` for every key in :attr:`keys`.
+            x: embedded sequence (T, E), or a vector (D,) with ``sequence_input=False``.
+            rules: rule set (relevance backward; ``rules.at(layer name)`` per layer) or None (gradients).
+            mask: valid steps, shape (T,) bool, a prefix; padded steps leave every state untouched.
+            taps: zero probes from :meth:`zero_taps`, to read relevance at every layer's states and inputs.
+
+        Returns:
+            The last layer's output: (C,), or (T, C) for a per-step head.
+        """
+        specs = self.specs(params)
+        self.check_inputs(x, mask, specs[0].size)
+        parts = (jnp.asarray(x),)
+        mask = None if mask is None else jnp.asarray(mask)
+        for layer, spec in zip(self.layers, specs):
+            parts = layer.apply(params, parts, spec, mask, rules, taps)
+        return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
+
+    def zero_taps(self, params: Params, x: ArrayLike) -> Params:
+        """Zero probes for :meth:`apply`: ``{"initial": {key: {...}}, "states": {key or name: ...}}``.
+
+        Under ``Method.full`` their cotangents are the relevance at every recurrent state after each
+        step (``states[key]["y"]``, ``["c"]`` for LSTMs, ``["h"]`` for GRUs, (T, H), original positions
+        for backward directions too), at every initial state (``initial[key]``), and at the input of
+        every dense and pooling layer (``states[name]``, (D,) or (T, D)).
+        """
+        specs = self.specs(params)
+        T = jnp.shape(x)[0] if self.sequence_input else 0
+        dtype = jnp.result_type(x)
+        initial, states = {}, {}
+        for layer, spec in zip(self.layers, specs):
+            layer_initial, layer_states = layer.zero_taps(params, spec, T, dtype)
+            initial.update(layer_initial)
+            states.update(layer_states)
+        return {"initial": initial, "states": states}
+
+    # --- description -----------------------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        """A JSON-able description, e.g. for checkpoint metadata (:meth:`from_config` inverts it)."""
+        return {"type": "sequential", "sequence_input": self.sequence_input,
+                "layers": [layer.config() for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Sequential:
+        """The model described by ``config`` (from :meth:`config`).
+
+        Raises:
+            ValueError: not a sequential model's description.
+        """
+        if not isinstance(config, dict) or config.get("type") != "sequential" or "layers" not in config:
+            raise ValueError(f"`config` must describe a sequential model (type 'sequential', 'layers'); got {config!r}.")
+        return cls(tuple(layer_from_config(layer) for layer in config["layers"]),
+                   bool(config.get("sequence_input", True)))
+
+    def summary(self, params: Params | None = None) -> str:
+        """One line per layer: name, kind and, with ``params``, the output shape and parameter count."""
+        specs = None if params is None else self.specs(params)
+        lines = []
+        for k, layer in enumerate(self.layers):
+            text = f"{layer.name:<16} {type(layer).__name__}"
+            if isinstance(layer, Recurrent):
+                text += f"({layer.cell.kind}{', bidirectional' if layer.bidirectional else ''}" \
+                        f"{', sequences' if layer.sequences else ''})"
+            elif isinstance(layer, Dense):
+                text += f"({layer.activation}{', bias' if layer.bias else ''})"
+            else:
+                text += f"({layer.mode})"
+            if specs is not None:
+                out = specs[k + 1]
+                shape = f"(T, {out.size})" if out.sequence else f"({out.size},)"
+                count = sum(int(np.prod(np.shape(leaf))) for key in layer.keys()
+                            for leaf in jax.tree_util.tree_leaves(params[key]))
+                text += f"  -> {shape}, {count} parameters"
+            lines.append(text)
+        return "\n".join(lines)
+
+
+def _is_sequence(layer, sequence: bool) -> bool:
+    if isinstance(layer, Recurrent):
+        return layer.sequences
+    if isinstance(layer, Dense):
+        return sequence
+    return False   # pooling
+
+
+def _named(layers: tuple) -> tuple:
+    """Gives every unnamed layer a default name: ``<kind>_<k>``, the last dense layer ``out``."""
+    last_dense = max((k for k, layer in enumerate(layers) if isinstance(layer, Dense)), default=None)
+    counts: dict[str, int] = {}
+    named = []
+    for k, layer in enumerate(layers):
+        if layer.name is None:
+            if k == last_dense and k == len(layers) - 1:
+                name = "out"
+            else:
+                prefix = layer.default_name
+                name = f"{prefix}_{counts.get(prefix, 0)}"
+                counts[prefix] = counts.get(prefix, 0) + 1
+            layer = dataclasses.replace(layer, name=name)
+        named.append(layer)
+    return tuple(named)
+
+
+def network_of(model: Any) -> Sequential | None:
+    """The :class:`Sequential` behind a model object (itself, or the ``network`` of a named model such
+    as :class:`~lrpjax.models.LSTM` or :class:`~lrpjax.models.MLP`), or None for anything else."""
+    if isinstance(model, Sequential):
+        return model
+    network = getattr(model, "network", None)
+    return network if isinstance(network, Sequential) else None
