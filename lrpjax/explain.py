@@ -9,6 +9,20 @@ values such as finiteness and the target's range when they are concrete, i.e. ou
 LRP and the gradient share one mechanism: ``jax.vjp`` of the model seeded at the target class. Under
 a rule set the cotangent is relevance and the seed is the target's score (Sec. 11.2.2); with
 ``rules=None`` it is the gradient and the seed is 1.
+
+What is explained (``target``) is a linear combination ``sum(w * output)`` of the model's outputs:
+
+* a class index ``c`` (w one-hot at c), for a model with output (C,);
+* a tuple of indices, e.g. ``(t, c)``: the output of step t, class c, of a per-step model (T, C);
+* an array ``w`` of the output's shape (a seed vector: any linear combination of outputs);
+* a function of the output, ``target(output) -> scalar``, e.g. ``lambda s: s[-1, 0]`` or
+  ``lambda s: s[:, 2].sum()``; its gradient at the output is ``w`` (exact for linear functions, the
+  linearisation otherwise). A function is static under ``jit``: pass the same function object to
+  reuse compiled code.
+
+The gradient is seeded with ``w``, LRP with ``w * output`` (for a one-hot ``w`` the target's score),
+occlusion compares ``sum(w * output)`` (of scores, or of softmax probabilities over the last axis)
+with and without the position.
 """
 
 from __future__ import annotations
@@ -22,11 +36,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrpjax._types import Array, ArrayLike, Params
-from lrpjax.models.lstm import check_inputs
+from lrpjax.models.sequential import check_inputs, check_prefix, network_of
 from lrpjax.rules import RuleSet, preset
 
 __all__ = ["Method", "Explanation", "lrp", "gradient", "sensitivity", "gradient_x_input",
-           "occlusion", "random_baseline", "pad", "per_token"]
+           "occlusion", "random_baseline", "pad", "per_token", "target_weights"]
 
 
 @dataclass(frozen=True)
@@ -50,30 +64,43 @@ class Method:
     option: str = ""
     seed: int = 0
 
-    def __call__(self, params: Params, x: ArrayLike, target: ArrayLike, *,
-                 mask: ArrayLike | None = None) -> Array:
-        """Relevance for one sequence ``x`` (T, E) and class ``target``: (T, E), or (T,) for
-        position-wise methods (occlusion, random, CD)."""
-        x, mask = _check_example(self, params, x, target, mask)
+    def __call__(self, params: Params, x: ArrayLike, target, *, mask: ArrayLike | None = None) -> Array:
+        """Relevance for one sequence ``x`` (T, E) (or one vector (D,)) and ``target`` (module
+        docstring): (T, E), or (T,) for position-wise methods (occlusion, random, CD)."""
+        x, mask, target = _check_example(self, params, x, target, mask)
+        if callable(target):
+            return _single_function(self, target, params, x, mask)
         return _single(self, params, x, target, mask)
 
-    def batch(self, params: Params, X: ArrayLike, targets: ArrayLike, *,
-              mask: ArrayLike | None = None) -> Array:
-        """Relevance for a padded batch ``X`` (B, T, E), ``targets`` (B,), ``mask`` (B, T) bool.
+    def batch(self, params: Params, X: ArrayLike, targets, *, mask: ArrayLike | None = None) -> Array:
+        """Relevance for a padded batch ``X`` (B, T, E), ``mask`` (B, T) bool.
+
+        ``targets``: class indices (B,) (or one for all), index tuples (B, k) for multi-axis outputs,
+        weights (B, *output shape), or one function of the output shared by the batch.
 
         Returns:
             (B, T, E), or (B, T) for position-wise methods; padded steps get 0.
         """
         X, targets, mask = _check_batch(self, params, X, targets, mask)
+        if callable(targets):
+            return _batched_function(self, targets, params, X, mask)
         return _batched(self, params, X, targets, mask)
 
-    def tokens(self, params: Params, x: ArrayLike, target: ArrayLike, *,
-               mask: ArrayLike | None = None) -> Array:
+    def tokens(self, params: Params, x: ArrayLike, target, *, mask: ArrayLike | None = None) -> Array:
         """Word-level relevance (T,): the sum over the embedding dimension (Sec. 11.5.1)."""
         return per_token(self(params, x, target, mask=mask), jnp.ndim(x))
 
-    def full(self, params: Params, x: ArrayLike, target: ArrayLike, *,
-             mask: ArrayLike | None = None) -> Explanation:
+    def all(self, params: Params, x: ArrayLike, *, mask: ArrayLike | None = None) -> Array:
+        """Relevance of every output at once, in one vmapped call: (*output shape, *relevance shape).
+
+        For a classifier (C, T, E): one explanation per class; for a per-step model (T_out, C, T, E),
+        whose word-level sums (``per_token(..., 4)``) form the (T_out, C, T) relevance matrix. Gradient
+        and LRP share one forward pass (the pullbacks are vmapped).
+        """
+        x, mask, _ = _check_example(self, params, x, None, mask)
+        return _all(self, params, x, mask)
+
+    def full(self, params: Params, x: ArrayLike, target, *, mask: ArrayLike | None = None) -> Explanation:
         """LRP with the relevance at every state, the biases and the conservation residual.
 
         Needs a model of :mod:`lrpjax.models` (``apply`` bound to an object with ``zero_taps``).
@@ -84,7 +111,9 @@ class Method:
         if not hasattr(model, "zero_taps"):
             raise TypeError("full() needs `apply` to be the method of a model with zero_taps(params, x) "
                             "(the models of lrpjax.models).")
-        x, mask = _check_example(self, params, x, target, mask)
+        x, mask, target = _check_example(self, params, x, target, mask)
+        if callable(target):
+            return _full_function(self, target, params, x, mask)
         return _full(self, params, x, target, mask)
 
 
@@ -93,11 +122,13 @@ class Explanation(NamedTuple):
 
     Attributes:
         relevance: relevance of the inputs, (T, E).
-        scores: the model's output, (C,).
-        target_score: the relevance put at the output (the target's score).
+        scores: the model's output, (C,) or (T, C).
+        target_score: the relevance put at the output: the target's score (``sum(w * output)``).
         params: relevance absorbed by each parameter (biases; weights get 0), a pytree like params.
-        initial: relevance at the initial states, ``{layer: {"y0", "c0"}}``.
-        states: relevance at the state after each step, ``{layer: {"y", "c"}}`` each (T, H).
+        initial: relevance at the initial states, ``{layer: {"y0", "c0"}}`` (``{"h0"}`` for a GRU).
+        states: relevance at the state after each step, ``{layer: {"y", "c"}}`` each (T, H)
+            (``{"h"}`` for a GRU), and at the input of every dense and pooling layer, ``{name: (D,)}``
+            or (T, D).
         residual: ``target_score - sum(relevance) - sum(params) - sum(initial)``: what stabilisers
             absorbed (0 up to rounding with ``share=True``, or with ``eps = 0`` and LRP-all/-half).
     """
@@ -112,11 +143,31 @@ class Explanation(NamedTuple):
 
 
 # --- per-example relevance functions ---------------------------------------------------------------
+#
+# ``target`` below is a flat integer index into the output, a weights array of the output's shape, or
+# a function of the output (static): ``_weights`` turns each into the weights ``w`` of sum(w * output).
+
+def _weights(target, output: Array) -> Array:
+    """The weights ``w`` (output's shape) of the explained quantity ``sum(w * output)``."""
+    if callable(target):
+        return jax.grad(lambda o: jnp.asarray(target(o), o.dtype))(output)
+    target = jnp.asarray(target)
+    if jnp.issubdtype(target.dtype, jnp.integer):
+        return jax.nn.one_hot(target, output.size, dtype=output.dtype).reshape(output.shape)
+    return target.astype(output.dtype)
+
+
+def _select(target, values: Array) -> Array:
+    """``sum(w * values)``; for an index, the indexed value itself (exact, no sum of zeros)."""
+    if not callable(target) and jnp.issubdtype(jnp.result_type(target), jnp.integer):
+        return values.reshape(-1)[target]
+    return jnp.sum(_weights(target, values) * values)
+
 
 def _seeded_vjp(apply, rules, params, x, target, mask, seed_with_score: bool):
     scores, pullback = jax.vjp(lambda x_: apply(params, x_, rules, mask=mask), x)
-    onehot = jax.nn.one_hot(target, scores.shape[-1], dtype=scores.dtype)
-    (r_x,) = pullback(onehot * scores if seed_with_score else onehot)
+    w = _weights(target, scores)
+    (r_x,) = pullback(w * scores if seed_with_score else w)
     return r_x
 
 
@@ -139,7 +190,7 @@ def _gradient_x_input_fn(m: Method, params, x, target, mask, index):
 def _occlusion_fn(m: Method, params, x, target, mask, index):
     def output(x_):
         scores = m.apply(params, x_, None, mask=mask)
-        return jax.nn.softmax(scores)[target] if m.option == "p" else scores[target]
+        return _select(target, jax.nn.softmax(scores, axis=-1) if m.option == "p" else scores)
 
     occluded = jax.vmap(lambda t: output(x.at[t].set(0)))(jnp.arange(x.shape[0]))
     relevance = output(x) - occluded
@@ -159,6 +210,11 @@ def _single(m: Method, params, x, target, mask):
     return m.fn(m, params, x, target, mask, 0)
 
 
+@partial(jax.jit, static_argnums=(0, 1))
+def _single_function(m: Method, target: Callable, params, x, mask):
+    return m.fn(m, params, x, target, mask, 0)
+
+
 @partial(jax.jit, static_argnums=(0,))
 def _batched(m: Method, params, X, targets, mask):
     index = jnp.arange(X.shape[0])
@@ -167,18 +223,48 @@ def _batched(m: Method, params, X, targets, mask):
         X, targets, mask, index)
 
 
+@partial(jax.jit, static_argnums=(0, 1))
+def _batched_function(m: Method, target: Callable, params, X, mask):
+    index = jnp.arange(X.shape[0])
+    mask_axis = None if mask is None else 0
+    return jax.vmap(lambda x, k, i: m.fn(m, params, x, target, k, i), in_axes=(0, mask_axis, 0))(X, mask, index)
+
+
 @partial(jax.jit, static_argnums=(0,))
-def _full(m: Method, params, x, target, mask):
+def _all(m: Method, params, x, mask):
+    scores = jax.eval_shape(lambda: m.apply(params, x, None, mask=mask))
+    size = int(np.prod(scores.shape))
+    if m.fn in (_lrp_fn, _gradient_fn, _sensitivity_fn, _gradient_x_input_fn):
+        rules = m.rules if m.fn is _lrp_fn else None
+        out, pullback = jax.vjp(lambda x_: m.apply(params, x_, rules, mask=mask), x)
+        eye = jnp.eye(size, dtype=out.dtype).reshape((size,) + out.shape)
+        seeds = eye * out[None] if m.fn is _lrp_fn else eye
+        relevance = jax.vmap(lambda seed: pullback(seed)[0])(seeds)
+        if m.fn is _sensitivity_fn:
+            relevance = relevance ** 2
+        elif m.fn is _gradient_x_input_fn:
+            relevance = relevance * x[None]
+    else:
+        relevance = jax.vmap(lambda t: m.fn(m, params, x, t, mask, 0))(jnp.arange(size))
+    return relevance.reshape(scores.shape + relevance.shape[1:])
+
+
+def _full_impl(m: Method, params, x, target, mask):
     model = m.apply.__self__
     taps = model.zero_taps(params, x)
     scores, pullback = jax.vjp(lambda p, x_, t: m.apply(p, x_, m.rules, mask=mask, taps=t), params, x, taps)
-    seed = jax.nn.one_hot(target, scores.shape[-1], dtype=scores.dtype) * scores
-    r_params, r_x, r_taps = pullback(seed)
+    w = _weights(target, scores)
+    r_params, r_x, r_taps = pullback(w * scores)
     absorbed = sum(jnp.sum(leaf) for leaf in jax.tree_util.tree_leaves(r_params))
     initial = sum(jnp.sum(leaf) for leaf in jax.tree_util.tree_leaves(r_taps["initial"]))
-    target_score = scores[target]
+    target_score = _select(target, scores)
     residual = target_score - jnp.sum(r_x) - absorbed - initial
     return Explanation(r_x, scores, target_score, r_params, r_taps["initial"], r_taps["states"], residual)
+
+
+_full = jax.jit(_full_impl, static_argnums=(0,))
+_full_function = jax.jit(lambda m, target, params, x, mask: _full_impl(m, params, x, target, mask),
+                         static_argnums=(0, 1))
 
 
 # --- checks ----------------------------------------------------------------------------------------
@@ -187,11 +273,15 @@ def _is_concrete(*values) -> bool:
     return not any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(values))
 
 
-def _n_classes(apply, params, x, mask) -> int:
+def _output_shape(apply, params, x, mask) -> tuple[int, ...]:
+    """The shape of the model's output for input ``x`` (checks the parameters when the model can)."""
     model = getattr(apply, "__self__", None)
+    network = network_of(model)
+    if network is not None:
+        return network.output_shape(params, jnp.shape(x)[0] if network.sequence_input else None)
     if hasattr(model, "output_size"):
-        return model.output_size(params)
-    return jax.eval_shape(lambda p, x_: apply(p, x_, None, mask=mask), params, x).shape[-1]
+        return (model.output_size(params),)
+    return tuple(jax.eval_shape(lambda p, x_: apply(p, x_, None, mask=mask), params, x).shape)
 
 
 def _check_inputs(apply, x, mask) -> None:
@@ -210,14 +300,85 @@ def _check_finite(name: str, value) -> None:
             raise ValueError(f"`{name}{where}` contains non-finite values (NaN or inf).")
 
 
-def _check_target(target, n_classes: int, name: str = "target") -> None:
-    array = np.asarray(target) if _is_concrete(target) else None
+def _check_target(target, shape: tuple[int, ...], name: str = "target"):
+    """Checks one example's target against the output ``shape``; returns it as a flat index (int32), a
+    weights array of ``shape``, or the function itself.
+
+    Raises:
+        TypeError: a target of another type (a string, a float scalar, ...).
+        ValueError: an index out of range, a tuple of the wrong length, weights of the wrong shape.
+    """
+    if callable(target):
+        return target
+    if isinstance(target, (str, bytes)) or target is None:
+        raise TypeError(f"`{name}` must be a class index, a tuple of indices, an array of weights of the "
+                        f"output's shape {shape} or a function of the output; got {target!r}.")
+    if isinstance(target, tuple):
+        if len(target) != len(shape) or not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool)
+                                                 for t in target):
+            raise ValueError(f"`{name}` as a tuple must hold {len(shape)} integer indices into the output of "
+                             f"shape {shape}; got {target!r}.")
+        if not all(0 <= t < n for t, n in zip(target, shape)):
+            raise ValueError(f"`{name}` {target!r} lies outside the output of shape {shape}.")
+        return np.int32(np.ravel_multi_index(target, shape))
     dtype = jnp.result_type(target)
-    if not jnp.issubdtype(dtype, jnp.integer):
-        raise TypeError(f"`{name}` must be an integer class index; got dtype {dtype}.")
-    if array is not None and (np.any(array < 0) or np.any(array >= n_classes)):
-        bad = array[(array < 0) | (array >= n_classes)].ravel()[0]
-        raise ValueError(f"`{name}` must be a class index in [0, {n_classes}); got {int(bad)}.")
+    if jnp.ndim(target) == 0:
+        if not jnp.issubdtype(dtype, jnp.integer):
+            raise TypeError(f"`{name}` must be an integer class index; got dtype {dtype}.")
+        if len(shape) != 1:
+            raise ValueError(f"`{name}`: the model's output has shape {shape} (one output per step); give a tuple "
+                             f"of indices such as (t, c), weights of that shape, or a function of the output.")
+        if _is_concrete(target) and not 0 <= int(target) < shape[0]:
+            raise ValueError(f"`{name}` must be a class index in [0, {shape[0]}); got {int(target)}.")
+        return target
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"`{name}` as an array must hold float weights of the output's shape {shape}; got dtype "
+                        f"{dtype} (give one class index as a scalar).")
+    if tuple(jnp.shape(target)) != shape:
+        raise ValueError(f"`{name}` weights must have the output's shape {shape}; got {tuple(jnp.shape(target))}.")
+    _check_finite(name, target)
+    return target
+
+
+def _check_targets(targets, B: int, shape: tuple[int, ...]):
+    """Batch targets: (B,) indices (or one), (B, k) index tuples, (B, *shape) weights, or a function."""
+    if callable(targets):
+        return targets
+    if isinstance(targets, (str, bytes)) or targets is None:
+        raise TypeError(f"`targets` must be class indices (B,), index tuples (B, {len(shape)}), weights "
+                        f"(B, *{shape}) or a function of the output; got {targets!r}.")
+    array = targets if hasattr(targets, "dtype") else np.asarray(targets)
+    dtype = jnp.result_type(array)
+    if jnp.issubdtype(dtype, jnp.integer):
+        if jnp.ndim(array) == 0:
+            array = jnp.full((B,), array)
+        if len(shape) > 1 and tuple(jnp.shape(array)) == (B, len(shape)):
+            if _is_concrete(array):
+                a = np.asarray(array)
+                bad = ~np.all((a >= 0) & (a < np.asarray(shape)), axis=1)
+                if bad.any():
+                    raise ValueError(f"`targets` row {int(np.flatnonzero(bad)[0])} {a[bad][0].tolist()} lies "
+                                     f"outside the output of shape {shape}.")
+            strides = np.asarray([int(np.prod(shape[k + 1:])) for k in range(len(shape))], np.int32)
+            return jnp.asarray(array, jnp.int32) @ jnp.asarray(strides)
+        if len(shape) > 1:
+            raise ValueError(f"`targets`: the model's output has shape {shape}; give index tuples of shape "
+                             f"(B, {len(shape)}) = ({B}, {len(shape)}), weights or a function.")
+        if tuple(jnp.shape(array)) != (B,):
+            raise ValueError(f"`targets` must have shape (B,) = ({B},); got {jnp.shape(array)}.")
+        if _is_concrete(array):
+            a = np.asarray(array)
+            if np.any(a < 0) or np.any(a >= shape[0]):
+                bad = a[(a < 0) | (a >= shape[0])].ravel()[0]
+                raise ValueError(f"`targets` must be a class index in [0, {shape[0]}); got {int(bad)}.")
+        return array
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"`targets` must be integer class indices or float weights; got dtype {dtype}.")
+    if tuple(jnp.shape(array)) != (B, *shape):
+        raise ValueError(f"`targets` weights must have shape (B, *output shape) = {(B, *shape)}; got "
+                         f"{tuple(jnp.shape(array))}.")
+    _check_finite("targets", array)
+    return array
 
 
 def _takes_mask(apply) -> bool:
@@ -227,17 +388,17 @@ def _takes_mask(apply) -> bool:
 
 
 def _check_example(m: Method, params, x, target, mask):
+    """Checks one example; ``target=None`` skips the target (for :meth:`Method.all`)."""
     if not hasattr(x, "dtype"):
         x = np.asarray(x, dtype=np.float32)
     _check_inputs(m.apply, x, mask)
-    if jnp.ndim(target) != 0:
-        raise ValueError(f"`target` must be a scalar class index; got shape {jnp.shape(target)}.")
-    _check_target(target, _n_classes(m.apply, params, x, mask))
+    shape = _output_shape(m.apply, params, x, mask)
+    target = None if target is None else _check_target(target, shape)
     _check_finite("x", x)
     _check_finite("params", params)
     if mask is not None and _is_concrete(mask) and not np.any(np.asarray(mask)):
         raise ValueError("`mask` marks no valid step: the sequence is empty.")
-    return x, mask
+    return x, mask, target
 
 
 def _check_batch(m: Method, params, X, targets, mask):
@@ -258,13 +419,10 @@ def _check_batch(m: Method, params, X, targets, mask):
             mask = np.ones((B, T), bool)
         if tuple(jnp.shape(mask)) != (B, T):
             raise ValueError(f"`mask` must have shape (B, T) = ({B}, {T}); got {jnp.shape(mask)}.")
+        check_prefix(mask)
     mask_row = None if mask is None else mask[0]
-    if jnp.ndim(targets) == 0:
-        targets = jnp.full((B,), targets)
-    if tuple(jnp.shape(targets)) != (B,):
-        raise ValueError(f"`targets` must have shape (B,) = ({B},); got {jnp.shape(targets)}.")
     _check_inputs(m.apply, X[0], mask_row)
-    _check_target(targets, _n_classes(m.apply, params, X[0], mask_row), "targets")
+    targets = _check_targets(targets, B, _output_shape(m.apply, params, X[0], mask_row))
     _check_finite("X", X)
     _check_finite("params", params)
     if mask is not None and _is_concrete(mask):
@@ -285,11 +443,19 @@ def lrp(apply: Callable, rules: RuleSet | str = "lrp-all") -> Method:
     Args:
         apply: a model, ``apply(params, x, rules=None, *, mask=None)``.
         rules: a :class:`RuleSet` or a preset name (``"lrp-all"``, ...; eps 0).
+
+    Raises:
+        TypeError: ``rules`` not a rule set or a preset name.
+        ValueError: an unknown preset, or an override (``rules.composite(by_layer=...)``) naming a
+            layer the model (a model of :mod:`lrpjax.models`) does not have; the message lists its layers.
     """
     if isinstance(rules, str):
         rules = preset(rules)
     if not isinstance(rules, RuleSet):
         raise TypeError(f"`rules` must be a RuleSet or a preset name; got {type(rules).__name__}.")
+    network = network_of(getattr(apply, "__self__", None))
+    if network is not None:
+        network.check_rules(rules)
     return Method("lrp", _lrp_fn, apply, rules)
 
 
@@ -328,6 +494,16 @@ def random_baseline(apply: Callable, seed: int = 0) -> Method:
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+
+def target_weights(target, output: ArrayLike) -> Array:
+    """The weights ``w`` (output's shape) of the quantity ``sum(w * output)`` that ``target`` explains.
+
+    Args:
+        target: a flat index (an int), weights of the output's shape, or a function of the output.
+        output: the model's output, e.g. (C,) or (T, C).
+    """
+    return _weights(target, jnp.asarray(output))
+
 
 def per_token(relevance: ArrayLike, input_ndim: int = 2) -> Array:
     """Word-level relevance: sums (..., T, E) over E; position-wise (..., T) passes unchanged.
