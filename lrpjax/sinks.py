@@ -28,10 +28,16 @@ class SinkError(ValueError):
     """An output that cannot be resumed (not a prefix written by a sink), or a record out of order."""
 
 
+# Characters that str.splitlines and other line readers take for line breaks but json.dumps leaves raw
+# with ensure_ascii=False (it escapes only those below U+0020): escaped, so that one record stays one line
+# for every reader. They can only occur inside JSON strings, where the escape means the same character.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def _dumps(record: dict[str, Any]) -> str:
     # allow_nan=False: NaN and Infinity are not JSON; a non-finite number is a programming error here
     # (callers turn non-finite results into error records first).
-    return json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
+    return json.dumps(record, ensure_ascii=False, allow_nan=False).translate(_LINE_BREAKS) + "\n"
 
 
 class JsonlSink:
