@@ -69,7 +69,7 @@ def _target(value: str) -> str:
 
 _MAX_EPS = 1e30  # lrpjax.rules.MAX_EPS, repeated so that option errors need no jax import
 _SEED_RANGE = (-(2**31), 2**32 - 1)  # what jax.random.PRNGKey holds: int32 or uint32
-_DEFAULT_CHUNK = 2048
+_DEFAULT_CHUNK = 4096
 
 
 def _eps(value: str) -> float:
@@ -426,8 +426,9 @@ def _check_resume_point(args: argparse.Namespace, line, last: dict) -> None:
 
     where = f"cannot resume {args.output!r}"
     if last.get("sentence") != line.text:
-        raise _InputError(f"{where}: its record {line.number} is for {str(last.get('sentence'))[:60]!r}, but line "
-                          f"{line.number} of {args.input!r} reads {line.text[:60]!r}; it was written from another input")
+        raise _InputError(f"{where}: its record {line.number} is for {str(last.get('sentence'))[:60]!r}, but "
+                          f"line {line.number} of {args.input!r} reads {line.text[:60]!r}; it was written from "
+                          "another input")
     if "method" not in last:
         return
     eps = (DEFAULT_EPS[args.method] if args.eps is None else args.eps) if args.method.startswith("lrp-") else None

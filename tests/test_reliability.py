@@ -864,7 +864,7 @@ def test_two_interruptions_then_resume_equal_one_uninterrupted_run(tmp_path, tin
     assert resumed.returncode == 0 and "after 12 kept from the previous run" in resumed.stderr
     whole = run_cli("explain", "--checkpoint", str(tiny_checkpoint), "--method", "random", "--input", str(source),
                     "--output", str(tmp_path / "whole.jsonl"), "--chunk-size", "5")
-    assert out.read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
+    assert whole.returncode == 0 and out.read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
 
 
 # ======================================================================== 5. line splitting
