@@ -120,6 +120,10 @@ def load_checkpoint(path: str) -> tuple[Config, dict, dict]:
     """(config, params, training record) of a checkpoint written by `save_checkpoint`; the arrays are
     checked against `checkpoint_layout` (a CheckpointError names the file and the array otherwise)."""
     ckpt = checkpoints.load(path, expect_kind=KIND, expect=checkpoint_layout)
+    missing = [key for key in ("config", "metrics") if not isinstance(ckpt.metadata.get(key), dict)]
+    if missing:
+        raise checkpoints.CheckpointError(f"checkpoint {path!r}: its metadata lacks {missing} (written by "
+                                          "save_checkpoint of this script?).")
     fields = {f.name for f in dataclasses.fields(Config)}
     config = Config(**{k: v for k, v in ckpt.metadata["config"].items() if k in fields})
     return config, jax.tree.map(jnp.asarray, ckpt.params), ckpt.metadata["metrics"]

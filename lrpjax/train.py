@@ -735,7 +735,9 @@ def fit(
     ``restore_best``; the last finished ones otherwise or before any evaluation). On any other exception
     (a `NonFiniteLossError`, an error in `stop_when` or a metric, ...) that exception propagates with the
     same result as ``error.result`` (and a note saying so). With `checkpoint` the result's parameters are
-    also written there -- at the end, on interruption and on error -- and ``result.saved_to`` says so.
+    also written there once training has started -- at the end, on interruption and on error -- and
+    ``result.saved_to`` says so. Errors found before the first step (see Raises) train nothing and keep
+    nothing.
 
     Args:
         loss_fn: ``loss_fn(params, batch) -> scalar`` with batch a dict of arrays of leading axis B (see
