@@ -119,6 +119,23 @@ def fit_model(config: Config, data):
     return model, result, accuracy
 
 
+def load_model(path: str) -> tuple[MLP, dict, dict]:
+    """(model, params, metadata) of an MLP saved with ``--checkpoint`` (e.g. checkpoints/digits_mlp.npz);
+    the arrays are checked against the layout of the metadata's widths, floating point."""
+
+    def layout(metadata: dict) -> dict:
+        model = MLP(tuple(metadata["widths"]), metadata["activation"])
+        shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.float64))
+        return jax.tree.map(lambda s: checkpoints.ArraySpec(s.shape, "floating"), shapes)
+
+    ckpt = checkpoints.load(path, expect=layout)
+    if not ckpt.metadata["kind"].startswith("mlp"):
+        raise checkpoints.CheckpointError(f"checkpoint {path!r} holds a model of kind {ckpt.metadata['kind']!r}; "
+                                          "expected an MLP ('mlp-relu', 'mlp-tanh').")
+    model = MLP(tuple(ckpt.metadata["widths"]), ckpt.metadata["activation"])
+    return model, jax.tree_util.tree_map(jnp.asarray, ckpt.params), ckpt.metadata
+
+
 # --- explanations ------------------------------------------------------------------------------------
 
 @partial(jax.jit, static_argnums=(0,))

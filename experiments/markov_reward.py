@@ -108,8 +108,22 @@ def save_checkpoint(path: str, config: Config, params, record: dict) -> str:
     return checkpoints.save(path, jax.tree.map(np.asarray, params), metadata)
 
 
+def checkpoint_layout(metadata: dict) -> dict:
+    """The arrays a Markov-LSTM checkpoint must hold (floating point), from its metadata's cell and sizes."""
+    model = LSTM(MarkovCell(a_g=metadata["cell"]["a_g"], a_h=metadata["cell"]["a_h"]))
+    E, H, C = (metadata["sizes"][k] for k in ("E", "H", "C"))
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), E, H, C, jnp.float64))
+    return jax.tree.map(lambda s: checkpoints.ArraySpec(s.shape, "floating"), shapes)
+
+
 def load_checkpoint(path: str) -> tuple[Config, dict, dict]:
-    ckpt = checkpoints.load(path, expect_kind=KIND)
+    """(config, params, training record) of a checkpoint written by `save_checkpoint`; the arrays are
+    checked against `checkpoint_layout` (a CheckpointError names the file and the array otherwise)."""
+    ckpt = checkpoints.load(path, expect_kind=KIND, expect=checkpoint_layout)
+    missing = [key for key in ("config", "metrics") if not isinstance(ckpt.metadata.get(key), dict)]
+    if missing:
+        raise checkpoints.CheckpointError(f"checkpoint {path!r}: its metadata lacks {missing} (written by "
+                                          "save_checkpoint of this script?).")
     fields = {f.name for f in dataclasses.fields(Config)}
     config = Config(**{k: v for k, v in ckpt.metadata["config"].items() if k in fields})
     return config, jax.tree.map(jnp.asarray, ckpt.params), ckpt.metadata["metrics"]

@@ -292,8 +292,23 @@ def save_model(directory: str, task: str, params: dict, info: dict, cfg: Config)
     return checkpoints.save(os.path.join(directory, f"toy_{task}.npz"), params, metadata)
 
 
+def _stack_layout(metadata: dict) -> dict:
+    """The arrays of a toy_arithmetic.models.npz: per task in its metadata a stack of N_task one-cell
+    models (E = 2, H = 1, C = 1), float64 (see `run`)."""
+    spec = checkpoints.ArraySpec
+    layout = {}
+    for task in metadata["training"]:
+        n = f"N_{task}"
+        cell = {name: spec((n, *shape), np.float64) for name, shape in MODEL.cell.shapes(2, 1).items()}
+        layout[task] = {"lstm": cell, "out": {"W": spec((n, 1, 1), np.float64)}}
+    return layout
+
+
 def _load_models(path: str, task: str) -> tuple[list[dict], dict]:
-    saved = checkpoints.load(path, expect_kind="lstm-stack")
+    saved = checkpoints.load(path, expect_kind="lstm-stack", expect=_stack_layout)
+    if task not in saved.params:
+        raise checkpoints.CheckpointError(f"checkpoint {path!r} holds the models of {sorted(saved.params)}, "
+                                          f"not of {task!r}.")
     return train.unstack(saved.params[task]), saved.metadata["training"][task]
 
 

@@ -1,6 +1,6 @@
 """Checkpoints: one ``.npz`` file holding a parameter pytree, JSON metadata and extra arrays. No pickle.
 
-Layout of the archive (written with ``np.savez_compressed``, read with ``np.load(..., allow_pickle=False)``):
+Layout of the archive (a zip of ``.npy`` members, as written by ``np.savez_compressed``):
 
     params/<k1>/<k2>/...   one array per leaf of the nested params dict, e.g. "params/left/W"
     extra/<name>           optional extra arrays, e.g. a vocabulary as a numpy unicode array
@@ -8,29 +8,46 @@ Layout of the archive (written with ``np.savez_compressed``, read with ``np.load
 
 The metadata object always has ``"kind"`` (a string naming the model, e.g. "bilstm"), ``"format_version"``
 (`FORMAT_VERSION`) and ``"lrpjax_version"``; everything else is the caller's (sizes, configuration, data
-description, metrics). Arrays are stored byte for byte, so a round trip is bit-exact in every dtype.
+description, metrics), strict JSON (no NaN or Infinity). Arrays are stored byte for byte, so a round trip
+is bit-exact in every dtype.
+
+Writing is atomic: `save` writes a temporary file beside the target, flushes and fsyncs it and renames it
+into place, so a full disk or an interruption leaves the previous checkpoint intact. Reading is bounded
+and checked before any array data is read: every member's declared size and their total must stay within
+`load`'s ``max_bytes`` (default `MAX_BYTES`, 1 GiB), every ``.npy`` header must match its member's size
+(a tiny file cannot make numpy allocate gigabytes), and ``expect`` / ``expect_extra`` describe the arrays
+the caller needs (`ArraySpec`): a missing, unexpected or ill-shaped array is an error naming the file and
+the array, e.g. "checkpoint 'm.npz': array 'params/left/W' is missing".
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMAT_VERSION", "Checkpoint", "CheckpointError", "flatten", "load", "save", "unflatten"]
+from lrpjax._files import atomic_write
+
+__all__ = ["FORMAT_VERSION", "MAX_BYTES", "ArraySpec", "Checkpoint", "CheckpointError", "flatten", "load",
+           "save", "unflatten"]
 
 FORMAT_VERSION = 1
+MAX_BYTES = 1 << 30
+"""Default bound of `load` on the uncompressed size of a checkpoint (each member and their total): 1 GiB."""
 METADATA_KEY = "__metadata__"
 PARAMS_PREFIX = "params/"
 EXTRA_PREFIX = "extra/"
 _RESERVED_METADATA = ("format_version", "lrpjax_version")
 # Only plain numeric, boolean and unicode data: nothing that would need pickle to read back.
 _ALLOWED_KINDS = frozenset("biufcU")
+_DTYPE_CLASSES = {"floating": "f", "integer": "iu", "bool": "b", "unicode": "U", "complex": "c"}
 
 
 class CheckpointError(ValueError):
@@ -151,6 +168,45 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"metadata value {value!r} of type {type(value).__name__} is not JSON-serialisable.")
 
 
+def _nonfinite_path(value: Any, where: str = "") -> str | None:
+    """The path ("metrics/mse", "history/3/loss") of the first NaN or infinite number in `value`, or None."""
+    if isinstance(value, np.generic) or (hasattr(value, "dtype") and hasattr(value, "tolist")):
+        value = np.asarray(value).tolist()
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return where if isinstance(value, float) and not math.isfinite(value) else None
+    for key, item in items:
+        found = _nonfinite_path(item, f"{where}/{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def _metadata_text(metadata: dict[str, Any]) -> str:
+    try:
+        return json.dumps(metadata, default=_json_default, sort_keys=True, allow_nan=False)
+    except ValueError:
+        where = _nonfinite_path(metadata)
+        if where is None:
+            raise
+        raise ValueError(f"`metadata` value at {where!r} is not a finite number: JSON has no NaN or Infinity; "
+                         "store None or a string instead.") from None
+
+
+def _arrays_to_save(params: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, np.ndarray]:
+    arrays = {PARAMS_PREFIX + key: value for key, value in flatten(params).items()}
+    if extra is not None:
+        if not isinstance(extra, dict):
+            raise TypeError(f"`extra` must be a dict of arrays; got {type(extra).__name__}.")
+        for name, value in extra.items():
+            _check_key(name, "extra")
+            arrays[EXTRA_PREFIX + name] = _to_numpy(value, EXTRA_PREFIX + name)
+    return arrays
+
+
 def save(
     path: str | os.PathLike[str],
     params: dict[str, Any],
@@ -158,13 +214,18 @@ def save(
     *,
     extra: dict[str, Any] | None = None,
 ) -> str:
-    """Writes `params`, `metadata` and `extra` arrays to one compressed ``.npz`` file.
+    """Writes `params`, `metadata` and `extra` arrays to one compressed ``.npz`` file, atomically.
+
+    The archive is written to a temporary file in the target's directory, flushed, fsync-ed and renamed
+    over the target: if anything fails on the way (a full disk, Ctrl-C) the previous file at `path` is
+    left intact and the temporary file is removed.
 
     Args:
-        path: file to write; numpy appends ".npz" when missing, and the returned path says so.
+        path: file to write; ".npz" is appended when missing, and the returned path says so.
         params: nested dict of arrays (see `flatten`); any dtype numpy stores natively.
         metadata: JSON-serialisable dict with at least "kind" (str). numpy/jax scalars and arrays are
-            converted to numbers and lists. "format_version" and "lrpjax_version" are added here.
+            converted to numbers and lists; numbers must be finite (strict JSON). "format_version" and
+            "lrpjax_version" are added here.
         extra: optional dict name -> array (e.g. ``np.array(vocabulary)``, a unicode array).
 
     Returns:
@@ -173,7 +234,9 @@ def save(
     Raises:
         TypeError: if `metadata` or `extra` is not a dict, a leaf is not an array or a value is not
             JSON-serialisable.
-        ValueError: if "kind" is missing or not a non-empty string, or a reserved key is given.
+        ValueError: if "kind" is missing or not a non-empty string, a reserved key is given, or a metadata
+            number is NaN or infinite (the message names its key).
+        OSError: the file cannot be written (the message names it); the previous file is intact.
     """
     if not isinstance(metadata, dict):
         raise TypeError(f"`metadata` must be a dict; got {type(metadata).__name__}.")
@@ -183,48 +246,187 @@ def save(
     reserved = [key for key in _RESERVED_METADATA if key in metadata]
     if reserved:
         raise ValueError(f"`metadata` must not set {reserved}: save() writes them.")
-    full = dict(metadata, format_version=FORMAT_VERSION, lrpjax_version=_lrpjax_version())
-    text = json.dumps(full, default=_json_default, sort_keys=True, allow_nan=True)
-    arrays = {PARAMS_PREFIX + key: value for key, value in flatten(params).items()}
-    if extra is not None:
-        if not isinstance(extra, dict):
-            raise TypeError(f"`extra` must be a dict of arrays; got {type(extra).__name__}.")
-        for name, value in extra.items():
-            _check_key(name, "extra")
-            arrays[EXTRA_PREFIX + name] = _to_numpy(value, EXTRA_PREFIX + name)
+    text = _metadata_text(dict(metadata, format_version=FORMAT_VERSION, lrpjax_version=_lrpjax_version()))
+    arrays = _arrays_to_save(params, extra)
     arrays[METADATA_KEY] = np.array(text)
     path = os.fspath(path)
-    np.savez_compressed(path, **arrays)
-    return path if path.endswith(".npz") else path + ".npz"
+    path = path if path.endswith(".npz") else path + ".npz"
+    try:
+        atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays))
+    except OSError as error:
+        raise type(error)(error.errno, f"cannot write checkpoint {path!r}: {error.strerror or error}") from error
+    return path
 
 
-def _read_arrays(path: str) -> dict[str, np.ndarray]:
+# --- reading -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """What `load` expects of one stored array.
+
+    Attributes:
+        shape: one entry per axis: an int (that size), None (any size) or a name such as "H" (any size,
+            but the same wherever the name appears in one `load` call, e.g. ("E", "H") and ("H", "C")).
+        dtype: None (any storable dtype), a dtype (exactly that one, e.g. "float32"), a tuple of dtypes
+            (any of them), or a class: "floating", "integer", "bool", "complex" or "unicode" (e.g. a
+            vocabulary, whatever its string length).
+
+    Raises:
+        TypeError: a shape entry that is not an int, None or a string, or a dtype numpy does not know.
+    """
+
+    shape: tuple
+    dtype: Any = None
+
+    def __post_init__(self):
+        if not isinstance(self.shape, (tuple, list)):
+            raise TypeError(f"`shape` of ArraySpec must be a tuple; got {type(self.shape).__name__}.")
+        for size in self.shape:
+            if not (size is None or isinstance(size, str) or (isinstance(size, int) and not isinstance(size, bool)
+                                                             and size >= 0)):
+                raise TypeError(f"`shape` of ArraySpec holds {size!r}; expected ints >= 0, None or size names.")
+        object.__setattr__(self, "shape", tuple(self.shape))
+        if self.dtype is None or (isinstance(self.dtype, str) and self.dtype in _DTYPE_CLASSES):
+            return
+        dtypes = self.dtype if isinstance(self.dtype, tuple) else (self.dtype,)
+        try:
+            object.__setattr__(self, "dtype", tuple(np.dtype(d) for d in dtypes) if isinstance(self.dtype, tuple)
+                               else np.dtype(self.dtype))
+        except TypeError as error:
+            raise TypeError(f"`dtype` of ArraySpec must be None, a dtype, a tuple of dtypes or one of "
+                            f"{sorted(_DTYPE_CLASSES)}; got {self.dtype!r}.") from error
+
+    def accepts_dtype(self, dtype: np.dtype) -> bool:
+        """Whether an array of `dtype` fits."""
+        if self.dtype is None:
+            return True
+        if isinstance(self.dtype, str):
+            return dtype.kind in _DTYPE_CLASSES[self.dtype]
+        return dtype in (self.dtype if isinstance(self.dtype, tuple) else (self.dtype,))
+
+    def describe(self, sizes: Mapping[str, int]) -> str:
+        """The expectation in words, named sizes resolved where known: "(V=16583, E=60) float32"."""
+        parts = []
+        for size in self.shape:
+            if isinstance(size, str):
+                parts.append(f"{size}={sizes[size]}" if size in sizes else size)
+            else:
+                parts.append("any" if size is None else str(size))
+        shape = "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+        if self.dtype is None:
+            return shape
+        if isinstance(self.dtype, tuple):
+            return f"{shape} {' or '.join(str(d) for d in self.dtype)}"
+        return f"{shape} {self.dtype}"
+
+
+def _as_spec(leaf: Any, where: str) -> ArraySpec:
+    if isinstance(leaf, ArraySpec):
+        return leaf
+    if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):  # jax.ShapeDtypeStruct, numpy or jax arrays
+        return ArraySpec(tuple(leaf.shape), np.dtype(leaf.dtype))
+    if isinstance(leaf, tuple) and len(leaf) == 2 and isinstance(leaf[0], (tuple, list)):
+        return ArraySpec(tuple(leaf[0]), leaf[1])
+    raise TypeError(f"expected layout: the entry {where!r} must be an ArraySpec, a (shape, dtype) pair or "
+                    f"have .shape and .dtype (e.g. jax.ShapeDtypeStruct); got {type(leaf).__name__}.")
+
+
+def _flatten_layout(tree: Any, prefix: str) -> dict[str, ArraySpec]:
+    """{"params/left/W": ArraySpec, ...} from a nested dict of spec leaves."""
+    if not isinstance(tree, Mapping):
+        raise TypeError(f"the expected layout must be a nested dict of array specs; got {type(tree).__name__}.")
+    flat: dict[str, ArraySpec] = {}
+    for key in sorted(tree, key=str):
+        value = tree[key]
+        if isinstance(value, Mapping):
+            flat.update(_flatten_layout(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = _as_spec(value, f"{prefix}{key}")
+    return flat
+
+
+@dataclass(frozen=True)
+class _Header:
+    """An ``.npy`` member's header: what the array will be, known before its data is read."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def _member_error(path: str, key: str, reason: str) -> CheckpointError:
+    return CheckpointError(f"checkpoint {path!r}: array {key!r} cannot be loaded: {reason}")
+
+
+def _open_archive(path: str) -> zipfile.ZipFile:
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist.")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} is not a file.")
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"checkpoint {path!r} is not an .npz archive (corrupt, truncated or another format).")
-    arrays = {}
     try:
-        archive = np.load(path, allow_pickle=False)
-    except Exception as error:  # noqa: BLE001 - any failure to open means a damaged file
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
         raise CheckpointError(f"checkpoint {path!r} cannot be opened: {error}") from error
-    with archive:
-        for name in archive.files:
-            try:
-                arrays[name] = archive[name]
-            except Exception as error:  # noqa: BLE001 - zlib, zip CRC, EOF and pickle refusals alike
-                raise CheckpointError(f"checkpoint {path!r}: array {name!r} cannot be loaded: {error}") from error
-    return arrays
 
 
-def _parse_metadata(path: str, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    if METADATA_KEY not in arrays:
-        raise CheckpointError(f"checkpoint {path!r} has no {METADATA_KEY!r} entry; it is not an lrpjax checkpoint.")
-    raw = arrays.pop(METADATA_KEY)
-    if raw.dtype.kind != "U" or raw.shape != ():
-        raise CheckpointError(f"checkpoint {path!r}: {METADATA_KEY!r} must be a unicode string; got {raw.dtype}.")
+def _members(path: str, archive: zipfile.ZipFile, max_bytes: int | None) -> dict[str, zipfile.ZipInfo]:
+    """The archive's members by array name ("params/left/W"), after the size bounds are checked."""
+    members: dict[str, zipfile.ZipInfo] = {}
+    total = 0
+    for info in archive.infolist():
+        key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        if key in members:
+            raise CheckpointError(f"checkpoint {path!r}: the entry {key!r} appears twice; the file is damaged.")
+        if max_bytes is not None and info.file_size > max_bytes:
+            raise CheckpointError(f"checkpoint {path!r}: array {key!r} declares {info.file_size} bytes "
+                                  f"uncompressed, more than max_bytes = {max_bytes}; pass a larger `max_bytes` "
+                                  "to load it if the file is trusted.")
+        total += info.file_size
+        members[key] = info
+    if max_bytes is not None and total > max_bytes:
+        raise CheckpointError(f"checkpoint {path!r} declares {total} bytes uncompressed in all, more than "
+                              f"max_bytes = {max_bytes}; pass a larger `max_bytes` to load it if the file is trusted.")
+    return members
+
+
+def _read_header(path: str, archive: zipfile.ZipFile, key: str, info: zipfile.ZipInfo) -> _Header:
+    """Parses an ``.npy`` header and checks that the data it announces is exactly what the member holds."""
+    if not info.filename.endswith(".npy"):
+        raise CheckpointError(f"checkpoint {path!r} has an unexpected entry {key!r} (not an .npy array).")
+    try:
+        with archive.open(info) as stream:
+            version = np.lib.format.read_magic(stream)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+            else:
+                raise ValueError(f".npy format version {version} is not supported")
+            data_start = stream.tell()
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, RuntimeError) as error:
+        raise _member_error(path, key, f"bad .npy header ({error})") from error
+    if dtype.hasobject or dtype.kind not in _ALLOWED_KINDS:
+        raise _member_error(path, key, f"dtype {dtype} would need pickle; only bool, integer, float, complex "
+                                       "and unicode arrays are read")
+    data_bytes = math.prod(shape) * dtype.itemsize
+    if data_start + data_bytes != info.file_size:
+        raise _member_error(path, key, f"its header announces shape {shape} {dtype} ({data_bytes} bytes) but "
+                                       f"the entry holds {info.file_size - data_start} bytes of data; the file is "
+                                       "damaged")
+    return _Header(tuple(shape), dtype)
+
+
+def _read_array(path: str, archive: zipfile.ZipFile, key: str, info: zipfile.ZipInfo) -> np.ndarray:
+    try:
+        with archive.open(info) as stream:
+            return np.lib.format.read_array(stream, allow_pickle=False)
+    except Exception as error:  # noqa: BLE001 - zlib, zip CRC, EOF and malformed data alike
+        raise _member_error(path, key, str(error)) from error
+
+
+def _parse_metadata(path: str, raw: np.ndarray) -> dict[str, Any]:
     try:
         metadata = json.loads(str(raw))
     except json.JSONDecodeError as error:
@@ -241,37 +443,124 @@ def _parse_metadata(path: str, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     return metadata
 
 
-def load(path: str | os.PathLike[str], expect_kind: str | None = None) -> Checkpoint:
-    """Reads a checkpoint written by `save` (with ``allow_pickle=False``).
+def _read_metadata(path: str, archive: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo],
+                   headers: dict[str, _Header]) -> dict[str, Any]:
+    if METADATA_KEY not in members:
+        raise CheckpointError(f"checkpoint {path!r} has no {METADATA_KEY!r} entry; it is not an lrpjax checkpoint.")
+    header = headers[METADATA_KEY]
+    if header.dtype.kind != "U" or header.shape != ():
+        raise CheckpointError(f"checkpoint {path!r}: {METADATA_KEY!r} must be a unicode string; got {header.dtype}.")
+    return _parse_metadata(path, _read_array(path, archive, METADATA_KEY, members[METADATA_KEY]))
+
+
+def _resolve_layout(path: str, expect: Any, metadata: dict[str, Any], prefix: str) -> dict[str, ArraySpec]:
+    if callable(expect):
+        try:
+            expect = expect(metadata)
+        except (KeyError, TypeError, ValueError, IndexError) as error:
+            raise CheckpointError(f"checkpoint {path!r}: its metadata does not describe the expected arrays "
+                                  f"({type(error).__name__}: {error}).") from error
+    return _flatten_layout(expect, prefix)
+
+
+def _check_shape(path: str, key: str, spec: ArraySpec, shape: tuple[int, ...], sizes: dict[str, int],
+                 named_by: dict[str, str]) -> None:
+    expected = f"expected {spec.describe(sizes)}"
+    if len(shape) != len(spec.shape):
+        raise CheckpointError(f"checkpoint {path!r}: array {key!r} has shape {shape}; {expected}.")
+    for size, wanted in zip(shape, spec.shape):
+        if isinstance(wanted, str):
+            if wanted in sizes and sizes[wanted] != size:
+                raise CheckpointError(f"checkpoint {path!r}: array {key!r} has shape {shape}, so {wanted} = {size}; "
+                                      f"but {named_by[wanted]!r} gives {wanted} = {sizes[wanted]}.")
+            sizes.setdefault(wanted, size)
+            named_by.setdefault(wanted, key)
+        elif wanted is not None and wanted != size:
+            raise CheckpointError(f"checkpoint {path!r}: array {key!r} has shape {shape}; {expected}.")
+
+
+def _check_layout(path: str, layout: dict[str, ArraySpec], headers: dict[str, _Header], prefix: str,
+                  strict: bool) -> None:
+    """Every expected array is present with a fitting shape and dtype; with `strict`, nothing else is."""
+    missing = [key for key in layout if key not in headers]
+    if missing:
+        shown = ", ".join(repr(key) for key in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise CheckpointError(f"checkpoint {path!r}: array {shown} {'is' if len(missing) == 1 else 'are'} missing "
+                              f"(expected {missing[0]!r}: {layout[missing[0]].describe({})}).")
+    extra = [key for key in headers if key.startswith(prefix) and key not in layout]
+    if strict and extra:
+        raise CheckpointError(f"checkpoint {path!r}: array {extra[0]!r} is not part of the expected layout "
+                              f"(expected the arrays {', '.join(repr(k) for k in layout)}).")
+    sizes: dict[str, int] = {}
+    named_by: dict[str, str] = {}
+    for key, spec in layout.items():
+        header = headers[key]
+        _check_shape(path, key, spec, header.shape, sizes, named_by)
+        if not spec.accepts_dtype(header.dtype):
+            raise CheckpointError(f"checkpoint {path!r}: array {key!r} has dtype {header.dtype}; "
+                                  f"expected {spec.describe(sizes)}.")
+
+
+def _split_entries(path: str, keys: list[str]) -> None:
+    for key in keys:
+        if key != METADATA_KEY and not key.startswith((PARAMS_PREFIX, EXTRA_PREFIX)):
+            raise CheckpointError(f"checkpoint {path!r} has an unexpected entry {key!r}.")
+
+
+def load(
+    path: str | os.PathLike[str],
+    expect_kind: str | None = None,
+    *,
+    expect: Any = None,
+    expect_extra: Any = None,
+    max_bytes: int | None = MAX_BYTES,
+) -> Checkpoint:
+    """Reads a checkpoint written by `save`, checking sizes, structure and dtypes before reading any data.
 
     Args:
         path: the ``.npz`` file.
         expect_kind: if given, the metadata "kind" must equal it.
+        expect: the parameter layout the caller needs: a nested dict shaped like the params whose leaves
+            are `ArraySpec`, ``(shape, dtype)`` pairs or objects with ``.shape`` and ``.dtype`` (e.g. the
+            ``jax.ShapeDtypeStruct`` tree of ``jax.eval_shape(init, ...)``); or a callable
+            ``expect(metadata) -> that dict``, for sizes the metadata states. Every array must be present
+            with a fitting shape and dtype, and no other "params/" array may be stored. None: no check.
+        expect_extra: the same for the extra arrays (by name); arrays not listed are allowed.
+        max_bytes: bound on the uncompressed size, checked on the sizes the archive declares for each
+            member and for all of them before anything is decompressed (default `MAX_BYTES`, 1 GiB);
+            None for no bound (trusted files only).
 
     Returns:
         A `Checkpoint` whose params are numpy arrays with the saved nested structure, dtypes and bits.
         (numpy rather than jax arrays, so that float64 survives when jax x64 is off; pass them to jax as is.)
 
     Raises:
-        CheckpointError (a ValueError) naming the file: missing file, not an npz (corrupt or truncated),
-            an array that fails to load, missing or invalid metadata, another format version, a kind other
-            than `expect_kind`, or entries outside "params/", "extra/" and the metadata.
+        CheckpointError (a ValueError) naming the file and, where one is at fault, the array: missing file,
+            not an npz (corrupt or truncated), a member larger than `max_bytes` or a total above it, an
+            ``.npy`` header that does not match its data, an array that fails to load or would need pickle,
+            missing or invalid metadata, another format version, a kind other than `expect_kind`, entries
+            outside "params/", "extra/" and the metadata, or arrays that do not match `expect` /
+            `expect_extra` ("... array 'params/left/W' is missing").
+        TypeError: `expect` or `expect_extra` is not a layout (a programming error, not a bad file).
     """
     path = os.fspath(path)
-    arrays = _read_arrays(path)
-    metadata = _parse_metadata(path, arrays)
-    if expect_kind is not None and metadata["kind"] != expect_kind:
-        raise CheckpointError(
-            f"checkpoint {path!r} holds a model of kind {metadata['kind']!r}; expected {expect_kind!r}."
-        )
-    flat, extra = {}, {}
-    for name, array in arrays.items():
-        if name.startswith(PARAMS_PREFIX):
-            flat[name[len(PARAMS_PREFIX):]] = array
-        elif name.startswith(EXTRA_PREFIX):
-            extra[name[len(EXTRA_PREFIX):]] = array
-        else:
-            raise CheckpointError(f"checkpoint {path!r} has an unexpected entry {name!r}.")
+    if max_bytes is not None and (not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1):
+        raise ValueError(f"`max_bytes` must be a positive int or None; got {max_bytes!r}.")
+    with _open_archive(path) as archive:
+        members = _members(path, archive, max_bytes)
+        headers = {key: _read_header(path, archive, key, info) for key, info in members.items()}
+        metadata = _read_metadata(path, archive, members, headers)
+        if expect_kind is not None and metadata["kind"] != expect_kind:
+            raise CheckpointError(
+                f"checkpoint {path!r} holds a model of kind {metadata['kind']!r}; expected {expect_kind!r}."
+            )
+        _split_entries(path, list(members))
+        for prefix, layout, strict in ((PARAMS_PREFIX, expect, True), (EXTRA_PREFIX, expect_extra, False)):
+            if layout is not None:
+                _check_layout(path, _resolve_layout(path, layout, metadata, prefix), headers, prefix, strict)
+        arrays = {key: _read_array(path, archive, key, info) for key, info in members.items() if key != METADATA_KEY}
+    flat = {key[len(PARAMS_PREFIX):]: array for key, array in arrays.items() if key.startswith(PARAMS_PREFIX)}
+    extra = {key[len(EXTRA_PREFIX):]: array for key, array in arrays.items() if key.startswith(EXTRA_PREFIX)}
     try:
         params = unflatten(flat)
     except ValueError as error:

@@ -2,18 +2,26 @@
 
     lrpjax explain "a gorgeous , witty , seductive movie ."
     lrpjax explain --method occlusion-p --target negative --table "not a bad film"
-    lrpjax explain --input sentences.txt --output relevance.jsonl
+    lrpjax explain --input sentences.txt --output relevance.jsonl [--resume]
     lrpjax info
 
-Exit status: 0 on success, 2 for bad options (argparse), 1 for bad input (an unreadable file or
-checkpoint, an empty sentence). The model and jax are loaded only after the options are checked, so
-``--help`` and option errors are quick.
+Exit status: 0 on success; 2 for bad options (argparse); 1 for bad input (an unreadable file or
+checkpoint, an empty sentence, a result that is not finite) and, in batch mode, when any record could not
+be explained (its record carries the error); 130 when interrupted (Ctrl-C). The model and jax are loaded
+only after the options are checked, so ``--help`` and option errors are quick. An unexpected error prints
+one line and a hint, never a traceback, unless ``LRPJAX_DEBUG=1`` is set.
+
+Batch mode streams: it reads the input a chunk of lines at a time, explains the chunk, writes its records
+in line order and flushes them, so memory is bounded by the chunk and an interruption leaves a valid
+JSON-lines prefix; ``--resume`` continues after the last record of that prefix.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import os
+import signal
 import sys
 from typing import Sequence
 
@@ -59,6 +67,11 @@ def _target(value: str) -> str:
         f"({', '.join(_CLASS_NAMES)})")
 
 
+_MAX_EPS = 1e30  # lrpjax.rules.MAX_EPS, repeated so that option errors need no jax import
+_SEED_RANGE = (-(2**31), 2**32 - 1)  # what jax.random.PRNGKey holds: int32 or uint32
+_DEFAULT_CHUNK = 4096
+
+
 def _eps(value: str) -> float:
     try:
         eps = float(value)
@@ -66,6 +79,9 @@ def _eps(value: str) -> float:
         raise argparse.ArgumentTypeError(f"invalid eps {value!r}: expected a number >= 0") from None
     if not eps >= 0 or eps == float("inf"):
         raise argparse.ArgumentTypeError(f"invalid eps {value!r}: expected a finite number >= 0")
+    if eps > _MAX_EPS:
+        raise argparse.ArgumentTypeError(f"invalid eps {value!r}: at most {_MAX_EPS:g} (a larger stabiliser "
+                                         "overflows float32)")
     return eps
 
 
@@ -79,6 +95,18 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _seed(value: str) -> int:
+    low, high = _SEED_RANGE
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {value!r}: expected an integer") from None
+    if not low <= number <= high:
+        raise argparse.ArgumentTypeError(f"invalid seed {value!r}: --seed must fit int32 or uint32, "
+                                         f"[{low}, {high}], as jax's PRNGKey needs")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``lrpjax`` (sub-commands ``explain`` and ``info``)."""
     parser = argparse.ArgumentParser(
@@ -87,13 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "shipped with the package (Stanford Sentiment Treebank, five classes: "
                     + ", ".join(_CLASS_NAMES) + ").",
         epilog='example: lrpjax explain "a gorgeous , witty , seductive movie ."  '
-               "(see 'lrpjax explain --help')")
+               "(see 'lrpjax explain --help'; set LRPJAX_DEBUG=1 to see tracebacks of unexpected errors)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     explain = commands.add_parser(
         "explain", help="classify sentences and show each word's relevance",
         description="Classify a sentence with the SST BiLSTM and colour each word by its relevance for the "
                     "explained class; or, with --input, explain a file of sentences (one per line) in "
-                    "jit-compiled batches and write JSON lines.",
+                    "jit-compiled batches and stream JSON lines.",
         epilog=_METHOD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     explain.add_argument("sentence", nargs="*", help="the sentence (several words are joined by spaces)")
     explain.add_argument("--method", "-m", choices=_METHODS, default="lrp-all", metavar="METHOD",
@@ -111,13 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                          help="colour the words (auto: on a terminal unless NO_COLOR is set)")
     explain.add_argument("--html", metavar="FILE", help="write a standalone coloured HTML page")
-    explain.add_argument("--png", metavar="FILE", help="write a bar chart of the relevance (single sentence)")
+    explain.add_argument("--png", metavar="FILE",
+                         help="write a bar chart of the relevance, a .png file (single sentence)")
     explain.add_argument("--input", "-i", metavar="FILE",
-                         help="batch mode: explain every line of FILE ('-' for stdin)")
+                         help="batch mode: explain every line of FILE ('-' for stdin); lines end with '\\n' "
+                              "(CRLF tolerated, a UTF-8 BOM ignored) and are numbered as by wc -l")
     explain.add_argument("--output", "-o", metavar="FILE",
-                         help="batch mode: JSON lines output (default stdout)")
+                         help="batch mode: JSON lines output, streamed in line order (default stdout)")
+    explain.add_argument("--resume", action="store_true",
+                         help="batch mode: keep the records already in --output (from an interrupted run) "
+                              "and explain only the lines after them")
     explain.add_argument("--batch-size", type=_positive_int, default=64, help="sentences per compiled batch")
-    explain.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    explain.add_argument("--chunk-size", type=_positive_int, default=_DEFAULT_CHUNK, metavar="LINES",
+                         help=f"batch mode: lines read, explained and written at a time (default "
+                              f"{_DEFAULT_CHUNK}); memory is bounded by it")
+    explain.add_argument("--seed", type=_seed, default=0,
+                         help=f"seed of the random baseline, in [{_SEED_RANGE[0]}, {_SEED_RANGE[1]}]")
     explain.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                          help="progress bar on stderr in batch mode (auto: only on a terminal)")
     info = commands.add_parser("info", help="describe the model checkpoint (sizes, accuracy, training command)",
@@ -128,7 +165,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line; returns the exit status (argparse exits with 2 on bad options)."""
+    """Runs the command line; returns the exit status (argparse exits with 2 on bad options).
+
+    No Python traceback reaches the user: Ctrl-C exits with 130 and one line, an unexpected exception
+    prints ``lrpjax: error: ...`` and a hint and exits with 1. With the environment variable
+    ``LRPJAX_DEBUG=1`` unexpected exceptions propagate with their traceback.
+    """
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        sys.stderr.write("lrpjax: interrupted\n")
+        return 130
+    except Exception as error:  # noqa: BLE001 - the last line of defence of the command line
+        if os.environ.get("LRPJAX_DEBUG", "") not in ("", "0"):
+            raise
+        message = " ".join(str(error).split()) or "(no message)"
+        sys.stderr.write(f"lrpjax: error: {type(error).__name__}: {message}\n"
+                         "lrpjax: hint: this is not an expected failure; run again with LRPJAX_DEBUG=1 to see "
+                         "the Python traceback, and report it\n")
+        return 1
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -145,7 +203,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"lrpjax: error: {error}\n")
         return 1
     except BrokenPipeError:
+        _silence_stdout()
         return 0
+
+
+def _silence_stdout() -> None:
+    # The reader of a pipe went away (e.g. `| head`): point stdout at /dev/null so that the
+    # interpreter's final flush does not fail again.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 class _InputError(Exception):
@@ -161,8 +230,29 @@ def _check_explain_options(args: argparse.Namespace) -> None:
         raise _UsageError("--output is for batch mode (--input FILE)")
     if args.input is not None and args.png is not None:
         raise _UsageError("--png draws one sentence; use --html for a batch")
+    if args.png is not None and not args.png.lower().endswith(".png"):
+        raise _UsageError(f"--png writes a PNG image: FILE must end in .png; got {args.png!r}")
     if args.eps is not None and not args.method.startswith("lrp-"):
         raise _UsageError(f"--eps applies to the LRP methods, not to {args.method}")
+    if args.resume and (args.input is None or args.output in (None, "-")):
+        raise _UsageError("--resume continues a batch run written to a file: give --input FILE and --output FILE")
+    for option, path in (("--output", args.output), ("--html", args.html), ("--png", args.png)):
+        if path not in (None, "-"):
+            _check_writable(option, path, args.input)
+
+
+def _check_writable(option: str, path: str, input_path: str | None) -> None:
+    """Fails before any work when an output cannot be written (nothing is created or truncated here)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise _InputError(f"cannot write {option} {path!r}: it is a directory")
+    if not os.path.isdir(directory):
+        raise _InputError(f"cannot write {option} {path!r}: the directory {directory!r} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise _InputError(f"cannot write {option} {path!r}: the directory {directory!r} is not writable")
+    if input_path not in (None, "-") and os.path.exists(path) and os.path.exists(input_path) \
+            and os.path.samefile(path, input_path):
+        raise _InputError(f"{option} {path!r} is the input file; writing it would destroy the input")
 
 
 def _load_model(path: str | None):
@@ -183,7 +273,7 @@ def _info(args: argparse.Namespace) -> int:
           f"direction, {C} classes")
     for split in ("dev", "test"):
         acc = meta.get(f"{split}_accuracy")
-        if acc:
+        if isinstance(acc, dict) and {"five_class", "binary"} <= set(acc):
             print(f"{split} sentences: five-class accuracy {acc['five_class']:.1%}, binary {acc['binary']:.1%}")
     if "command" in meta:
         print(f"trained with: {meta['command']}")
@@ -191,12 +281,21 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    if args.input is not None:
-        lines = _read_lines(args.input)
-    model = _load_model(args.checkpoint)
     if args.input is None:
-        return _explain_one(model, args)
-    return _explain_file(model, args, lines)
+        return _explain_one(_load_model(args.checkpoint), args)
+    from lrpjax.data.lines import LineReader
+
+    try:
+        reader = LineReader(args.input)  # opened first: a missing input fails before the model loads
+    except OSError as error:
+        raise _InputError(f"cannot read input file {args.input!r}: {error.strerror or error}") from None
+    with reader:
+        model = _load_model(args.checkpoint)
+        return _explain_file(model, args, reader)
+
+
+_NONFINITE = ("the model gives non-finite scores or relevance (NaN or infinity) for this sentence: its weights "
+              "overflow or hold NaN")
 
 
 def _explain_one(model, args: argparse.Namespace) -> int:
@@ -209,6 +308,8 @@ def _explain_one(model, args: argparse.Namespace) -> int:
     if unknown:
         _warn_unknown(unknown)
     result = model.explain_sentence(text, args.method, args.target, args.eps, seed=args.seed)
+    if not result.finite:
+        raise _InputError(f"{_NONFINITE}; nothing to show (check the checkpoint)")
     names = _CLASS_NAMES
     probs = ", ".join(f"{name} {p:.3f}" for name, p in zip(names, result.probabilities))
     print(f"prediction: {names[result.prediction]} ({result.prediction})   probabilities: {probs}")
@@ -224,61 +325,206 @@ def _explain_one(model, args: argparse.Namespace) -> int:
     if args.html:
         _write_text(args.html, plot.html_page([result.to_json()], title="lrpjax: " + title))
     if args.png:
-        try:
-            plot.relevance_figure(result.tokens, result.relevance, args.png, title=title)
-        except OSError as error:
-            raise _InputError(f"cannot write {args.png!r}: {error}") from None
+        _write_png(args.png, lambda path: plot.relevance_figure(result.tokens, result.relevance, path, title=title))
     return 0
 
 
-def _read_lines(path: str) -> list[str]:
+class _Tally:
+    """What a batch run reports at the end, in bounded memory whatever the input size."""
+
+    _SHOWN = 20
+    _MAX_UNKNOWN = 10_000
+
+    def __init__(self, keep_records: bool):
+        self.n_ok, self.n_empty, self.n_failed = 0, 0, 0
+        self.empty: list[int] = []
+        self.failed: list[int] = []
+        self.unknown: dict[str, None] = {}
+        self.records: list[dict] | None = [] if keep_records else None
+
+    def record(self, line, result) -> dict:
+        """The output record of one input line (and its count)."""
+        if line.error is not None:
+            return self._fail(line, line.error)
+        if isinstance(result, str):
+            self.n_empty += 1
+            if len(self.empty) < self._SHOWN:
+                self.empty.append(line.number)
+            return self._keep({"line": line.number, "sentence": line.text, "error": result})
+        if not result.finite:
+            return self._fail(line, _NONFINITE)
+        self.n_ok += 1
+        for word in result.unknown:
+            if len(self.unknown) < self._MAX_UNKNOWN:
+                self.unknown.setdefault(word)
+        return self._keep({"line": line.number, **result.to_json()})
+
+    def _fail(self, line, message: str) -> dict:
+        self.n_failed += 1
+        if len(self.failed) < self._SHOWN:
+            self.failed.append(line.number)
+        return self._keep({"line": line.number, "sentence": line.text, "error": message, "failed": True})
+
+    def _keep(self, record: dict) -> dict:
+        if self.records is not None:
+            self.records.append(record)
+        return record
+
+
+def _shown(numbers: list[int], total: int) -> str:
+    return ", ".join(map(str, numbers)) + (", ..." if total > len(numbers) else "")
+
+
+@contextlib.contextmanager
+def _first_interrupt_only():
+    """While batch mode writes, the first Ctrl-C raises KeyboardInterrupt and later ones are ignored, so
+    that the clean-up (flushing the records already written) is not itself interrupted."""
+    seen = []
+
+    def handler(signum, frame):
+        if not seen:
+            seen.append(signum)
+            raise KeyboardInterrupt
+
     try:
-        if path == "-":
-            return sys.stdin.read().splitlines()
-        with open(path, encoding="utf-8") as handle:
-            return handle.read().splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise _InputError(f"cannot read input file {path!r}: {error}") from None
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: signals stay as they are
+        yield
+        return
+    try:
+        yield
+    finally:
+        if not seen:  # after an interruption the process is about to exit: keep ignoring
+            signal.signal(signal.SIGINT, previous)
 
 
-def _explain_file(model, args: argparse.Namespace, lines: list[str]) -> int:
-    from lrpjax import plot
+def _chunks(reader, size: int):
+    chunk = []
+    for line in reader:
+        chunk.append(line)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _open_output(args: argparse.Namespace):
+    from lrpjax.sinks import SinkError, open_sink
+
+    try:
+        return open_sink(args.output, resume=args.resume)
+    except SinkError as error:
+        raise _InputError(str(error)) from None
+    except OSError as error:
+        raise _InputError(f"cannot write {args.output!r}: {error.strerror or error}") from None
+
+
+def _check_resume_point(args: argparse.Namespace, line, last: dict) -> None:
+    """The last record kept from the previous run must be this input line's, with the same options."""
+    from lrpjax.sst import DEFAULT_EPS
+
+    where = f"cannot resume {args.output!r}"
+    if last.get("sentence") != line.text:
+        raise _InputError(f"{where}: its record {line.number} is for {str(last.get('sentence'))[:60]!r}, but "
+                          f"line {line.number} of {args.input!r} reads {line.text[:60]!r}; it was written from "
+                          "another input")
+    if "method" not in last:
+        return
+    eps = (DEFAULT_EPS[args.method] if args.eps is None else args.eps) if args.method.startswith("lrp-") else None
+    target = last.get("prediction") if args.target == "pred" else (
+        int(args.target) if args.target.isdigit() else _CLASS_NAMES.index(args.target))
+    if last["method"] != args.method or last.get("eps") != eps or last.get("target") != target:
+        raise _InputError(f"{where}: it was written with --method {last['method']}, eps {last.get('eps')}, target "
+                          f"{last.get('target_name')!r}; give the same options to resume, or start afresh")
+
+
+def _explain_chunk(model, args: argparse.Namespace, lines: list, sink, tally: _Tally, bar) -> None:
+    texts = ["" if line.error is not None else line.text for line in lines]
+    results = model.explain_many(texts, args.method, args.target, args.eps, batch_size=args.batch_size,
+                                 seed=args.seed, first_index=lines[0].number - 1, full_batches=True,
+                                 progress=bar.update)
+    for line, result in zip(lines, results):
+        sink.write(tally.record(line, result))
+        if isinstance(result, str) or line.error is not None:
+            bar.update(1)
+
+
+def _stream(model, args: argparse.Namespace, chunks, sink, tally: _Tally, bar) -> int:
+    """Explains and writes chunk after chunk after the `sink.done` lines kept; returns the last line number."""
+    kept, number = sink.done, 0
+    bar.update(kept)
+    for chunk in chunks:
+        number = chunk[-1].number
+        if kept and chunk[0].number <= kept <= number:
+            _check_resume_point(args, chunk[kept - chunk[0].number], sink.last)
+        chunk = [line for line in chunk if line.number > kept]
+        if chunk:
+            _explain_chunk(model, args, chunk, sink, tally, bar)
+            sink.flush()
+    if number < kept:
+        raise _InputError(f"cannot resume {args.output!r}: it holds {kept} records, but {args.input!r} has only "
+                          f"{number} line(s); it was written from another input")
+    return number
+
+
+def _explain_file(model, args: argparse.Namespace, reader) -> int:
+    import itertools
+
+    from lrpjax.data.lines import count_lines
     from lrpjax.progress import ProgressBar
 
-    if not lines:
+    total = count_lines(args.input) if os.path.isfile(args.input) else None
+    chunks = _chunks(reader, args.chunk_size)
+    first = next(chunks, None)
+    if first is None:
         raise _InputError(f"input file {args.input!r} holds no lines")
-    empty = [n for n, line in enumerate(lines, start=1) if not line.strip()]
-    if empty:
-        shown = ", ".join(map(str, empty[:20])) + (", ..." if len(empty) > 20 else "")
-        sys.stderr.write(f"lrpjax: warning: {len(empty)} empty line(s) ({shown}): written as records "
-                         "with an 'error' field\n")
+    to_stdout = args.output in (None, "-")
+    tally = _Tally(keep_records=args.html is not None and to_stdout)
     force = {"auto": None, "always": True, "never": False}[args.progress]
-    with ProgressBar(len(lines), "explain", force=force) as bar:
-        results = model.explain_many(lines, args.method, args.target, args.eps, batch_size=args.batch_size,
-                                     seed=args.seed, progress=bar.update)
-        bar.update(len(empty))
-    unknown = [word for r in results if not isinstance(r, str) for word in r.unknown]
-    if unknown:
-        _warn_unknown(unknown)
-    records = []
-    for number, (line, result) in enumerate(zip(lines, results), start=1):
-        if isinstance(result, str):
-            record = {"line": number, "sentence": line, "error": result}
-        else:
-            record = {"line": number, **result.to_json()}
-        records.append(record)
-    text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    if args.output is None or args.output == "-":
-        sys.stdout.write(text)
-    else:
-        _write_text(args.output, text)
-    if args.html:
-        _write_text(args.html, plot.html_page(records, title=f"lrpjax: {args.method} relevance, {args.input}"))
-    n_ok = len(lines) - len(empty)
-    where = "stdout" if args.output in (None, "-") else args.output
-    sys.stderr.write(f"lrpjax: explained {n_ok} sentence(s) with {args.method}; wrote {len(records)} "
-                     f"record(s) to {where}\n")
+    where = "stdout" if to_stdout else args.output
+    with _first_interrupt_only(), _open_output(args) as sink:
+        kept = sink.done
+        try:
+            with ProgressBar(total, "explain", force=force) as bar:
+                _stream(model, args, itertools.chain([first], chunks), sink, tally, bar)
+        except KeyboardInterrupt:
+            sink.flush()
+            hint = ("run the same command with --resume to continue" if not to_stdout
+                    else "write to a file with --output to be able to resume")
+            sys.stderr.write(f"lrpjax: interrupted: {sink.done} record(s) written to {where} (lines 1-{sink.done}, "
+                             f"a valid JSON-lines prefix); {hint}\n")
+            return 130
+    _report(args, tally, sink, kept, where)
+    if sink.failed:
+        sys.stderr.write(f"lrpjax: error: {sink.failed} line(s) could not be explained (non-finite results or "
+                         f"unreadable lines{'' if not tally.failed else ': ' + _shown(tally.failed, tally.n_failed)}); "
+                         "written as records with an 'error' field and \"failed\": true\n")
+        return 1
     return 0
+
+
+def _report(args: argparse.Namespace, tally: _Tally, sink, kept: int, where: str) -> None:
+    from lrpjax import plot
+
+    if tally.n_empty:
+        sys.stderr.write(f"lrpjax: warning: {tally.n_empty} empty line(s) ({_shown(tally.empty, tally.n_empty)}): "
+                         "written as records with an 'error' field\n")
+    if tally.unknown:
+        _warn_unknown(list(tally.unknown))
+    if args.html:
+        records = tally.records if tally.records is not None else _read_records(args.output)
+        _write_text(args.html, plot.html_page(records, title=f"lrpjax: {args.method} relevance, {args.input}"))
+    resumed = f", after {kept} kept from the previous run" if kept else ""
+    sys.stderr.write(f"lrpjax: explained {tally.n_ok} sentence(s) with {args.method}; wrote "
+                     f"{sink.done - kept} record(s) to {where}{resumed}\n")
+
+
+def _read_records(path: str) -> list[dict]:
+    import json
+
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
 
 
 def _warn_unknown(words: list[str]) -> None:
@@ -288,11 +534,23 @@ def _warn_unknown(words: list[str]) -> None:
 
 
 def _write_text(path: str, text: str) -> None:
+    from lrpjax._files import atomic_write_text
+
     try:
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        atomic_write_text(path, text)
     except OSError as error:
-        raise _InputError(f"cannot write {path!r}: {error}") from None
+        raise _InputError(f"cannot write {path!r}: {error.strerror or error}") from None
+
+
+def _write_png(path: str, draw) -> None:
+    """``draw(temporary_path)`` writes the figure; it replaces `path` only once complete."""
+    from lrpjax._files import atomic_path
+
+    try:
+        with atomic_path(path) as temporary:
+            draw(temporary)
+    except OSError as error:
+        raise _InputError(f"cannot write {path!r}: {error.strerror or error}") from None
 
 
 if __name__ == "__main__":

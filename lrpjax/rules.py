@@ -42,6 +42,7 @@ __all__ = [
     "composite",
     "stabilize",
     "safe_divide",
+    "MAX_EPS",
 ]
 
 
@@ -56,11 +57,20 @@ def safe_divide(num: Array, den: Array) -> Array:
     return jnp.where(zero, jnp.zeros_like(num), num / jnp.where(zero, jnp.ones_like(den), den))
 
 
+MAX_EPS = 1e30
+"""Largest stabiliser a rule accepts. Whether ``z + eps * sign(z)`` overflows depends on the dtype the rule
+meets at explain time (float32 ends near 3.4e38), which a rule cannot know when it is built; 1e30 leaves
+float32 eight orders of magnitude and is far beyond any useful stabiliser."""
+
+
 def _check_eps(name: str, eps: float) -> None:
     if not isinstance(eps, (int, float)) or isinstance(eps, bool):
         raise TypeError(f"`eps` of {name} must be a Python float; got {type(eps).__name__}.")
     if not eps >= 0 or eps == float("inf"):
         raise ValueError(f"`eps` of {name} must be a finite number >= 0; got {eps!r}.")
+    if eps > MAX_EPS:
+        raise ValueError(f"`eps` of {name} must be at most {MAX_EPS:g} (a larger stabiliser overflows float32 "
+                         f"in z + eps * sign(z)); got {eps!r}.")
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,7 @@ class Epsilon:
     the ``n`` terms when ``share=True``.
 
     Attributes:
-        eps: stabiliser, ``>= 0``.
+        eps: stabiliser, finite, ``0 <= eps <= MAX_EPS`` (1e30).
         share: spread bias and stabiliser shares over the inputs (conserves relevance).
     """
 
@@ -303,7 +313,7 @@ class Gamma:
 
     Attributes:
         gamma: weight of the positive part, ``>= 0``.
-        eps: stabiliser, ``>= 0``.
+        eps: stabiliser, finite, ``0 <= eps <= MAX_EPS`` (1e30).
         share: spread bias and stabiliser shares over the inputs (conserves relevance).
     """
 
@@ -462,7 +472,7 @@ class Gate:
 
     Attributes:
         mode: one of ``"all"``, ``"prop"``, ``"abs"``, ``"half"``.
-        eps: stabiliser of ``prop`` and ``abs``, ``>= 0`` (unused by ``all`` and ``half``).
+        eps: stabiliser of ``prop`` and ``abs``, ``0 <= eps <= MAX_EPS`` (unused by ``all`` and ``half``).
         share: spread the stabiliser's share over gate and signal (conserves relevance).
     """
 
@@ -499,6 +509,23 @@ class Gate:
         return r_g, r_s
 
 
+def _check_rule_field(field: str, value, classes: tuple[type, ...], methods: tuple[str, ...]) -> None:
+    """A RuleSet field holds an instance of `classes`, or a user rule with the same methods, hashable."""
+    accepted = ", ".join(c.__name__ for c in classes)
+    if isinstance(value, type):
+        raise TypeError(f"`{field}` of RuleSet must be a rule instance ({accepted}); got the class "
+                        f"{value.__name__} itself: write {value.__name__}(...).")
+    if not isinstance(value, classes) and not all(hasattr(value, m) for m in methods):
+        needs = " and ".join(f"`{m}`" for m in methods)
+        raise TypeError(f"`{field}` of RuleSet must be one of {accepted} (or a rule object with {needs}); "
+                        f"got {value!r} ({type(value).__name__}).")
+    try:
+        hash(value)
+    except TypeError:
+        raise TypeError(f"`{field}` of RuleSet must be hashable (a frozen dataclass) to be static under jit; "
+                        f"got an unhashable {type(value).__name__}.") from None
+
+
 @dataclass(frozen=True)
 class RuleSet:
     """Which rule each kind of elementary computation uses.
@@ -510,6 +537,12 @@ class RuleSet:
         accumulate: rule for accumulations (the cell state sum, Eq. 11.4).
         layers: optional overrides ``((layer_name, RuleSet), ...)`` for named layers of a model,
             e.g. ``(("out", RuleSet(linear=Epsilon(0.0))),)``; see :meth:`at`.
+
+    Raises:
+        TypeError: when built with a field of the wrong kind -- ``RuleSet(linear="epsilon")``, a `Gate`
+            where a linear rule belongs, an `Epsilon` where a `Gate` belongs, a rule class instead of an
+            instance, an unhashable rule or a malformed ``layers`` -- naming the field and the accepted
+            types (instead of an AttributeError at explain time).
     """
 
     linear: LinearRule = Epsilon()
@@ -518,7 +551,16 @@ class RuleSet:
     layers: tuple = ()
 
     def __post_init__(self):
-        for name, rules in self.layers:
+        _check_rule_field("linear", self.linear, LINEAR_RULES, ("linear",))
+        _check_rule_field("gate", self.gate, (Gate,), ("split", "mode"))
+        _check_rule_field("accumulate", self.accumulate, (Epsilon,), ("accumulate",))
+        if not isinstance(self.layers, tuple):
+            raise TypeError(f"`layers` of RuleSet must be a tuple of (layer name, RuleSet) pairs; "
+                            f"got {type(self.layers).__name__}.")
+        for entry in self.layers:
+            if not isinstance(entry, tuple) or len(entry) != 2:
+                raise TypeError(f"`layers` of RuleSet must hold (layer name, RuleSet) pairs; got {entry!r}.")
+            name, rules = entry
             if not isinstance(name, str) or not isinstance(rules, RuleSet):
                 raise TypeError("`layers` of RuleSet must be pairs (layer name: str, RuleSet); "
                                 f"got ({type(name).__name__}, {type(rules).__name__}).")
@@ -549,7 +591,7 @@ def preset(name: str, eps: float = 0.0, share: bool = False) -> RuleSet:
     Args:
         name: ``"lrp-all"`` (signal-take-all, the reference's behaviour), ``"lrp-prop"``,
             ``"lrp-abs"`` or ``"lrp-half"``.
-        eps: stabiliser for every rule (``0`` gives the z-rule).
+        eps: stabiliser for every rule (``0`` gives the z-rule; at most ``MAX_EPS``, 1e30).
         share: spread bias and stabiliser shares over the inputs (exact conservation).
 
     Raises:

@@ -45,7 +45,9 @@ __all__ = [
     "SentenceExplanation",
     "bucket_length",
     "buckets",
+    "check_seed",
     "default_checkpoint",
+    "layout",
     "make_method",
     "resolve_target",
     "word_relevance",
@@ -118,6 +120,37 @@ def buckets(lengths: Sequence[int], batch_size: int, grid: Sequence[int] = _BUCK
     return out
 
 
+def layout(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The arrays of an SST checkpoint (:class:`lrpjax.checkpoints.ArraySpec` leaves, floating point):
+    ``embed`` (V, E) and the BiLSTM's ``model`` (cell weights per direction, output (H, C)), with V, E
+    and H from the metadata written by :meth:`SSTModel.save` ("vocabulary_size", "embedding_size",
+    "hidden_size") or, where absent, any size consistent across the arrays."""
+    spec = checkpoints.ArraySpec
+    V = metadata.get("vocabulary_size", "V")
+    E = metadata.get("embedding_size", "E")
+    H = metadata.get("hidden_size", "H")
+    four_h = 4 * H if isinstance(H, int) and not isinstance(H, bool) else None
+    cell = {"W": spec((E, four_h), "floating"), "U": spec((H, four_h), "floating"), "b": spec((four_h,), "floating")}
+    out = spec((H, len(LABEL_NAMES)), "floating")
+    return {"embed": spec((V, E), "floating"),
+            "model": {"left": cell, "right": cell, "out": {"W_left": out, "W_right": out}}}
+
+
+def check_seed(seed: Any) -> int:
+    """The seed of the random baseline as an int, refusing what ``jax.random.PRNGKey`` cannot hold.
+
+    Raises:
+        TypeError: not an integer.
+        ValueError: outside [-2**31, 2**32 - 1] (it must fit int32 or uint32).
+    """
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, (bool, np.bool_)):
+        raise TypeError(f"`seed` must be an int; got {type(seed).__name__}.")
+    if not -(2**31) <= int(seed) <= 2**32 - 1:
+        raise ValueError(f"`seed` must fit int32 or uint32, [{-(2**31)}, {2**32 - 1}], as jax's PRNGKey needs; "
+                         f"got {seed}.")
+    return int(seed)
+
+
 def word_relevance(method_name: str, relevance: ArrayLike) -> Array:
     """Per-token relevance (..., T) from a method's output: (..., T, E) summed over E, position-wise
     outputs (occlusion, CD, random) unchanged. Sensitivity Analysis is already squared, so its sum
@@ -138,13 +171,15 @@ def make_method(name: str, eps: float | None = None, seed: int = 0) -> _explain.
             difference when the word's embedding is zeroed), ``cd`` (Contextual Decomposition),
             ``random`` (seeded normal noise).
         eps: LRP stabiliser; None takes :data:`DEFAULT_EPS`. Ignored by the other methods.
-        seed: seed of the random baseline.
+        seed: seed of the random baseline (see :func:`check_seed`).
 
     Raises:
-        ValueError: an unknown name (listing the valid ones) or a negative ``eps``.
+        ValueError: an unknown name (listing the valid ones), a negative or too large ``eps`` (see
+            :data:`lrpjax.rules.MAX_EPS`) or a seed outside the range of :func:`check_seed`.
     """
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}.")
+    seed = check_seed(seed)
     apply = bilstm.apply
     if name.startswith("lrp-"):
         eps = DEFAULT_EPS[name] if eps is None else float(eps)
@@ -210,8 +245,16 @@ class SentenceExplanation:
     eps: float | None
     relevance: np.ndarray
 
+    @property
+    def finite(self) -> bool:
+        """Whether scores, probabilities and relevance are all finite (no NaN or infinity: weights that
+        overflow on this sentence, or NaN weights, give non-finite results, which JSON cannot hold)."""
+        return bool(np.isfinite(self.scores).all() and np.isfinite(self.probabilities).all()
+                    and np.isfinite(self.relevance).all())
+
     def to_json(self) -> dict[str, Any]:
-        """A JSON-able dict (lists of floats, class names beside indices)."""
+        """A JSON-able dict (lists of floats, class names beside indices); check :attr:`finite` first,
+        since NaN and infinity are not JSON."""
         return {
             "sentence": self.text,
             "tokens": list(self.tokens),
@@ -285,18 +328,20 @@ class SSTModel:
     def load(cls, path: str | os.PathLike | None = None) -> SSTModel:
         """Reads a checkpoint written by :meth:`save`; default :func:`default_checkpoint`.
 
+        Before any weight is read, the arrays are checked against the BiLSTM layout (:func:`layout`,
+        sizes from the metadata), so a damaged or foreign file fails naming the array.
+
         Raises:
-            lrpjax.checkpoints.CheckpointError: a missing or damaged file, another kind of model, or
-                no vocabulary in it.
+            lrpjax.checkpoints.CheckpointError: a missing or damaged file, another kind of model, no
+                vocabulary ('extra/vocab') in it, or an array that is missing, unexpected, of another
+                shape or not floating point ("... array 'params/model/left/W' has shape ...").
         """
         path = default_checkpoint() if path is None else Path(path)
-        ckpt = checkpoints.load(path, expect_kind=KIND)
-        if "vocab" not in ckpt.extra:
-            raise checkpoints.CheckpointError(f"checkpoint {str(path)!r} has no vocabulary ('extra/vocab').")
-        vocab = Vocabulary.from_array(ckpt.extra["vocab"])
+        ckpt = checkpoints.load(path, expect_kind=KIND, expect=layout,
+                                expect_extra={"vocab": checkpoints.ArraySpec((None,), "unicode")})
         try:
-            return cls(vocab, ckpt.params, ckpt.metadata)
-        except (ValueError, KeyError) as error:
+            return cls(Vocabulary.from_array(ckpt.extra["vocab"]), ckpt.params, ckpt.metadata)
+        except (ValueError, TypeError, KeyError) as error:
             raise checkpoints.CheckpointError(f"checkpoint {str(path)!r}: {error}") from error
 
     def save(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> str:
@@ -372,7 +417,7 @@ class SSTModel:
 
     def explain_many(self, sentences: Sequence[str | Sequence[str]], method: str = "lrp-all",
                      target: int | str | Sequence[int] = "pred", eps: float | None = None, *,
-                     batch_size: int = 64, seed: int = 0,
+                     batch_size: int = 64, seed: int = 0, first_index: int = 0, full_batches: bool = False,
                      progress: Callable[[int], None] | None = None) -> list[SentenceExplanation | str]:
         """Explains many sentences in jit-compiled padded batches (one compilation per bucket length).
 
@@ -383,14 +428,28 @@ class SSTModel:
             eps: LRP stabiliser (None: :data:`DEFAULT_EPS`).
             batch_size: sentences per compiled call.
             seed: seed of the random baseline.
+            first_index: the number of ``sentences[0]`` in a longer stream: sentence ``i`` is number
+                ``first_index + i``, which fixes its draw of the random baseline, so a file explained in
+                chunks (or resumed) gives the same result as in one call.
+            full_batches: pad every compiled batch to `batch_size` rows. By default a call on fewer
+                sentences than `batch_size` uses a smaller batch (quicker for one sentence), and a
+                different batch shape can change the last bits of float32 results; with full batches a
+                sentence's result depends only on its own length, so chunks and resumed runs of a file
+                reproduce a single run bit for bit.
             progress: called with the number of sentences finished after each batch.
 
         Returns:
             One :class:`SentenceExplanation` per sentence, or, for an empty one, an error message.
+            Results whose scores or relevance are NaN or infinite are returned as they are; see
+            :attr:`SentenceExplanation.finite`.
 
         Raises:
-            ValueError: an unknown method or a bad target.
+            ValueError: an unknown method, a bad target or seed, or numbers beyond int32.
         """
+        if not isinstance(first_index, (int, np.integer)) or first_index < 0 or \
+                first_index + len(sentences) > 2**31 - 1:
+            raise ValueError(f"`first_index` must be an int >= 0 with first_index + len(sentences) < 2**31; "
+                             f"got {first_index!r} for {len(sentences)} sentence(s).")
         m = make_method(method, eps, seed)
         used_eps = (DEFAULT_EPS[method] if eps is None else float(eps)) if method.startswith("lrp-") else None
         targets = self._targets(target, len(sentences))
@@ -401,11 +460,11 @@ class SSTModel:
         for length, chunk in buckets([len(encoded[i][0]) for i in valid], batch_size):
             index = [valid[j] for j in chunk]
             ids, mask = pad_batch([encoded[i][1] for i in index], length)
-            ids, mask = _pad_rows(ids, mask, _rows(len(valid), batch_size))
+            ids, mask = _pad_rows(ids, mask, batch_size if full_batches else _rows(len(valid), batch_size))
             t = np.full((ids.shape[0],), -1, dtype=np.int32)
             t[: len(index)] = targets[index]
             number = np.zeros((ids.shape[0],), dtype=np.int32)
-            number[: len(index)] = index
+            number[: len(index)] = np.asarray(index, dtype=np.int64) + first_index
             scores, relevance = _explain_batch(m, params, ids, mask, t, number)
             scores, relevance = np.asarray(scores), np.asarray(relevance)
             for row, i in enumerate(index):

@@ -16,6 +16,15 @@ One training step (`make_step`) is ``value_and_grad`` + the optax update; an epo
 the device once. `fit_many` trains N independent models at once: the parameters are stacked along a leading
 axis N, the same step is ``vmap``-ed over models (one compilation for all), and a model that has met
 `stop_when` or run out of patience keeps its parameters and optimizer state from then on (masked updates).
+
+Nothing finished is lost and nothing fails silently. Before the first step, `fit` and `fit_many` refuse
+non-finite data, class labels outside [0, C) (which jax indexing would clamp without a word), missing batch
+entries and an optimizer whose first updates are NaN, uphill or zero (a NaN, negative or zero learning
+rate). A loss that becomes NaN or infinite stops that model at the step where it happened (`fit` raises
+`NonFiniteLossError`). On Ctrl-C (KeyboardInterrupt) training returns what it has: a `TrainResult` with
+``interrupted=True`` and the best parameters seen so far; on any other exception the same result is
+attached to the exception as ``error.result``. With ``checkpoint=PATH`` the returned parameters are also
+saved there (atomically) however training ends.
 """
 
 from __future__ import annotations
@@ -25,15 +34,22 @@ from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import Any
 
+import os
+import sys
+import warnings
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lrpjax import _guards
 from lrpjax._types import Array, ArrayLike
 from lrpjax.progress import ProgressBar
 
 __all__ = [
+    "NonFiniteLossError",
     "TrainConfig",
     "TrainResult",
     "fit",
@@ -46,6 +62,8 @@ __all__ = [
     "unstack",
 ]
 
+_INT32 = (-(2**31), 2**31 - 1)  # traced seeds are int32 when jax x64 is off
+
 LossFn = Callable[[Any, dict[str, Array]], Array]
 Predict = Callable[[Any, Array, Array | None], Array]
 StopWhen = Callable[[dict[str, Any]], Any]
@@ -53,6 +71,18 @@ _KINDS = ("mse", "xent", "accuracy")
 
 
 # --------------------------------------------------------------------------------------------- objectives
+
+
+class Objective(NamedTuple):
+    """What a function built by `make_metric` / `make_loss` computes, so that `fit` can check the data
+    it will read (entries present, labels in range) before training."""
+
+    kind: str
+    predict: Predict
+    x_key: str
+    mask_key: str
+    y_key: str
+
 
 
 def _example_value(kind: str, scores: Array, y: Array) -> Array:
@@ -100,6 +130,7 @@ def make_metric(
         )
         return jnp.mean(values)
 
+    metric.objective = Objective(kind, predict, x_key, mask_key, y_key)  # read by fit's up-front checks
     return metric
 
 
@@ -248,16 +279,37 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be a positive int; got {getattr(self, name)!r}.")
         for name in ("eval_every", "patience", "eval_batch_size"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (not _is_int(value) or value < 1):
                 raise ValueError(f"`{name}` must be a positive int or None; got {value!r}.")
+        _check_seed(self.seed, "seed")
         if self.mode not in ("min", "max"):
             raise ValueError(f"`mode` must be 'min' or 'max'; got {self.mode!r}.")
-        if self.min_delta < 0:
-            raise ValueError(f"`min_delta` must be >= 0; got {self.min_delta}.")
+        if not isinstance(self.min_delta, (int, float)) or isinstance(self.min_delta, bool) or not (
+                0 <= self.min_delta < float("inf")):
+            raise ValueError(f"`min_delta` must be a finite number >= 0; got {self.min_delta!r}.")
+        if self.monitor is not None and not isinstance(self.monitor, str):
+            raise TypeError(f"`monitor` must be a metric name (str) or None; got {type(self.monitor).__name__}.")
+        if self.clip_norm is not None and (isinstance(self.clip_norm, bool) or not isinstance(
+                self.clip_norm, (int, float)) or not self.clip_norm > 0):
+            raise ValueError(f"`clip_norm` must be a number > 0 or None; got {self.clip_norm!r}.")
+        for name in ("restore_best",) + (("progress",) if self.progress is not None else ()):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"`{name}` must be a bool; got {getattr(self, name)!r}.")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_seed(seed: Any, name: str) -> None:
+    if not _is_int(seed):
+        raise TypeError(f"`{name}` must be an int; got {type(seed).__name__}.")
+    if not _INT32[0] <= int(seed) <= _INT32[1]:
+        raise ValueError(f"`{name}` must fit int32, [{_INT32[0]}, {_INT32[1]}] (jax's traced seeds); got {seed}.")
 
 
 @dataclass
@@ -274,6 +326,11 @@ class TrainResult:
         converged: whether `stop_when` was met (bool, or (N,)).
         stopped_step: step count at which the model stopped (`stop_when` or patience); -1 if it ran all epochs.
         steps: number of steps the loop ran (for all models together in `fit_many`).
+        diverged_step: the step at which the model's loss became NaN or infinite (it stopped there and
+            kept its best parameters, or those before the failing segment); -1 if it never did.
+        interrupted: whether training ended early by Ctrl-C (KeyboardInterrupt) or an exception.
+        error: that KeyboardInterrupt or exception, else None.
+        saved_to: the checkpoint the returned parameters were written to (``checkpoint=`` of `fit`), else None.
     """
 
     params: Any
@@ -284,6 +341,24 @@ class TrainResult:
     converged: Any
     stopped_step: Any
     steps: int
+    diverged_step: Any = -1
+    interrupted: bool = False
+    error: BaseException | None = None
+    saved_to: str | None = None
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite (every model's, in `fit_many`).
+
+    Attributes:
+        step: the first step whose loss was not finite (counted from 1, as `TrainResult.steps`).
+        result: the `TrainResult` up to the last finite segment (best parameters restored).
+    """
+
+    def __init__(self, message: str, step: int, result: TrainResult | None = None):
+        super().__init__(message)
+        self.step = step
+        self.result = result
 
 
 # --------------------------------------------------------------------------------------- compiled pieces
@@ -296,6 +371,7 @@ def _check_data(data: Mapping[str, ArrayLike], name: str) -> tuple[dict[str, Arr
     sizes = {key: (value.shape[0] if value.ndim else None) for key, value in arrays.items()}
     if None in sizes.values() or len(set(sizes.values())) != 1:
         raise ValueError(f"all arrays of `{name}` must share the leading axis B; got leading sizes {sizes}.")
+    _guards.check_finite(arrays, name)
     return jax.device_put(arrays), next(iter(sizes.values()))
 
 
@@ -386,21 +462,31 @@ class _Tracker:
         self.active = np.ones(n_models, dtype=bool)
         self.converged = np.zeros(n_models, dtype=bool)
         self.stopped_step = np.full(n_models, -1)
+        self.diverged_step = np.full(n_models, -1)
+
+    def diverge(self, models: np.ndarray, steps: np.ndarray) -> None:
+        """Stops `models` (N,) bools whose loss became non-finite at `steps` (N,)."""
+        self.diverged_step = np.where(models, steps, self.diverged_step)
+        self.stopped_step = np.where(models, steps, self.stopped_step)
+        self.active &= ~models
 
     def observe(self, values: dict[str, np.ndarray], step: int) -> np.ndarray:
-        """Updates the records with one evaluation; returns which models improved (N,)."""
+        """Updates the records with one evaluation; returns which models improved (N,).
+
+        `stop_when` (user code, which may raise or be interrupted) runs before any record changes, so the
+        records stay those of the previous evaluation if it fails."""
+        target = np.zeros_like(self.active)
+        if self.stop_when is not None:
+            user = values if self.many else {name: float(v[0]) for name, v in values.items()}
+            target = np.broadcast_to(np.asarray(self.stop_when(user), dtype=bool), self.active.shape)
         value, delta = values[self.monitor], self.config.min_delta
         better = value < self.best - delta if self.config.mode == "min" else value > self.best + delta
         improved = self.active & better
         self.best = np.where(improved, value, self.best)
         self.best_step = np.where(improved, step, self.best_step)
         self.bad = np.where(improved, 0, self.bad + self.active)
-        done = np.zeros_like(self.active)
-        if self.stop_when is not None:
-            user = values if self.many else {name: float(v[0]) for name, v in values.items()}
-            target = np.broadcast_to(np.asarray(self.stop_when(user), dtype=bool), self.active.shape)
-            self.converged |= self.active & target
-            done |= target
+        self.converged |= self.active & target
+        done = target.copy()
         if self.config.patience is not None:
             done |= self.bad >= self.config.patience
         done &= self.active
@@ -422,14 +508,27 @@ def _prepare(loss_fn, params, train, val, metrics, config, optimizer, frozen, ma
     monitor = config.monitor or (next(iter(metrics)) if metrics else "train_loss")
     if monitor != "train_loss" and monitor not in metrics:
         raise ValueError(f"`monitor` must be 'train_loss' or one of the metrics {sorted(metrics)}; got {monitor!r}.")
+    _check_objectives(loss_fn, metrics, data, val_data, params, many)
     labels = None
     if frozen is not None:
         leaves, treedef = jax.tree.flatten(_frozen_labels(params, frozen))
         labels = (treedef, tuple(leaves))
     tx, run = _cached(_build_step, loss_fn, optimizer, config.clip_norm, labels, many)
     opt_state = jax.vmap(tx.init)(params) if many else tx.init(params)
+    _guards.check_optimizer(tx, opt_state, params, many)
     evaluate = _cached(_evaluator, tuple(metrics.items()), many, config.eval_batch_size) if metrics else None
     return data, n, (val_data, n_val, evaluate), monitor, run, opt_state
+
+
+def _check_objectives(loss_fn, metrics, data, val_data, params, many) -> None:
+    """Entries and class labels read by the loss (on `train`) and the metrics (on `val`), when they were
+    built by `make_loss` / `make_metric` (other callables are opaque and checked by running them)."""
+    readers = [(loss_fn, data, "train", "loss")] + [(fn, val_data, "val", f"metric {name!r}")
+                                                    for name, fn in metrics.items()]
+    for fn, arrays, name, role in readers:
+        objective = getattr(fn, "objective", None)
+        if isinstance(objective, Objective):
+            _guards.check_objective(objective, arrays, name, role, params, many)
 
 
 def _build_step(loss_fn, optimizer, clip_norm, labels, many):
@@ -455,55 +554,163 @@ def _cached(build, *args):
         return build(*args)
 
 
-def _train(loss_fn, params, train, *, val, metrics, config, optimizer, stop_when, frozen, seeds, n_models, many):
-    data, n, (val_data, n_val, evaluate), monitor, run, opt_state = _prepare(
+class _Run:
+    """One training run's state, kept consistent between segments, so that an interruption at any point
+    (Ctrl-C arrives between two Python bytecodes) leaves the finished work intact: `params` only ever holds
+    parameters whose losses were all finite, and `best_params` those of the best evaluation."""
+
+    def __init__(self, setup, params, config, monitor, stop_when, seeds, n_models, many):
+        self.data, self.n, (self.val_data, self.n_val, self.evaluate), self.step_fn, self.opt_state = setup
+        self.config, self.many, self.seeds = config, many, jnp.asarray(seeds)
+        self.tracker = _Tracker(n_models, config, monitor, stop_when, many)
+        self.params = self.best_params = params
+        self.history: dict[str, list] = {}
+        self.count, self.epoch = 0, 0
+        self.n_steps = self.n // config.batch_size
+
+    def loop(self) -> None:
+        segment = min(self.config.eval_every or self.n_steps, self.n_steps)
+        with ProgressBar(self.config.epochs * self.n_steps, "train", force=self.config.progress) as bar:
+            for epoch in range(self.config.epochs):
+                self.epoch = epoch
+                idx = _order(self.seeds, epoch, n_examples=self.n, batch_size=self.config.batch_size)
+                for start in range(0, self.n_steps, segment):
+                    self.segment(idx[start : start + segment], min(segment, self.n_steps - start), bar)
+                    if not self.tracker.active.any():
+                        return
+
+    def segment(self, idx: Array, size: int, bar: ProgressBar) -> None:
+        """Runs `size` steps, refuses non-finite losses, commits, evaluates and records."""
+        params, opt_state, losses = self.step_fn(self.params, self.opt_state, self.data, idx,
+                                                 jnp.asarray(self.tracker.active))
+        losses = np.asarray(losses, dtype=np.float64).reshape(size, -1)  # (S, N)
+        diverged = self._diverged(losses)
+        if diverged.any():  # those models go back to their parameters before this segment
+            params = _merge(params, self.params, jnp.asarray(diverged)) if self.many else self.params
+            opt_state = _merge(opt_state, self.opt_state, jnp.asarray(diverged)) if self.many else self.opt_state
+        self.params, self.opt_state = params, opt_state
+        self.count += size
+        values = {"train_loss": np.atleast_1d(np.mean(losses, axis=0))}
+        if self.evaluate is not None:
+            values.update({k: np.atleast_1d(v) for k, v in self.evaluate(params, self.val_data, self.n_val).items()})
+        improved = self.tracker.observe(values, self.count)
+        if self.many:
+            self.best_params = _merge(self.best_params, params, jnp.asarray(improved))
+        elif improved[0]:
+            self.best_params = params
+        for key, value in {"step": self.count, "epoch": self.epoch, **values}.items():
+            self.history.setdefault(key, []).append(value if self.many or key in ("step", "epoch") else value[0])
+        bar.update(size, active=int(self.tracker.active.sum()), **{k: float(np.mean(v)) for k, v in values.items()})
+
+    def _diverged(self, losses: np.ndarray) -> np.ndarray:
+        """Active models (N,) with a non-finite loss in this segment; stops them (fit_many warns, and
+        raises once every model has diverged; fit raises at once)."""
+        bad = ~np.isfinite(losses) & self.tracker.active
+        models = bad.any(axis=0)
+        if not models.any():
+            return models
+        steps = self.count + 1 + np.argmax(bad, axis=0)
+        self.tracker.diverge(models, steps)
+        which = np.flatnonzero(models)
+        if (self.tracker.diverged_step >= 0).all():
+            first = int(steps[which].min())
+            raise NonFiniteLossError(
+                f"the training loss became non-finite (NaN or inf) at step {first} (epoch {self.epoch})"
+                + ("" if not self.many else " for every model") + "; lower the learning rate, clip gradients "
+                "(TrainConfig.clip_norm) or check the data and loss.", first)
+        warnings.warn(f"lrpjax.train: the loss of model(s) {which.tolist()} became non-finite at step(s) "
+                      f"{steps[which].tolist()}; they stop there with their best parameters "
+                      "(TrainResult.diverged_step).", RuntimeWarning, stacklevel=4)
+        return models
+
+    def result(self, error: BaseException | None = None) -> TrainResult:
+        params = self.params
+        if self.config.restore_best:
+            has_best = self.tracker.best_step >= 0  # a model whose monitor was never finite keeps its last params
+            if self.many:
+                params = _merge(params, self.best_params, jnp.asarray(has_best))
+            elif has_best[0]:
+                params = self.best_params
+        unwrap = (lambda a: a) if self.many else (lambda a: a[0].item())
+        tracker = self.tracker
+        return TrainResult(
+            params=params, opt_state=self.opt_state,
+            history={key: np.asarray(value) for key, value in self.history.items()},
+            best_metric=unwrap(tracker.best), best_step=unwrap(tracker.best_step),
+            converged=unwrap(tracker.converged), stopped_step=unwrap(tracker.stopped_step), steps=self.count,
+            diverged_step=unwrap(tracker.diverged_step), interrupted=error is not None, error=error)
+
+    def what_is_kept(self) -> str:
+        """For messages: which parameters the result holds."""
+        if self.count == 0:
+            return "the initial parameters (no step had finished)"
+        if not self.config.restore_best:
+            return f"the parameters after step {self.count} (restore_best=False)"
+        if self.many:
+            return "each model's best parameters so far (its last ones where no evaluation had finished)"
+        best = int(self.tracker.best_step[0])
+        if best < 0:
+            return f"the parameters after step {self.count} (no evaluation had finished)"
+        return f"the best parameters so far (evaluation at step {best})"
+
+
+def _train(loss_fn, params, train, *, val, metrics, config, optimizer, stop_when, frozen, seeds, n_models, many,
+           checkpoint, checkpoint_metadata):
+    if checkpoint_metadata is not None and not isinstance(checkpoint_metadata, dict):
+        raise TypeError(f"`checkpoint_metadata` must be a dict; got {type(checkpoint_metadata).__name__}.")
+    data, n, evaluation, monitor, step_fn, opt_state = _prepare(
         loss_fn, params, train, val, metrics, config, optimizer, frozen, many
     )
-    n_steps = n // config.batch_size
-    segment = min(config.eval_every or n_steps, n_steps)
-    tracker = _Tracker(n_models, config, monitor, stop_when, many)
-    history: dict[str, list] = {}
-    best_params, count, seeds = params, 0, jnp.asarray(seeds)
-    with ProgressBar(config.epochs * n_steps, "train", force=config.progress) as bar:
-        for epoch in range(config.epochs):
-            idx = _order(seeds, epoch, n_examples=n, batch_size=config.batch_size)
-            for start in range(0, n_steps, segment):
-                params, opt_state, losses = run(params, opt_state, data, idx[start : start + segment],
-                                                jnp.asarray(tracker.active))
-                count += min(segment, n_steps - start)
-                values = {"train_loss": np.atleast_1d(np.mean(np.asarray(losses, dtype=np.float64), axis=0))}
-                if evaluate is not None:
-                    values.update({k: np.atleast_1d(v) for k, v in evaluate(params, val_data, n_val).items()})
-                improved = tracker.observe(values, count)
-                if many:
-                    best_params = _merge(best_params, params, jnp.asarray(improved))
-                elif improved[0]:
-                    best_params = params
-                for key, value in {"step": count, "epoch": epoch, **values}.items():
-                    history.setdefault(key, []).append(value if many or key in ("step", "epoch") else value[0])
-                bar.update(min(segment, n_steps - start), active=int(tracker.active.sum()),
-                           **{k: float(np.mean(v)) for k, v in values.items()})
-                if not tracker.active.any():
-                    break
-            if not tracker.active.any():
-                break
-    if config.restore_best:
-        has_best = tracker.best_step >= 0  # a model whose monitor was never finite keeps its last params
-        if many:
-            params = _merge(params, best_params, jnp.asarray(has_best))
-        elif has_best[0]:
-            params = best_params
-    unwrap = (lambda a: a) if many else (lambda a: a[0].item())
-    return TrainResult(
-        params=params,
-        opt_state=opt_state,
-        history={key: np.asarray(value) for key, value in history.items()},
-        best_metric=unwrap(tracker.best),
-        best_step=unwrap(tracker.best_step),
-        converged=unwrap(tracker.converged),
-        stopped_step=unwrap(tracker.stopped_step),
-        steps=count,
-    )
+    run = _Run((data, n, evaluation, step_fn, opt_state), params, config, monitor, stop_when, seeds, n_models, many)
+    try:
+        run.loop()
+    except KeyboardInterrupt as error:
+        result = _save(run.result(error), checkpoint, checkpoint_metadata)
+        where = f"; saved to {result.saved_to}" if result.saved_to else ""
+        sys.stderr.write(f"lrpjax.train: interrupted at step {run.count} of {config.epochs * run.n_steps} "
+                         f"(epoch {run.epoch}); returning {run.what_is_kept()} with interrupted=True{where}\n")
+        return result
+    except BaseException as error:
+        result = _save(run.result(error), checkpoint, checkpoint_metadata)
+        error.result = result
+        if hasattr(error, "add_note"):
+            where = f" and saved to {result.saved_to}" if result.saved_to else ""
+            error.add_note(f"lrpjax.train: training stopped at step {run.count}; {run.what_is_kept()} are in "
+                           f"`error.result`{where}.")
+        raise
+    result = run.result()
+    return _save(result, checkpoint, checkpoint_metadata, strict=True)
+
+
+def _finite_or_none(value: Any) -> Any:
+    """A metric (or (N,) metrics) as JSON numbers, None where it is not finite (strict JSON)."""
+    array = np.asarray(value, dtype=np.float64)
+    if array.ndim == 0:
+        return float(array) if np.isfinite(array) else None
+    return [float(v) if np.isfinite(v) else None for v in array.ravel()]
+
+
+def _save(result: TrainResult, path: Any, metadata: dict | None, strict: bool = False) -> TrainResult:
+    """Writes ``result.params`` to the checkpoint `path` (if given) and records where. After an interruption
+    or an exception a failed write is reported on stderr and the result returned anyway; after a normal
+    run (`strict`) the OSError is raised with the result attached."""
+    if path is None:
+        return result
+    from lrpjax import checkpoints  # the trainer needs the file format only here
+
+    error = result.error
+    meta = {"kind": "trained-params", **(metadata or {}), "training": {
+        "steps": result.steps, "interrupted": result.interrupted, "best_step": np.asarray(result.best_step).tolist(),
+        "best_metric": _finite_or_none(result.best_metric), "diverged_step": np.asarray(result.diverged_step).tolist(),
+        "error": None if error is None else f"{type(error).__name__}: {error}"}}
+    try:
+        result.saved_to = checkpoints.save(path, jax.tree.map(np.asarray, result.params), meta)
+    except (OSError, TypeError, ValueError) as failure:
+        if strict:
+            failure.result = result
+            raise
+        sys.stderr.write(f"lrpjax.train: could not save the parameters to {os.fspath(path)!r}: {failure}\n")
+    return result
 
 
 def fit(
@@ -517,8 +724,20 @@ def fit(
     metrics: Mapping[str, LossFn] | None = None,
     stop_when: StopWhen | None = None,
     frozen: Callable[[str], bool] | Any | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_metadata: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Trains one model with mini-batch optax steps, validation, early stopping and best-parameter restore.
+
+    Nothing finished is lost: on Ctrl-C (KeyboardInterrupt) `fit` stops after the current segment of
+    steps, prints one line on stderr saying what it keeps, and returns a `TrainResult` with
+    ``interrupted=True``, ``error`` the KeyboardInterrupt, and the best parameters seen so far (with
+    ``restore_best``; the last finished ones otherwise or before any evaluation). On any other exception
+    (a `NonFiniteLossError`, an error in `stop_when` or a metric, ...) that exception propagates with the
+    same result as ``error.result`` (and a note saying so). With `checkpoint` the result's parameters are
+    also written there once training has started -- at the end, on interruption and on error -- and
+    ``result.saved_to`` says so. Errors found before the first step (see Raises) train nothing and keep
+    nothing.
 
     Args:
         loss_fn: ``loss_fn(params, batch) -> scalar`` with batch a dict of arrays of leading axis B (see
@@ -534,16 +753,26 @@ def fit(
         stop_when: ``stop_when(values) -> bool`` on the evaluation's values {"train_loss": float,
             <metric>: float}; training stops when it returns True (e.g. ``lambda m: m["mse"] < 1e-4``).
         frozen: leaves not to train (see `make_optimizer`): predicate on the path "a/b" or a pytree of bools.
+        checkpoint: a ``.npz`` path (`lrpjax.checkpoints`, written atomically) for the returned parameters.
+        checkpoint_metadata: metadata of that checkpoint (its "kind" defaults to "trained-params"); a
+            "training" entry (steps, best step and metric, interruption, error) is added.
 
     Returns:
         `TrainResult` with scalar per-model fields.
 
     Raises:
-        ValueError, TypeError: for data without a common leading axis, fewer examples than a batch, metrics
-            without `val`, an unknown `monitor`, or a bad `frozen`.
+        ValueError, TypeError: before the first step, for data without a common leading axis, fewer examples
+            than a batch, NaN or infinite values in `train` or `val`, a missing batch entry or class labels
+            outside [0, C) for a "xent" / "accuracy" objective of `make_loss` / `make_metric`, metrics
+            without `val`, an unknown `monitor`, a bad `frozen`, or an optimizer whose first updates are
+            non-finite, uphill or zero (a NaN, negative or zero learning rate).
+        NonFiniteLossError: the loss became NaN or infinite; ``error.step`` is the step, ``error.result``
+            the parameters before the failing segment (or the best ones).
+        OSError: `checkpoint` could not be written after a finished run (``error.result`` holds the result).
     """
     return _train(loss_fn, params, train, val=val, metrics=metrics, config=config, optimizer=optimizer,
-                  stop_when=stop_when, frozen=frozen, seeds=config.seed, n_models=1, many=False)
+                  stop_when=stop_when, frozen=frozen, seeds=config.seed, n_models=1, many=False,
+                  checkpoint=checkpoint, checkpoint_metadata=checkpoint_metadata)
 
 
 def fit_many(
@@ -558,6 +787,8 @@ def fit_many(
     stop_when: StopWhen | None = None,
     frozen: Callable[[str], bool] | Any | None = None,
     shuffle_seeds: int | Sequence[int] | ArrayLike | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_metadata: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Trains N independent models at once: one compiled, ``vmap``-ed step for all of them.
 
@@ -565,7 +796,10 @@ def fit_many(
     (up to floating-point reassociation under ``vmap``). A model stops updating (its parameters and optimizer
     state are kept by a masked update) once `stop_when` holds for it or its patience runs out; the loop ends
     when every model has stopped or after ``config.epochs``. Stopped models still cost compute in the shared
-    step; nothing recompiles.
+    step; nothing recompiles. A model whose loss becomes NaN or infinite stops at that step with its best
+    parameters (a RuntimeWarning names it, ``result.diverged_step`` records it) while the others go on;
+    only when every model has diverged does `fit_many` raise `NonFiniteLossError`. Interruption, errors
+    and `checkpoint` work as in `fit`, for all models together.
 
     Args:
         loss_fn: as in `fit`, for ONE model (``loss_fn(params_n, batch)``).
@@ -576,6 +810,8 @@ def fit_many(
             numpy arrays, e.g. ``lambda m: m["mse"] < 1e-4``.
         shuffle_seeds: None or an int: one shared batch order for all models (seed ``config.seed`` or the
             int); the batch is gathered once per step. A sequence of N ints: model n has its own order.
+            Seeds must fit int32.
+        checkpoint, checkpoint_metadata: as in `fit` (the stacked parameters).
 
     Returns:
         `TrainResult` with params stacked (N, ...), history values (K, N) and per-model fields (N,).
@@ -594,8 +830,12 @@ def fit_many(
         raise ValueError(f"`shuffle_seeds` must be an int or have shape (N,) = ({n_models},); got {seeds.shape}.")
     if not np.issubdtype(seeds.dtype, np.integer):
         raise TypeError(f"`shuffle_seeds` must be integers; got dtype {seeds.dtype}.")
+    if seeds.size and not (_INT32[0] <= int(seeds.min()) and int(seeds.max()) <= _INT32[1]):
+        raise ValueError(f"`shuffle_seeds` must fit int32, [{_INT32[0]}, {_INT32[1]}] (jax's traced seeds); "
+                         f"got values in [{int(seeds.min())}, {int(seeds.max())}].")
     return _train(loss_fn, params, train, val=val, metrics=metrics, config=config, optimizer=optimizer,
-                  stop_when=stop_when, frozen=frozen, seeds=seeds, n_models=n_models, many=True)
+                  stop_when=stop_when, frozen=frozen, seeds=seeds, n_models=n_models, many=True,
+                  checkpoint=checkpoint, checkpoint_metadata=checkpoint_metadata)
 
 
 def stack(params_list: Sequence[Any]) -> Any:

@@ -90,7 +90,7 @@ def test_load_errors_name_the_problem(tmp_path):
     with pytest.raises(checkpoints.CheckpointError, match="kind"):
         SSTModel.load(other)
     no_vocab = checkpoints.save(tmp_path / "novocab.npz", tiny_model().params, {"kind": KIND})
-    with pytest.raises(checkpoints.CheckpointError, match="vocabulary"):
+    with pytest.raises(checkpoints.CheckpointError, match="'extra/vocab' is missing"):
         SSTModel.load(no_vocab)
 
 

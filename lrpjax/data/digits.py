@@ -45,17 +45,36 @@ def load_digits(path: str | os.PathLike | None = None, scaled: bool = True) -> t
     Raises:
         FileNotFoundError: no such file.
         ValueError: a line without 65 integers, a pixel outside 0..16 or a label outside 0..9,
-            naming the file and line.
+            naming the file and line; a file that is not text or a damaged .gz, naming the file.
     """
     path = Path(path) if path is not None else _default_path()
     if not path.is_file():
         raise FileNotFoundError(f"digits file not found at {path}; pass `path` or set LRPJAX_DATA.")
     opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        rows = _read_rows(opener, path)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a text file of integers (byte 0x{error.object[error.start]:02x} is "
+                         "not UTF-8).") from None
+    except (OSError, EOFError) as error:  # a damaged or truncated .gz
+        raise ValueError(f"{path}: cannot be read: {error}") from None
+    if not rows:
+        raise ValueError(f"{path}: no images.")
+    data = np.asarray(rows, dtype=np.int64)
+    images = data[:, :N_PIXELS].astype(np.float64)
+    return (images / MAX_VALUE if scaled else images), data[:, N_PIXELS]
+
+
+def _read_rows(opener, path: Path) -> list[list[int]]:
+    """The checked rows (64 pixels, label) of the file; lines end with "\n" (CRLF and a BOM tolerated)."""
     rows = []
-    with opener(path, "rt", encoding="ascii") as stream:
+    with opener(path, "rt", encoding="utf-8-sig", newline="\n") as stream:
         for number, line in enumerate(stream, start=1):
             if not line.strip():
                 continue
+            if not line.isascii():
+                raise ValueError(f"{path}:{number}: expected {N_PIXELS + 1} integers; got non-ASCII text "
+                                 f"{line.strip()[:60]!r}.")
             fields = line.strip().split(",")
             try:
                 values = [int(f) for f in fields]
@@ -69,11 +88,7 @@ def load_digits(path: str | os.PathLike | None = None, scaled: bool = True) -> t
             if not 0 <= values[-1] < N_CLASSES:
                 raise ValueError(f"{path}:{number}: label must be in 0..{N_CLASSES - 1}; got {values[-1]}.")
             rows.append(values)
-    if not rows:
-        raise ValueError(f"{path}: no images.")
-    data = np.asarray(rows, dtype=np.int64)
-    images = data[:, :N_PIXELS].astype(np.float64)
-    return (images / MAX_VALUE if scaled else images), data[:, N_PIXELS]
+    return rows
 
 
 def split(n: int, test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from lrpjax.data.lines import LineReader
+
 __all__ = [
     "LABEL_NAMES",
     "NEUTRAL",
@@ -191,19 +193,25 @@ def read_trees(path: str | os.PathLike) -> list[Tree]:
     """Parses a treebank file, one tree a line (blank lines are skipped).
 
     Args:
-        path: a PTB tree file such as ``data/sst/test.txt`` (UTF-8).
+        path: a PTB tree file such as ``data/sst/test.txt`` (UTF-8, a byte order mark allowed; lines
+            end with ``"\n"``, CRLF tolerated).
 
     Returns:
         The trees in file order.
 
     Raises:
         FileNotFoundError: if `path` does not exist.
-        ValueError: on the first malformed line, naming ``file:line``.
+        ValueError: on the first malformed line, naming ``file:line``, or bytes that are not UTF-8.
     """
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"treebank file not found: {path}")
     trees = []
-    with path.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
+    # Lines end at "\n" only (a lone "\r" or U+2028 is no line break), numbered as by wc -l.
+    with LineReader(path) as lines:
+        for number, text, error in lines:
+            if error is not None:
+                raise ValueError(f"{path}:{number}: {error}")
             if not text.strip():
                 continue
             defect, repair = _ERRATA.get((path.name, number), (None, None))
