@@ -3,6 +3,8 @@
     lrpjax explain "a gorgeous , witty , seductive movie ."
     lrpjax explain --method occlusion-p --target negative --table "not a bad film"
     lrpjax explain --input sentences.txt --output relevance.jsonl
+    lrpjax explain --figure heatmap.pdf --latex heatmap.tex "a gorgeous , witty , seductive movie ."
+    lrpjax report --input sentences.txt --methods lrp-all,gi,occlusion-f --output report.html
     lrpjax info
 
 Exit status: 0 on success, 2 for bad options (argparse), 1 for bad input (an unreadable file or
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence
 
@@ -38,6 +41,10 @@ _METHOD_HELP = """methods:
 
 Red marks relevance for the explained class, blue against it. Colour is used on a terminal unless
 NO_COLOR is set; otherwise each word is followed by its relevance, e.g. good[+1.2].
+
+eps: the command line uses eps 0.001 for the LRP methods (0.2 for lrp-prop) and prints the eps it
+used in its header. The Python API's lrpjax.rules.preset(name, eps=0.0) defaults to eps 0 (the
+plain z-rule); pass eps=1e-3 there to get the command line's numbers.
 """
 
 
@@ -88,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                     + ", ".join(_CLASS_NAMES) + ").",
         epilog='example: lrpjax explain "a gorgeous , witty , seductive movie ."  '
                "(see 'lrpjax explain --help')")
+    _add_version(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     explain = commands.add_parser(
         "explain", help="classify sentences and show each word's relevance",
@@ -103,15 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
                               "or a name such as 'positive' or 'very negative'")
     explain.add_argument("--eps", type=_eps, default=None,
                          help="LRP stabiliser eps (default 0.001, the reference implementation's value; "
-                              "0.2 for lrp-prop as in the chapter; the word-deletion study uses 0.0019)")
+                              "0.2 for lrp-prop as in the chapter; the word-deletion study uses 0.0019). "
+                              "Note: the Python API's lrpjax.rules.preset(name, eps=0.0) defaults to 0")
     explain.add_argument("--checkpoint", default=None,
                          help="model checkpoint (.npz; default: $LRPJAX_SST_CHECKPOINT, else the shipped "
                               "checkpoints/sst_bilstm.npz)")
-    explain.add_argument("--table", action="store_true", help="also print a table of per-word relevance")
+    explain.add_argument("--table", action="store_true",
+                         help="also print a table of per-word relevance; for LRP methods also the target's "
+                              "score, what the biases absorbed and the residual")
     explain.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                          help="colour the words (auto: on a terminal unless NO_COLOR is set)")
-    explain.add_argument("--html", metavar="FILE", help="write a standalone coloured HTML page")
-    explain.add_argument("--png", metavar="FILE", help="write a bar chart of the relevance (single sentence)")
+    _add_figure_options(explain)
     explain.add_argument("--input", "-i", metavar="FILE",
                          help="batch mode: explain every line of FILE ('-' for stdin)")
     explain.add_argument("--output", "-o", metavar="FILE",
@@ -123,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="describe the model checkpoint (sizes, accuracy, training command)",
                                description="Print the metadata of the model checkpoint.")
     info.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped one)")
-    parser.commands = {"explain": explain, "info": info}
+    parser.commands = {"explain": explain, "info": info, "report": _add_report_parser(commands)}
     return parser
 
 
@@ -137,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "info":
             return _info(args)
+        if args.command == "report":
+            return _report(args)
         _check_explain_options(args)
         return _explain(args)
     except _UsageError as error:
@@ -159,8 +171,9 @@ def _check_explain_options(args: argparse.Namespace) -> None:
         raise _UsageError('give a sentence (lrpjax explain "a fine film") or --input FILE')
     if args.input is None and args.output is not None:
         raise _UsageError("--output is for batch mode (--input FILE)")
-    if args.input is not None and args.png is not None:
-        raise _UsageError("--png draws one sentence; use --html for a batch")
+    if args.input is not None and (args.figure is not None or args.latex is not None):
+        raise _UsageError("--figure/--png and --latex draw one sentence; use --html for a batch")
+    _check_figure_path(args.figure)
     if args.eps is not None and not args.method.startswith("lrp-"):
         raise _UsageError(f"--eps applies to the LRP methods, not to {args.method}")
 
@@ -218,16 +231,126 @@ def _explain_one(model, args: argparse.Namespace) -> int:
         print(plot.ansi_sentence(result.tokens, result.relevance))
     else:
         print(plot.plain_sentence(result.tokens, result.relevance))
+    _write_explanation(model, result, args)
+    return 0
+
+
+# --- figures, pages and the report (the version option, --table's conservation, `lrpjax report`) ---
+
+def _add_version(parser: argparse.ArgumentParser) -> None:
+    from lrpjax import __version__
+
+    parser.add_argument("--version", action="version", version=f"lrpjax {__version__}")
+
+
+def _add_figure_options(explain: argparse.ArgumentParser) -> None:
+    explain.add_argument("--html", metavar="FILE",
+                         help="write a self-contained HTML page (colours, numbers, legend, probabilities)")
+    explain.add_argument("--figure", "--png", dest="figure", metavar="FILE",
+                         help="write a text heatmap of the sentence; PNG, PDF or SVG by the extension "
+                              "(single sentence)")
+    explain.add_argument("--latex", metavar="FILE",
+                         help="write a LaTeX snippet, one \\colorbox per word (needs \\usepackage{xcolor}; "
+                              "single sentence)")
+
+
+def _check_figure_path(path: str | None) -> None:
+    if path is not None and os.path.splitext(path)[1].lower() not in (".png", ".pdf", ".svg"):
+        raise _UsageError(f"--figure {path!r}: the file must end in .png, .pdf or .svg")
+
+
+def _conservation(model, result) -> dict | None:
+    """LRP bookkeeping for --table and --html (None for the other methods)."""
+    from lrpjax.report import conservation
+
+    return conservation(model, result)
+
+
+def _write_explanation(model, result, args: argparse.Namespace) -> None:
+    """--table (with the LRP bookkeeping), --html, --figure and --latex for one explained sentence."""
+    from lrpjax import plot
+
+    names = _CLASS_NAMES
+    needs = args.table or args.html
+    result.conservation = _conservation(model, result) if needs else None
     if args.table:
-        print(plot.relevance_table(result.tokens, result.relevance, result.unknown))
+        print(plot.relevance_table(result.tokens, result.relevance, result.unknown, result.conservation))
     title = f"{result.method} relevance for '{names[result.target]}' (predicted: {names[result.prediction]})"
+    outputs = []
     if args.html:
-        _write_text(args.html, plot.html_page([result.to_json()], title="lrpjax: " + title))
-    if args.png:
+        outputs.append((args.html, lambda: plot.write_atomic(
+            args.html, plot.html_page([result.to_json()], title="lrpjax: " + title))))
+    if args.figure:
+        outputs.append((args.figure, lambda: plot.sentence_heatmap(
+            result.tokens, {result.method: result.relevance}, args.figure, title=title,
+            colorbar_label=f"relevance for '{names[result.target]}'")))
+    if args.latex:
+        outputs.append((args.latex, lambda: plot.write_atomic(
+            args.latex, plot.latex_heatmap([(result.method, result.tokens, result.relevance)]))))
+    for path, write in outputs:
         try:
-            plot.relevance_figure(result.tokens, result.relevance, args.png, title=title)
+            write()
         except OSError as error:
-            raise _InputError(f"cannot write {args.png!r}: {error}") from None
+            raise _InputError(f"cannot write {path!r}: {error}") from None
+
+
+def _methods_list(value: str) -> list[str]:
+    """argparse type of report --methods: comma-separated method names, distinct."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    bad = [name for name in names if name not in _METHODS]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(
+            f"invalid methods {value!r}: give comma-separated names from {', '.join(_METHODS)}")
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"invalid methods {value!r}: a method is named twice")
+    return names
+
+
+def _add_report_parser(commands) -> argparse.ArgumentParser:
+    report = commands.add_parser(
+        "report", help="write one offline HTML page: many sentences, several methods side by side",
+        description="Explain every line of a file with several methods and write one self-contained HTML "
+                    "page (no network needed): heatmaps with the numbers, legends, predictions, the LRP "
+                    "conservation figures, a search box and sorting by score, prediction, length or a "
+                    "method's relevance.",
+        epilog=_METHOD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    report.add_argument("--input", "-i", metavar="FILE", required=True,
+                        help="sentences, one per line ('-' for stdin)")
+    report.add_argument("--output", "-o", metavar="FILE", required=True, help="the HTML page to write")
+    report.add_argument("--methods", "-m", type=_methods_list, default=["lrp-all", "gi", "occlusion-f"],
+                        help="comma-separated methods (default lrp-all,gi,occlusion-f)")
+    report.add_argument("--target", "-t", type=_target, default="pred",
+                        help="class to explain: 'pred' (default), an index 0..4 or a class name")
+    report.add_argument("--eps", type=_eps, default=None,
+                        help="LRP stabiliser (default 0.001, 0.2 for lrp-prop; the API's preset() defaults to 0)")
+    report.add_argument("--scale", choices=("method", "sentence"), default="method",
+                        help="colour scale: one per method for the whole page (default) or per sentence")
+    report.add_argument("--title", default=None, help="the page's title")
+    report.add_argument("--no-conservation", action="store_true",
+                        help="skip the LRP conservation figures (one extra pass per sentence)")
+    report.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped one)")
+    report.add_argument("--batch-size", type=_positive_int, default=64, help="sentences per compiled batch")
+    return report
+
+
+def _report(args: argparse.Namespace) -> int:
+    from lrpjax.report import write_report
+
+    lines = _read_lines(args.input)
+    if not lines:
+        raise _InputError(f"input file {args.input!r} holds no lines")
+    model = _load_model(args.checkpoint)
+    target = int(args.target) if args.target.isdigit() else args.target
+    title = args.title or f"lrpjax report: {args.input}"
+    try:
+        summary = write_report(args.output, lines, args.methods, model=model, target=target, eps=args.eps,
+                               scale=args.scale, title=title, batch_size=args.batch_size,
+                               with_conservation=not args.no_conservation)
+    except OSError as error:
+        raise _InputError(f"cannot write {args.output!r}: {error}") from None
+    errors = f" ({summary['errors']} could not be explained)" if summary["errors"] else ""
+    sys.stderr.write(f"lrpjax: wrote {args.output}: {summary['sentences']} sentence(s){errors}, methods "
+                     f"{', '.join(args.methods)}\n")
     return 0
 
 

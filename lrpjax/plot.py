@@ -142,7 +142,7 @@ def relevance_table(tokens: Sequence[str], relevance: Any, unknown: Sequence[str
     """
     r = _check(tokens, relevance)
     total = np.sum(np.abs(r))
-    width = max([12] + [len(t) for t in tokens])
+    width = max([14] + [len(t) for t in tokens])
     lines = [f"{'pos':>3}  {'word':<{width}}  {'relevance':>11}  {'|share|':>7}"]
     unknown = set(unknown)
     for t, (word, value) in enumerate(zip(tokens, r)):
@@ -159,8 +159,8 @@ def _conservation_rows(conservation: Mapping[str, float] | None) -> list[tuple[s
     """(label, value) rows of the LRP bookkeeping that are present, in a fixed order."""
     if not conservation:
         return []
-    labels = (("bias", "biases"), ("initial", "initial states"), ("residual", "residual"),
-              ("target_score", "target score"))
+    labels = (("target_score", "target score"), ("bias", "biases"), ("initial", "initial states"),
+              ("residual", "residual"))
     return [(label, float(conservation[key])) for key, label in labels if conservation.get(key) is not None]
 
 
@@ -253,11 +253,10 @@ HTML_CSS = """
   text-align: center; vertical-align: top; }
 .lrp-w .v { display: block; font-size: 0.68em; opacity: 0.85; font-variant-numeric: tabular-nums; }
 .lrp-hide-numbers .lrp-w .v { display: none; }
-.lrp-legend { display: inline-flex; align-items: center; gap: 0.4em; font-size: 0.85em; }
-.lrp-bar { width: 12em; height: 0.9em; border: 1px solid #999;
+.lrp-legend { display: inline-flex; flex-wrap: wrap; align-items: center; gap: 0.3em 0.4em; font-size: 0.85em; }
+.lrp-bar { width: 10em; height: 0.9em; border: 1px solid #999;
   background: linear-gradient(to right, rgb(0,0,255), rgb(255,255,255), rgb(255,0,0)); }
 .lrp-meta { color: #444; font-size: 0.9em; }
-.lrp-meta td { padding: 0 0.8em 0 0; }
 """
 
 
@@ -296,10 +295,10 @@ def html_legend(scale: float, label: str = "relevance") -> str:
 
 
 def _conservation_html(conservation: Mapping[str, float] | None, relevance_sum: float) -> str:
-    cells = [f"<td>sum of relevance <b>{relevance_sum:+.4g}</b></td>"]
-    for label, value in _conservation_rows(conservation):
-        cells.append(f"<td>{html.escape(label)} <b>{value:+.4g}</b></td>")
-    return "<tr>" + "".join(cells) + "</tr>"
+    """One line: the sum of relevance and, when known, the target's score, biases, residual."""
+    parts = [f"sum of relevance <b>{relevance_sum:+.4g}</b>"]
+    parts += [f"{html.escape(label)} <b>{value:+.4g}</b>" for label, value in _conservation_rows(conservation)]
+    return '<div class="lrp-meta">' + " &middot; ".join(parts) + "</div>"
 
 
 _PAGE = """<!DOCTYPE html>
@@ -365,17 +364,16 @@ def _html_item(record: Mapping[str, Any], relevance: np.ndarray, scale: float) -
     if "method" in record:
         eps = record.get("eps")
         meta.append(f"method: {html.escape(str(record['method']))}" + (f", eps {eps:g}" if eps is not None else ""))
-    rows = ["<tr>" + "".join(f"<td>{m}</td>" for m in meta) + "</tr>"]
+    lines = [" &middot; ".join(meta)] if meta else []
     for key, label, fmt in (("probabilities", "probabilities", ".3f"), ("scores", "scores", "+.3f")):
         if key in record:
-            values = ", ".join(format(float(v), fmt) for v in record[key])
-            rows.append(f'<tr><td colspan="3">{label}: {values}</td></tr>')
-    rows.append(_conservation_html(record.get("conservation"), float(np.sum(relevance))))
+            lines.append(f"{label}: " + ", ".join(format(float(v), fmt) for v in record[key]))
     if record.get("unknown"):
-        rows.append('<tr><td colspan="3">not in the vocabulary (read as &lt;unk&gt;): '
-                    + html.escape(", ".join(record["unknown"])) + "</td></tr>")
+        lines.append("not in the vocabulary (read as &lt;unk&gt;): " + html.escape(", ".join(record["unknown"])))
+    body = "".join(f'<div class="lrp-meta">{line}</div>' for line in lines)
     words = html_sentence(record["tokens"], relevance, scale, unknown=record.get("unknown", ()))
-    return f'<div class="item"><div>{words}</div><table class="lrp-meta">{"".join(rows)}</table></div>'
+    return (f'<div class="item"><div>{words}</div>{body}'
+            f'{_conservation_html(record.get("conservation"), float(np.sum(relevance)))}</div>')
 
 
 # --- library explanations (notebook reprs) ---------------------------------------------------------
@@ -453,7 +451,7 @@ def explanation_html(explanation: Any, tokens: Sequence[str] | None = None, targ
     return (f'<div class="lrpjax-explanation"><style>{HTML_CSS}</style>'
             f'<div><b>Explanation</b>: {head}, score {summary["target_score"]:+.4g} &nbsp; {html_legend(s)}</div>'
             f'<div>{html_sentence(labels, words, s)}</div>'
-            f'<table class="lrp-meta">{_conservation_html(conservation, summary["relevance_sum"])}</table></div>')
+            f'{_conservation_html(conservation, summary["relevance_sum"])}</div>')
 
 
 # --- files -----------------------------------------------------------------------------------------
