@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from lrpjax import plot
+from lrpjax import render
 
 __all__ = ["SCALES", "conservation", "explain_report", "report_html", "write_report"]
 
@@ -56,7 +56,7 @@ def conservation(model: Any, result: Any) -> dict[str, float] | None:
     x = jnp.concatenate([x, jnp.zeros((length - T, x.shape[1]), x.dtype)])
     mask = jnp.arange(length) < T
     full = method.full(model.params["model"], x, int(result.target), mask=mask)
-    summary = plot.explanation_summary(full, int(result.target))
+    summary = render.explanation_summary(full, int(result.target))
     return {key: summary[key] for key in ("target_score", "relevance_sum", "bias", "initial", "residual")}
 
 
@@ -90,7 +90,7 @@ def _method_scales(records: dict[str, list[dict]], scale: str) -> dict[str, floa
         raise ValueError(f"`scale` must be one of {', '.join(SCALES)}; got {scale!r}.")
     if scale == "sentence":
         return {name: None for name in records}
-    return {name: plot.shared_scale(*(r["relevance"] for r in recs if "error" not in r)) or 1.0
+    return {name: render.shared_scale(*(r["relevance"] for r in recs if "error" not in r)) or 1.0
             for name, recs in records.items()}
 
 
@@ -123,7 +123,7 @@ def report_html(sentences: Sequence[str], results: Mapping[str, Sequence[Any]], 
     rows = [_row(n, sentence, [records[name][n] for name in names], names, scales)
             for n, sentence in enumerate(sentences)]
     meta = "".join(f"<p class=\"lrp-meta\">{html.escape(str(line))}</p>" for line in notes)
-    return _PAGE.format(title=html.escape(title), css=plot.HTML_CSS, meta=meta, head=head,
+    return _PAGE.format(title=html.escape(title), css=render.HTML_CSS, meta=meta, head=head,
                         rows="\n".join(rows), count=len(sentences), script=_SCRIPT,
                         cols='<col class="num"><col class="info">' + "<col>" * len(names))
 
@@ -136,7 +136,7 @@ def _header(names: list[str], scales: dict[str, float | None]) -> str:
              f"<th>{button('pred', 'prediction')} {button('prob', 'p')} {button('score', 'score')} "
              f"{button('length', 'length')}</th>"]
     for k, name in enumerate(names):
-        legend = (plot.html_legend(scales[name]) if scales[name] is not None
+        legend = (render.html_legend(scales[name]) if scales[name] is not None
                   else "colours scaled per sentence")
         cells.append(f'<th><div class="mname">{html.escape(name)} {button(f"r{k}", "sort by &Sigma; relevance")}'
                      f"</div><div>{legend}</div></th>")
@@ -165,7 +165,7 @@ def _row(n: int, sentence: str, recs: list[dict], names: list[str], scales: dict
             continue
         relevance = np.asarray(rec["relevance"], dtype=np.float64)
         data[f"r{k}"] = float(relevance.sum())
-        words = plot.html_sentence(rec["tokens"], relevance, scales[name], unknown=rec.get("unknown", ()))
+        words = render.html_sentence(rec["tokens"], relevance, scales[name], unknown=rec.get("unknown", ()))
         cells.append(f'<td class="m" data-method="{html.escape(name)}">{words}'
                      f"{_conservation_line(rec, float(relevance.sum()))}</td>")
     return f"<tr class=\"row\" {_data(data)}>{''.join(cells)}</tr>"
@@ -265,7 +265,7 @@ def write_report(path: str | os.PathLike, sentences: Sequence[str],
     notes = [f"{len(sentences)} sentence(s), methods: {', '.join(results)}; explained class: {target_text}; "
              f"colour scale: {'one per method' if scale == 'method' else 'per sentence'}."]
     page = report_html(sentences, results, title=title or "lrpjax report", scale=scale, notes=notes)
-    plot.write_atomic(path, page)
+    render.write_atomic(path, page)
     return {"sentences": len(sentences), "errors": errors}
 
 
