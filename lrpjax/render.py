@@ -384,6 +384,9 @@ def explanation_summary(explanation: Any, target: int | None = None) -> dict[str
     """
     import jax
 
+    if not _is_single(explanation):
+        raise ValueError("`explanation` must be one concrete example (scalar target_score, no tracers); got "
+                         f"target_score of shape {np.shape(explanation.target_score)}.")
     scores = np.asarray(explanation.scores, dtype=np.float64).reshape(-1)
     target_score = float(np.asarray(explanation.target_score))
     if target is None:
@@ -397,6 +400,21 @@ def explanation_summary(explanation: Any, target: int | None = None) -> dict[str
             "relevance_sum": float(np.sum(np.asarray(explanation.relevance, dtype=np.float64))),
             "bias": leaf_sum(explanation.params), "initial": leaf_sum(explanation.initial),
             "residual": float(np.asarray(explanation.residual)), "scores": scores.tolist()}
+
+
+def _is_single(explanation: Any) -> bool:
+    """One example with concrete values: not a batch (vmap) and not traced (inside jit)."""
+    import jax
+
+    fields = ("relevance", "scores", "target_score", "params", "initial", "residual")
+    leaves = jax.tree_util.tree_leaves([getattr(explanation, f, None) for f in fields])
+    return np.ndim(explanation.target_score) == 0 and not any(isinstance(v, jax.core.Tracer) for v in leaves)
+
+
+def _shapes(explanation: Any) -> str:
+    """The fallback repr of a batched or traced explanation: its fields' shapes."""
+    fields = ("relevance", "scores", "target_score", "residual")
+    return "Explanation(" + ", ".join(f"{f} {tuple(np.shape(getattr(explanation, f)))}" for f in fields) + ")"
 
 
 def _explanation_words(explanation: Any, tokens: Sequence[str] | None) -> tuple[list[str], np.ndarray]:
@@ -415,7 +433,11 @@ def explanation_text(explanation: Any, tokens: Sequence[str] | None = None, targ
         explanation: an :class:`lrpjax.Explanation` (``lrpjax.lrp(...).full(...)``).
         tokens: labels of the T positions (words); None numbers them.
         target: the explained class (see :func:`explanation_summary`).
+
+    A batched (``vmap``) or traced explanation gives one line with the fields' shapes.
     """
+    if not _is_single(explanation):
+        return _shapes(explanation)
     summary = explanation_summary(explanation, target)
     labels, words = _explanation_words(explanation, tokens)
     shape = "x".join(str(n) for n in np.shape(explanation.relevance))
@@ -434,7 +456,11 @@ def explanation_html(explanation: Any, tokens: Sequence[str] | None = None, targ
         explanation: an :class:`lrpjax.Explanation` (``lrpjax.lrp(...).full(...)``).
         tokens: labels of the T positions (words); None numbers them.
         target: the explained class (see :func:`explanation_summary`).
+
+    A batched (``vmap``) or traced explanation gives its fields' shapes.
     """
+    if not _is_single(explanation):
+        return f"<pre>{html.escape(_shapes(explanation))}</pre>"
     summary = explanation_summary(explanation, target)
     labels, words = _explanation_words(explanation, tokens)
     s = shared_scale(words) or 1.0

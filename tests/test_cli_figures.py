@@ -76,6 +76,13 @@ def test_figure_and_report_option_errors_are_usage_errors(argv, message, capsys)
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option", ["--figure", "--latex", "--html"])
+def test_an_unwritable_output_exits_1(tmp_path, capsys, option):
+    suffix = {"--figure": "a.png", "--latex": "a.tex", "--html": "a.html"}[option]
+    assert cli.main(["explain", "--color", "never", option, str(tmp_path / "missing" / suffix), "a film"]) == 1
+    assert "cannot write" in capsys.readouterr().err
+
+
 def test_report_bad_input_exits_1(tmp_path, capsys):
     assert cli.main(["report", "--input", str(tmp_path / "missing.txt"), "--output", str(tmp_path / "r.html")]) == 1
     assert "cannot read input file" in capsys.readouterr().err

@@ -224,6 +224,35 @@ def test_explanation_text_and_html_show_target_conservation_and_words(explanatio
         plot.explanation_text(explanation, tokens=["a"])
 
 
+def test_explanation_without_a_matching_score_shows_an_unknown_target():
+    from types import SimpleNamespace
+
+    fake = SimpleNamespace(relevance=np.ones((2, 3)), scores=np.array([1.0, 2.0]), target_score=np.array(5.0),
+                           params={"b": np.array([0.5])}, initial={}, residual=np.array(-1.5))
+    summary = plot.explanation_summary(fake)
+    assert summary["target"] is None and summary["bias"] == 0.5 and summary["relevance_sum"] == 6.0
+    assert plot.explanation_text(fake).startswith("Explanation(target ?, score +5")
+    assert "target ?" in plot.explanation_html(fake)
+
+
+def test_a_batched_or_traced_explanation_shows_its_shapes():
+    import jax
+    from types import SimpleNamespace
+
+    batch = SimpleNamespace(relevance=np.ones((4, 2, 3)), scores=np.ones((4, 5)), target_score=np.ones(4),
+                            params={}, initial={}, residual=np.zeros(4))
+    assert plot.explanation_text(batch) == ("Explanation(relevance (4, 2, 3), scores (4, 5), target_score (4,), "
+                                            "residual (4,))")
+    assert plot.explanation_html(batch).startswith("<pre>Explanation(relevance (4, 2, 3)")
+    with pytest.raises(ValueError, match="explanation"):
+        plot.explanation_summary(batch)
+
+    def traced(r):
+        return len(plot.explanation_text(SimpleNamespace(relevance=r, scores=r, target_score=r.sum(),
+                                                         params={}, initial={}, residual=r.sum())))
+    jax.jit(lambda r: r * traced(r))(np.ones(3))
+
+
 # --- matplotlib heatmaps ---------------------------------------------------------------------------
 
 def _png_pixels(path):
@@ -280,6 +309,7 @@ def test_heatmap_returns_a_figure_without_a_path_and_accepts_scales():
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"scale": "column"}, "scale"), ({"scale": -1.0}, "scale"), ({"width": 0.3}, "width"), ({"width": -1.0}, "width"),
+    ({"font_size": 0.0}, "font_size"),
 ])
 def test_bad_heatmap_options_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
