@@ -3,6 +3,8 @@
     lrpjax explain "a gorgeous , witty , seductive movie ."
     lrpjax explain --method occlusion-p --target negative --table "not a bad film"
     lrpjax explain --input sentences.txt --output relevance.jsonl [--resume]
+    lrpjax explain --figure heatmap.pdf --latex heatmap.tex "a gorgeous , witty , seductive movie ."
+    lrpjax report --input sentences.txt --methods lrp-all,gi,occlusion-f --output report.html
     lrpjax info
 
 Exit status: 0 on success; 2 for bad options (argparse); 1 for bad input (an unreadable file or
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -46,6 +49,10 @@ _METHOD_HELP = """methods:
 
 Red marks relevance for the explained class, blue against it. Colour is used on a terminal unless
 NO_COLOR is set; otherwise each word is followed by its relevance, e.g. good[+1.2].
+
+eps: the command line uses eps 0.001 for the LRP methods (0.2 for lrp-prop) and prints the eps it
+used in its header. The Python API's lrpjax.rules.preset(name, eps=0.0) defaults to eps 0 (the
+plain z-rule); pass eps=1e-3 there to get the command line's numbers.
 """
 
 
@@ -116,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                     + ", ".join(_CLASS_NAMES) + ").",
         epilog='example: lrpjax explain "a gorgeous , witty , seductive movie ."  '
                "(see 'lrpjax explain --help'; set LRPJAX_DEBUG=1 to see tracebacks of unexpected errors)")
+    _add_version(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     explain = commands.add_parser(
         "explain", help="classify sentences and show each word's relevance",
@@ -131,16 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
                               "or a name such as 'positive' or 'very negative'")
     explain.add_argument("--eps", type=_eps, default=None,
                          help="LRP stabiliser eps (default 0.001, the reference implementation's value; "
-                              "0.2 for lrp-prop as in the chapter; the word-deletion study uses 0.0019)")
+                              "0.2 for lrp-prop as in the chapter; the word-deletion study uses 0.0019). "
+                              "Note: the Python API's lrpjax.rules.preset(name, eps=0.0) defaults to 0")
     explain.add_argument("--checkpoint", default=None,
                          help="model checkpoint (.npz; default: $LRPJAX_SST_CHECKPOINT, else the shipped "
                               "checkpoints/sst_bilstm.npz)")
-    explain.add_argument("--table", action="store_true", help="also print a table of per-word relevance")
+    explain.add_argument("--table", action="store_true",
+                         help="also print a table of per-word relevance; for LRP methods also the target's "
+                              "score, what the biases absorbed and the residual")
     explain.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                          help="colour the words (auto: on a terminal unless NO_COLOR is set)")
-    explain.add_argument("--html", metavar="FILE", help="write a standalone coloured HTML page")
-    explain.add_argument("--png", metavar="FILE",
-                         help="write a bar chart of the relevance, a .png file (single sentence)")
+    _add_figure_options(explain)
     explain.add_argument("--input", "-i", metavar="FILE",
                          help="batch mode: explain every line of FILE ('-' for stdin); lines end with '\\n' "
                               "(CRLF tolerated, a UTF-8 BOM ignored) and are numbered as by wc -l")
@@ -160,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="describe the model checkpoint (sizes, accuracy, training command)",
                                description="Print the metadata of the model checkpoint.")
     info.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped one)")
-    parser.commands = {"explain": explain, "info": info}
+    parser.commands = {"explain": explain, "info": info, "report": _add_report_parser(commands)}
     return parser
 
 
@@ -195,6 +204,8 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         if args.command == "info":
             return _info(args)
+        if args.command == "report":
+            return _report_command(args)
         _check_explain_options(args)
         return _explain(args)
     except _UsageError as error:
@@ -228,15 +239,15 @@ def _check_explain_options(args: argparse.Namespace) -> None:
         raise _UsageError('give a sentence (lrpjax explain "a fine film") or --input FILE')
     if args.input is None and args.output is not None:
         raise _UsageError("--output is for batch mode (--input FILE)")
-    if args.input is not None and args.png is not None:
-        raise _UsageError("--png draws one sentence; use --html for a batch")
-    if args.png is not None and not args.png.lower().endswith(".png"):
-        raise _UsageError(f"--png writes a PNG image: FILE must end in .png; got {args.png!r}")
+    if args.input is not None and (args.figure is not None or args.latex is not None):
+        raise _UsageError("--figure/--png and --latex draw one sentence; use --html for a batch")
+    _check_figure_path(args.figure)
     if args.eps is not None and not args.method.startswith("lrp-"):
         raise _UsageError(f"--eps applies to the LRP methods, not to {args.method}")
     if args.resume and (args.input is None or args.output in (None, "-")):
         raise _UsageError("--resume continues a batch run written to a file: give --input FILE and --output FILE")
-    for option, path in (("--output", args.output), ("--html", args.html), ("--png", args.png)):
+    for option, path in (("--output", args.output), ("--html", args.html), ("--figure", args.figure),
+                         ("--latex", args.latex)):
         if path not in (None, "-"):
             _check_writable(option, path, args.input)
 
@@ -319,13 +330,132 @@ def _explain_one(model, args: argparse.Namespace) -> int:
         print(plot.ansi_sentence(result.tokens, result.relevance))
     else:
         print(plot.plain_sentence(result.tokens, result.relevance))
+    _write_explanation(model, result, args)
+    return 0
+
+
+# --- figures, pages and the report (the version option, --table's conservation, `lrpjax report`) ---
+
+def _add_version(parser: argparse.ArgumentParser) -> None:
+    from lrpjax import __version__
+
+    parser.add_argument("--version", action="version", version=f"lrpjax {__version__}")
+
+
+def _add_figure_options(explain: argparse.ArgumentParser) -> None:
+    explain.add_argument("--html", metavar="FILE",
+                         help="write a self-contained HTML page (colours, numbers, legend, probabilities)")
+    explain.add_argument("--figure", "--png", dest="figure", metavar="FILE",
+                         help="write a text heatmap of the sentence; PNG, PDF or SVG by the extension "
+                              "(single sentence)")
+    explain.add_argument("--latex", metavar="FILE",
+                         help="write a LaTeX snippet, one \\colorbox per word (needs \\usepackage{xcolor}; "
+                              "single sentence)")
+
+
+def _check_figure_path(path: str | None) -> None:
+    if path is not None and os.path.splitext(path)[1].lower() not in (".png", ".pdf", ".svg"):
+        raise _UsageError(f"--figure {path!r}: the file must end in .png, .pdf or .svg")
+
+
+def _conservation(model, result) -> dict | None:
+    """LRP bookkeeping for --table and --html (None for the other methods)."""
+    from lrpjax.report import conservation
+
+    return conservation(model, result)
+
+
+def _write_explanation(model, result, args: argparse.Namespace) -> None:
+    """--table (with the LRP bookkeeping), --html, --figure and --latex for one explained sentence."""
+    from lrpjax import plot
+
+    names = _CLASS_NAMES
+    needs = args.table or args.html
+    result.conservation = _conservation(model, result) if needs else None
     if args.table:
-        print(plot.relevance_table(result.tokens, result.relevance, result.unknown))
+        print(plot.relevance_table(result.tokens, result.relevance, result.unknown, result.conservation))
     title = f"{result.method} relevance for '{names[result.target]}' (predicted: {names[result.prediction]})"
+    outputs = []
     if args.html:
-        _write_text(args.html, plot.html_page([result.to_json()], title="lrpjax: " + title))
-    if args.png:
-        _write_png(args.png, lambda path: plot.relevance_figure(result.tokens, result.relevance, path, title=title))
+        outputs.append((args.html, lambda: plot.write_atomic(
+            args.html, plot.html_page([result.to_json()], title="lrpjax: " + title))))
+    if args.figure:
+        outputs.append((args.figure, lambda: plot.sentence_heatmap(
+            result.tokens, {result.method: result.relevance}, args.figure, title=title,
+            colorbar_label=f"relevance for '{names[result.target]}'")))
+    if args.latex:
+        outputs.append((args.latex, lambda: plot.write_atomic(
+            args.latex, plot.latex_heatmap([(result.method, result.tokens, result.relevance)]))))
+    for path, write in outputs:
+        try:
+            write()
+        except OSError as error:
+            raise _InputError(f"cannot write {path!r}: {error}") from None
+
+
+def _methods_list(value: str) -> list[str]:
+    """argparse type of report --methods: comma-separated method names, distinct."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    bad = [name for name in names if name not in _METHODS]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(
+            f"invalid methods {value!r}: give comma-separated names from {', '.join(_METHODS)}")
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"invalid methods {value!r}: a method is named twice")
+    return names
+
+
+def _add_report_parser(commands) -> argparse.ArgumentParser:
+    report = commands.add_parser(
+        "report", help="write one offline HTML page: many sentences, several methods side by side",
+        description="Explain every line of a file with several methods and write one self-contained HTML "
+                    "page (no network needed): heatmaps with the numbers, legends, predictions, the LRP "
+                    "conservation figures, a search box and sorting by score, prediction, length or a "
+                    "method's relevance.",
+        epilog=_METHOD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    report.add_argument("--input", "-i", metavar="FILE", required=True,
+                        help="sentences, one per line ('-' for stdin)")
+    report.add_argument("--output", "-o", metavar="FILE", required=True, help="the HTML page to write")
+    report.add_argument("--methods", "-m", type=_methods_list, default=["lrp-all", "gi", "occlusion-f"],
+                        help="comma-separated methods (default lrp-all,gi,occlusion-f)")
+    report.add_argument("--target", "-t", type=_target, default="pred",
+                        help="class to explain: 'pred' (default), an index 0..4 or a class name")
+    report.add_argument("--eps", type=_eps, default=None,
+                        help="LRP stabiliser (default 0.001, 0.2 for lrp-prop; the API's preset() defaults to 0)")
+    report.add_argument("--scale", choices=("method", "sentence"), default="method",
+                        help="colour scale: one per method for the whole page (default) or per sentence")
+    report.add_argument("--title", default=None, help="the page's title")
+    report.add_argument("--no-conservation", action="store_true",
+                        help="skip the LRP conservation figures (one extra pass per sentence)")
+    report.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped one)")
+    report.add_argument("--batch-size", type=_positive_int, default=64, help="sentences per compiled batch")
+    return report
+
+
+def _report_command(args: argparse.Namespace) -> int:
+    from lrpjax.report import write_report
+
+    from lrpjax.data.lines import LineReader
+
+    try:
+        reader = LineReader(args.input)
+    except OSError as error:
+        raise _InputError(f"cannot read input file {args.input!r}: {error.strerror or error}") from None
+    lines = [line.text for line in reader]
+    if not lines:
+        raise _InputError(f"input file {args.input!r} holds no lines")
+    model = _load_model(args.checkpoint)
+    target = int(args.target) if args.target.isdigit() else args.target
+    title = args.title or f"lrpjax report: {args.input}"
+    try:
+        summary = write_report(args.output, lines, args.methods, model=model, target=target, eps=args.eps,
+                               scale=args.scale, title=title, batch_size=args.batch_size,
+                               with_conservation=not args.no_conservation)
+    except OSError as error:
+        raise _InputError(f"cannot write {args.output!r}: {error}") from None
+    errors = f" ({summary['errors']} could not be explained)" if summary["errors"] else ""
+    sys.stderr.write(f"lrpjax: wrote {args.output}: {summary['sentences']} sentence(s){errors}, methods "
+                     f"{', '.join(args.methods)}\n")
     return 0
 
 
@@ -495,7 +625,7 @@ def _explain_file(model, args: argparse.Namespace, reader) -> int:
             sys.stderr.write(f"lrpjax: interrupted: {sink.done} record(s) written to {where} (lines 1-{sink.done}, "
                              f"a valid JSON-lines prefix); {hint}\n")
             return 130
-    _report(args, tally, sink, kept, where)
+    _batch_summary(args, tally, sink, kept, where)
     if sink.failed:
         sys.stderr.write(f"lrpjax: error: {sink.failed} line(s) could not be explained (non-finite results or "
                          f"unreadable lines{'' if not tally.failed else ': ' + _shown(tally.failed, tally.n_failed)}); "
@@ -504,7 +634,7 @@ def _explain_file(model, args: argparse.Namespace, reader) -> int:
     return 0
 
 
-def _report(args: argparse.Namespace, tally: _Tally, sink, kept: int, where: str) -> None:
+def _batch_summary(args: argparse.Namespace, tally: _Tally, sink, kept: int, where: str) -> None:
     from lrpjax import plot
 
     if tally.n_empty:
@@ -538,17 +668,6 @@ def _write_text(path: str, text: str) -> None:
 
     try:
         atomic_write_text(path, text)
-    except OSError as error:
-        raise _InputError(f"cannot write {path!r}: {error.strerror or error}") from None
-
-
-def _write_png(path: str, draw) -> None:
-    """``draw(temporary_path)`` writes the figure; it replaces `path` only once complete."""
-    from lrpjax._files import atomic_path
-
-    try:
-        with atomic_path(path) as temporary:
-            draw(temporary)
     except OSError as error:
         raise _InputError(f"cannot write {path!r}: {error.strerror or error}") from None
 

@@ -19,6 +19,7 @@ compilation happens a handful of times, not once per length.
 
 from __future__ import annotations
 
+import html
 import os
 from dataclasses import dataclass
 from functools import partial
@@ -232,6 +233,11 @@ class SentenceExplanation:
         target: the explained class.
         method: the method's name; ``eps``: its stabiliser (LRP) or None.
         relevance: word-level relevance, (T,).
+        conservation: the LRP bookkeeping when known (``lrpjax.report.conservation``):
+            ``{"target_score", "relevance_sum", "bias", "initial", "residual"}``, else None.
+
+    In a notebook it shows as coloured words with their numbers (``_repr_html_``); ``repr`` gives
+    the prediction, the target and each word's relevance.
     """
 
     text: str
@@ -244,6 +250,39 @@ class SentenceExplanation:
     method: str
     eps: float | None
     relevance: np.ndarray
+    conservation: dict[str, float] | None = None
+
+    def __repr__(self) -> str:
+        from lrpjax.plot import plain_sentence
+
+        eps = f", eps {self.eps:g}" if self.eps is not None else ""
+        lines = [f"SentenceExplanation(prediction: {LABEL_NAMES[self.prediction]} ({self.prediction}), "
+                 f"p {float(self.probabilities[self.prediction]):.3f}; explained: {LABEL_NAMES[self.target]} "
+                 f"({self.target}), score {float(self.scores[self.target]):+.4g}; method: {self.method}{eps})",
+                 "  " + plain_sentence(self.tokens, self.relevance)]
+        if self.conservation:
+            c = self.conservation
+            lines.append(f"  sum of relevance {c['relevance_sum']:+.4g}, biases {c['bias']:+.4g}, "
+                         f"residual {c['residual']:+.4g}")
+        if self.unknown:
+            lines.append("  not in the vocabulary: " + ", ".join(self.unknown))
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        from lrpjax.plot import HTML_CSS, html_legend, html_sentence, shared_scale
+
+        scale = shared_scale(self.relevance) or 1.0
+        eps = f", eps {self.eps:g}" if self.eps is not None else ""
+        head = (f"prediction: <b>{LABEL_NAMES[self.prediction]}</b> (p {float(self.probabilities[self.prediction]):.3f})"
+                f" &middot; explained: <b>{LABEL_NAMES[self.target]}</b> (score "
+                f"{float(self.scores[self.target]):+.4g}) &middot; {html.escape(self.method)}{eps}")
+        extra = ""
+        if self.conservation:
+            c = self.conservation
+            extra = (f'<div class="lrp-meta">sum of relevance {c["relevance_sum"]:+.4g} &middot; biases '
+                     f'{c["bias"]:+.4g} &middot; residual {c["residual"]:+.4g}</div>')
+        return (f"<div><style>{HTML_CSS}</style><div class=\"lrp-meta\">{head} &nbsp; {html_legend(scale)}</div>"
+                f"<div>{html_sentence(self.tokens, self.relevance, scale, unknown=self.unknown)}</div>{extra}</div>")
 
     @property
     def finite(self) -> bool:
@@ -268,6 +307,7 @@ class SentenceExplanation:
             "method": self.method,
             "eps": self.eps,
             "relevance": [float(r) for r in self.relevance],
+            **({"conservation": dict(self.conservation)} if self.conservation else {}),
         }
 
 

@@ -1,5 +1,6 @@
 """Test configuration: float64, strict dtype promotion, no silent rank promotion."""
 
+import gc
 import os
 
 # The suite is dominated by XLA compilation of small programs: a lower backend optimisation level
@@ -25,3 +26,16 @@ def key():
 def rng():
     """A seeded numpy generator for oracle inputs."""
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Frees the programs each test module compiled. Every compiled CPU program holds memory mappings
+    of its own, and one process of this suite compiles thousands: without this the process reaches the
+    kernel's limit on mappings (vm.max_map_count, 65530 by default) and the next compilation fails."""
+    yield
+    from lrpjax import scale
+
+    scale.clear_cache()
+    jax.clear_caches()
+    gc.collect()

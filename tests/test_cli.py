@@ -29,7 +29,8 @@ def test_explain_prints_prediction_plain_relevance_table_html_and_png(tmp_path):
     words = lines[2].split()
     assert [w.split("[")[0] for w in words] == ["a", "gorgeous", ",", "witty", ",", "seductive", "movie", "."]
     assert all(w.endswith("]") and w.split("[")[1][0] in "+-" for w in words)
-    assert lines[3].split() == ["pos", "word", "relevance", "|share|"] and "sum" in lines[-1]
+    assert lines[3].split() == ["pos", "word", "relevance", "|share|"]
+    assert [line.split()[0] for line in lines[-5:]] == ["sum", "target", "biases", "initial", "residual"]
     page = html.read_text()
     assert page.startswith("<!DOCTYPE html>") and "gorgeous" in page
     assert png.read_bytes()[:4] == b"\x89PNG"

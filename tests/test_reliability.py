@@ -1011,9 +1011,9 @@ def test_a_stabiliser_must_be_finite_and_non_negative(eps):
                                                   r"or uint32, \[-2147483648, 4294967295\]"),
     (["explain", "--seed", str(-(2**31) - 1), "a film"], "--seed must fit int32 or uint32"),
     (["explain", "--seed", "abc", "a film"], "argument --seed: invalid seed 'abc': expected an integer"),
-    (["explain", "--png", "bars.jpg", "a film"], "--png writes a PNG image: FILE must end in .png; got 'bars.jpg'"),
-    (["explain", "--png", "bars.svg", "a film"], "FILE must end in .png; got 'bars.svg'"),
-    (["explain", "--png", "bars", "a film"], "FILE must end in .png; got 'bars'"),
+    (["explain", "--png", "bars.jpg", "a film"], "--figure 'bars.jpg': the file must end in .png, .pdf or .svg"),
+    (["explain", "--figure", "bars.gif", "a film"], "--figure 'bars.gif': the file must end in .png, .pdf or .svg"),
+    (["explain", "--png", "bars", "a film"], "--figure 'bars': the file must end in .png, .pdf or .svg"),
     (["explain", "--eps", "1e31", "a film"], r"invalid eps '1e31': at most 1e\+30"),
     (["explain", "--chunk-size", "0", "--input", "x.txt"], "argument --chunk-size: invalid value '0'"),
 ])

@@ -1,0 +1,362 @@
+"""An offline HTML report: many sentences, several explanation methods side by side.
+
+    from lrpjax import report
+    report.write_report("report.html", ["a fine film", "a dull , boring film"],
+                        methods=("lrp-all", "gi", "occlusion-f"))
+
+The page is one self-contained file (inline CSS and JavaScript, nothing fetched): a row per
+sentence with the prediction, its probability, the explained class's score and one heatmap per
+method (each word's relevance printed under it), a colour legend per method, the conservation
+figures of the LRP methods (sum of relevance, what the biases absorbed, the residual), a search box
+that keeps only the sentences containing every typed word, and sorting by input order, prediction,
+probability, score, length or any method's total relevance (click a column's sort button; click
+again to reverse).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from lrpjax import render
+
+__all__ = ["SCALES", "conservation", "explain_report", "report_html", "write_report"]
+
+# "method": one colour scale per method for the whole page; "sentence": each heatmap its own.
+SCALES = ("method", "sentence")
+
+
+def conservation(model: Any, result: Any) -> dict[str, float] | None:
+    """The LRP bookkeeping of one explained sentence: ``.full()`` on its embedded words.
+
+    Args:
+        model: the :class:`lrpjax.sst.SSTModel` that explained it.
+        result: its :class:`lrpjax.sst.SentenceExplanation` (an LRP method; others give None).
+
+    Returns:
+        ``{"target_score", "relevance_sum", "bias", "initial", "residual"}``: the explained class's
+        score, the total input relevance, what the biases absorbed, what reached the initial states
+        and what the stabilisers absorbed (``target_score = relevance_sum + bias + initial +
+        residual``); None for a method that is not LRP. The sentence is padded to its bucket length
+        (the same few lengths as batch explanation), so only a handful of compilations happen.
+    """
+    import jax.numpy as jnp
+
+    from lrpjax import sst
+
+    if not str(result.method).startswith("lrp-"):
+        return None
+    method = sst.make_method(result.method, result.eps)
+    x = model.embed(result.tokens)
+    T = x.shape[0]
+    length = sst.bucket_length(T)
+    x = jnp.concatenate([x, jnp.zeros((length - T, x.shape[1]), x.dtype)])
+    mask = jnp.arange(length) < T
+    full = method.full(model.params["model"], x, int(result.target), mask=mask)
+    summary = render.explanation_summary(full, int(result.target))
+    return {key: summary[key] for key in ("target_score", "relevance_sum", "bias", "initial", "residual")}
+
+
+def _record(item: Any) -> dict[str, Any]:
+    """A result as a dict: SentenceExplanation -> to_json(), an error message -> {"error": ...}."""
+    if isinstance(item, str):
+        return {"error": item}
+    if isinstance(item, Mapping):
+        return dict(item)
+    if hasattr(item, "to_json"):
+        return item.to_json()
+    raise TypeError(f"results must be SentenceExplanation, dict or str (an error); got {type(item).__name__}.")
+
+
+def _check_results(sentences: Sequence[str], results: Mapping[str, Sequence[Any]]) -> dict[str, list[dict]]:
+    if isinstance(sentences, str):
+        raise TypeError("`sentences` must be a sequence of sentences, not one str.")
+    if not isinstance(results, Mapping) or not results:
+        raise ValueError("`results` must map at least one method name to its results.")
+    out = {}
+    for name, items in results.items():
+        if len(items) != len(sentences):
+            raise ValueError(f"`results[{name!r}]` must hold one result per sentence ({len(sentences)}); "
+                             f"got {len(items)}.")
+        out[str(name)] = [_record(item) for item in items]
+    return out
+
+
+def _method_scales(records: dict[str, list[dict]], scale: str) -> dict[str, float | None]:
+    if scale not in SCALES:
+        raise ValueError(f"`scale` must be one of {', '.join(SCALES)}; got {scale!r}.")
+    if scale == "sentence":
+        return {name: None for name in records}
+    return {name: render.shared_scale(*(r["relevance"] for r in recs if "error" not in r)) or 1.0
+            for name, recs in records.items()}
+
+
+def report_html(sentences: Sequence[str], results: Mapping[str, Sequence[Any]], *,
+                title: str = "lrpjax report", scale: str = "method",
+                notes: Sequence[str] = ()) -> str:
+    """The report page for sentences explained by several methods.
+
+    Args:
+        sentences: the N sentences as given (shown for empty ones, searched by the search box).
+        results: ``{method name: N results}``, each a ``SentenceExplanation``, its ``to_json()``
+            dict (optionally with a "conservation" entry, see :func:`conservation`) or an error
+            message (str) for a sentence that could not be explained. Prediction, probabilities
+            and scores are read from the first method's results.
+        title: the page's title.
+        scale: ``"method"``: one colour scale per method for the whole page (a legend per method);
+            ``"sentence"``: each heatmap scaled by its own largest |relevance|.
+        notes: lines shown under the title (e.g. the model and the options used).
+
+    Returns:
+        The page, a self-contained HTML document.
+
+    Raises:
+        ValueError: a method without one result per sentence, an empty ``results``, a bad ``scale``.
+    """
+    records = _check_results(sentences, results)
+    scales = _method_scales(records, scale)
+    names = list(records)
+    head = _header(names, scales)
+    rows = [_row(n, sentence, [records[name][n] for name in names], names, scales)
+            for n, sentence in enumerate(sentences)]
+    meta = "".join(f"<p class=\"lrp-meta\">{html.escape(str(line))}</p>" for line in notes)
+    return _PAGE.format(title=html.escape(title), css=render.HTML_CSS, meta=meta, head=head,
+                        rows="\n".join(rows), count=len(sentences), script=_SCRIPT,
+                        cols='<col class="num"><col class="info">' + "<col>" * len(names))
+
+
+def _header(names: list[str], scales: dict[str, float | None]) -> str:
+    def button(key: str, text: str) -> str:
+        return f'<button class="sort" data-key="{key}" title="sort (click again to reverse)">{text}</button>'
+
+    cells = [f"<th>{button('index', '#')}</th>",
+             f"<th>{button('pred', 'prediction')} {button('prob', 'p')} {button('score', 'score')} "
+             f"{button('length', 'length')}</th>"]
+    for k, name in enumerate(names):
+        legend = (render.html_legend(scales[name]) if scales[name] is not None
+                  else "colours scaled per sentence")
+        cells.append(f'<th><div class="mname">{html.escape(name)} {button(f"r{k}", "sort by &Sigma; relevance")}'
+                     f"</div><div>{legend}</div></th>")
+    return "<tr>" + "".join(cells) + "</tr>"
+
+
+def _row(n: int, sentence: str, recs: list[dict], names: list[str], scales: dict[str, float | None]) -> str:
+    first = next((r for r in recs if "error" not in r), None)
+    text = sentence if first is None else " ".join([sentence] + list(first["tokens"]))
+    data = {"index": n, "text": text.lower()}
+    if first is None:
+        error = html.escape(str(recs[0]["error"]))
+        cells = f'<td class="num">{n + 1}</td><td colspan="{len(names) + 1}" class="error">' \
+                f"{html.escape(sentence)} &mdash; {error}</td>"
+        return f"<tr class=\"row\" {_data(data)}>{cells}</tr>"
+    pred, target = int(first["prediction"]), int(first["target"])
+    data.update(pred=pred, prob=float(first["probabilities"][pred]), score=float(first["scores"][target]),
+                length=len(first["tokens"]))
+    info = (f"<b>{html.escape(str(first.get('prediction_name', pred)))}</b><br>"
+            f"p {first['probabilities'][pred]:.3f}<br>explained: {html.escape(str(first.get('target_name', target)))}"
+            f"<br>score {first['scores'][target]:+.3f}<br>{len(first['tokens'])} words")
+    cells = [f'<td class="num">{n + 1}</td>', f'<td class="info">{info}</td>']
+    for k, (name, rec) in enumerate(zip(names, recs)):
+        if "error" in rec:
+            cells.append(f'<td class="error">{html.escape(str(rec["error"]))}</td>')
+            continue
+        relevance = np.asarray(rec["relevance"], dtype=np.float64)
+        data[f"r{k}"] = float(relevance.sum())
+        words = render.html_sentence(rec["tokens"], relevance, scales[name], unknown=rec.get("unknown", ()))
+        cells.append(f'<td class="m" data-method="{html.escape(name)}">{words}'
+                     f"{_conservation_line(rec, float(relevance.sum()))}</td>")
+    return f"<tr class=\"row\" {_data(data)}>{''.join(cells)}</tr>"
+
+
+def _conservation_line(rec: Mapping[str, Any], total: float) -> str:
+    parts = [f"&Sigma; {total:+.3g}"]
+    cons = rec.get("conservation")
+    if cons:
+        parts += [f"biases {cons['bias']:+.3g}", f"residual {cons['residual']:+.3g}",
+                  f"score {cons['target_score']:+.3g}"]
+    eps = rec.get("eps")
+    if eps is not None:
+        parts.append(f"eps {eps:g}")
+    return '<div class="cons">' + " &middot; ".join(parts) + "</div>"
+
+
+def _data(values: Mapping[str, Any]) -> str:
+    out = []
+    for key, value in values.items():
+        text = format(value, ".9g") if isinstance(value, float) else str(value)
+        out.append(f'data-{key}="{html.escape(text, quote=True)}"')
+    return " ".join(out)
+
+
+def explain_report(sentences: Sequence[str], methods: Sequence[str] = ("lrp-all", "gi", "occlusion-f"), *,
+                   model: Any = None, target: int | str = "pred", eps: float | None = None,
+                   batch_size: int = 64, with_conservation: bool = True,
+                   progress: Callable[[int], None] | None = None) -> dict[str, list[Any]]:
+    """Explains every sentence with every method (batched, :meth:`SSTModel.explain_many`).
+
+    Args:
+        sentences: raw sentences; empty ones become error messages.
+        methods: names from :data:`lrpjax.sst.METHODS`, distinct.
+        model: an :class:`lrpjax.sst.SSTModel` (None: the shipped one).
+        target: ``"pred"`` or a class for every sentence.
+        eps: LRP stabiliser (None: each LRP method's default).
+        batch_size: sentences per compiled batch.
+        with_conservation: add the LRP bookkeeping (:func:`conservation`) to each LRP record.
+        progress: called with the number of sentences finished, per method and batch.
+
+    Returns:
+        ``{method: [record dict or error str per sentence]}``.
+
+    Raises:
+        ValueError: no methods, a repeated or unknown method, a bad target.
+    """
+    from lrpjax import sst
+
+    methods = list(methods)
+    if not methods:
+        raise ValueError("`methods` must name at least one method.")
+    unknown = [m for m in methods if m not in sst.METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(map(repr, unknown))} in `methods`; choose from "
+                         f"{', '.join(sst.METHODS)}.")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"`methods` must be distinct; got {', '.join(methods)}.")
+    model = sst.SSTModel.load() if model is None else model
+    out: dict[str, list[Any]] = {}
+    for name in methods:
+        results = model.explain_many(list(sentences), name, target, eps if name.startswith("lrp-") else None,
+                                     batch_size=batch_size, progress=progress)
+        records: list[Any] = []
+        for result in results:
+            if isinstance(result, str):
+                records.append(result)
+                continue
+            record = result.to_json()
+            if with_conservation and name.startswith("lrp-"):
+                record["conservation"] = conservation(model, result)
+            records.append(record)
+        out[name] = records
+    return out
+
+
+def write_report(path: str | os.PathLike, sentences: Sequence[str],
+                 methods: Sequence[str] = ("lrp-all", "gi", "occlusion-f"), *, model: Any = None,
+                 target: int | str = "pred", eps: float | None = None, scale: str = "method",
+                 title: str | None = None, batch_size: int = 64, with_conservation: bool = True,
+                 progress: Callable[[int], None] | None = None) -> dict[str, int]:
+    """Explains ``sentences`` with ``methods`` and writes the offline report page to ``path``.
+
+    The arguments are those of :func:`explain_report` and :func:`report_html`. The page is written
+    to a temporary file and renamed, so a previous report survives a failure.
+
+    Returns:
+        ``{"sentences": N, "errors": number of sentences that could not be explained}``.
+    """
+    if scale not in SCALES:
+        raise ValueError(f"`scale` must be one of {', '.join(SCALES)}; got {scale!r}.")
+    results = explain_report(sentences, methods, model=model, target=target, eps=eps, batch_size=batch_size,
+                             with_conservation=with_conservation, progress=progress)
+    first = results[next(iter(results))]
+    errors = sum(isinstance(r, str) for r in first)
+    target_text = "the predicted class" if target == "pred" else f"class {target}"
+    notes = [f"{len(sentences)} sentence(s), methods: {', '.join(results)}; explained class: {target_text}; "
+             f"colour scale: {'one per method' if scale == 'method' else 'per sentence'}."]
+    page = report_html(sentences, results, title=title or "lrpjax report", scale=scale, notes=notes)
+    render.write_atomic(path, page)
+    return {"sentences": len(sentences), "errors": errors}
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; }}
+table.report {{ border-collapse: collapse; width: 100%; table-layout: fixed; }}
+col.num {{ width: 3em; }}
+col.info {{ width: 11em; }}
+table.report th, table.report td {{ border-bottom: 1px solid #ddd; padding: 0.4em; vertical-align: top;
+  text-align: left; }}
+table.report th {{ position: sticky; top: 0; background: #f6f6f6; }}
+td.num {{ color: #666; }}
+td.info {{ font-size: 0.85em; overflow-wrap: anywhere; }}
+.mname {{ font-weight: bold; }}
+.cons {{ font-size: 0.75em; color: #555; }}
+.error {{ color: #a00; }}
+button.sort {{ font-size: 0.8em; cursor: pointer; }}
+button.sort.active {{ background: #333; color: #fff; }}
+#controls {{ margin: 0.8em 0; display: flex; flex-wrap: wrap; gap: 0.5em 1.5em; align-items: center; }}
+#status {{ color: #444; }}
+#search {{ width: 22em; font-size: 1em; }}
+{css}
+</style>
+</head>
+<body>
+<h1>{title}</h1>
+{meta}
+<div id="controls"><input id="search" type="search" placeholder="search: only sentences with every word"
+ aria-label="search sentences"> <label><input id="numbers" type="checkbox" checked> show numbers</label>
+ <span id="status">{count} sentence(s)</span></div>
+<table class="report">{cols}<thead>{head}</thead>
+<tbody id="rows">
+{rows}
+</tbody></table>
+<script>
+{script}
+</script>
+</body>
+</html>
+"""
+
+# Sorting and search run on the rows' data-* attributes; no network, no libraries.
+_SCRIPT = """(function () {
+  var body = document.getElementById('rows');
+  var rows = Array.prototype.slice.call(body.querySelectorAll('tr.row'));
+  var key = 'index', dir = 1;
+  var names = {index: 'input order', pred: 'prediction', prob: 'probability', score: 'score',
+               length: 'length'};
+  function value(row, k) {
+    var v = row.dataset[k];
+    return (v === undefined || v === '') ? null : parseFloat(v);
+  }
+  function compare(a, b) {
+    var x = value(a, key), y = value(b, key);
+    if (x === null || y === null) {
+      if (x !== y) { return x === null ? 1 : -1; }
+    } else if (x !== y) { return (x - y) * dir; }
+    return value(a, 'index') - value(b, 'index');
+  }
+  function update() {
+    var terms = document.getElementById('search').value.toLowerCase().split(/\\s+/).filter(Boolean);
+    var shown = 0;
+    rows.forEach(function (row) {
+      var text = row.dataset.text || '';
+      var ok = terms.every(function (t) { return text.indexOf(t) >= 0; });
+      row.hidden = !ok;
+      if (ok) { shown += 1; }
+    });
+    rows.slice().sort(compare).forEach(function (row) { body.appendChild(row); });
+    var label = names[key] || ('relevance of ' + (document.querySelector('button[data-key="' + key + '"]')
+      .closest('th').querySelector('.mname').firstChild.textContent.trim()));
+    document.getElementById('status').textContent = shown + ' of ' + rows.length + ' sentence(s) shown, sorted by '
+      + label + (dir > 0 ? ' (ascending)' : ' (descending)');
+    Array.prototype.forEach.call(document.querySelectorAll('button.sort'), function (b) {
+      b.classList.toggle('active', b.dataset.key === key);
+    });
+  }
+  Array.prototype.forEach.call(document.querySelectorAll('button.sort'), function (b) {
+    b.addEventListener('click', function () {
+      if (b.dataset.key === key) { dir = -dir; } else { key = b.dataset.key; dir = key === 'index' ? 1 : -1; }
+      update();
+    });
+  });
+  document.getElementById('search').addEventListener('input', update);
+  document.getElementById('numbers').addEventListener('change', function () {
+    document.body.classList.toggle('lrp-hide-numbers', !this.checked);
+  });
+  update();
+})();"""
