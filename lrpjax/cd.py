@@ -20,6 +20,13 @@ The relevance of position t is the relevant part of the final score of the targe
 relevant, ``W_out[:, target] . beta^y_T``; all positions are computed at once with ``vmap``. In the
 bidirectional model both directions are decomposed (the right one reads the valid prefix reversed) and
 their relevant scores are summed, the output layer being linear without bias.
+
+Beyond the reference BiLSTM, CD runs through every composition of standard-cell LSTM layers (stacked,
+uni- or bidirectional; the next layer reads the decomposed outputs, so ``W beta_in`` is relevant and
+``W gamma_in`` irrelevant), dense layers and pooling: a dense layer splits its linear part exactly, its
+bias is irrelevant, and a nonlinear activation is linearised like the gates (``_decomp_three``, the bias
+first); sum and mean pooling are linear; max pooling takes both parts at the step that is maximal in
+their sum. GRUs and the LRP-friendly cells have no CD in the literature this follows, and are refused.
 """
 
 from __future__ import annotations
@@ -32,8 +39,9 @@ from jax import lax
 
 from lrpjax._types import Array, ArrayLike, Params
 from lrpjax.cells import StandardCell
-from lrpjax.explain import Method
-from lrpjax.models.lstm import LSTM, check_inputs, reverse_valid
+from lrpjax.explain import Method, _select
+from lrpjax.models.layers import _DENSE_ACTIVATIONS, Dense, Pool, Recurrent, Spec, _concat, _zero_padding, reverse_valid
+from lrpjax.models.sequential import Sequential, check_inputs, network_of
 
 __all__ = ["cd", "decompose", "Decomposition"]
 
@@ -71,16 +79,15 @@ def _decomp_two(rel: Array, irr: Array, act: Callable[[Array], Array]):
 
 
 def _cd_step(params: Params, carry: tuple[Array, ...], inputs: tuple[Array, Array, Array]):
-    """One CD step, ``((beta_y, gamma_y, beta_c, gamma_c), (x_t, relevant_t, valid_t)) -> (carry', carry')``.
+    """One CD step, ``((beta_y, gamma_y, beta_c, gamma_c), (Wx_rel_t, Wx_irr_t, valid_t)) -> (carry', carry')``.
 
-    Shapes: states (H,), ``x_t`` (E,), flags scalar bool. Gate order i, z, f, o as in ``StandardCell``.
+    Shapes: states (H,); ``Wx_rel_t``, ``Wx_irr_t`` (4H,) the relevant and irrelevant parts of this step's
+    input projection ``W x_t``; ``valid_t`` scalar bool. Gate order i, z, f, o as in ``StandardCell``.
     """
     beta_y, gamma_y, beta_c, gamma_c = carry
-    x_t, relevant_t, valid_t = inputs
-    wx = x_t @ params["W"]
-    zero = jnp.zeros_like(wx)
-    rel = beta_y @ params["U"] + jnp.where(relevant_t, wx, zero)
-    irr = gamma_y @ params["U"] + jnp.where(relevant_t, zero, wx)
+    wx_rel, wx_irr, valid_t = inputs
+    rel = beta_y @ params["U"] + wx_rel
+    irr = gamma_y @ params["U"] + wx_irr
     (rel_i, rel_z, rel_f, rel_o), (irr_i, irr_z, irr_f, irr_o) = jnp.split(rel, 4), jnp.split(irr, 4)
     b_i, b_z, b_f, b_o = jnp.split(params["b"], 4)
     ri, ii, bi = _decomp_three(rel_i, irr_i, b_i, jax.nn.sigmoid)
@@ -98,41 +105,93 @@ def _cd_step(params: Params, carry: tuple[Array, ...], inputs: tuple[Array, Arra
     return new, new
 
 
-def _decompose_layer(params: Params, x: Array, relevant: Array, mask: Array):
-    """Scans ``_cd_step`` over x (T, E) from zero states; returns the four parts, each (T, H)."""
+def _decompose_direction(params: Params, rel: Array, irr: Array, mask: Array):
+    """Scans ``_cd_step`` from zero states over the decomposed input (T, E) = ``rel + irr``; returns the
+    four parts, each (T, H). The input projections of all steps are two matrix products outside the scan."""
     H = params["U"].shape[0]
-    zeros = jnp.zeros((H,), x.dtype)
-    _, states = lax.scan(lambda carry, inp: _cd_step(params, carry, inp), (zeros,) * 4, (x, relevant, mask))
+    zeros = jnp.zeros((H,), rel.dtype)
+    inputs = (rel @ params["W"], irr @ params["W"], mask)
+    _, states = lax.scan(lambda carry, inp: _cd_step(params, carry, inp), (zeros,) * 4, inputs)
     return states
 
 
-def _decompose(model: LSTM, params: Params, x: Array, relevant: Array, mask: Array) -> Decomposition:
-    """Unchecked :func:`decompose` (x (T, E), relevant and mask (T,) bool); traceable."""
-    parts = {"beta_y": {}, "gamma_y": {}, "beta_c": {}, "gamma_c": {}}
-    beta, gamma = 0, 0
-    for name in model.layers:
-        order = reverse_valid(mask) if name == "right" else None
-        x_dir, rel_dir = (x, relevant) if order is None else (x[order], relevant[order])
-        states = _decompose_layer(params[name], x_dir, rel_dir, mask)
-        W_out = params["out"]["W_left" if name == "left" else "W_right" if name == "right" else "W"]
-        # The last scan step holds the final state (padded steps repeat it), in either direction.
-        beta = beta + states[0][-1] @ W_out
-        gamma = gamma + states[1][-1] @ W_out
+def _decompose_recurrent(layer: Recurrent, params: Params, rel, irr, mask: Array, record: dict):
+    """CD of a standard-cell recurrent layer: both directions, final states or every step."""
+    x_rel, x_irr = _concat(rel), _concat(irr)
+    out_rel, out_irr = [], []
+    for d, key in enumerate(layer.keys()):
+        order = reverse_valid(mask) if d == 1 else None
+        r, i = (x_rel, x_irr) if order is None else (x_rel[order], x_irr[order])
+        states = _decompose_direction(params[key], r, i, mask)
+        if layer.sequences:
+            ys = states[:2] if order is None else tuple(s[order] for s in states[:2])
+            out_rel.append(_zero_padding(ys[0], mask))
+            out_irr.append(_zero_padding(ys[1], mask))
+        else:
+            # The last scan step holds the final state (padded steps repeat it), in either direction.
+            out_rel.append(states[0][-1])
+            out_irr.append(states[1][-1])
         if order is not None:
             states = tuple(s[order] for s in states)  # the reversal is an involution: original positions
-        for key, s in zip(parts, states):
-            parts[key][name] = s
-    return Decomposition(parts["beta_y"], parts["gamma_y"], parts["beta_c"], parts["gamma_c"], beta, gamma)
+        for name, s in zip(("beta_y", "gamma_y", "beta_c", "gamma_c"), states):
+            record[name][key] = s
+    return tuple(out_rel), tuple(out_irr)
 
 
-def _model_of(apply: Callable) -> LSTM:
-    model = getattr(apply, "__self__", None)
-    if not isinstance(model, LSTM):
-        raise TypeError("Contextual Decomposition needs `apply` to be the apply method of an "
-                        f"lrpjax.models.LSTM (e.g. lstm.apply, bilstm.apply); got {apply!r}.")
-    if type(model.cell) is not StandardCell:  # a subclass may change the equations
-        raise TypeError(f"Contextual Decomposition is defined for the standard LSTM cell; the model's cell is "
-                        f"{type(model.cell).__name__} (kind {model.cell.kind!r}).")
+def _decompose_dense(layer: Dense, spec: Spec, params: Params, rel, irr, mask):
+    """CD of ``act(sum_k x_k W_k + b)``: linear parts split exactly, the bias is irrelevant, and a
+    nonlinear activation is linearised by the two-ordering average with the bias first (``_decomp_three``)."""
+    weights = [params[layer.name][k] for k in layer.weight_keys(spec)]
+    z_rel = sum(r @ W for r, W in zip(rel, weights))
+    z_irr = sum(i @ W for i, W in zip(irr, weights))
+    b = jnp.broadcast_to(params[layer.name]["b"], z_rel.shape) if layer.bias else None
+    if layer.activation == "identity":
+        out_rel, out_irr = z_rel, z_irr if b is None else z_irr + b
+    else:
+        act = _DENSE_ACTIVATIONS[layer.activation]
+        l_rel, l_irr, l_b = _decomp_three(z_rel, z_irr, jnp.zeros_like(z_rel) if b is None else b, act)
+        out_rel, out_irr = l_rel, l_irr + l_b
+    if spec.sequence:
+        out_rel, out_irr = _zero_padding(out_rel, mask), _zero_padding(out_irr, mask)
+    return (out_rel,), (out_irr,)
+
+
+def _decompose_pool(layer: Pool, rel, irr, mask: Array):
+    """CD of pooling: sum and mean are linear; max selects the step maximal in the total (rel + irr)."""
+    valid = mask.astype(rel[0].dtype)
+    if layer.mode == "max":
+        index = [jnp.argmax(jnp.where(mask[:, None], r + i, -jnp.inf), axis=0) for r, i in zip(rel, irr)]
+        pick = lambda a, k: jnp.take_along_axis(a, k[None, :], axis=0)[0]  # noqa: E731
+        return tuple(pick(r, k) for r, k in zip(rel, index)), tuple(pick(i, k) for i, k in zip(irr, index))
+    w = valid / jnp.sum(valid) if layer.mode == "mean" else valid
+    return tuple(w @ r for r in rel), tuple(w @ i for i in irr)
+
+
+def _decompose(model: Sequential, params: Params, x: Array, relevant: Array, mask: Array) -> Decomposition:
+    """Unchecked :func:`decompose` (x (T, E), relevant and mask (T,) bool); traceable."""
+    record: dict = {"beta_y": {}, "gamma_y": {}, "beta_c": {}, "gamma_c": {}}
+    zero = jnp.zeros((), x.dtype)
+    rel, irr = (jnp.where(relevant[:, None], x, zero),), (jnp.where(relevant[:, None], zero, x),)
+    for layer, spec in zip(model.layers, model.specs(params)):
+        if isinstance(layer, Recurrent):
+            rel, irr = _decompose_recurrent(layer, params, rel, irr, mask, record)
+        elif isinstance(layer, Dense):
+            rel, irr = _decompose_dense(layer, spec, params, rel, irr, mask)
+        else:
+            rel, irr = _decompose_pool(layer, rel, irr, mask)
+    return Decomposition(record["beta_y"], record["gamma_y"], record["beta_c"], record["gamma_c"],
+                         _concat(rel), _concat(irr))
+
+
+def _model_of(apply: Callable) -> Sequential:
+    model = network_of(getattr(apply, "__self__", None))
+    if model is None or not model.sequence_input:
+        raise TypeError("Contextual Decomposition needs `apply` to be the apply method of a sequence model of "
+                        f"lrpjax.models (lstm.apply, bilstm.apply, a Sequential with LSTM layers); got {apply!r}.")
+    for layer in model.layers:
+        if isinstance(layer, Recurrent) and type(layer.cell) is not StandardCell:  # a subclass may change the equations
+            raise TypeError(f"Contextual Decomposition is defined for the standard LSTM cell; layer {layer.name!r} has "
+                            f"cell {type(layer.cell).__name__} (kind {layer.cell.kind!r}).")
     return model
 
 
@@ -155,7 +214,7 @@ def decompose(apply: Callable, params: Params, x: ArrayLike, relevant: ArrayLike
         ValueError: bad shapes.
     """
     model = _model_of(apply)
-    E, _, _ = model.sizes(params)
+    E = model.specs(params)[0].size
     check_inputs(x, mask, E)
     if tuple(jnp.shape(relevant)) != (jnp.shape(x)[0],):
         raise ValueError(f"`relevant` must have shape (T,) = ({jnp.shape(x)[0]},); got {jnp.shape(relevant)}.")
@@ -176,7 +235,7 @@ def _cd_fn(m: Method, params: Params, x: Array, target: Array, mask: Array | Non
     mask = jnp.ones((T,), bool) if mask is None else mask
 
     def one(t):
-        return _decompose(model, params, x, jnp.arange(T) == t, mask).beta[target]
+        return _select(target, _decompose(model, params, x, jnp.arange(T) == t, mask).beta)
 
     relevance = jax.vmap(one)(jnp.arange(T))
     return jnp.where(mask, relevance, jnp.zeros_like(relevance))

@@ -333,7 +333,7 @@ def _preactivations_signal_take_all(params: Params, rules: RuleSet, x_t: Array, 
     z = slice(H, 2 * H)
     z_z = ops.linear(rules, (x_t, y_prev), (W[:, z], U[:, z]), b[z])
     W_g, U_g, b_g = _gate_columns(params)
-    z_i, z_f, z_o = jnp.split(lax.stop_gradient(x_t @ W_g + y_prev @ U_g + b_g), 3)
+    z_i, z_f, z_o = jnp.split(ops.no_relevance(x_t @ W_g + y_prev @ U_g + b_g), 3)
     return z_i, z_z, z_f, z_o
 
 

@@ -22,7 +22,7 @@ from lrpjax._types import Array
 from lrpjax.rules import RuleSet
 
 __all__ = ["Activation", "SIGMOID", "ONE_MINUS_SIGMOID", "TANH", "IDENTITY", "RELU", "linear", "gated",
-           "accumulate", "pool", "activation"]
+           "accumulate", "pool", "no_relevance", "activation"]
 
 
 @dataclass(frozen=True)
@@ -221,6 +221,35 @@ def _pool_bwd(rules, residuals, r):
 
 
 _pool.defvjp(_pool_fwd, _pool_bwd)
+
+
+# --- a value that carries no relevance --------------------------------------------------------------
+
+def no_relevance(z: Array) -> Array:
+    """``z`` itself, passing no relevance back: its cotangent under ``jax.vjp`` is zero.
+
+    For values whose share is zero by the rule in force (the gates under LRP-all, Table 11.1), so that
+    the mapping producing them needs no backward pass. Unlike ``lax.stop_gradient`` the derivative
+    of ``z`` as a forward value stays the identity, so an explanation that reads ``z`` (through the
+    gate values in the product rules' residuals) still differentiates truly.
+    """
+    return _no_relevance(z)
+
+
+@jax.custom_vjp
+def _no_relevance(z):
+    return z
+
+
+def _no_relevance_fwd(z):
+    return z, None
+
+
+def _no_relevance_bwd(residuals, r):
+    return (jnp.zeros_like(r),)
+
+
+_no_relevance.defvjp(_no_relevance_fwd, _no_relevance_bwd)
 
 
 # --- element-wise activation ----------------------------------------------------------------------

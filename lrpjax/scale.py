@@ -62,12 +62,19 @@ _SEEDED = {
 class DatasetExplanation(NamedTuple):
     """Relevance for every sequence of a dataset, in input order.
 
+    For a model with one output per step (T, C) (a tagger, a forecaster) every target mode is per step:
+    ``"pred"`` explains each step's predicted class, a class index that class at every step, ``"all"``
+    every class of every step.
+
     Attributes:
         relevance: one array per sequence, (T_i, E) or (T_i,) for position-wise methods (occlusion,
             CD, random); (C, T_i, ...) with ``targets="all"``; (K, ...) in front for a list of K methods.
+            Per-step outputs: (T_i, T_i, ...) (output step, input step), (T_i, C, T_i, ...) with
+            ``targets="all"``.
         lengths: T_i, (N,).
-        scores: the model's output for each sequence, (N, C).
-        targets: the explained class of each sequence, (N,); -1 everywhere with ``targets="all"``.
+        scores: the model's output for each sequence, (N, C); per-step outputs: a list of (T_i, C).
+        targets: the explained class of each sequence, (N,); -1 everywhere with ``targets="all"``;
+            per-step outputs: a list of (T_i,), the class explained at each step.
         compilations: programs compiled by this call (0 when every bucket was compiled before).
         edges: the bucket edges used (padded lengths), ascending.
     """
@@ -85,9 +92,10 @@ class Chunk(NamedTuple):
 
     Attributes:
         indices: positions of the chunk's sequences in the dataset, (B_valid,).
-        relevance: their relevance, padded: (B_valid, [K,] [C,] L[, E]) with L the bucket length.
-        scores: (B_valid, C).
-        targets: explained classes, (B_valid,) (-1 with ``targets="all"``).
+        relevance: their relevance, padded: (B_valid, [K,] [C,] L[, E]) with L the bucket length
+            (per-step outputs: (B_valid, [K,] L, [C,] L[, E])).
+        scores: (B_valid, C) (per-step outputs: (B_valid, L, C)).
+        targets: explained classes, (B_valid,) (-1 with ``targets="all"``; per-step: (B_valid, L)).
     """
 
     indices: np.ndarray
@@ -196,6 +204,7 @@ class _Spec:
     all_classes: bool
     tokens: bool
     n_classes: int
+    sequence_output: bool = False   # the model outputs (L, C), one score vector per step
 
 
 def _resolve_target(target: Array, scores: Array) -> Array:
@@ -203,14 +212,34 @@ def _resolve_target(target: Array, scores: Array) -> Array:
     return jnp.where(target < 0, jnp.argmax(scores).astype(target.dtype), target)
 
 
+def _step_targets(spec: _Spec, scores: Array, target: Array) -> Array:
+    """Flat indices into a per-step output (L, C): every (step, class) with ``targets="all"``, else one per
+    step: the step's predicted class (target < 0) or the given class."""
+    L, C = scores.shape
+    if spec.all_classes:
+        return jnp.arange(L * C, dtype=jnp.int32)
+    classes = jnp.where(target < 0, jnp.argmax(scores, axis=-1).astype(jnp.int32), target.astype(jnp.int32))
+    return jnp.arange(L, dtype=jnp.int32) * C + classes
+
+
+def _per_step(spec: _Spec, scores: Array, relevance: Array) -> Array:
+    """(L * C, ...) relevance of every (step, class) as (L, C, ...); one per step (L, ...) unchanged."""
+    return relevance.reshape(scores.shape + relevance.shape[1:]) if spec.all_classes else relevance
+
+
 def _seeded_relevance(m: Method, spec: _Spec, params, x, mask, target):
-    """Scores (C,), explained class and relevance of a gradient-type method from one ``jax.vjp``."""
+    """Scores, explained class and relevance of a gradient-type method from one ``jax.vjp``."""
     kind, post = _SEEDED[m.fn]
     rules = m.rules if kind == "lrp" else None
     scores, pullback = jax.vjp(lambda x_: m.apply(params, x_, rules, mask=mask), x)
     # LRP starts from the target's score (Sec. 11.2.2), the gradient from 1.
     weight = scores if kind == "lrp" else jnp.ones_like(scores)
-    if spec.all_classes:
+    if spec.sequence_output:
+        flat = _step_targets(spec, scores, target)
+        seeds = jax.nn.one_hot(flat, scores.size, dtype=scores.dtype).reshape((-1,) + scores.shape) * weight[None]
+        relevance = _per_step(spec, scores, jax.vmap(lambda s: pullback(s)[0])(seeds))
+        target = flat % spec.n_classes if not spec.all_classes else target
+    elif spec.all_classes:
         seeds = jnp.eye(spec.n_classes, dtype=scores.dtype) * weight[None, :]
         relevance = jax.vmap(lambda s: pullback(s)[0])(seeds)
     else:
@@ -226,7 +255,11 @@ def _seeded_relevance(m: Method, spec: _Spec, params, x, mask, target):
 def _generic_relevance(m: Method, spec: _Spec, params, x, mask, target, index):
     """Scores, explained class and relevance of any method through its per-example ``fn``."""
     scores = m.apply(params, x, None, mask=mask)
-    if spec.all_classes:
+    if spec.sequence_output:
+        flat = _step_targets(spec, scores, target)
+        relevance = _per_step(spec, scores, jax.vmap(lambda t: m.fn(m, params, x, t, mask, index))(flat))
+        target = flat % spec.n_classes if not spec.all_classes else target
+    elif spec.all_classes:
         # The model's forward pass does not depend on the class, so vmap leaves it unbatched.
         relevance = jax.vmap(lambda c: m.fn(m, params, x, c, mask, index))(jnp.arange(spec.n_classes))
     else:
@@ -236,14 +269,19 @@ def _generic_relevance(m: Method, spec: _Spec, params, x, mask, target, index):
 
 
 def _explain_one(spec: _Spec, params, x, mask, target, index):
-    """``(x (L, E), mask (L,), target, index) -> (scores (C,), target, relevance ([K,] [C,] L[, E]))``."""
+    """``(x (L, E), mask (L,), target, index) -> (scores, targets, relevance)``.
+
+    Vector outputs: scores (C,), target (), relevance ([K,] [C,] L[, E]). Per-step outputs: scores (L, C),
+    targets (L,) (the class explained at each step), relevance ([K,] L, [C,] L[, E]).
+    """
     results = []
     for m in spec.methods:
         if m.fn in _SEEDED:
             results.append(_seeded_relevance(m, spec, params, x, mask, target))
         else:
             results.append(_generic_relevance(m, spec, params, x, mask, target, index))
-    relevances = [_finish(spec, x, mask, r) for _, _, r in results]
+    relevances = [_finish(spec, x, mask, r, m.fn in _SEEDED or _per_target_ndim(spec, r) == 2)
+                  for m, (_, _, r) in zip(spec.methods, results)]
     scores, target, _ = results[0]
     shapes = {r.shape for r in relevances}
     if len(shapes) > 1:
@@ -251,18 +289,28 @@ def _explain_one(spec: _Spec, params, x, mask, target, index):
                          "list methods of one kind, or pass tokens=True.")
     relevance = jnp.stack(relevances) if spec.stacked else relevances[0]
     if spec.all_classes:
-        target = jnp.full((), -1, jnp.int32)
+        target = jnp.full(scores.shape[:-1], -1, jnp.int32)
     return scores, target.astype(jnp.int32), relevance
 
 
-def _finish(spec: _Spec, x: Array, mask: Array, r: Array) -> Array:
-    """Word-level sums if asked (``tokens``), and exact zeros at padded steps."""
-    full = r.shape[-2:] == x.shape  # (..., L, E); position-wise methods give (..., L)
+def _per_target_ndim(spec: _Spec, r: Array) -> int:
+    """ndim of one target's relevance: (L, E) = 2, or (L,) = 1 for position-wise methods."""
+    lead = int(spec.all_classes) + int(spec.sequence_output)
+    return r.ndim - lead
+
+
+def _finish(spec: _Spec, x: Array, mask: Array, r: Array, full: bool) -> Array:
+    """Word-level sums if asked (``tokens``), and exact zeros at padded steps (of the input and, for
+    per-step outputs, of the output)."""
     if spec.tokens and full:
         r, full = r.sum(-1), False
     keep = mask[:, None] if full else mask
     keep = jnp.reshape(keep, (1,) * (r.ndim - keep.ndim) + keep.shape)
-    return jnp.where(keep, r, jnp.zeros((), r.dtype))
+    r = jnp.where(keep, r, jnp.zeros((), r.dtype))
+    if spec.sequence_output:   # output steps on the first axis
+        step = jnp.reshape(mask, mask.shape + (1,) * (r.ndim - 1))
+        r = jnp.where(step, r, jnp.zeros((), r.dtype))
+    return r
 
 
 def _chunk_fn(spec: _Spec, params, X, mask, targets, index):
@@ -314,7 +362,7 @@ def _program(spec: _Spec, params, L: int, B: int, E: int, dtype, devices: tuple)
                 jax.ShapeDtypeStruct((B,), jnp.int32, sharding=batch))
         lowered = fn.lower(*args)
         relevance_shape = lowered.out_info[2].shape
-        lead = int(spec.stacked) + int(spec.all_classes)
+        lead = int(spec.stacked) + int(spec.all_classes) + int(spec.sequence_output)
         compiled = lowered.compile()
         with _LOCK:
             _COUNT[0] += 1
@@ -461,6 +509,10 @@ def _plan(method, params, sequences, targets, buckets, chunk_size, devices, toke
     scores = jax.eval_shape(lambda p, x_: methods[0].apply(p, x_, None), params,
                             jax.ShapeDtypeStruct(x0.shape, x0.dtype))
     C = scores.shape[-1]
+    sequence_output = len(scores.shape) == 2
+    if len(scores.shape) not in (1, 2) or (sequence_output and scores.shape[0] != x0.shape[0]):
+        raise ValueError(f"`method`: the model's output for a sequence of {x0.shape[0]} steps has shape "
+                         f"{tuple(scores.shape)}; explain_dataset needs (C,) or one score vector per step (T, C).")
     targets, all_classes = _check_targets(targets, len(arrays), C)
     if not isinstance(tokens, bool):
         raise TypeError(f"`tokens` must be a bool; got {type(tokens).__name__}.")
@@ -470,7 +522,7 @@ def _plan(method, params, sequences, targets, buckets, chunk_size, devices, toke
     for L in np.unique(padded):
         rows = np.flatnonzero(padded == L)
         chunks.extend((int(L), rows[s:s + chunk_size]) for s in range(0, len(rows), chunk_size))
-    spec = _Spec(methods, not isinstance(method, Method), all_classes, tokens, C)
+    spec = _Spec(methods, not isinstance(method, Method), all_classes, tokens, C, sequence_output)
     return _Plan(spec, arrays, lengths, targets, edges, chunks, int(chunk_size), devices, params)
 
 
@@ -559,15 +611,26 @@ def explain_dataset(method, params: Params, sequences: Sequence[ArrayLike], targ
     before = compilations()
     relevance: list = [None] * N
     scores = None
-    explained = np.zeros((N,), np.int32)
+    explained: list | np.ndarray = np.zeros((N,), np.int32)
+    per_step = plan.spec.sequence_output
+    if per_step:
+        scores, explained = [None] * N, [None] * N
     for chunk, program in _run(plan):
         if scores is None:
             scores = np.zeros((N,) + chunk.scores.shape[1:], chunk.scores.dtype)
-        scores[chunk.indices] = chunk.scores
-        explained[chunk.indices] = chunk.targets
-        lead = (slice(None),) * (chunk.relevance.ndim - 1 - (2 if program.full else 1))
+        lead = int(plan.spec.stacked)
+        inner = chunk.relevance.ndim - 1 - lead - (2 if program.full else 1)   # axes before the input steps
         for row, i in enumerate(chunk.indices):
-            relevance[i] = np.ascontiguousarray(chunk.relevance[row][lead + (slice(0, plan.lengths[i]),)])
+            T = plan.lengths[i]
+            if per_step:   # crop the output steps too: ([K,] T_out, [C,] T_in[, E])
+                crop = (slice(None),) * lead + (slice(0, T),) + (slice(None),) * (inner - 1) + (slice(0, T),)
+                scores[i], explained[i] = chunk.scores[row, :T], chunk.targets[row, :T]
+            else:
+                crop = (slice(None),) * (lead + inner) + (slice(0, T),)
+            relevance[i] = np.ascontiguousarray(chunk.relevance[row][crop])
+        if not per_step:
+            scores[chunk.indices] = chunk.scores
+            explained[chunk.indices] = chunk.targets
     return DatasetExplanation(relevance, plan.lengths, scores, explained, compilations() - before, plan.edges)
 
 

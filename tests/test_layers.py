@@ -280,3 +280,96 @@ def test_config_round_trip_and_summary():
     params = net.init(jax.random.PRNGKey(1), 6)
     text = net.summary(params)
     assert "gru_0" in text and "-> (T, 8)" in text and "out" in text
+
+
+# --- dataset explanation and Contextual Decomposition on compositions ---------------------------------
+
+def _dataset(T_list=(3, 6, 2, 5), seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(0, 0.8, (T, 4)) for T in T_list]
+
+
+def test_explain_dataset_on_a_gru_stack_equals_each_sequence_alone():
+    from lrpjax import scale
+
+    model, _ = _case("gru", True, 2, "pool-max", seed=1)
+    net, params = to_lrpjax(model)
+    xs = _dataset()
+    for method in (lrpjax.lrp(net.apply, preset("lrp-half", 0.01)), lrpjax.occlusion(net.apply, "p")):
+        result = scale.explain_dataset(method, params, xs, targets="pred", buckets=(4, 8), chunk_size=2)
+        for i, x in enumerate(xs):
+            target = int(np.argmax(net.apply(params, jnp.asarray(x))))
+            assert result.targets[i] == target
+            np.testing.assert_allclose(result.relevance[i], method(params, jnp.asarray(x), target),
+                                       rtol=1e-10, atol=1e-13)
+
+
+def test_explain_dataset_on_a_per_step_model_gives_the_step_by_step_relevance_matrix():
+    from lrpjax import scale
+
+    model, _ = _case("lstm", True, 1, "per-step", seed=2)
+    net, params = to_lrpjax(model)
+    xs = _dataset()
+    method = lrpjax.lrp(net.apply, preset("lrp-all", 0.001))
+    pred = scale.explain_dataset(method, params, xs, targets="pred", buckets=(8,), chunk_size=2)
+    every = scale.explain_dataset(method, params, xs, targets="all", buckets=(8,), chunk_size=2, tokens=True)
+    fixed = scale.explain_dataset(lrpjax.gradient(net.apply), params, xs, targets=1, buckets=(8,), chunk_size=2)
+    for i, x in enumerate(xs):
+        x = jnp.asarray(x)
+        T = x.shape[0]
+        scores = net.apply(params, x)
+        np.testing.assert_allclose(pred.scores[i], scores, rtol=1e-12)
+        assert pred.relevance[i].shape == (T, T, 4) and every.relevance[i].shape == (T, 3, T)
+        classes = np.argmax(np.asarray(scores), axis=-1)
+        np.testing.assert_array_equal(pred.targets[i], classes)
+        for t in range(T):
+            np.testing.assert_allclose(pred.relevance[i][t], method(params, x, (t, int(classes[t]))),
+                                       rtol=1e-10, atol=1e-13)
+            np.testing.assert_allclose(fixed.relevance[i][t], lrpjax.gradient(net.apply)(params, x, (t, 1)),
+                                       rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(every.relevance[i], lrpjax.per_token(method.all(params, x), 4),
+                                   rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("head", ("mlp", "pool-max", "pool-mean", "per-step"))
+def test_contextual_decomposition_through_stacks_and_heads_is_complete(head):
+    from lrpjax import cd
+
+    model, x = _case("lstm", True, 2, head, seed=6, T=6)
+    net, params = to_lrpjax(model)
+    x = jnp.asarray(x)
+    mask = jnp.arange(6) < 4
+    relevant = jnp.array([False, True, True, False, False, False])
+    dec = cd.decompose(net.apply, params, x, relevant, mask=mask)
+    scores = net.apply(params, x, mask=mask)
+    np.testing.assert_allclose(dec.beta + dec.gamma, scores, rtol=1e-10, atol=1e-12)
+    for key in ("rnn1_forward", "rnn1_backward", "rnn2_forward", "rnn2_backward"):
+        assert dec.beta_y[key].shape == (6, 3)
+    # padding changes nothing: the unpadded sequence decomposes identically
+    alone = cd.decompose(net.apply, params, x[:4], relevant[:4])
+    np.testing.assert_allclose(alone.beta, dec.beta[:4] if head == "per-step" else dec.beta, rtol=1e-10, atol=1e-12)
+    # nothing relevant: the relevant part of the output is exactly zero
+    none = cd.decompose(net.apply, params, x, jnp.zeros(6, bool), mask=mask)
+    assert np.all(np.asarray(none.beta) == 0)
+    target = (1, 2) if head == "per-step" else 2
+    R = cd.cd(net.apply)(params, x, target, mask=mask)
+    assert R.shape == (6,) and np.all(np.asarray(R[4:]) == 0)
+
+
+def test_contextual_decomposition_of_the_composition_equals_the_reference_bilstm():
+    from lrpjax import cd
+    from lrpjax.models import bilstm
+
+    params = bilstm.init(jax.random.PRNGKey(0), 4, 3, 5, jnp.float64)
+    x = jax.random.normal(jax.random.PRNGKey(1), (6, 4), jnp.float64)
+    net = Sequential((Recurrent(StandardCell(), bidirectional=True, name="enc", directions=("left", "right")),
+                      Dense(bias=False, name="out")))
+    np.testing.assert_array_equal(cd.cd(net.apply)(params, x, 3), cd.cd(bilstm.apply)(params, x, 3))
+
+
+def test_contextual_decomposition_refuses_a_gru():
+    from lrpjax import cd
+
+    net = Sequential((Recurrent(GRUCell(), 3), Dense(2)))
+    with pytest.raises(TypeError, match="standard LSTM cell; layer 'gru_0' has cell GRUCell"):
+        cd.cd(net.apply)
