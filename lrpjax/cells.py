@@ -61,14 +61,26 @@ class StandardCell:
     def hidden_size(self, params: Params) -> int:
         return params["U"].shape[0]
 
-    def project(self, params: Params, rules: RuleSet | None, x: Array) -> Array | None:
-        """Input projections that need no relevance, for all steps at once (one large matrix product
-        outside the scan instead of T small ones); None when every projection carries relevance.
+    def project(self, params: Params, rules: RuleSet | None, x: Array):
+        """The input part ``x W`` of every step's linear mapping, for all steps at once (one large
+        matrix product outside the scan instead of T small ones).
 
-        Without rules: ``x W + b``, (T, 4H). Under rules every step's input mapping stays inside the
-        rule's linear mapping (hoisting the gates' part under LRP-all measured slower).
+        Without rules ``x W + b`` (T, 4H). Under a rule set whose linear rule splits across time
+        (:func:`lrpjax.ops.splits_across_time`: epsilon or z without sharing) ``ops.project``, whose
+        backward turns the per-step ``q`` of ``ops.recurrent_linear`` into the inputs' relevance: for
+        all four columns blocks (T, 4H), or under LRP-all, where the gates receive nothing, a pair
+        (cell input (T, H) with the rule, gates (T, 3H) without relevance). For other linear rules None:
+        each step's mapping over ``(x_t, y_{t-1})`` stays whole inside the scan.
         """
-        return x @ params["W"] + params["b"][None] if rules is None else None
+        if rules is None:
+            return x @ params["W"] + params["b"][None]
+        if not ops.splits_across_time(rules):
+            return None
+        if rules.gate.mode == "all":
+            W_g, _, _ = _gate_columns(params)
+            H = params["U"].shape[0]
+            return ops.project(rules, x, params["W"][:, H:2 * H]), ops.no_relevance(x @ W_g)
+        return ops.project(rules, x, params["W"])
 
     def step(self, params: Params, rules: RuleSet | None, carry: tuple[Array, Array],
              x_t: Array, taps: dict[str, Array] | None = None,
@@ -82,6 +94,8 @@ class StandardCell:
         y_prev, c_prev = carry
         if rules is None and projected is not None:
             z_i, z_z, z_f, z_o = jnp.split(projected + y_prev @ params["U"], 4)
+        elif projected is not None:
+            z_i, z_z, z_f, z_o = self._split_preactivations(params, rules, projected, y_prev)
         elif rules is not None and rules.gate.mode == "all":
             z_i, z_z, z_f, z_o = _preactivations_signal_take_all(params, rules, x_t, y_prev)
         else:
@@ -94,6 +108,20 @@ class StandardCell:
         c = c if taps is None else c + taps["c"]
         y = ops.gated(rules, z_o, c, ops.SIGMOID, ops.TANH)
         return _tapped(y, taps, "y"), c
+
+    def _split_preactivations(self, params: Params, rules: RuleSet, projected, y_prev: Array):
+        """The four pre-activations from a projection of :meth:`project` under a rule set."""
+        U, b = params["U"], params["b"]
+        if not isinstance(projected, tuple):
+            return jnp.split(ops.recurrent_linear(rules, projected, y_prev, U, b), 4)
+        # LRP-all: only the cell input's mapping carries relevance (Table 11.1: the gates get none).
+        a_z, a_g = projected
+        H = U.shape[0]
+        z = slice(H, 2 * H)
+        z_z = ops.recurrent_linear(rules, a_z, y_prev, U[:, z], b[z])
+        _, U_g, b_g = _gate_columns(params)
+        z_i, z_f, z_o = jnp.split(ops.no_relevance(a_g + y_prev @ U_g + b_g), 3)
+        return z_i, z_z, z_f, z_o
 
 
 # --- LRP-friendly cells (Sec. 11.4) ---------------------------------------------------------------

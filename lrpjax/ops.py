@@ -19,10 +19,11 @@ import jax
 import jax.numpy as jnp
 
 from lrpjax._types import Array
-from lrpjax.rules import RuleSet
+from lrpjax.rules import RuleSet, safe_divide, stabilize
 
 __all__ = ["Activation", "SIGMOID", "ONE_MINUS_SIGMOID", "TANH", "IDENTITY", "RELU", "linear", "gated",
-           "accumulate", "pool", "no_relevance", "activation"]
+           "accumulate", "pool", "no_relevance", "activation", "project", "recurrent_linear",
+           "splits_across_time"]
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,95 @@ def _linear_bwd(rules, residuals, r):
 _linear.defvjp(_linear_fwd, _linear_bwd)
 
 
+# --- a linear mapping split across the scan: input part for all steps, recurrent part per step ------
+#
+# The gate pre-activation ``z_t = x_t W + y_{t-1} U + b`` is one linear mapping with inputs
+# (x_t, y_{t-1}) and one denominator (Eqs. 11.1-11.6). Its input part does not depend on the recurrence,
+# so ``project`` computes ``A = X W`` for all steps in one matrix product outside the scan, and
+# ``recurrent_linear`` adds ``y_{t-1} U + b`` inside. Under a rule set the pair implements the epsilon
+# rule of the whole mapping: ``recurrent_linear`` computes ``q_t = R_t / (z_t + eps sign(z_t))``, gives
+# ``y_{t-1}`` its relevance ``y_{t-1} * (U q_t)`` and the bias ``b * q_t``, and passes ``q_t`` -- not a
+# relevance -- as the cotangent of ``a_t``; ``project`` turns the stacked ``Q`` into the inputs'
+# relevance ``X * (Q W^T)`` with one matrix product for all steps.
+
+def splits_across_time(rules: RuleSet | None) -> bool:
+    """Whether ``rules.linear`` can be computed by :func:`project` + :func:`recurrent_linear`: the
+    epsilon and z rules without sharing (their relevance per input is ``x_j w_j q``)."""
+    from lrpjax.rules import Epsilon, Z
+
+    return rules is not None and type(rules.linear) in (Epsilon, Z) and not rules.linear.share
+
+
+def project(rules: RuleSet | None, x: Array, W: Array) -> Array:
+    """``A = x @ W`` for all steps, (T, E) @ (E, M) -> (T, M): the input part of a recurrent mapping.
+
+    Under a rule set the cotangent arriving at ``A`` is ``Q`` (T, M) from :func:`recurrent_linear`,
+    and the backward returns the relevance of ``x``, ``x * (Q W^T)`` (T, E).
+    """
+    if rules is None:
+        return x @ W
+    return _project(rules, x, W)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _project(rules, x, W):
+    return x @ W
+
+
+def _project_fwd(rules, x, W):
+    return x @ W, (x, W)
+
+
+def _project_bwd(rules, residuals, q):
+    x, W = residuals
+    # Weights are not explained (zero cotangent), as in ``linear``.
+    return x * (q @ W.T), jnp.zeros_like(W)
+
+
+_project.defvjp(_project_fwd, _project_bwd)
+
+
+def recurrent_linear(rules: RuleSet | None, a: Array, y: Array, U: Array, b: Array) -> Array:
+    """``z = a + y @ U + b`` with ``a = x_t W`` from :func:`project`: one step of the split mapping.
+
+    Args:
+        rules: rule set whose ``linear`` rule is the epsilon or z rule without sharing
+            (:func:`splits_across_time`), or None for the plain sum.
+        a: this step's input projection, shape (M,).
+        y: the previous output, shape (H,).
+        U: recurrent weights, shape (H, M).
+        b: bias, shape (M,).
+
+    Returns:
+        z, shape (M,).
+    """
+    if rules is None:
+        return a + y @ U + b
+    return _recurrent_linear(rules, a, y, U, b)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _recurrent_linear(rules, a, y, U, b):
+    return a + y @ U + b
+
+
+def _recurrent_linear_fwd(rules, a, y, U, b):
+    z = a + y @ U + b
+    # 1 / (z + eps sign(z)), 0 where that is 0: computed now, the backward's q is one product.
+    den = stabilize(z, getattr(rules.linear, "eps", 0.0))
+    return z, (y, U, b, safe_divide(jnp.ones_like(den), den))
+
+
+def _recurrent_linear_bwd(rules, residuals, r):
+    y, U, b, inverse = residuals
+    q = r * inverse
+    # ``q`` goes to the input projection (``project`` makes it relevance); the bias absorbs ``b q``.
+    return q, y * (q @ U.T), jnp.zeros_like(U), b * q
+
+
+_recurrent_linear.defvjp(_recurrent_linear_fwd, _recurrent_linear_bwd)
+
+
 # --- gated interaction ----------------------------------------------------------------------------
 
 def gated(rules: RuleSet | None, z_gate: Array, z_signal: Array, gate_fn: Activation = SIGMOID,
@@ -134,13 +224,17 @@ def _gated(rules, gate_fn, signal_fn, z_gate, z_signal):
 
 
 def _gated_fwd(rules, gate_fn, signal_fn, z_gate, z_signal):
-    return gate_fn(z_gate) * signal_fn(z_signal), (z_gate, z_signal)
+    out = gate_fn(z_gate) * signal_fn(z_signal)
+    if hasattr(rules.gate, "prepare"):   # the shares, computed now: the backward is a product
+        return out, rules.gate.prepare(z_gate, z_signal)
+    return out, (z_gate, z_signal)
 
 
 def _gated_bwd(rules, gate_fn, signal_fn, residuals, r):
-    z_gate, z_signal = residuals
     # The activations sit between pre-activations and product: they pass relevance unchanged.
-    return rules.gate.split(z_gate, z_signal, r)
+    if hasattr(rules.gate, "prepare"):
+        return rules.gate.redistribute(residuals, r)
+    return rules.gate.split(*residuals, r)
 
 
 _gated.defvjp(_gated_fwd, _gated_bwd)
@@ -170,10 +264,14 @@ def _accumulate(rules, terms):
 
 def _accumulate_fwd(rules, terms):
     c = sum(terms[1:], terms[0])
+    if hasattr(rules.accumulate, "accumulate_shares"):   # each term's share, computed now
+        return c, rules.accumulate.accumulate_shares(terms, c)
     return c, (terms, c)
 
 
 def _accumulate_bwd(rules, residuals, r):
+    if hasattr(rules.accumulate, "accumulate_shares"):
+        return (tuple(share * r for share in residuals),)
     terms, c = residuals
     return (rules.accumulate.accumulate(terms, c, r),)
 

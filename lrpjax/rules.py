@@ -129,13 +129,18 @@ class Epsilon:
 
     def accumulate(self, terms: Sequence[Array], c: Array, r: Array) -> tuple[Array, ...]:
         """Redistributes ``r`` (H,) of ``c = sum(terms)`` onto the terms (Sec. 11.3.3)."""
+        return tuple(share * r for share in self.accumulate_shares(terms, c))
+
+    def accumulate_shares(self, terms: Sequence[Array], c: Array) -> tuple[Array, ...]:
+        """The share of each term, ``t_k / (c + eps sign(c))`` (plus an equal part of what the stabiliser
+        absorbs with ``share=True``), so that ``R_k = share_k * R_c``. Computed in the forward pass, the
+        backward of an accumulation is one product per term."""
         den = stabilize(c, self.eps)
-        q = safe_divide(r, den)
-        r_terms = tuple(t * q for t in terms)
+        shares = tuple(safe_divide(t, den) for t in terms)
         if self.share:
-            absorbed = r - sum(r_terms)
-            r_terms = tuple(rt + absorbed / len(terms) for rt in r_terms)
-        return r_terms
+            rest = (1 - sum(shares)) / len(terms)
+            shares = tuple(s + rest for s in shares)
+        return shares
 
     def pool(self, terms: Array, valid: Array, c: Array, r: Array) -> Array:
         """Redistributes ``r`` (D,) of ``c = sum_t terms[t]`` onto the terms (T, D) of a pooling.
@@ -490,23 +495,35 @@ class Gate:
 
     def split(self, z_g: Array, z_s: Array, r: Array) -> tuple[Array, Array]:
         """Redistributes ``r`` of the product onto ``(z_g, z_s)``; all shapes equal."""
-        if self.mode == "all":
-            # The gate controls the flow of information but is not information itself (Sec. 11.3.2).
-            return jnp.zeros_like(r), r
-        if self.mode == "half":
-            return 0.5 * r, 0.5 * r
+        return self.redistribute(self.prepare(z_g, z_s), r)
+
+    def prepare(self, z_g: Array, z_s: Array) -> tuple:
+        """What the redistribution needs, computed in the forward pass: the shares ``(s_g, s_s)`` of
+        LRP-prop and -abs, ``R_g = s_g R_p``, ``R_s = s_s R_p``; nothing for ``all`` and ``half``,
+        whose shares are constants."""
+        if self.mode in ("all", "half"):
+            return ()
         if self.mode == "prop":
             num_g, num_s = z_g, z_s
             den = stabilize(z_g + z_s, self.eps)
         else:
             num_g, num_s = jnp.abs(z_g), jnp.abs(z_s)
             den = num_g + num_s + self.eps
-        q = safe_divide(r, den)
-        r_g, r_s = num_g * q, num_s * q
+        s_g, s_s = safe_divide(num_g, den), safe_divide(num_s, den)
         if self.share:
-            half_absorbed = 0.5 * (r - r_g - r_s)
-            r_g, r_s = r_g + half_absorbed, r_s + half_absorbed
-        return r_g, r_s
+            half_absorbed = 0.5 * (1 - s_g - s_s)
+            s_g, s_s = s_g + half_absorbed, s_s + half_absorbed
+        return s_g, s_s
+
+    def redistribute(self, prepared: tuple, r: Array) -> tuple[Array, Array]:
+        """``(R_g, R_s)`` from :meth:`prepare`'s result and the product's relevance ``r``."""
+        if self.mode == "all":
+            # The gate controls the flow of information but is not information itself (Sec. 11.3.2).
+            return jnp.zeros_like(r), r
+        if self.mode == "half":
+            return 0.5 * r, 0.5 * r
+        s_g, s_s = prepared
+        return s_g * r, s_s * r
 
 
 def _check_rule_field(field: str, value, classes: tuple[type, ...], methods: tuple[str, ...]) -> None:
@@ -524,6 +541,7 @@ def _check_rule_field(field: str, value, classes: tuple[type, ...], methods: tup
     except TypeError:
         raise TypeError(f"`{field}` of RuleSet must be hashable (a frozen dataclass) to be static under jit; "
                         f"got an unhashable {type(value).__name__}.") from None
+
 
 
 @dataclass(frozen=True)
