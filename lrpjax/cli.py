@@ -205,8 +205,10 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "info":
             return _info(args)
         if args.command == "report":
+            _enable_cache()
             return _report_command(args)
         _check_explain_options(args)
+        _enable_cache()
         return _explain(args)
     except _UsageError as error:
         parser.commands[args.command].error(str(error))  # usage + message, exit status 2
@@ -216,6 +218,13 @@ def _main(argv: Sequence[str] | None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return 0
+
+
+def _enable_cache() -> None:
+    """The persistent compilation cache (lrpjax.cache): later runs load the compiled programs."""
+    from lrpjax.cache import enable_compilation_cache
+
+    enable_compilation_cache()
 
 
 def _silence_stdout() -> None:

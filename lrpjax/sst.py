@@ -402,12 +402,24 @@ class SSTModel:
         ids, unknown = self.vocab.encode(tokens)
         return tokens, ids, unknown
 
-    def embed(self, tokens: str | Sequence[str]) -> Array:
-        """The embedded sentence x (T, E) that the BiLSTM reads (and explanations refer to)."""
+    def embed(self, tokens: str | Sequence[str]) -> np.ndarray:
+        """The embedded sentence x (T, E) that the BiLSTM reads (and explanations refer to), a numpy
+        array (a host gather: nothing is compiled or copied to a device per sentence).
+
+        Raises:
+            ValueError: a sentence without tokens.
+        """
         _, ids, _ = self.encode(tokens)
         if ids.shape[0] == 0:
             raise ValueError("the sentence has no tokens.")
-        return jnp.asarray(self.params["embed"])[jnp.asarray(ids)]
+        return self._embedding_table()[ids]
+
+    def _embedding_table(self) -> np.ndarray:
+        """``params["embed"]`` as a host array, converted once (and again if the table is replaced)."""
+        table = self.params["embed"]
+        if getattr(self, "_table_source", None) is not table:
+            self._table, self._table_source = np.asarray(table), table
+        return self._table
 
     # --- prediction --------------------------------------------------------------------------
 

@@ -7,6 +7,10 @@ import os
 # compiles faster and leaves results within the tests' tolerances.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
+# The command line keeps compiled programs in the user's cache directory; the tests do not (the cache
+# tests set their own directory).
+os.environ["LRPJAX_CACHE_DIR"] = ""
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
