@@ -94,7 +94,7 @@ class StandardCell:
         y_prev, c_prev = carry
         if rules is None and projected is not None:
             z_i, z_z, z_f, z_o = jnp.split(projected + y_prev @ params["U"], 4)
-        elif projected is not None:
+        elif rules is not None and projected is not None:
             z_i, z_z, z_f, z_o = self._split_preactivations(params, rules, projected, y_prev)
         elif rules is not None and rules.gate.mode == "all":
             z_i, z_z, z_f, z_o = _preactivations_signal_take_all(params, rules, x_t, y_prev)
@@ -345,7 +345,8 @@ def _gate_columns(params: Params) -> tuple[Array, Array, Array]:
     """``W, U, b`` restricted to the gates i, f, o (columns 0:H and 2H:4H of the stacked i, z, f, o)."""
     H = params["U"].shape[0]
     gates = (slice(0, H), slice(2 * H, 4 * H))
-    return tuple(jnp.concatenate([params[k][..., g] for g in gates], -1) for k in ("W", "U", "b"))
+    W, U, b = (jnp.concatenate([params[k][..., g] for g in gates], -1) for k in ("W", "U", "b"))
+    return W, U, b
 
 
 def _preactivations_signal_take_all(params: Params, rules: RuleSet, x_t: Array, y_prev: Array):
@@ -490,7 +491,12 @@ class GRUCell:
         W, U, b = params["W"], params["U"], params["b"]
         H = U.shape[0]
         gates, cand = slice(0, 2 * H), slice(2 * H, 3 * H)
-        a_r, a_z = jnp.split(ops.linear(rules, (x_t, h_prev), (W[:, gates], U[:, gates]), b[gates]), 2)
+        if rules.gate.mode == "all":
+            # The gates receive nothing under LRP-all (Table 11.1): their mapping needs no backward.
+            pre = ops.no_relevance(x_t @ W[:, gates] + h_prev @ U[:, gates] + b[gates])
+        else:
+            pre = ops.linear(rules, (x_t, h_prev), (W[:, gates], U[:, gates]), b[gates])
+        a_r, a_z = jnp.split(pre, 2)
         if self.reset_after:
             u = ops.linear(rules, (h_prev,), (U[:, cand],), params["b_hn"])
             p_r = ops.gated(rules, a_r, u, ops.SIGMOID, ops.IDENTITY)

@@ -125,7 +125,8 @@ def splits_across_time(rules: RuleSet | None) -> bool:
     epsilon and z rules without sharing (their relevance per input is ``x_j w_j q``)."""
     from lrpjax.rules import Epsilon, Z
 
-    return rules is not None and type(rules.linear) in (Epsilon, Z) and not rules.linear.share
+    linear = None if rules is None else rules.linear
+    return isinstance(linear, (Epsilon, Z)) and type(linear) in (Epsilon, Z) and not linear.share
 
 
 def project(rules: RuleSet | None, x: Array, W: Array) -> Array:

@@ -96,10 +96,28 @@ def _add_tap(parts: tuple[Array, ...], tap: Array) -> tuple[Array, ...]:
     return tuple(out)
 
 
+class _Named:
+    """What every layer shares: its name, which the model sets when the layer has none."""
+
+    name: str | None
+
+    @property
+    def label(self) -> str:
+        """The layer's name.
+
+        Raises:
+            ValueError: an unnamed layer outside a model (``Sequential`` names its layers).
+        """
+        if self.name is None:
+            raise ValueError(f"this {type(self).__name__} layer has no name: give it name=... or use it inside a "
+                             "Sequential, which names its layers.")
+        return self.name
+
+
 # --- recurrent layer ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Recurrent:
+class Recurrent(_Named):
     """A recurrent layer: one cell run over the sequence, optionally in both directions.
 
     The forward direction reads ``x_0 .. x_{L-1}``; the backward direction reads the valid prefix
@@ -162,12 +180,14 @@ class Recurrent:
     def keys(self) -> tuple[str, ...]:
         """The parameter keys: the layer's name, or one key per direction."""
         if not self.bidirectional:
-            return (self.name,)
-        return self.directions or (f"{self.name}_forward", f"{self.name}_backward")
+            return (self.label,)
+        if self.directions is not None:
+            return tuple(self.directions)
+        return (f"{self.label}_forward", f"{self.label}_backward")
 
     def rule_names(self) -> tuple[str, ...]:
         """Names that rule overrides may use: the layer and, when bidirectional, each direction."""
-        return (self.name,) + (self.keys() if self.bidirectional else ())
+        return (self.label,) + (self.keys() if self.bidirectional else ())
 
     def input_size(self, params: Params) -> int:
         """E read off the parameters (the input weights of the first direction)."""
@@ -181,25 +201,26 @@ class Recurrent:
                 different sizes, or H other than ``units``.
         """
         if not spec.sequence:
-            raise ValueError(f"layer {self.name!r} (Recurrent) needs a sequence input; the layer before it "
+            raise ValueError(f"layer {self.label!r} (Recurrent) needs a sequence input; the layer before it "
                              "outputs a vector (put recurrent layers before pooling and final-state outputs).")
-        H = None
+        H: int | None = None
         for key in self.keys():
             if not isinstance(params, dict) or key not in params:
-                raise ValueError(f"`params` must have key {key!r} (layer {self.name!r}); "
+                raise ValueError(f"`params` must have key {key!r} (layer {self.label!r}); "
                                  f"got keys {sorted(params) if isinstance(params, dict) else type(params).__name__}.")
             H_key = check_cell_params(self.cell, params[key], spec.size, f"params[{key!r}]")
             if H is not None and H_key != H:
-                raise ValueError(f"Both directions of layer {self.name!r} must have the same H; got {H} and {H_key}.")
+                raise ValueError(f"Both directions of layer {self.label!r} must have the same H; got {H} and {H_key}.")
             H = H_key
+        assert H is not None   # a layer has at least one direction
         if self.units is not None and H != self.units:
-            raise ValueError(f"`params[{self.keys()[0]!r}]` has H = {H} units; layer {self.name!r} has units = {self.units}.")
+            raise ValueError(f"`params[{self.keys()[0]!r}]` has H = {H} units; layer {self.label!r} has units = {self.units}.")
         return Spec(self.keys(), (H,) * len(self.keys()), self.sequences)
 
     def init(self, key: Array, spec: Spec, dtype=jnp.float32) -> Params:
         """Random parameters for every direction (the cell's ``init``)."""
         if self.units is None:
-            raise ValueError(f"layer {self.name!r} (Recurrent) needs `units` to be initialised.")
+            raise ValueError(f"layer {self.label!r} (Recurrent) needs `units` to be initialised.")
         keys = jax.random.split(key, len(self.keys()))
         return {k: self.cell.init(rk, spec.size, self.units, dtype) for k, rk in zip(self.keys(), keys)}
 
@@ -215,7 +236,7 @@ class Recurrent:
             dir_taps[1] = {k: v if k.endswith("0") else v[order] for k, v in dir_taps[1].items()}
         # One scan per direction: running both in one scan (the step vmapped over directions) measured
         # slower on CPU (batched small matrix products).
-        results = [unroll(self.cell, params[key], x_d, None if rules is None else rules.at(key, self.name), mask, t_d)
+        results = [unroll(self.cell, params[key], x_d, None if rules is None else rules.at(key, self.label), mask, t_d)
                    for key, x_d, t_d in zip(keys, inputs, dir_taps)]
         outputs = []
         for d, (final, ys) in enumerate(results):
@@ -259,7 +280,7 @@ _DENSE_ACTIVATIONS = {"identity": ops.IDENTITY, "relu": ops.RELU, "tanh": ops.TA
 
 
 @dataclass(frozen=True)
-class Dense:
+class Dense(_Named):
     """A dense layer ``a = act(sum_k x_k W_k + b)``: one linear mapping, then an element-wise activation.
 
     The input parts ``x_k`` (e.g. the two directions of a bidirectional layer) are the several inputs
@@ -297,21 +318,21 @@ class Dense:
     default_name: ClassVar[str] = "dense"
 
     def keys(self) -> tuple[str, ...]:
-        return (self.name,)
+        return (self.label,)
 
     def rule_names(self) -> tuple[str, ...]:
-        return (self.name,)
+        return (self.label,)
 
     def weight_keys(self, spec: Spec) -> tuple[str, ...]:
         """``("W",)`` for one input part, else ``("W_<part>", ...)`` in the parts' order."""
         return ("W",) if len(spec.names) == 1 else tuple(f"W_{name}" for name in spec.names)
 
     def input_size(self, params: Params) -> int:
-        layer = params.get(self.name) if isinstance(params, dict) else None
-        weights = [k for k in (layer or {}) if k == "W" or k.startswith("W_")]
-        if not weights:
-            raise ValueError(f"`params[{self.name!r}]` must be a dict with the weights 'W' (D, M).")
-        return int(sum(jnp.shape(layer[k])[0] for k in weights))
+        layer = params.get(self.label) if isinstance(params, dict) else None
+        weights = [k for k in layer if k == "W" or k.startswith("W_")] if isinstance(layer, dict) else []
+        if not isinstance(layer, dict) or not weights:
+            raise ValueError(f"`params[{self.label!r}]` must be a dict with the weights 'W' (D, M).")
+        return sum(int(jnp.shape(layer[k])[0]) for k in weights)
 
     def output_spec(self, params: Params, spec: Spec) -> Spec:
         """Checks ``params[name]`` against the input ``spec``; the output's spec.
@@ -320,11 +341,11 @@ class Dense:
             ValueError: a missing layer or weight, a shape that does not fit, a bias where the layer has
                 none (it would be ignored) or a missing one, M other than ``units``.
         """
-        where = f"params[{self.name!r}]"
-        if not isinstance(params, dict) or self.name not in params:
-            raise ValueError(f"`params` must have key {self.name!r} (layer {self.name!r}); got "
+        where = f"params[{self.label!r}]"
+        if not isinstance(params, dict) or self.label not in params:
+            raise ValueError(f"`params` must have key {self.label!r} (layer {self.label!r}); got "
                              f"{sorted(params) if isinstance(params, dict) else type(params).__name__}.")
-        layer = params[self.name]
+        layer = params[self.label]
         if not isinstance(layer, dict):
             raise TypeError(f"`{where}` must be a dict of arrays; got {type(layer).__name__}.")
         expected = set(self.weight_keys(spec)) | ({"b"} if self.bias else set())
@@ -332,7 +353,7 @@ class Dense:
             missing, extra = sorted(expected - set(layer)), sorted(set(layer) - expected)
             raise ValueError(f"`{where}` must have exactly the keys {sorted(expected)} (input parts "
                              f"{list(spec.names)}, bias={self.bias}); missing {missing}, unexpected {extra}.")
-        M = None
+        M: int | None = None
         for key, size in zip(self.weight_keys(spec), spec.sizes):
             shape = tuple(jnp.shape(layer[key]))
             if len(shape) != 2 or shape[0] != size or (M is not None and shape[1] != M):
@@ -340,32 +361,33 @@ class Dense:
             M = shape[1]
         if self.units is not None and M != self.units:
             first = self.weight_keys(spec)[0]
-            raise ValueError(f"`{where}[{first!r}]` has M = {M} outputs; layer {self.name!r} has units = {self.units}.")
+            raise ValueError(f"`{where}[{first!r}]` has M = {M} outputs; layer {self.label!r} has units = {self.units}.")
         if self.bias and tuple(jnp.shape(layer["b"])) != (M,):
             raise ValueError(f"`{where}['b']` must have shape (M,) = ({M},); got {tuple(jnp.shape(layer['b']))}.")
-        return Spec((self.name,), (M,), spec.sequence)
+        assert M is not None   # at least one input part
+        return Spec((self.label,), (M,), spec.sequence)
 
     def init(self, key: Array, spec: Spec, dtype=jnp.float32) -> Params:
         """Glorot-uniform weights (bound sqrt(6 / (D + M))), zero bias."""
         if self.units is None:
-            raise ValueError(f"layer {self.name!r} (Dense) needs `units` to be initialised.")
+            raise ValueError(f"layer {self.label!r} (Dense) needs `units` to be initialised.")
         bound = (6.0 / (spec.size + self.units)) ** 0.5
         keys = jax.random.split(key, len(spec.sizes))
         layer = {w: jax.random.uniform(k, (size, self.units), dtype, -bound, bound)
                  for w, k, size in zip(self.weight_keys(spec), keys, spec.sizes)}
         if self.bias:
             layer["b"] = jnp.zeros((self.units,), dtype)
-        return {self.name: layer}
+        return {self.label: layer}
 
     def apply(self, params: Params, parts: tuple[Array, ...], spec: Spec, mask: Array | None,
               rules: RuleSet | None, taps: Params | None) -> tuple[Array, ...]:
         """``act(sum_k parts[k] W_k + b)``, per step for sequences; one output part."""
-        layer = params[self.name]
+        layer = params[self.label]
         weights = tuple(layer[k] for k in self.weight_keys(spec))
         b = layer["b"] if self.bias else None
         if taps is not None:
-            parts = _add_tap(parts, taps["states"][self.name])
-        layer_rules = None if rules is None else rules.at(self.name)
+            parts = _add_tap(parts, taps["states"][self.label])
+        layer_rules = None if rules is None else rules.at(self.label)
 
         def dense(*xs):
             z = ops.linear(layer_rules, xs, weights, b)
@@ -379,7 +401,7 @@ class Dense:
     def zero_taps(self, params: Params, spec: Spec, T: int, dtype) -> tuple[Params, Params]:
         """``({}, {name: zeros})``: a probe on the layer's input, (D,) or (T, D)."""
         shape = (T, spec.size) if spec.sequence else (spec.size,)
-        return {}, {self.name: jnp.zeros(shape, dtype)}
+        return {}, {self.label: jnp.zeros(shape, dtype)}
 
     def config(self) -> dict[str, Any]:
         return {"type": "dense", "units": self.units, "activation": self.activation, "bias": self.bias,
@@ -392,7 +414,7 @@ _POOL_MODES = ("mean", "sum", "max")
 
 
 @dataclass(frozen=True)
-class Pool:
+class Pool(_Named):
     """Pooling over the valid steps of a sequence: each part (T, D_k) becomes a vector (D_k,).
 
     * ``"sum"``: ``z = sum_t x_t``; ``"mean"``: ``z = sum_t x_t / L`` over the L valid steps. Both are
@@ -421,7 +443,7 @@ class Pool:
         return ()
 
     def rule_names(self) -> tuple[str, ...]:
-        return (self.name,)
+        return (self.label,)
 
     def output_spec(self, params: Params, spec: Spec) -> Spec:
         """The input's parts as vectors.
@@ -430,7 +452,7 @@ class Pool:
             ValueError: a vector input (nothing to pool).
         """
         if not spec.sequence:
-            raise ValueError(f"layer {self.name!r} (Pool) needs a sequence input; the layer before it outputs "
+            raise ValueError(f"layer {self.label!r} (Pool) needs a sequence input; the layer before it outputs "
                              "a vector.")
         return Spec(spec.names, spec.sizes, False)
 
@@ -441,10 +463,10 @@ class Pool:
               rules: RuleSet | None, taps: Params | None) -> tuple[Array, ...]:
         """Pools every part over the valid steps."""
         if taps is not None:
-            parts = _add_tap(parts, taps["states"][self.name])
+            parts = _add_tap(parts, taps["states"][self.label])
         T = parts[0].shape[0]
         valid = jnp.ones((T,), bool) if mask is None else mask
-        layer_rules = None if rules is None else rules.at(self.name)
+        layer_rules = None if rules is None else rules.at(self.label)
         if self.mode == "max":
             return tuple(_max_pool(part, valid) for part in parts)
         dtype = parts[0].dtype
@@ -455,7 +477,7 @@ class Pool:
 
     def zero_taps(self, params: Params, spec: Spec, T: int, dtype) -> tuple[Params, Params]:
         """``({}, {name: zeros (T, D)})``: a probe on the pooled sequence."""
-        return {}, {self.name: jnp.zeros((T, spec.size), dtype)}
+        return {}, {self.label: jnp.zeros((T, spec.size), dtype)}
 
     def config(self) -> dict[str, Any]:
         return {"type": "pool", "mode": self.mode, "name": self.name}

@@ -202,7 +202,11 @@ class Sequential:
     def output_shape(self, params: Params, T: int | None = None) -> tuple[int, ...]:
         """The shape of one output: (C,), or (T, C) for a per-step output (checks ``params``)."""
         C = self.specs(params)[-1].size
-        return (T, C) if self.sequence_output else (C,)
+        if not self.sequence_output:
+            return (C,)
+        if T is None:
+            raise ValueError("`T` is needed for the output shape of a model with one output per step.")
+        return (T, C)
 
     def output_size(self, params: Params) -> int:
         """C, the size of the output's last axis (checks ``params``)."""
@@ -308,7 +312,7 @@ class Sequential:
                 text += f"({layer.activation}{', bias' if layer.bias else ''})"
             else:
                 text += f"({layer.mode})"
-            if specs is not None:
+            if specs is not None and params is not None:
                 out = specs[k + 1]
                 shape = f"(T, {out.size})" if out.sequence else f"({out.size},)"
                 count = sum(int(np.prod(np.shape(leaf))) for key in layer.keys()
