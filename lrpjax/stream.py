@@ -178,12 +178,14 @@ def _parse(item, position: int, last: int, first: _Item | None, check_finite: bo
             raise TypeError(f"{where} must be a (T, E) array or an (index, array) pair with an int index; got a "
                             f"tuple of {len(item)}.")
         index, x = int(item[0]), item[1]
+        if not 0 <= index <= _MAX_INDEX:
+            raise ValueError(f"{where}: the index must lie in [0, 2**31); got {index}.")
         if index <= last:
             raise ValueError(f"{where}: indices must increase; got {index} after {last}.")
     else:
         index, x = position, item
-    if not 0 <= index <= _MAX_INDEX:
-        raise ValueError(f"{where}: the index must lie in [0, 2**31); got {index}.")
+        if index > _MAX_INDEX:
+            raise ValueError(f"{where}: at most 2**31 sequences can be numbered; give (index, array) pairs.")
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"{where} must have shape (T, E) with T >= 1; got {x.shape}.")
@@ -528,14 +530,17 @@ class _Shards:
     def finish(self) -> None:
         """Writes the last shard (the input has ended)."""
         while self.pending:
-            self._finish(self.pending.popleft())
+            self._finish(self.pending.popleft(), at_end=True)
 
-    def _finish(self, shard) -> None:
+    def _finish(self, shard, at_end: bool = False) -> None:
         serial, infos, parts, _ = shard
         n = sum(len(info.indices) for info in infos)
         crc = zlib.crc32(b"".join(np.uint32(info.crc).tobytes() for info in infos))
         if serial in self.done:
             entry = self.done[serial]
+            if at_end and n < entry["rows"]:
+                raise StreamError(f"cannot resume {self.directory!r}: this input ends before the sequences of "
+                                  f"{entry['file']}; it was written from a longer input.")
             if entry["rows"] != n or entry["input_crc32"] != crc:
                 raise StreamError(f"cannot resume {self.directory!r}: the input differs from the run that wrote "
                                   f"{entry['file']} (sequences {entry['index_min']}..{entry['index_max']}); it "
@@ -637,6 +642,9 @@ def _write(setup, header, log: _Log, directory, first, rest, window, shard_bytes
         nonlocal seen
         for item in items:
             seen += item is not FLUSH
+            if log.complete is not None and seen + 1 > log.complete["input"]:
+                raise StreamError(f"cannot resume {directory!r}: its run is complete after {log.complete['input']} "
+                                  "sequences, and this input holds more; it was written from another input.")
             yield item
 
     for info, chunk in _run(setup, first, counted(rest), window, owns, shards.compute):
