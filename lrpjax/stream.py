@@ -33,6 +33,7 @@ is given its own part of the input, as ``(index, array)`` pairs with global indi
 
 from __future__ import annotations
 
+import bisect
 import glob
 import json
 import os
@@ -52,8 +53,8 @@ from lrpjax._types import Params
 from lrpjax.explain import Method
 from lrpjax.shards import StreamError, StreamResults, StreamRow, open_results
 
-__all__ = ["FLUSH", "ChunkInfo", "StreamSummary", "StreamError", "StreamResults", "StreamRow", "iter_stream",
-           "explain_stream", "open_results", "DEFAULT_SHARD_BYTES"]
+__all__ = ["FLUSH", "Batcher", "ChunkInfo", "StreamSummary", "StreamError", "StreamResults", "StreamRow",
+           "iter_stream", "explain_stream", "open_results", "DEFAULT_SHARD_BYTES"]
 
 DEFAULT_SHARD_BYTES = 32 << 20
 _MAX_INDEX = 2**31 - 1   # chunk programs number sequences with int32
@@ -110,7 +111,11 @@ def _bucket_rule(buckets) -> Callable[[int], int]:
         raise ValueError("`buckets` as a number of buckets needs every length in advance; give the edges "
                          "(e.g. lrpjax.scale.bucket_edges(lengths of a sample, n)) or None for powers of two.")
     edges = scale._resolve_edges(buckets, np.ones(1, np.int64), 1)
-    return lambda T: int(scale.assign_buckets([T], edges)[0])
+
+    def bucket(T: int) -> int:
+        position = bisect.bisect_left(edges, T)
+        return edges[position] if position < len(edges) else -(-T // edges[-1]) * edges[-1]
+    return bucket
 
 
 def _target_rule(targets, C: int) -> tuple[Callable[[int], int], bool, Any]:
@@ -377,6 +382,43 @@ def iter_stream(method, params: Params, items: Iterable, targets="pred", *, buck
     setup = _setup(method, params, first.x, targets, buckets, chunk_size, devices, tokens)
     for _, chunk in _run(setup, first, rest, window, lambda serial: True, lambda info: True):
         yield chunk
+
+
+class Batcher:
+    """The push form of :func:`iter_stream`, for callers that interleave their own work with the
+    explanation (reading lines, writing records in order): :meth:`add` one sequence at a time and
+    :meth:`flush` when everything so far must come out; each returns the chunks that finished.
+
+    Args: as :func:`iter_stream` (without ``items`` and ``window``). The model's output kind is read
+    from the first sequence added.
+    """
+
+    def __init__(self, method, params: Params, targets="pred", *, buckets=None, chunk_size: int = 128,
+                 devices=None, tokens: bool = False, check_finite: bool = True):
+        self._arguments = (method, params, targets, buckets, chunk_size, devices, tokens)
+        _bucket_rule(buckets)
+        self._check_finite = check_finite
+        self._engine: _Engine | None = None
+        self._first: _Item | None = None
+        self._last = -1
+
+    def add(self, index: int, x) -> list[scale.Chunk]:
+        """Adds sequence ``index`` (indices increase), x (T, E); returns the chunks it completed.
+
+        Raises:
+            ValueError, TypeError: a bad index or array (as :func:`iter_stream`).
+        """
+        item = _parse((index, x), index, self._last, self._first, self._check_finite)
+        if self._engine is None:
+            method, params, targets, buckets, chunk_size, devices, tokens = self._arguments
+            setup = _setup(method, params, item.x, targets, buckets, chunk_size, devices, tokens)
+            self._engine, self._first = _Engine(setup, lambda serial: True, lambda info: True), item
+        self._last = item.index
+        return [chunk for _, chunk in self._engine.add(item)]
+
+    def flush(self) -> list[scale.Chunk]:
+        """Runs every partly filled chunk; returns every chunk not returned yet."""
+        return [] if self._engine is None else [chunk for _, chunk in self._engine.flush()]
 
 
 # --- writing to disk ---------------------------------------------------------------------------------
