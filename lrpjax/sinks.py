@@ -300,7 +300,8 @@ def open_sink(path: str | os.PathLike[str] | None, *, resume: bool = False) -> J
 
 
 def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The records of a finished output, JSON lines or Parquet (fields a record lacked are left out)."""
+    """The records of a finished output, JSON lines or Parquet (null fields are left out, as the records
+    that lacked them had them; only "eps" is null in a record of a method without one)."""
     if not _is_parquet(path):
         with open(path, encoding="utf-8") as handle:
             return [json.loads(line) for line in handle]
@@ -309,5 +310,6 @@ def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     with open(os.path.join(path, "_log.jsonl"), encoding="utf-8") as handle:
         for line in handle:
             table = pq.read_table(os.path.join(path, json.loads(line)["file"]))
-            records.extend({k: v for k, v in row.items() if v is not None} for row in table.to_pylist())
+            records.extend({k: v for k, v in row.items() if v is not None or (k == "eps" and row["method"])}
+                           for row in table.to_pylist())
     return records

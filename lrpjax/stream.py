@@ -56,7 +56,7 @@ from lrpjax.shards import StreamError, StreamResults, StreamRow, open_results
 __all__ = ["FLUSH", "Batcher", "ChunkInfo", "StreamSummary", "StreamError", "StreamResults", "StreamRow",
            "iter_stream", "explain_stream", "open_results", "DEFAULT_SHARD_BYTES"]
 
-DEFAULT_SHARD_BYTES = 32 << 20
+DEFAULT_SHARD_BYTES = 8 << 20
 _MAX_INDEX = 2**31 - 1   # chunk programs number sequences with int32
 
 
