@@ -22,6 +22,10 @@ Contextual Decomposition, random baseline):
   (``jax.sharding.NamedSharding``), parameters are replicated. Under ``jax.distributed`` the mesh spans
   every process's devices; each process passes the same dataset and receives all results.
 
+Inputs that do not fit in memory, results written to disk as they finish, resumable runs and several
+processes each explaining its own part on its own devices: :mod:`lrpjax.stream`, which runs the same
+chunk programs (and forms the same chunks, so its results are bit-identical).
+
 Gradient-type methods (LRP, gradient, Sensitivity, Gradient x Input) run as one ``jax.vjp`` that also
 yields the scores, so ``targets="pred"`` costs no extra forward pass. The random baseline draws with the
 sequence's index in the dataset, so it equals ``method.batch`` on the whole padded dataset.

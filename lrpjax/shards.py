@@ -393,9 +393,11 @@ class StreamResults:
         if count is None:
             raise StreamError(f"{self.directory!r} holds no lrpjax stream output (no _log-*-of-*.jsonl).")
         self.process_count = count
-        header, shards, complete = None, [], len(logs) == count
+        header, shards, complete, completions = None, [], len(logs) == count, []
         for process, path in sorted(logs.items()):
             records, _ = read_log(path)
+            if records and records[-1].get("complete"):
+                completions.append(records)
             if not records:
                 complete = False
                 continue
@@ -408,6 +410,10 @@ class StreamResults:
             complete = complete and bool(records[-1].get("complete"))
         if header is None:
             raise StreamError(f"{self.directory!r}: no log holds a header yet; nothing was written.")
+        inputs = {records[-1].get("input") for records in completions}
+        if header["partition"] == "chunks" and len(inputs) > 1:
+            raise StreamError(f"{self.directory!r}: its processes read inputs of different lengths "
+                              f"({', '.join(map(str, sorted(inputs)))} sequences); each must read the whole input.")
         self.header = header
         self.config = header["config"]
         self.fields = header["fields"]

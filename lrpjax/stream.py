@@ -717,7 +717,9 @@ def _finalize(directory: str, header: dict) -> str | None:
     if distributed:
         from jax.experimental import multihost_utils
 
-        multihost_utils.sync_global_devices(f"lrpjax.stream.explain_stream:{os.path.abspath(directory)}")
+        # The name must be equal on every host (their paths to the directory may differ): the run's header.
+        run = zlib.crc32(_shards.dumps({k: v for k, v in header.items() if k != "process_index"}).encode())
+        multihost_utils.sync_global_devices(f"lrpjax.stream.explain_stream:{run:08x}")
         if header["process_index"] != 0:
             return None
     _, logs = _shards.scan_directory(directory)

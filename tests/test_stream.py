@@ -345,6 +345,11 @@ def test_independent_processes_without_a_coordinator_merge_to_the_single_process
         run_stream(tmp_path, PER_POSITION, params, [(i, x) for i, x in enumerate(sequences) if i % 2 == k],
                    name="given", partition="given", process_index=k, process_count=2)
     assert_same(stream.open_results(tmp_path / "given").load(), single.load())
+    for k in range(2):   # every process must read the whole input
+        run_stream(tmp_path, PER_POSITION, params, sequences[:len(sequences) - k], name="short", process_index=k,
+                   process_count=2)
+    with pytest.raises(StreamError, match=r"its processes read inputs of different lengths \(14, 15 sequences\)"):
+        stream.open_results(tmp_path / "short")
 
 
 # ============================================================ 4. Parquet
