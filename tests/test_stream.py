@@ -346,8 +346,8 @@ def test_independent_processes_without_a_coordinator_merge_to_the_single_process
                    name="given", partition="given", process_index=k, process_count=2)
     assert_same(stream.open_results(tmp_path / "given").load(), single.load())
     for k in range(2):   # every process must read the whole input
-        run_stream(tmp_path, PER_POSITION, params, sequences[:len(sequences) - k], name="short", process_index=k,
-                   process_count=2)
+        stream.explain_stream(PER_POSITION, params, sequences[:len(sequences) - k], tmp_path / "short", "pred",
+                              buckets=BUCKETS, chunk_size=2, process_index=k, process_count=2)
     with pytest.raises(StreamError, match=r"its processes read inputs of different lengths \(14, 15 sequences\)"):
         stream.open_results(tmp_path / "short")
 
@@ -470,3 +470,21 @@ def test_an_incomplete_run_reads_as_incomplete_and_overlapping_parts_are_refused
                process_index=1, process_count=2)
     with pytest.raises(StreamError, match="sequence index 4 appears in two shards"):
         stream.open_results(tmp_path / "out").indices
+
+
+# ============================================================ 6. the benchmark, in its quick form
+
+@pytest.mark.slow
+def test_the_quick_benchmark_measures_memory_resume_and_two_processes(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "benchmark_streaming.py"), "--quick", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=900, cwd=ROOT,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "benchmark_streaming.json").read_text())
+    runs = result["runs"]
+    assert runs["killed_and_resumed"]["identical_to_uninterrupted"] is True
+    assert runs["killed_and_resumed"]["resumed"]["kept"] > 0
+    assert runs["two_processes"]["merged_equals_one_process"] is True
+    assert sum(w["sequences"] for w in runs["two_processes"]["workers"]) == 20_000
+    assert runs["one_process_20000"]["disk_bytes"] > 0
+    assert "| one process | 20,000 |" in (tmp_path / "benchmark_streaming.md").read_text()
