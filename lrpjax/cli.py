@@ -13,9 +13,12 @@ be explained (its record carries the error); 130 when interrupted (Ctrl-C). The 
 only after the options are checked, so ``--help`` and option errors are quick. An unexpected error prints
 one line and a hint, never a traceback, unless ``LRPJAX_DEBUG=1`` is set.
 
-Batch mode streams: it reads the input a chunk of lines at a time, explains the chunk, writes its records
-in line order and flushes them, so memory is bounded by the chunk and an interruption leaves a valid
-JSON-lines prefix; ``--resume`` continues after the last record of that prefix.
+Batch mode streams (:meth:`lrpjax.sst.SSTModel.explain_stream`, on the :mod:`lrpjax.stream` engine):
+each line goes into the batch of its length bucket, full batches run as they fill, and every
+``--chunk-size`` lines the partly filled ones run and the records so far are written in line order and
+flushed, so memory is bounded by the chunk and an interruption leaves a valid prefix (JSON lines, or
+whole parts of a Parquet dataset for an output ending in ``.parquet``); ``--resume`` continues after the
+last record of that prefix.
 """
 
 from __future__ import annotations
@@ -154,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="batch mode: explain every line of FILE ('-' for stdin); lines end with '\\n' "
                               "(CRLF tolerated, a UTF-8 BOM ignored) and are numbered as by wc -l")
     explain.add_argument("--output", "-o", metavar="FILE",
-                         help="batch mode: JSON lines output, streamed in line order (default stdout)")
+                         help="batch mode: JSON lines output, streamed in line order (default stdout); a name "
+                              "ending in .parquet writes a Parquet dataset (a directory of parts, one row per "
+                              "line; needs pyarrow: pip install 'lrpjax[parquet]')")
     explain.add_argument("--resume", action="store_true",
                          help="batch mode: keep the records already in --output (from an interrupted run) "
                               "and explain only the lines after them")
@@ -261,10 +266,21 @@ def _check_explain_options(args: argparse.Namespace) -> None:
             _check_writable(option, path, args.input)
 
 
+def _is_parquet(path: str | None) -> bool:
+    return path is not None and path.lower().endswith(".parquet")
+
+
 def _check_writable(option: str, path: str, input_path: str | None) -> None:
     """Fails before any work when an output cannot be written (nothing is created or truncated here)."""
     directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
+    dataset = option == "--output" and _is_parquet(path)   # a Parquet dataset is a directory
+    if dataset:
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise _InputError(f"cannot write --output {path!r}: a .parquet output needs pyarrow: "
+                              "pip install 'lrpjax[parquet]' (or write JSON lines to a .jsonl file)") from None
+    if os.path.isdir(path) and not dataset:
         raise _InputError(f"cannot write {option} {path!r}: it is a directory")
     if not os.path.isdir(directory):
         raise _InputError(f"cannot write {option} {path!r}: the directory {directory!r} does not exist")
@@ -537,17 +553,6 @@ def _first_interrupt_only():
             signal.signal(signal.SIGINT, previous)
 
 
-def _chunks(reader, size: int):
-    chunk = []
-    for line in reader:
-        chunk.append(line)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def _open_output(args: argparse.Namespace):
     from lrpjax.sinks import SinkError, open_sink
 
@@ -578,33 +583,39 @@ def _check_resume_point(args: argparse.Namespace, line, last: dict) -> None:
                           f"{last.get('target_name')!r}; give the same options to resume, or start afresh")
 
 
-def _explain_chunk(model, args: argparse.Namespace, lines: list, sink, tally: _Tally, bar) -> None:
-    texts = ["" if line.error is not None else line.text for line in lines]
-    results = model.explain_many(texts, args.method, args.target, args.eps, batch_size=args.batch_size,
-                                 seed=args.seed, first_index=lines[0].number - 1, full_batches=True,
-                                 progress=bar.update)
-    for line, result in zip(lines, results):
-        sink.write(tally.record(line, result))
-        if isinstance(result, str) or line.error is not None:
-            bar.update(1)
-
-
-def _stream(model, args: argparse.Namespace, chunks, sink, tally: _Tally, bar) -> int:
-    """Explains and writes chunk after chunk after the `sink.done` lines kept; returns the last line number."""
-    kept, number = sink.done, 0
+def _stream(model, args: argparse.Namespace, reader, sink, tally: _Tally, bar) -> int:
+    """Explains and writes, in line order, every line after the `sink.done` lines kept; returns the last
+    line number. The lines stream through :meth:`SSTModel.explain_stream`: every --chunk-size lines its
+    partly filled batches run and the records written so far are flushed, so memory is bounded by the
+    chunk and an interruption leaves a valid prefix."""
+    kept = sink.done
     bar.update(kept)
-    for chunk in chunks:
-        number = chunk[-1].number
-        if kept and chunk[0].number <= kept <= number:
-            _check_resume_point(args, chunk[kept - chunk[0].number], sink.last)
-        chunk = [line for line in chunk if line.number > kept]
-        if chunk:
-            _explain_chunk(model, args, chunk, sink, tally, bar)
+    lines: dict[int, object] = {}
+    last = 0
+
+    def numbered():
+        nonlocal last
+        for line in reader:
+            last = line.number
+            if line.number <= kept:
+                if line.number == kept:
+                    _check_resume_point(args, line, sink.last)
+                continue
+            lines[line.number] = line
+            yield line.number - 1, "" if line.error is not None else line.text
+
+    for index, result in model.explain_stream(numbered(), args.method, args.target, args.eps,
+                                              batch_size=args.batch_size, seed=args.seed, window=args.chunk_size):
+        line = lines.pop(index + 1)
+        sink.write(tally.record(line, result))
+        bar.update(1)
+        if line.number % args.chunk_size == 0:
             sink.flush()
-    if number < kept:
+    sink.flush()
+    if last < kept:
         raise _InputError(f"cannot resume {args.output!r}: it holds {kept} records, but {args.input!r} has only "
-                          f"{number} line(s); it was written from another input")
-    return number
+                          f"{last} line(s); it was written from another input")
+    return last
 
 
 def _explain_file(model, args: argparse.Namespace, reader) -> int:
@@ -614,8 +625,8 @@ def _explain_file(model, args: argparse.Namespace, reader) -> int:
     from lrpjax.progress import ProgressBar
 
     total = count_lines(args.input) if os.path.isfile(args.input) else None
-    chunks = _chunks(reader, args.chunk_size)
-    first = next(chunks, None)
+    reader = iter(reader)
+    first = next(reader, None)
     if first is None:
         raise _InputError(f"input file {args.input!r} holds no lines")
     to_stdout = args.output in (None, "-")
@@ -626,13 +637,14 @@ def _explain_file(model, args: argparse.Namespace, reader) -> int:
         kept = sink.done
         try:
             with ProgressBar(total, "explain", force=force) as bar:
-                _stream(model, args, itertools.chain([first], chunks), sink, tally, bar)
+                _stream(model, args, itertools.chain([first], reader), sink, tally, bar)
         except KeyboardInterrupt:
             sink.flush()
             hint = ("run the same command with --resume to continue" if not to_stdout
                     else "write to a file with --output to be able to resume")
+            form = "whole Parquet parts" if _is_parquet(args.output) else "a valid JSON-lines prefix"
             sys.stderr.write(f"lrpjax: interrupted: {sink.done} record(s) written to {where} (lines 1-{sink.done}, "
-                             f"a valid JSON-lines prefix); {hint}\n")
+                             f"{form}); {hint}\n")
             return 130
     _batch_summary(args, tally, sink, kept, where)
     if sink.failed:
@@ -660,10 +672,9 @@ def _batch_summary(args: argparse.Namespace, tally: _Tally, sink, kept: int, whe
 
 
 def _read_records(path: str) -> list[dict]:
-    import json
+    from lrpjax.sinks import read_records
 
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle]
+    return read_records(path)
 
 
 def _warn_unknown(words: list[str]) -> None:

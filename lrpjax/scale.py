@@ -22,6 +22,10 @@ Contextual Decomposition, random baseline):
   (``jax.sharding.NamedSharding``), parameters are replicated. Under ``jax.distributed`` the mesh spans
   every process's devices; each process passes the same dataset and receives all results.
 
+Inputs that do not fit in memory, results written to disk as they finish, resumable runs and several
+processes each explaining its own part on its own devices: :mod:`lrpjax.stream`, which runs the same
+chunk programs (and forms the same chunks, so its results are bit-identical).
+
 Gradient-type methods (LRP, gradient, Sensitivity, Gradient x Input) run as one ``jax.vjp`` that also
 yields the scores, so ``targets="pred"`` costs no extra forward pass. The random baseline draws with the
 sequence's index in the dataset, so it equals ``method.batch`` on the whole padded dataset.
@@ -387,7 +391,7 @@ def _compile_all(plan: _Plan) -> None:
 
 def _put(host, sharding):
     """Places a host array on the devices of ``sharding`` (every process holds the whole array)."""
-    if jax.process_count() == 1:
+    if jax.process_count() == 1 or sharding.is_fully_addressable:
         return jax.device_put(host, sharding)
     return jax.make_array_from_callback(np.shape(host), sharding, lambda index: np.asarray(host)[index])
 
@@ -430,6 +434,26 @@ def _check_sequences(sequences) -> tuple[list, np.ndarray]:
     return arrays, np.asarray([a.shape[0] for a in arrays], dtype=np.int64)
 
 
+def _output_kind(methods: tuple, params, x0) -> tuple[int, bool]:
+    """(C, sequence_output) of the model's output for a first sequence ``x0`` (T, E): (C,) or (T, C).
+
+    Raises:
+        ValueError: any other output shape.
+    """
+    scores = jax.eval_shape(lambda p, x_: methods[0].apply(p, x_, None), params,
+                            jax.ShapeDtypeStruct(x0.shape, x0.dtype))
+    sequence_output = len(scores.shape) == 2
+    if len(scores.shape) not in (1, 2) or (sequence_output and scores.shape[0] != x0.shape[0]):
+        raise ValueError(f"`method`: the model's output for a sequence of {x0.shape[0]} steps has shape "
+                         f"{tuple(scores.shape)}; explain_dataset needs (C,) or one score vector per step (T, C).")
+    return scores.shape[-1], sequence_output
+
+
+def _check_tokens(tokens) -> None:
+    if not isinstance(tokens, bool):
+        raise TypeError(f"`tokens` must be a bool; got {type(tokens).__name__}.")
+
+
 def _check_targets(targets, N: int, C: int) -> tuple[np.ndarray, bool]:
     """-> (targets (N,) int32 with -1 for 'predicted', all_classes)."""
     if isinstance(targets, str):
@@ -449,13 +473,15 @@ def _check_targets(targets, N: int, C: int) -> tuple[np.ndarray, bool]:
     return array.astype(np.int32), False
 
 
-def _check_devices(devices, chunk_size: int) -> tuple:
+def _check_devices(devices, chunk_size: int, local: bool = False) -> tuple:
+    """The devices to shard chunks over: every device JAX sees, or with ``local`` this process's own."""
+    available = jax.local_devices() if local else jax.devices()
     if devices is None:
-        devices = tuple(jax.devices())
+        devices = tuple(available)
     elif isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
-        available = jax.devices()
         if not 1 <= devices <= len(available):
-            raise ValueError(f"`devices` must be between 1 and {len(available)} (devices JAX sees); got {devices}.")
+            where = "this process's devices" if local else "devices JAX sees"
+            raise ValueError(f"`devices` must be between 1 and {len(available)} ({where}); got {devices}.")
         devices = tuple(available[:devices])
     else:
         devices = tuple(devices)
@@ -470,22 +496,29 @@ def _check_devices(devices, chunk_size: int) -> tuple:
 
 
 def _fill_chunk(arrays, lengths, rows: np.ndarray, L: int, B: int, targets: np.ndarray):
-    """Host arrays of one chunk: X (B, L, E), mask (B, L), targets (B,), index (B,).
+    """Host arrays of the chunk holding the dataset's sequences ``rows``: X (B, L, E), mask (B, L),
+    targets (B,), index (B,) (see :func:`_fill_rows`)."""
+    return _fill_rows([arrays[i] for i in rows], L, B, targets[rows], rows, arrays[0].dtype)
 
-    Dummy rows (beyond ``len(rows)``) hold one valid zero step, so no row is empty; they are dropped.
+
+def _fill_rows(xs: Sequence[np.ndarray], L: int, B: int, targets, index, dtype):
+    """Host arrays of one chunk of ``len(xs) <= B`` sequences: X (B, L, E), mask (B, L), targets (B,),
+    index (B,) (each sequence's number in the dataset or stream, which the random baseline draws by).
+
+    Dummy rows (beyond ``len(xs)``) hold one valid zero step, so no row is empty; they are dropped.
     """
-    E, dtype = arrays[0].shape[1], arrays[0].dtype
+    E = xs[0].shape[1]
     X = np.zeros((B, L, E), dtype)
     mask = np.zeros((B, L), bool)
-    mask[len(rows):, 0] = True
-    for r, i in enumerate(rows):
-        X[r, :lengths[i]] = arrays[i]
-        mask[r, :lengths[i]] = True
+    mask[len(xs):, 0] = True
+    for r, x in enumerate(xs):
+        X[r, :x.shape[0]] = x
+        mask[r, :x.shape[0]] = True
     chunk_targets = np.zeros((B,), np.int32)
-    chunk_targets[:len(rows)] = targets[rows]
-    index = np.zeros((B,), np.int32)
-    index[:len(rows)] = rows
-    return X, mask, chunk_targets, index
+    chunk_targets[:len(xs)] = targets
+    chunk_index = np.zeros((B,), np.int32)
+    chunk_index[:len(xs)] = index
+    return X, mask, chunk_targets, chunk_index
 
 
 class _Plan(NamedTuple):
@@ -505,17 +538,9 @@ def _plan(method, params, sequences, targets, buckets, chunk_size, devices, toke
     devices = _check_devices(devices, chunk_size)
     arrays, lengths = _check_sequences(sequences)
     _explain._check_finite("params", params)
-    x0 = arrays[0]
-    scores = jax.eval_shape(lambda p, x_: methods[0].apply(p, x_, None), params,
-                            jax.ShapeDtypeStruct(x0.shape, x0.dtype))
-    C = scores.shape[-1]
-    sequence_output = len(scores.shape) == 2
-    if len(scores.shape) not in (1, 2) or (sequence_output and scores.shape[0] != x0.shape[0]):
-        raise ValueError(f"`method`: the model's output for a sequence of {x0.shape[0]} steps has shape "
-                         f"{tuple(scores.shape)}; explain_dataset needs (C,) or one score vector per step (T, C).")
+    C, sequence_output = _output_kind(methods, params, arrays[0])
     targets, all_classes = _check_targets(targets, len(arrays), C)
-    if not isinstance(tokens, bool):
-        raise TypeError(f"`tokens` must be a bool; got {type(tokens).__name__}.")
+    _check_tokens(tokens)
     edges = _resolve_edges(buckets, lengths, chunk_size)
     padded = assign_buckets(lengths, edges)
     chunks = []

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import html
 import os
+from collections import deque
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -531,6 +532,77 @@ class SSTModel:
             if progress is not None:
                 progress(len(index))
         return results
+
+    def explain_stream(self, sentences: Iterable[tuple[int, str | Sequence[str]]], method: str = "lrp-all",
+                       target: int | str = "pred", eps: float | None = None, *, batch_size: int = 64,
+                       seed: int = 0, window: int = 4096,
+                       devices=None) -> Iterator[tuple[int, SentenceExplanation | str]]:
+        """Explains a stream of numbered sentences, yielding the results in input order.
+
+        The sentences go through :class:`lrpjax.stream.Batcher` (length buckets :data:`_BUCKETS`, then
+        multiples of 64; compiled batches of ``batch_size``); memory is bounded by the window, whatever
+        the number of sentences. A sentence's result depends only on the sentence and its index, not on
+        the batch it lands in, so a stream explained in pieces (or resumed) gives the same results.
+
+        Args:
+            sentences: ``(index, sentence)`` pairs, indices increasing; the random baseline draws by
+                the index (the batch mode of the command line numbers a file's lines 0, 1, ...).
+            method, target, eps, seed: as :meth:`explain_many` (one target for all sentences).
+            batch_size: sentences per compiled call.
+            window: after every sentence whose ``index + 1`` is a multiple of ``window``, the partly
+                filled batches run, so everything up to it is yielded before the next sentence is read.
+            devices: this process's devices to shard each batch over (None: all of them).
+
+        Yields:
+            ``(index, result)``: a :class:`SentenceExplanation`, or for an empty sentence an error
+            message. Non-finite results are yielded as they are (see :attr:`SentenceExplanation.finite`).
+
+        Raises:
+            ValueError: an unknown method, a bad target, seed or window, or indices that do not increase.
+        """
+        from lrpjax import stream
+
+        if not isinstance(window, (int, np.integer)) or isinstance(window, bool) or window < 1:
+            raise ValueError(f"`window` must be an int >= 1; got {window!r}.")
+        m = make_method(method, eps, seed)
+        used_eps = (DEFAULT_EPS[method] if eps is None else float(eps)) if method.startswith("lrp-") else None
+        if not isinstance(target, (str, int, np.integer)) or isinstance(target, bool):
+            raise ValueError(f"`target` must be 'pred', a class index or a class name; got {target!r}.")
+        index_of_target = resolve_target(target)
+        embed = np.asarray(self.params["embed"])
+        embed = embed.astype(jax.dtypes.canonicalize_dtype(embed.dtype), copy=False)
+        batcher = stream.Batcher(m, self.params["model"], "pred" if index_of_target is None else index_of_target,
+                                 buckets=_BUCKETS, chunk_size=batch_size, devices=devices, tokens=True,
+                                 check_finite=False)
+        order: deque[int] = deque()
+        inputs: dict[int, tuple[str, list[str], list[str]]] = {}
+        ready: dict[int, SentenceExplanation | str] = {}
+
+        def finished(chunks) -> Iterator[tuple[int, SentenceExplanation | str]]:
+            for chunk in chunks:
+                for row, index in enumerate(chunk.indices.tolist()):
+                    text, tokens, unknown = inputs.pop(index)
+                    scores = chunk.scores[row]
+                    ready[index] = SentenceExplanation(
+                        text=text, tokens=tokens, unknown=unknown, scores=scores, probabilities=_softmax(scores),
+                        prediction=int(np.argmax(scores)), target=int(chunk.targets[row]), method=method,
+                        eps=used_eps, relevance=chunk.relevance[row, :len(tokens)])
+            while order and order[0] in ready:
+                index = order.popleft()
+                yield index, ready.pop(index)
+
+        for index, sentence in sentences:
+            tokens, ids, unknown = self.encode(sentence)
+            order.append(index)
+            if tokens:
+                inputs[index] = (sentence if isinstance(sentence, str) else " ".join(sentence), tokens, unknown)
+                done = batcher.add(index, embed[ids])
+            else:
+                ready[index], done = "empty sentence: nothing to explain", []
+            if (index + 1) % window == 0:
+                done += batcher.flush()
+            yield from finished(done)
+        yield from finished(batcher.flush())
 
     def _targets(self, target, n: int) -> np.ndarray:
         if isinstance(target, (str, int, np.integer)):

@@ -1,0 +1,734 @@
+"""Streaming explanation: an iterable of sequences in, results out as they finish, resumable, many processes.
+
+:func:`iter_stream` explains an iterable of sequences of unknown length -- ``(T_i, E)`` arrays, or
+``(index, array)`` pairs -- with bounded memory: each sequence goes into the buffer of its length bucket;
+a buffer that holds ``chunk_size`` sequences runs as one compiled chunk (the programs of
+:mod:`lrpjax.scale`), and the partly filled buffers run at the end (or every ``window`` sequences). Memory
+is bounded by one buffer per bucket, not by the input. The chunks are exactly those that
+:func:`lrpjax.scale.explain_dataset` forms for the same sequences (its buckets hold their sequences in
+input order too), so the results are bit-identical to it.
+
+:func:`explain_stream` writes the results to a directory of shards (:mod:`lrpjax.shards`) as they are
+finished, and continues an interrupted run (``resume=True``) where it stopped, ending with the same
+bytes as an uninterrupted run: chunks and shards are a deterministic function of the input and the
+options, a finished shard is recorded in the process's log only after it is on disk, and a resumed run
+reads the input again, skips the chunks of finished shards (checking that their input is unchanged)
+and computes the rest. The random baseline draws by each sequence's index, so results never depend on
+chunking.
+
+Several processes (``jax.distributed``, or independent processes given ``process_index`` and
+``process_count``): each explains its own chunks on its own devices (``jax.local_devices()``; no
+collective per chunk) and writes its own shards and log; process 0 writes the merged
+``_manifest.json`` after a barrier. With ``partition="chunks"`` every process reads the whole input
+and keeps only the sequences of its chunks (chunk k of the stream belongs to process k mod P), so the
+merged output equals the single-process output bit for bit; with ``partition="given"`` each process
+is given its own part of the input, as ``(index, array)`` pairs with global indices.
+
+    from lrpjax import stream
+    summary = stream.explain_stream(method, params, sequences, "out/", targets="pred", tokens=True)
+    results = stream.open_results("out/")
+    results.get(17).relevance         # by index
+    for row in results: ...           # in input order
+"""
+
+from __future__ import annotations
+
+import bisect
+import glob
+import json
+import os
+import zlib
+from collections import deque
+from functools import partial
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lrpjax import explain as _explain
+from lrpjax import scale
+from lrpjax import shards as _shards
+from lrpjax._types import Params
+from lrpjax.explain import Method
+from lrpjax.shards import StreamError, StreamResults, StreamRow, open_results
+
+__all__ = ["FLUSH", "Batcher", "ChunkInfo", "StreamSummary", "StreamError", "StreamResults", "StreamRow",
+           "iter_stream", "explain_stream", "open_results", "DEFAULT_SHARD_BYTES"]
+
+DEFAULT_SHARD_BYTES = 8 << 20
+_MAX_INDEX = 2**31 - 1   # chunk programs number sequences with int32
+
+
+class _Flush:
+    def __repr__(self) -> str:
+        return "lrpjax.stream.FLUSH"
+
+
+FLUSH = _Flush()
+"""An item of the input that runs every partly filled chunk now (the results of everything before it
+come out before the next item is read)."""
+
+
+class ChunkInfo(NamedTuple):
+    """What a chunk of the stream holds, known before it runs.
+
+    Attributes:
+        serial: the chunk's number in the stream, counting every process's chunks.
+        length: its bucket length L.
+        indices: its sequences' indices, (n,) int64, in input order.
+        lengths: their lengths, (n,).
+        crc: crc32 of its input (indices, lengths and values), to recognise the same input on resume.
+    """
+
+    serial: int
+    length: int
+    indices: np.ndarray
+    lengths: np.ndarray
+    crc: int
+
+
+# --- setup: what the first sequence tells ------------------------------------------------------------
+
+class _Setup(NamedTuple):
+    spec: Any                 # scale._Spec
+    params: Params
+    chunk_size: int
+    devices: tuple
+    E: int
+    dtype: np.dtype
+    bucket: Callable[[int], int]
+    targets: Callable[[int], int]
+    fields: dict              # shape templates and dtypes of scores, target, relevance
+
+
+def _bucket_rule(buckets) -> Callable[[int], int]:
+    """Padded length of a T-step sequence: powers of two from 8 (None), or the smallest edge >= T and
+    beyond the last edge its multiples (as :func:`lrpjax.scale.assign_buckets`)."""
+    if buckets is None:
+        return lambda T: max(8, 1 << (int(T) - 1).bit_length())
+    if isinstance(buckets, (int, np.integer)) and not isinstance(buckets, bool):
+        raise ValueError("`buckets` as a number of buckets needs every length in advance; give the edges "
+                         "(e.g. lrpjax.scale.bucket_edges(lengths of a sample, n)) or None for powers of two.")
+    edges = scale._resolve_edges(buckets, np.ones(1, np.int64), 1)
+
+    def bucket(T: int) -> int:
+        position = bisect.bisect_left(edges, T)
+        return edges[position] if position < len(edges) else -(-T // edges[-1]) * edges[-1]
+    return bucket
+
+
+def _target_rule(targets, C: int) -> tuple[Callable[[int], int], bool, Any]:
+    """(class of sequence ``index`` (-1: predicted), all_classes, description for the fingerprint)."""
+    if isinstance(targets, str):
+        if targets not in ("pred", "all"):
+            raise ValueError(f"`targets` as a string must be 'pred' or 'all'; got {targets!r}.")
+        return (lambda index: -1), targets == "all", targets
+    array = np.asarray(targets)
+    if not np.issubdtype(array.dtype, np.integer) or array.ndim > 1:
+        raise TypeError("`targets` must be 'pred', 'all', a class index, or class indices indexed by the "
+                        f"sequences' indices (N,); got {array.dtype} of shape {array.shape}.")
+    if np.any(array < 0) or np.any(array >= C):
+        raise ValueError(f"`targets` must be class indices in [0, {C}); got {int(array[(array < 0) | (array >= C)].ravel()[0])}.")
+    if array.ndim == 0:
+        return (lambda index: int(array)), False, int(array)
+
+    def given(index: int) -> int:
+        if index >= len(array):
+            raise ValueError(f"`targets` has {len(array)} entries; sequence {index} has none.")
+        return int(array[index])
+    return given, False, {"n": len(array), "crc32": zlib.crc32(np.ascontiguousarray(array, np.int64).tobytes())}
+
+
+def _field_templates(spec, params, E: int, dtype) -> dict:
+    """Shape templates of a row's fields: traced at two lengths, the axes that follow the length are "T"."""
+    def shapes(L):
+        x = jax.ShapeDtypeStruct((L, E), dtype)
+        one = jax.ShapeDtypeStruct((), jnp.int32)
+        return jax.eval_shape(partial(scale._explain_one, spec), params, x,
+                              jax.ShapeDtypeStruct((L,), jnp.bool_), one, one)
+    a, b = shapes(2), shapes(3)
+    fields = {}
+    for name, sa, sb in zip(_shards.FIELDS, a, b):
+        template = ["T" if (p, q) == (2, 3) else p for p, q in zip(sa.shape, sb.shape)]
+        fields[name] = {"shape": template, "dtype": np.dtype(sa.dtype).name}
+    return fields
+
+
+def _setup(method, params, x0: np.ndarray, targets, buckets, chunk_size, devices, tokens) -> _Setup:
+    methods = scale._check_methods(method)
+    devices = scale._check_devices(devices, chunk_size, local=True)
+    _explain._check_finite("params", params)
+    scale._check_tokens(tokens)
+    C, sequence_output = scale._output_kind(methods, params, x0)
+    target_of, all_classes, _ = _target_rule(targets, C)
+    spec = scale._Spec(methods, not isinstance(method, Method), all_classes, tokens, C, sequence_output)
+    E, dtype = x0.shape[1], x0.dtype
+    return _Setup(spec, params, int(chunk_size), devices, E, dtype, _bucket_rule(buckets), target_of,
+                  _field_templates(spec, params, E, dtype))
+
+
+# --- input items -------------------------------------------------------------------------------------
+
+class _Item(NamedTuple):
+    index: int
+    x: np.ndarray
+
+
+def _parse(item, position: int, last: int, first: _Item | None, check_finite: bool) -> _Item:
+    """Checks one input item: a (T, E) array, or an (index, array) pair with a growing index."""
+    where = f"`items[{position}]`"
+    if isinstance(item, tuple):
+        if len(item) != 2 or not isinstance(item[0], (int, np.integer)) or isinstance(item[0], bool):
+            raise TypeError(f"{where} must be a (T, E) array or an (index, array) pair with an int index; got a "
+                            f"tuple of {len(item)}.")
+        index, x = int(item[0]), item[1]
+        if not 0 <= index <= _MAX_INDEX:
+            raise ValueError(f"{where}: the index must lie in [0, 2**31); got {index}.")
+        if index <= last:
+            raise ValueError(f"{where}: indices must increase; got {index} after {last}.")
+    else:
+        index, x = position, item
+        if index > _MAX_INDEX:
+            raise ValueError(f"{where}: at most 2**31 sequences can be numbered; give (index, array) pairs.")
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"{where} must have shape (T, E) with T >= 1; got {x.shape}.")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"{where} must be floating point; got dtype {x.dtype}.")
+    if first is not None and x.shape[1] != first.x.shape[1]:
+        raise ValueError(f"{where} must have shape (T, E) with E = {first.x.shape[1]} (as the first); got {x.shape}.")
+    if check_finite and not np.all(np.isfinite(x)):
+        raise ValueError(f"{where} (sequence {index}) contains non-finite values (NaN or inf).")
+    if first is None:
+        x = x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False)
+    return _Item(index, x)
+
+
+def _items(items: Iterable, check_finite: bool) -> Iterator[_Item | _Flush]:
+    if isinstance(items, (str, bytes, np.ndarray)) or not hasattr(items, "__iter__"):
+        raise TypeError("`items` must be an iterable of (T, E) arrays or (index, array) pairs; got "
+                        f"{type(items).__name__}.")
+    position, last, first = 0, -1, None
+    for item in items:
+        if item is FLUSH:
+            yield FLUSH
+            continue
+        parsed = _parse(item, position, last, first, check_finite)
+        first = first or parsed
+        position, last = position + 1, parsed.index
+        yield parsed
+
+
+# --- the engine --------------------------------------------------------------------------------------
+
+class _Open:
+    """A bucket's buffer: the chunk being filled."""
+
+    def __init__(self, serial: int, L: int, owned: bool):
+        self.serial, self.L, self.owned = serial, L, owned
+        self.indices: list[int] = []
+        self.lengths: list[int] = []
+        self.xs: list[np.ndarray] = []
+        self.crc = 0
+
+    def add(self, item: _Item) -> None:
+        self.indices.append(item.index)
+        self.lengths.append(item.x.shape[0])
+        if self.owned:
+            self.xs.append(item.x)
+            self.crc = zlib.crc32(np.ascontiguousarray(item.x).tobytes(),
+                                  zlib.crc32(np.asarray([item.index, item.x.shape[0]], np.int64).tobytes(), self.crc))
+
+    def info(self) -> ChunkInfo:
+        return ChunkInfo(self.serial, self.L, np.asarray(self.indices, np.int64), np.asarray(self.lengths, np.int64),
+                         self.crc)
+
+
+class _Engine:
+    """Buckets, chunk launching (each chunk dispatched before the previous one is fetched) and flushing."""
+
+    def __init__(self, setup: _Setup, owns: Callable[[int], bool], compute: Callable[[ChunkInfo], bool]):
+        self.setup, self.owns, self.compute = setup, owns, compute
+        self.open: dict[int, _Open] = {}
+        self.serial = 0
+        self.launched: deque = deque()
+        self.placed = {}
+
+    def add(self, item: _Item) -> Iterator[tuple[ChunkInfo, scale.Chunk | None]]:
+        L = self.setup.bucket(item.x.shape[0])
+        chunk = self.open.get(L)
+        if chunk is None:
+            chunk = self.open[L] = _Open(self.serial, L, self.owns(self.serial))
+            self.serial += 1
+        chunk.add(item)
+        if len(chunk.indices) == self.setup.chunk_size:
+            del self.open[L]
+            yield from self._submit(chunk)
+
+    def flush(self) -> Iterator[tuple[ChunkInfo, scale.Chunk | None]]:
+        """Runs every partly filled chunk (in the order they were opened) and fetches every result."""
+        for chunk in sorted(self.open.values(), key=lambda c: c.serial):
+            yield from self._submit(chunk)
+        self.open.clear()
+        while self.launched:
+            yield self._collect(self.launched.popleft())
+
+    def _submit(self, chunk: _Open):
+        if not chunk.owned:
+            return
+        info = chunk.info()
+        handle = self._launch(chunk, info) if self.compute(info) else None
+        self.launched.append((info, handle))
+        while self.launched and (len(self.launched) > 1 or self.launched[0][1] is None):
+            yield self._collect(self.launched.popleft())
+
+    def _launch(self, chunk: _Open, info: ChunkInfo):
+        s = self.setup
+        program = scale._program(s.spec, s.params, chunk.L, s.chunk_size, s.E, s.dtype, s.devices)
+        if program.replicated not in self.placed:
+            self.placed[program.replicated] = jax.tree_util.tree_map(
+                lambda a: scale._put(np.asarray(a), program.replicated), s.params)
+        targets = [s.targets(i) for i in chunk.indices]
+        host = scale._fill_rows(chunk.xs, chunk.L, s.chunk_size, targets, info.indices, s.dtype)
+        outputs = program.compiled(self.placed[program.replicated], *(scale._put(a, program.batch) for a in host))
+        return outputs, program
+
+    @staticmethod
+    def _collect(entry) -> tuple[ChunkInfo, scale.Chunk | None]:
+        info, handle = entry
+        if handle is None:
+            return info, None
+        outputs, program = handle
+        return info, scale._collect(info.indices, outputs, program)[0]
+
+
+def _run(setup: _Setup, first: _Item, rest: Iterator, window, owns, compute):
+    engine = _Engine(setup, owns, compute)
+    count = 0
+    for item in _chain(first, rest):
+        if item is FLUSH:
+            yield from engine.flush()
+            continue
+        yield from engine.add(item)
+        count += 1
+        if window and count % window == 0:
+            yield from engine.flush()
+    yield from engine.flush()
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _start(items, check_finite: bool) -> tuple[_Item | None, Iterator]:
+    """The first sequence (FLUSH items before it mean nothing) and the rest of the parsed input."""
+    parsed = _items(items, check_finite)
+    for item in parsed:
+        if item is not FLUSH:
+            return item, parsed
+    return None, parsed
+
+
+def _check_window(window) -> None:
+    if window is not None and (not isinstance(window, (int, np.integer)) or isinstance(window, bool) or window < 1):
+        raise ValueError(f"`window` must be None or an int >= 1; got {window!r}.")
+
+
+_ARGS_DOC = """
+    Args:
+        method: a :class:`~lrpjax.explain.Method`, or a list of Methods of one model (e.g.
+            :func:`lrpjax.scale.eps_sweep`), as for :func:`lrpjax.scale.explain_dataset`.
+        params: the model's parameters.
+        items: an iterable of (T_i, E) floating arrays (numbered 0, 1, ...) or of ``(index, array)``
+            pairs with increasing int indices (e.g. line numbers, or positions in a larger dataset); the
+            dtype of the first is used for all. :data:`FLUSH` items run the partly filled chunks.
+        targets: ``"pred"``, ``"all"`` (every class), one class index, or class indices (N,) indexed by
+            the sequences' indices.
+        buckets: bucket edges (ascending; beyond the last edge its multiples), or None for powers of two
+            from 8 (as :func:`lrpjax.scale.explain_dataset`; a number of buckets needs the lengths in
+            advance and is refused).
+        chunk_size: sequences per compiled call; a multiple of the number of devices.
+        devices: this process's devices to shard each chunk over: None (all of ``jax.local_devices()``),
+            a number of them, or a list.
+        tokens: sum (T, E) relevance over E on the device (word-level relevance).
+        window: None (partly filled chunks run at the end: the chunks of ``explain_dataset``), or run
+            them every ``window`` sequences, so every result is out within ``window`` sequences of its
+            input and memory is bounded by the window as well.
+        check_finite: refuse inputs holding NaN or infinity (False lets them through; their results
+            are then not finite).
+"""
+
+
+def iter_stream(method, params: Params, items: Iterable, targets="pred", *, buckets=None, chunk_size: int = 128,
+                devices=None, tokens: bool = False, window: int | None = None,
+                check_finite: bool = True) -> Iterator[scale.Chunk]:
+    """Explains an iterable of sequences, yielding each chunk's results as soon as they are fetched.
+
+    Memory is bounded by one chunk per bucket (and by ``window``), whatever the length of the input.
+    """ + _ARGS_DOC + """
+    Yields:
+        :class:`lrpjax.scale.Chunk` values whose ``indices`` are the sequences' indices; their
+        relevance is padded to the bucket length (crop row i to its length).
+
+    Raises:
+        ValueError, TypeError: as :func:`lrpjax.scale.explain_dataset`, naming the item.
+    """
+    _check_window(window)
+    first, rest = _start(items, check_finite)
+    if first is None:
+        return
+    setup = _setup(method, params, first.x, targets, buckets, chunk_size, devices, tokens)
+    for _, chunk in _run(setup, first, rest, window, lambda serial: True, lambda info: True):
+        yield chunk
+
+
+class Batcher:
+    """The push form of :func:`iter_stream`, for callers that interleave their own work with the
+    explanation (reading lines, writing records in order): :meth:`add` one sequence at a time and
+    :meth:`flush` when everything so far must come out; each returns the chunks that finished.
+
+    Args: as :func:`iter_stream` (without ``items`` and ``window``). The model's output kind is read
+    from the first sequence added.
+    """
+
+    def __init__(self, method, params: Params, targets="pred", *, buckets=None, chunk_size: int = 128,
+                 devices=None, tokens: bool = False, check_finite: bool = True):
+        self._arguments = (method, params, targets, buckets, chunk_size, devices, tokens)
+        _bucket_rule(buckets)
+        self._check_finite = check_finite
+        self._engine: _Engine | None = None
+        self._first: _Item | None = None
+        self._last = -1
+
+    def add(self, index: int, x) -> list[scale.Chunk]:
+        """Adds sequence ``index`` (indices increase), x (T, E); returns the chunks it completed.
+
+        Raises:
+            ValueError, TypeError: a bad index or array (as :func:`iter_stream`).
+        """
+        item = _parse((index, x), index, self._last, self._first, self._check_finite)
+        if self._engine is None:
+            method, params, targets, buckets, chunk_size, devices, tokens = self._arguments
+            setup = _setup(method, params, item.x, targets, buckets, chunk_size, devices, tokens)
+            self._engine, self._first = _Engine(setup, lambda serial: True, lambda info: True), item
+        self._last = item.index
+        return [chunk for _, chunk in self._engine.add(item)]
+
+    def flush(self) -> list[scale.Chunk]:
+        """Runs every partly filled chunk; returns every chunk not returned yet."""
+        return [] if self._engine is None else [chunk for _, chunk in self._engine.flush()]
+
+
+# --- writing to disk ---------------------------------------------------------------------------------
+
+class StreamSummary(NamedTuple):
+    """What :func:`explain_stream` did in this process.
+
+    Attributes:
+        directory: the output directory.
+        sequences: sequences of this process's part that are finished (kept from before, or explained now).
+        explained: of them, explained by this call (not kept from an interrupted run).
+        shards: this process's finished shards; ``kept``: of them, kept from an interrupted run.
+        compilations: chunk programs compiled by this call.
+        manifest: the path of ``_manifest.json`` if this process wrote it, else None.
+    """
+
+    directory: str
+    sequences: int
+    explained: int
+    shards: int
+    kept: int
+    compilations: int
+    manifest: str | None
+
+
+def _describe(m: Method) -> dict:
+    """A method as stable JSON (no object addresses): what makes two runs' results equal."""
+    apply = m.apply
+    owner = getattr(apply, "__self__", None)
+    model = f"{type(owner).__module__}.{owner!r}.{apply.__name__}" if owner is not None else \
+        f"{getattr(apply, '__module__', '')}.{getattr(apply, '__qualname__', repr(apply))}"
+    return {"name": m.name, "fn": f"{m.fn.__module__}.{m.fn.__qualname__}", "model": model,
+            "rules": repr(m.rules), "option": m.option, "seed": m.seed}
+
+
+def _params_fingerprint(params) -> dict:
+    crc = 0
+    shapes = []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        array = np.ascontiguousarray(np.asarray(leaf))
+        shapes.append(f"{jax.tree_util.keystr(path)}:{array.dtype.name}{list(array.shape)}")
+        crc = zlib.crc32(array.tobytes(), zlib.crc32(shapes[-1].encode(), crc))
+    return {"crc32": crc, "leaves": shapes}
+
+
+def _header(setup: _Setup, method, targets, buckets, window, shard_bytes, shard_format, partition,
+            process_index, process_count) -> dict:
+    methods = setup.spec.methods
+    C = setup.spec.n_classes
+    config = {"methods": [_describe(m) for m in methods], "stacked": setup.spec.stacked,
+              "targets": _target_rule(targets, C)[2], "tokens": setup.spec.tokens,
+              "buckets": None if buckets is None else [int(e) for e in buckets], "chunk_size": setup.chunk_size,
+              "window": None if window is None else int(window), "shard_bytes": int(shard_bytes),
+              "E": int(setup.E), "dtype": np.dtype(setup.dtype).name, "classes": int(C),
+              "sequence_output": setup.spec.sequence_output, "params": _params_fingerprint(setup.params)}
+    return {"format": _shards.FORMAT, "version": _shards.VERSION, "shard_format": shard_format,
+            "partition": partition, "process_index": process_index, "process_count": process_count,
+            "config": config, "fields": setup.fields}
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else key)
+    return f"{where}: {json.dumps(a)[:80]} before, {json.dumps(b)[:80]} now"
+
+
+class _Log:
+    """This process's log: the header, one line per finished shard, the completion line."""
+
+    def __init__(self, directory: str, header: dict, resume: bool):
+        self.path = os.path.join(directory, _shards.log_name(header["process_index"], header["process_count"]))
+        self.finished: list[dict] = []
+        self.complete: dict | None = None
+        if os.path.exists(self.path):
+            if not resume:
+                raise StreamError(f"{directory!r} already holds the output of a run ({os.path.basename(self.path)}); "
+                                  "pass resume=True to continue it, or write to another directory.")
+            self._resume(header)
+            self.handle = open(self.path, "a", encoding="utf-8")
+        else:
+            self.handle = open(self.path, "w", encoding="utf-8")
+            self.append(header)
+
+    def _resume(self, header: dict) -> None:
+        records, good_end = _shards.read_log(self.path)
+        if good_end != os.path.getsize(self.path):
+            os.truncate(self.path, good_end)   # a last line cut short: its shard is written again
+        if not records:
+            with open(self.path, "w", encoding="utf-8") as handle:
+                handle.write(_shards.dumps(header))
+            return
+        if records[0] != header:
+            raise StreamError(f"cannot resume {os.path.dirname(self.path)!r}: it was written with other options "
+                              f"or another model ({_first_difference(records[0], header)}); give the same "
+                              "arguments, or write to another directory.")
+        self.finished = [r for r in records[1:] if "file" in r]
+        self.complete = records[-1] if records[-1].get("complete") else None
+
+    def append(self, record: dict) -> None:
+        self.handle.write(_shards.dumps(record))
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class _Shards:
+    """Groups this process's chunks into shards (deterministically, before they run), writes finished
+    shards and logs them; on resume, skips the chunks of logged shards and checks their input."""
+
+    def __init__(self, directory: str, header: dict, log: _Log, shard_bytes: int, progress):
+        self.directory, self.header, self.log = directory, header, log
+        self.fields = header["fields"]
+        self.shard_bytes = shard_bytes
+        self.progress = progress
+        self.serial, self.size = 0, 0        # the shard being planned and its bytes so far
+        self.count = 0                       # shards planned
+        self.pending: deque = deque()        # planned, unfinished shards: [serial, infos, parts, arrived]
+        self.done = {entry["serial"]: entry for entry in log.finished}
+        self.sequences = self.explained = self.kept = 0
+
+    def _bytes(self, lengths: np.ndarray) -> int:
+        return int(sum(np.dtype(spec["dtype"]).itemsize * _shards.row_sizes(spec["shape"], lengths).sum()
+                       for spec in self.fields.values()))
+
+    def compute(self, info: ChunkInfo) -> bool:
+        """Plans ``info`` into the current shard; False when that shard is finished already (resume)."""
+        if not self.pending or self.pending[-1][0] != self.serial:
+            self.pending.append([self.serial, [], [], 0])
+        self.pending[-1][1].append(info)
+        serial = self.serial
+        self.count = serial + 1
+        self.size += self._bytes(info.lengths)
+        if self.size >= self.shard_bytes:   # the shard is closed: the next chunk starts another
+            self.serial, self.size = self.serial + 1, 0
+        return serial not in self.done
+
+    def arrived(self, info: ChunkInfo, chunk: scale.Chunk | None) -> None:
+        shard = self.pending[0]
+        if chunk is not None:
+            shard[2].append(_shards.Part(info.indices, info.lengths, chunk.scores, chunk.targets, chunk.relevance))
+        shard[3] += 1
+        if self.progress is not None:
+            self.progress(len(info.indices))
+        if shard[3] == len(shard[1]) and shard[0] != self.serial:
+            self._finish(self.pending.popleft())
+
+    def finish(self) -> None:
+        """Writes the last shard (the input has ended)."""
+        while self.pending:
+            self._finish(self.pending.popleft(), at_end=True)
+
+    def _finish(self, shard, at_end: bool = False) -> None:
+        serial, infos, parts, _ = shard
+        n = sum(len(info.indices) for info in infos)
+        crc = zlib.crc32(b"".join(np.uint32(info.crc).tobytes() for info in infos))
+        if serial in self.done:
+            entry = self.done[serial]
+            if at_end and n < entry["rows"]:
+                raise StreamError(f"cannot resume {self.directory!r}: this input ends before the sequences of "
+                                  f"{entry['file']}; it was written from a longer input.")
+            if entry["rows"] != n or entry["input_crc32"] != crc:
+                raise StreamError(f"cannot resume {self.directory!r}: the input differs from the run that wrote "
+                                  f"{entry['file']} (sequences {entry['index_min']}..{entry['index_max']}); it "
+                                  "was written from another input.")
+            self.kept += n
+        else:
+            indices = np.concatenate([info.indices for info in infos])
+            name = _shards.shard_name(self.header["process_index"], serial, self.header["shard_format"])
+            size = _shards.write_shard(os.path.join(self.directory, name), parts, self.fields,
+                                       self.header["shard_format"], self.header)
+            self.log.append({"file": name, "serial": serial, "rows": n, "index_min": int(indices.min()),
+                             "index_max": int(indices.max()), "input_crc32": crc, "bytes": size})
+            self.explained += n
+        self.sequences += n
+
+
+def _process(process_index, process_count) -> tuple[int, int]:
+    count = jax.process_count() if process_count is None else process_count
+    index = jax.process_index() if process_index is None else process_index
+    for name, value in (("process_index", index), ("process_count", count)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+            raise TypeError(f"`{name}` must be an int; got {type(value).__name__}.")
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"`process_index` must lie in [0, process_count) = [0, {count}); got {index}.")
+    return int(index), int(count)
+
+
+def _prepare_directory(directory: str, process_index: int, process_count: int) -> None:
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise StreamError(f"`out` {directory!r} exists and is not a directory.")
+    os.makedirs(directory, exist_ok=True)
+    count, _ = _shards.scan_directory(directory)
+    if count is not None and count != process_count:
+        raise StreamError(f"{directory!r} holds the output of a run with {count} process(es); this run has "
+                          f"{process_count}. Resume with the same number of processes, or write to another directory.")
+    for stale in glob.glob(os.path.join(glob.escape(directory), f".part-{process_index:05d}-*.tmp")):
+        os.unlink(stale)   # a shard being written when the process was killed
+
+
+def explain_stream(method, params: Params, items: Iterable, out: str | os.PathLike[str], targets="pred", *,
+                   buckets=None, chunk_size: int = 128, devices=None, tokens: bool = False,
+                   window: int | None = None, resume: bool = False, format: str = "npz",
+                   shard_bytes: int = DEFAULT_SHARD_BYTES, partition: str = "chunks",
+                   process_index: int | None = None, process_count: int | None = None,
+                   progress: Callable[[int], None] | None = None, check_finite: bool = True) -> StreamSummary:
+    """Explains an iterable of sequences into a directory of shards, resumably (see the module docstring).
+
+    Memory is bounded by one chunk per bucket plus one shard (``shard_bytes`` of results).
+    """ + _ARGS_DOC + """        out: the output directory (created if missing).
+        resume: continue the run whose output is in ``out`` (same arguments, same input), or start one
+            if there is none; without it, an ``out`` that holds a run is refused (nothing is destroyed).
+        format: ``"npz"`` (numpy only) or ``"parquet"`` (needs pyarrow: the ``parquet`` extra).
+        shard_bytes: a shard is closed when its results reach this many bytes (at least one chunk each).
+        partition: ``"chunks"`` (every process reads the whole input; chunk k is explained by process
+            k mod P) or ``"given"`` (each process's ``items`` are its own part, with global indices).
+        process_index, process_count: this process's number and the number of processes (default
+            ``jax.process_index()``, ``jax.process_count()``: one, without ``jax.distributed``).
+        progress: called with the number of sequences finished after each chunk.
+
+    Returns:
+        A :class:`StreamSummary`.
+
+    Raises:
+        StreamError: ``out`` holds another run (other options, model, input or process count), or a
+            run while ``resume`` is False.
+        ValueError, TypeError: bad arguments or items, as :func:`iter_stream`.
+    """
+    _check_window(window)
+    _shards.check_shard_format(format)
+    if partition not in ("chunks", "given"):
+        raise ValueError(f"`partition` must be 'chunks' or 'given'; got {partition!r}.")
+    if not isinstance(shard_bytes, (int, np.integer)) or isinstance(shard_bytes, bool) or shard_bytes < 1:
+        raise ValueError(f"`shard_bytes` must be an int >= 1; got {shard_bytes!r}.")
+    process_index, process_count = _process(process_index, process_count)
+    directory = os.fspath(out)
+    first, rest = _start(items, check_finite)
+    if first is None:
+        raise ValueError("`items` is empty; at least one sequence is needed.")
+    setup = _setup(method, params, first.x, targets, buckets, chunk_size, devices, tokens)
+    header = _header(setup, method, targets, buckets, window, shard_bytes, format, partition, process_index,
+                     process_count)
+    _prepare_directory(directory, process_index, process_count)
+    log = _Log(directory, header, resume)
+    try:
+        return _write(setup, header, log, directory, first, rest, window, shard_bytes, partition, progress)
+    finally:
+        log.close()
+
+
+def _write(setup, header, log: _Log, directory, first, rest, window, shard_bytes, partition, progress):
+    process_index, process_count = header["process_index"], header["process_count"]
+    owns = (lambda serial: serial % process_count == process_index) if partition == "chunks" else \
+        (lambda serial: True)
+    shards = _Shards(directory, header, log, int(shard_bytes), progress)
+    before = scale.compilations()
+    seen = 0
+
+    def counted(items):
+        nonlocal seen
+        for item in items:
+            seen += item is not FLUSH
+            if log.complete is not None and seen + 1 > log.complete["input"]:
+                raise StreamError(f"cannot resume {directory!r}: its run is complete after {log.complete['input']} "
+                                  "sequences, and this input holds more; it was written from another input.")
+            yield item
+
+    for info, chunk in _run(setup, first, counted(rest), window, owns, shards.compute):
+        shards.arrived(info, chunk)
+    shards.finish()
+    seen += 1   # the first item
+    logged = {entry["serial"] for entry in log.finished}
+    missing = sorted(logged - set(range(shards.count)))
+    if missing:
+        raise StreamError(f"cannot resume {directory!r}: it holds shards this input does not reach (from shard "
+                          f"{missing[0]}); it was written from a longer input.")
+    completion = {"complete": True, "sequences": shards.sequences, "shards": shards.count, "input": seen}
+    if log.complete is None:
+        log.append(completion)
+    elif {k: log.complete.get(k) for k in completion} != completion:
+        raise StreamError(f"cannot resume {directory!r}: the finished run read {log.complete.get('input')} "
+                          f"sequences; this input has {seen}; it was written from another input.")
+    manifest = _finalize(directory, header)
+    return StreamSummary(directory, shards.sequences, shards.explained, shards.count, shards.kept,
+                         scale.compilations() - before, manifest)
+
+
+def _finalize(directory: str, header: dict) -> str | None:
+    """Writes the merged manifest once every process is complete: process 0 after a barrier under
+    ``jax.distributed``; otherwise whichever process finds every log complete (they write equal bytes)."""
+    process_count = header["process_count"]
+    distributed = process_count > 1 and jax.process_count() == process_count
+    if distributed:
+        from jax.experimental import multihost_utils
+
+        # The name must be equal on every host (their paths to the directory may differ): the run's header.
+        run = zlib.crc32(_shards.dumps({k: v for k, v in header.items() if k != "process_index"}).encode())
+        multihost_utils.sync_global_devices(f"lrpjax.stream.explain_stream:{run:08x}")
+        if header["process_index"] != 0:
+            return None
+    _, logs = _shards.scan_directory(directory)
+    entries = []
+    for process in range(process_count):
+        if process not in logs:
+            return None
+        records, _ = _shards.read_log(logs[process])
+        if not records or not records[-1].get("complete"):
+            return None
+        entries.extend({**r, "process": process} for r in records[1:] if "file" in r)
+    return _shards.write_manifest(directory, header, entries)
