@@ -62,7 +62,7 @@ def check_dtypes(params: Params, what: str) -> np.dtype:
     if len(dtypes) != 1:
         raise TypeError(f"the weights of {what} must all have one dtype; got {sorted(str(d) for d in dtypes)}.")
     dtype = dtypes.pop()
-    if dtype == np.float64 and not jax.config.jax_enable_x64:
+    if dtype == np.float64 and jax.dtypes.canonicalize_dtype(np.float64) != np.float64:
         raise TypeError(f"the weights of {what} are float64 but JAX runs in 32 bits, which would round them to "
                         "float32; enable 64 bits first (jax.config.update('jax_enable_x64', True)) or convert the "
                         "model to float32.")
