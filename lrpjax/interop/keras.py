@@ -110,6 +110,12 @@ def from_keras(keras_model: Any) -> tuple[Sequential, Params] | tuple[Sequential
     return (model, builder.params) if table is None else (model, builder.params, table)
 
 
+def _numpy(keras, variable) -> np.ndarray:
+    """A Keras variable's value as a numpy array (through its backend tensor: converting the variable
+    itself warns under NumPy 2)."""
+    return np.asarray(keras.ops.convert_to_numpy(variable.value))
+
+
 def _input_size(keras_model) -> int:
     shape = keras_model.inputs[0].shape if getattr(keras_model, "inputs", None) else None
     if shape is None or len(shape) != 3 or shape[-1] is None:
@@ -126,7 +132,7 @@ def _embedding(keras, layers: list) -> tuple[np.ndarray | None, list]:
                              "Embedding is supported.")
     if not layers or not isinstance(layers[0], keras.layers.Embedding):
         return None, layers
-    table = as_weight(keras.ops.convert_to_numpy(layers[0].embeddings), f"{layers[0].name}.embeddings")
+    table = as_weight(_numpy(keras, layers[0].embeddings), f"{layers[0].name}.embeddings")
     return table, layers[1:]
 
 
@@ -161,7 +167,6 @@ class _Builder:
         self.layers: list = []
         self.params: Params = {}
         self.parts = Parts(("input",), (E,))
-        self.sequence = True
         self.counts = {"recurrent": 0, "dense": 0, "pool": 0}
 
     def add(self, layer, where: str) -> None:
@@ -204,9 +209,6 @@ class _Builder:
             if layer.go_backwards:
                 raise ValueError(f"`{where}` has go_backwards=True outside Bidirectional, not supported (its "
                                  "outputs come in reversed time order); wrap it in Bidirectional instead.")
-        if not self.sequence:
-            raise ValueError(f"`{where}` needs a sequence input; the layer before it returns a vector "
-                             "(set return_sequences=True on the recurrent layer before it).")
         cells = [self._cell(d, f"{where}{'.' + n if bidirectional else ''}")
                  for d, n in zip(directions, ("forward_layer", "backward_layer"))]
         if len({c[0] for c in cells}) != 1 or len({c[1]["U"].shape for c in cells}) != 1:
@@ -220,7 +222,6 @@ class _Builder:
             self.params[key] = cell_params
         self.layers.append(lrp_layer)
         self.parts = Parts(lrp_layer.keys(), (H,) * len(lrp_layer.keys()))
-        self.sequence = sequences
 
     def _cell(self, layer, where: str):
         """``(lrpjax cell, its parameters)`` of one Keras LSTM / GRU layer (conventions: module docstring)."""
@@ -236,12 +237,12 @@ class _Builder:
         H = int(cell.units)
         lstm = isinstance(layer, keras.layers.LSTM)
         G = 4 if lstm else 3
-        kernel = as_weight(keras.ops.convert_to_numpy(cell.kernel), f"{where}.kernel", (E, G * H))
-        recurrent = as_weight(keras.ops.convert_to_numpy(cell.recurrent_kernel), f"{where}.recurrent_kernel",
+        kernel = as_weight(_numpy(keras, cell.kernel), f"{where}.kernel", (E, G * H))
+        recurrent = as_weight(_numpy(keras, cell.recurrent_kernel), f"{where}.recurrent_kernel",
                               (H, G * H))
         reset_after = not lstm and bool(cell.reset_after)
         bias_shape = (2, G * H) if reset_after else (G * H,)
-        bias = (as_weight(keras.ops.convert_to_numpy(cell.bias), f"{where}.bias", bias_shape) if cell.use_bias
+        bias = (as_weight(_numpy(keras, cell.bias), f"{where}.bias", bias_shape) if cell.use_bias
                 else np.zeros(bias_shape, kernel.dtype))
         if lstm:
             return StandardCell(), {"W": gate_blocks(kernel, _LSTM_ORDER), "U": gate_blocks(recurrent, _LSTM_ORDER),
@@ -260,8 +261,8 @@ class _Builder:
         if activation not in _DENSE_ACTIVATIONS:
             raise ValueError(f"`{where}` has activation {activation!r}; supported: {sorted(_DENSE_ACTIVATIONS)} "
                              f"(and {' or '.join(_OUTPUT_ACTIVATIONS)} on the last layer, left out).")
-        kernel = as_weight(keras.ops.convert_to_numpy(layer.kernel), f"{where}.kernel")
-        bias = as_weight(keras.ops.convert_to_numpy(layer.bias), f"{where}.bias") if layer.use_bias else None
+        kernel = as_weight(_numpy(keras, layer.kernel), f"{where}.kernel")
+        bias = as_weight(_numpy(keras, layer.bias), f"{where}.bias") if layer.use_bias else None
         name = f"dense_{self.counts['dense']}"
         self.counts["dense"] += 1
         self.params[name] = dense_params(kernel, bias, self.parts, f"{where}.kernel")
@@ -287,10 +288,7 @@ class _Builder:
     def _pool(self, layer, where: str) -> None:
         if getattr(layer, "data_format", "channels_last") != "channels_last" or getattr(layer, "keepdims", False):
             raise ValueError(f"`{where}` must pool over time with data_format='channels_last' and keepdims=False.")
-        if not self.sequence:
-            raise ValueError(f"`{where}` needs a sequence input; the layer before it returns a vector.")
         mode = "mean" if isinstance(layer, self.keras.layers.GlobalAveragePooling1D) else "max"
         name = f"pool_{self.counts['pool']}"
         self.counts["pool"] += 1
         self.layers.append(Pool(mode, name=name))
-        self.sequence = False
