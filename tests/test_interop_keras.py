@@ -6,6 +6,10 @@ softmax left out; embeddings with mask_zero; LRP on imported models; every refus
 import gc
 import itertools
 import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -252,3 +256,13 @@ def test_stateful_unbuilt_and_functional_models_are_refused():
         interop.from_keras(unbuilt)
     with pytest.raises(TypeError, match="keras.Sequential"):
         interop.from_keras(functional)
+
+
+def test_readme_snippet_explain_your_own_keras_model_runs(tmp_path):
+    """As a user runs it: a fresh interpreter (default 32-bit JAX, no test configuration)."""
+    text = (Path(__file__).resolve().parents[1] / "examples" / "README.md").read_text()
+    block = re.search(r"### Explain your own Keras model.*?```python\n(.*?)```", text, re.S)
+    assert block, "no Keras snippet in examples/README.md"
+    result = subprocess.run([sys.executable, "-c", block.group(1)], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "relevance per step" in result.stdout and "softmax" in result.stderr

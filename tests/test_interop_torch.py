@@ -3,9 +3,13 @@ uni- and bidirectional LSTMs and GRUs with heads; the gate reordering shown to m
 masked batches and .full() on imported models; every refused configuration."""
 
 import gc
+import importlib.util
 import itertools
+import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -273,3 +277,42 @@ def test_importing_lrpjax_imports_no_framework():
     code = ("import sys, lrpjax, lrpjax.interop; "
             "assert not {'torch', 'keras', 'flax'} & set(sys.modules), sorted({'torch', 'keras', 'flax'} & set(sys.modules))")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_snippet(heading: str) -> str:
+    """The first ```python block after ``heading`` in examples/README.md."""
+    text = (ROOT / "examples" / "README.md").read_text()
+    block = re.search(re.escape(heading) + r".*?```python\n(.*?)```", text, re.S)
+    assert block, f"no python block after {heading!r} in examples/README.md"
+    return block.group(1)
+
+
+def test_readme_snippet_explain_your_own_pytorch_model_runs(tmp_path):
+    """As a user runs it: a fresh interpreter (default 32-bit JAX, no test configuration)."""
+    result = subprocess.run([sys.executable, "-c", readme_snippet("### Explain your own PyTorch model")],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "relevance per step" in result.stdout
+
+
+@pytest.mark.slow
+def test_worked_example_quick_run_writes_results(tmp_path):
+    spec = importlib.util.spec_from_file_location("torch_sst_bigru", ROOT / "examples" / "torch_sst_bigru.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    report = example.main(["--quick", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "torch_sst_bigru.json").read_text())
+    assert saved["parity"] == report["parity"]
+    assert saved["parity"]["max_abs_difference"] <= 1e-5 * max(1.0, saved["parity"]["max_abs_score"])
+    assert saved["dataset"]["max_abs_score_difference_to_torch"] <= 1e-5 * max(1.0, saved["parity"]["max_abs_score"])
+    assert saved["dataset"]["sentences"] == 300
+    for sentence in saved["sentences"]:
+        assert set(sentence["relevance"]) == {"LRP-all", "LRP-prop", "LRP-abs", "LRP-half", "Gradient", "Sensitivity",
+                                              "Gradient x Input", "Occlusion f-diff", "Occlusion P-diff", "Random"}
+        assert all(len(r) == len(sentence["tokens"]) for r in sentence["relevance"].values())
+        assert abs(sentence["lrp_all_share_residual"]) <= 1e-4
+        assert sentence["max_abs_difference_padded_vs_alone"] <= 1e-5
+        assert (tmp_path / sentence["figure"]).stat().st_size > 0
