@@ -187,6 +187,7 @@ def _without(tree, key):
     (lambda: {**_gru_params(), "in": {"kernel": np.zeros((E, H)), "bias": np.zeros(H + 1)}}, "gru", ValueError,
      r"cell_params\['in'\]\['bias'\]"),
     (lambda: [1, 2], "gru", TypeError, "mapping"),
+    (lambda: {**_gru_params(), "hz": {"kernel": np.zeros((H,))}}, "gru", ValueError, r"\['hz'\]\['kernel'\]` must be a matrix"),
     (lambda: _gru_params(), "lstm", ValueError, "LSTMCell"),
 ])
 def test_refused_cell_parameters(make, kind, error, match):
@@ -206,6 +207,8 @@ def test_refused_rnn_modules():
         interop.from_flax_rnn(nn.RNN(cell, time_major=True), variables)
     with pytest.raises(TypeError, match="nn.RNN or nn.Bidirectional"):
         interop.from_flax_rnn(cell, variables)
+    with pytest.raises(TypeError, match="must hold nn.RNN layers"):
+        interop.from_flax_rnn(nn.Bidirectional(nn.GRUCell(H), nn.GRUCell(H)), bi_variables)
     with pytest.raises(ValueError, match="concatenation"):
         interop.from_flax_rnn(nn.Bidirectional(nn.RNN(cell), nn.RNN(cell), merge_fn=lambda a, b: a + b), bi_variables)
     with pytest.raises(ValueError, match="same kind of cell"):

@@ -235,6 +235,17 @@ def _sequential(*layers, shape=(T, E)):
     (lambda: _sequential(L.LSTM(H), L.Softmax(), L.Dense(C)), ValueError, "softmax is supported only as the last"),
     (lambda: _sequential(L.LSTM(H), L.Activation("relu")), ValueError, "must follow a Dense"),
     (lambda: _sequential(L.Dense(C)), ValueError, "no LSTM, GRU"),
+    (lambda: _sequential(L.Dense(C), shape=(E,)), ValueError, r"embedded sequences \(B, T, E\)"),
+    (lambda: _sequential(L.LSTM(H, return_state=True)), ValueError, "return_state"),
+    (lambda: _sequential(L.Bidirectional(L.SimpleRNN(H))), TypeError, "wraps a SimpleRNN"),
+    (lambda: _sequential(L.Bidirectional(L.LSTM(H), backward_layer=L.GRU(H, go_backwards=True))), ValueError,
+     "one LSTM forward and one backward"),
+    (lambda: _sequential(L.Bidirectional(L.LSTM(H), backward_layer=L.LSTM(H - 1, go_backwards=True))), ValueError,
+     "same units"),
+    (lambda: _sequential(L.LSTM(H), L.Dense(C), L.Activation("gelu")), ValueError, r"\(activation\).*'gelu'"),
+    (lambda: _sequential(L.LSTM(H, return_sequences=True), L.GlobalAveragePooling1D(keepdims=True), L.Dense(C)),
+     ValueError, "keepdims=False"),
+    (lambda: _sequential(L.LSTM(H, dtype="float64"), L.Dense(C)), TypeError, "one dtype"),
     (lambda: _sequential(L.Conv1D(2, 2), L.LSTM(H)), TypeError, "Conv1D; supported layers"),
     (lambda: _sequential(L.LSTM(H, return_sequences=True), L.Embedding(3, 2)), ValueError, "Embedding.*after"),
 ])
@@ -256,6 +267,15 @@ def test_stateful_unbuilt_and_functional_models_are_refused():
         interop.from_keras(unbuilt)
     with pytest.raises(TypeError, match="keras.Sequential"):
         interop.from_keras(functional)
+
+
+def test_a_model_built_by_calling_it_imports():
+    with keras_context():
+        keras_model = keras.Sequential([L.GRU(H), L.Dense(C)])
+        x = np.random.default_rng(8).normal(0, 1, (T, E)).astype(np.float32)
+        want = np.asarray(keras_model(x[None]))[0]
+    model, params = interop.from_keras(keras_model)
+    assert rel_err(model.apply(params, x), want) <= 1e-5
 
 
 def test_readme_snippet_explain_your_own_keras_model_runs(tmp_path):
