@@ -286,7 +286,7 @@ _decompose_jit = jax.jit(_decompose, static_argnums=(0, 5))
 def _span_scores(model: Sequential, params: Params, x: Array, spans: Array, target, mask: Array,
                  bias_product: str) -> Array:
     """Relevant part of the target score for each span ``[start, stop)`` of ``spans`` (S, 2): (S,)."""
-    steps = jnp.arange(x.shape[0])
+    steps = jnp.arange(x.shape[0], dtype=spans.dtype)
 
     def one(span):
         relevant = (steps >= span[0]) & (steps < span[1])
@@ -386,9 +386,10 @@ def phrase_batch(apply: Callable, params: Params, X: ArrayLike, spans: ArrayLike
         raise ValueError(f"`mask` must have shape (B, T) = ({B}, {T}); got {np.shape(mask)}.")
     check_prefix(mask)
     check_inputs(X[0], np.asarray(mask)[0], model.specs(params)[0].size)
+    shape = np.shape(spans)
+    if len(shape) not in (2, 3) or shape[0] != B:
+        raise ValueError(f"`spans` must have shape (B, 2) or (B, S, 2) with B = {B}; got {shape}.")
     array = _check_spans(spans, np.sum(np.asarray(mask), axis=1))
-    if array.shape[0] != B or array.ndim not in (2, 3):
-        raise ValueError(f"`spans` must have shape (B, 2) or (B, S, 2) with B = {B}; got {array.shape}.")
     targets = _check_targets(targets, B, model.output_shape(params, T))
     if callable(targets):
         raise TypeError("`targets` of phrase_batch() must be class indices or weights, not a function.")
