@@ -277,7 +277,6 @@ def plot(results: dict, path: str) -> None:
     bayes = 100 * (1 - results["config"]["flip"])
     axes[0].axhline(bayes, color="grey", ls="--", lw=1)
     axes[0].axhline(50, color="grey", ls=":", lw=1)
-    axes[0].legend(fontsize=7, loc="lower left", ncol=2)
     ax = axes[2]
     for k, group in enumerate(groups):
         history = results["groups"][group]["history"]
@@ -289,6 +288,7 @@ def plot(results: dict, path: str) -> None:
     ax.set_xlabel("epochs trained")
     ax.set_title("accuracy with the decoy shuffled, during training (%; band: min-max)", fontsize=10)
     ax.set_ylim(30, 100)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
     fig.suptitle("A decoy step predicts every training label (dashed: Bayes rate of the signal; dots: models)",
                  fontsize=11)
     fig.tight_layout()
