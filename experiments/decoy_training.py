@@ -196,8 +196,8 @@ def train_group(method: str, weight: float, cfg: Config, data: dict) -> tuple[di
 # --- evaluation ----------------------------------------------------------------------------------------
 
 _accuracy = jax.jit(jax.vmap(lambda p, x, m, y: jnp.mean(
-    (jnp.argmax(jax.vmap(lambda x_, m_: MODEL.apply(p, x_, mask=m_))(x, m), axis=-1) == y).astype(jnp.float32)),
-    in_axes=(0, None, None, None)))
+    (jnp.argmax(jax.vmap(lambda x_, m_: MODEL.apply(p, x_, mask=m_))(x, m), axis=-1).astype(y.dtype) == y)
+    .astype(jnp.float32)), in_axes=(0, None, None, None)))
 
 
 def decoy_share(R: np.ndarray, split: dict) -> np.ndarray:
