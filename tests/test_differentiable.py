@@ -275,3 +275,16 @@ def test_full_explanations_differentiate_truly():
         d = _direction(x, 14)
         fd = _central(lambda s: fn(x + s * d), 1e-4)
         np.testing.assert_allclose(jnp.vdot(jax.grad(fn)(x), d), fd, rtol=1e-6, atol=1e-10)
+
+
+def test_the_model_under_rules_has_no_forward_mode_but_its_explanation_has():
+    """Documented: ``apply(params, x, rules)`` is made of custom_vjp ops (JAX refuses jvp of it); the
+    explanation built from it has a forward mode."""
+    params = _lstm_params(LSTM_MODEL, 15, 3, 2, 2)
+    x = jnp.asarray(np.random.default_rng(15).normal(size=(4, 3)))
+    rules = preset("lrp-all", 0.01)
+    with pytest.raises(TypeError, match="custom_vjp"):
+        jax.jvp(lambda x_: LSTM_MODEL.apply(params, x_, rules), (x,), (x,))
+    method = lrpjax.lrp(LSTM_MODEL.apply, rules)
+    _, tangent = jax.jvp(lambda x_: method.fn(method, params, x_, 1, None, 0), (x,), (x,))
+    assert tangent.shape == x.shape and np.all(np.isfinite(np.asarray(tangent)))
