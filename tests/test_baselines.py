@@ -398,3 +398,26 @@ def test_pool_composition_allows_phrases():
     whole = cdmod.phrase(model.apply, params, x, (0, 4), 1, bias_product="inside")
     # Everything relevant, bias products included: beta is the score minus the output bias.
     assert float(whole) == pytest.approx(float(model.apply(params, x)[1] - params["out"]["b"][1]), rel=1e-10)
+
+
+def test_the_command_line_explains_with_ig_and_smoothgrad():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NO_COLOR="1")
+    env.pop("JAX_ENABLE_X64", None)
+    outputs = {}
+    for method, extra in (("ig", ()), ("smoothgrad", ("--seed", "3")), ("smoothgrad", ("--seed", "4"))):
+        done = subprocess.run([sys.executable, "-m", "lrpjax.cli", "explain", "--method", method, *extra,
+                               "the plot is dull but the actors are wonderful"], capture_output=True, text=True,
+                              env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert f"method: {method}" in lines[1]
+        outputs[(method, extra)] = lines[2]
+        assert len(lines[2].split()) == 9
+    assert outputs[("smoothgrad", ("--seed", "3"))] != outputs[("smoothgrad", ("--seed", "4"))]
+    help_text = subprocess.run([sys.executable, "-m", "lrpjax.cli", "explain", "--help"], capture_output=True,
+                               text=True, env=env, timeout=300).stdout
+    assert "ig" in help_text and "smoothgrad" in help_text
