@@ -6,7 +6,9 @@ one relevance per word, computed once on the original sentence. Up to five words
 correctly, the least relevant first for those it initially gets wrong. The accuracy after 0..5
 deletions is reported per group: a steep decline (correct) and a steep incline (false) indicate
 selective relevance. LRP uses eps = 0.0019 (0.2 for LRP-prop, as in the chapter); the random baseline
-is averaged over 10 seeded runs (its std is reported too).
+is averaged over 10 seeded runs (its std is reported too). Beyond the chapter's methods, two baselines:
+Integrated Gradients (all-zero embeddings as baseline, ``lrpjax.sst.IG_STEPS`` points) and SmoothGrad
+(the mean gradient over ``lrpjax.sst.SMOOTHGRAD_SAMPLES`` noisy copies, summed over the embedding; seed 0).
 
     python experiments/sst_word_deletion.py                 # full size, writes experiments/results/
     python experiments/sst_word_deletion.py --quick --out /tmp/deletion
@@ -43,6 +45,8 @@ METHODS = (  # (label in the results, method name of lrpjax.sst, eps)
     ("Occlusion f-diff", "occlusion-f", None),
     ("Occlusion P-diff", "occlusion-p", None),
     ("CD", "cd", None),
+    ("Integrated Gradients", "ig", None),
+    ("SmoothGrad", "smoothgrad", None),
 )
 RANDOM_RUNS = 10
 MIN_WORDS = 10

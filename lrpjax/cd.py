@@ -11,8 +11,8 @@ included), so that ``beta + gamma`` is the true state at every step. Following t
   effects over the two orderings, the bias always entering first (``_decomp_three``):
   ``L(beta) = [act(beta + b) - act(b) + act(beta + gamma + b) - act(gamma + b)] / 2``, ``L(b) = act(b)``;
 * the products ``i * z`` and ``f * c_{t-1}`` are expanded term by term; a product goes to ``beta`` if one
-  factor is relevant and the other relevant or bias, the bias-times-bias term ``L(b_i) L(b_z)`` goes to
-  ``gamma`` (the authors' code with ``start == stop``, i.e. one relevant position), all others to ``gamma``;
+  factor is relevant and the other relevant or bias, all others to ``gamma``, except the bias-times-bias
+  term ``L(b_i) L(b_z)``, which goes where ``bias_product`` says (below);
 * the output ``y = o * tanh(c)`` keeps the whole gate ``o`` and splits ``tanh(beta^c + gamma^c)`` by the
   two-term average (``_decomp_two``).
 
@@ -20,6 +20,28 @@ The relevance of position t is the relevant part of the final score of the targe
 relevant, ``W_out[:, target] . beta^y_T``; all positions are computed at once with ``vmap``. In the
 bidirectional model both directions are decomposed (the right one reads the valid prefix reversed) and
 their relevant scores are summed, the output layer being linear without bias.
+
+Words and phrases: the bias-times-bias product
+----------------------------------------------
+
+The authors' ``sent_util.CD(batch, model, start, stop)`` treats one term differently for a word and
+for a phrase, and this is the only place where the two differ. The input of step ``i`` is relevant
+when ``start <= i <= stop`` (``stop`` inclusive), but ``L(b_i) L(b_z)`` goes to ``beta`` only when
+``start <= i < stop``. A single word (``start == stop``) therefore never has it relevant, while a
+phrase of several words has it relevant at every one of its steps except the last. In this module
+spans are half-open, ``[start, stop)`` (the authors' ``stop + 1``), and ``bias_product`` chooses:
+
+* ``"authors"`` (the default of :func:`phrase` and :func:`cd`): relevant at step t when t and the
+  step read after it are both relevant -- for a span, every step of it but the last read; for one
+  word, never (identical to the single-word CD);
+* ``"inside"``: relevant at every relevant step (the step lies inside the phrase);
+* ``"gamma"``: never (the single-word treatment for every span; the default of :func:`decompose`).
+
+"Read after" is in each direction's own reading order: the right encoder of a bidirectional layer
+reads a span last at its first position, so under ``"authors"`` its product is irrelevant there. A
+stacked layer applies the same rule at the same positions. :func:`phrase` gives the relevant part of
+a span's target score; :func:`cd` with ``ngram = n`` the relevance of every n-gram starting at each
+position.
 
 Beyond the reference BiLSTM, CD runs through every composition of standard-cell LSTM layers (stacked,
 uni- or bidirectional; the next layer reads the decomposed outputs, so ``W beta_in`` is relevant and
@@ -31,19 +53,24 @@ their sum. GRUs and the LRP-friendly cells have no CD in the literature this fol
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from lrpjax._types import Array, ArrayLike, Params
 from lrpjax.cells import StandardCell
-from lrpjax.explain import Method, _select
+from lrpjax.explain import Method, _check_target, _check_targets, _select
 from lrpjax.models.layers import _DENSE_ACTIVATIONS, Dense, Pool, Recurrent, Spec, _concat, _zero_padding, reverse_valid
-from lrpjax.models.sequential import Sequential, check_inputs, network_of
+from lrpjax.models.sequential import Sequential, check_inputs, check_prefix, network_of
 
-__all__ = ["cd", "decompose", "Decomposition"]
+__all__ = ["cd", "decompose", "phrase", "phrase_batch", "Decomposition", "BIAS_PRODUCTS"]
+
+BIAS_PRODUCTS = ("authors", "inside", "gamma")
+"""Where the bias-times-bias product ``L(b_i) L(b_z)`` of a relevant step goes (module docstring)."""
 
 
 class Decomposition(NamedTuple):
@@ -78,14 +105,16 @@ def _decomp_two(rel: Array, irr: Array, act: Callable[[Array], Array]):
     return 0.5 * (act(rel) + full - act(irr)), 0.5 * (act(irr) + full - act(rel))
 
 
-def _cd_step(params: Params, carry: tuple[Array, ...], inputs: tuple[Array, Array, Array]):
-    """One CD step, ``((beta_y, gamma_y, beta_c, gamma_c), (Wx_rel_t, Wx_irr_t, valid_t)) -> (carry', carry')``.
+def _cd_step(params: Params, carry: tuple[Array, ...], inputs: tuple[Array, Array, Array, Array]):
+    """One CD step, ``((beta_y, gamma_y, beta_c, gamma_c), (Wx_rel_t, Wx_irr_t, valid_t, bias_t)) -> (carry',
+    carry')``.
 
     Shapes: states (H,); ``Wx_rel_t``, ``Wx_irr_t`` (4H,) the relevant and irrelevant parts of this step's
-    input projection ``W x_t``; ``valid_t`` scalar bool. Gate order i, z, f, o as in ``StandardCell``.
+    input projection ``W x_t``; ``valid_t`` scalar bool; ``bias_t`` scalar bool, whether the bias-times-bias
+    product is relevant at this step. Gate order i, z, f, o as in ``StandardCell``.
     """
     beta_y, gamma_y, beta_c, gamma_c = carry
-    wx_rel, wx_irr, valid_t = inputs
+    wx_rel, wx_irr, valid_t, bias_t = inputs
     rel = beta_y @ params["U"] + wx_rel
     irr = gamma_y @ params["U"] + wx_irr
     (rel_i, rel_z, rel_f, rel_o), (irr_i, irr_z, irr_f, irr_o) = jnp.split(rel, 4), jnp.split(irr, 4)
@@ -93,9 +122,12 @@ def _cd_step(params: Params, carry: tuple[Array, ...], inputs: tuple[Array, Arra
     ri, ii, bi = _decomp_three(rel_i, irr_i, b_i, jax.nn.sigmoid)
     rz, iz, bz = _decomp_three(rel_z, irr_z, b_z, jnp.tanh)
     rf, if_, bf = _decomp_three(rel_f, irr_f, b_f, jax.nn.sigmoid)
-    # Eq. (11.4) expanded; the bias-bias product L(b_i) L(b_z) is irrelevant (authors' code, start == stop).
-    new_beta_c = ri * (rz + bz) + bi * rz + (rf + bf) * beta_c
-    new_gamma_c = ii * (rz + iz + bz) + (ri + bi) * iz + bi * bz + (rf + if_ + bf) * gamma_c + if_ * beta_c
+    # Eq. (11.4) expanded; the bias-bias product L(b_i) L(b_z) goes where `bias_t` says (module docstring).
+    zero = jnp.zeros_like(bi)
+    bias_bias = bi * bz
+    new_beta_c = ri * (rz + bz) + bi * rz + jnp.where(bias_t, bias_bias, zero) + (rf + bf) * beta_c
+    new_gamma_c = (ii * (rz + iz + bz) + (ri + bi) * iz + jnp.where(bias_t, zero, bias_bias)
+                   + (rf + if_ + bf) * gamma_c + if_ * beta_c)
     # Eq. (11.6): the whole output gate multiplies both parts of tanh(c).
     o = jax.nn.sigmoid(rel_o + irr_o + b_o)
     h_rel, h_irr = _decomp_two(new_beta_c, new_gamma_c, jnp.tanh)
@@ -105,24 +137,37 @@ def _cd_step(params: Params, carry: tuple[Array, ...], inputs: tuple[Array, Arra
     return new, new
 
 
-def _decompose_direction(params: Params, rel: Array, irr: Array, mask: Array):
-    """Scans ``_cd_step`` from zero states over the decomposed input (T, E) = ``rel + irr``; returns the
-    four parts, each (T, H). The input projections of all steps are two matrix products outside the scan."""
+def _decompose_direction(params: Params, rel: Array, irr: Array, mask: Array, bias: Array):
+    """Scans ``_cd_step`` from zero states over the decomposed input (T, E) = ``rel + irr``, ``bias`` (T,)
+    marking the steps whose bias-bias product is relevant; returns the four parts, each (T, H). The input
+    projections of all steps are two matrix products outside the scan."""
     H = params["U"].shape[0]
     zeros = jnp.zeros((H,), rel.dtype)
-    inputs = (rel @ params["W"], irr @ params["W"], mask)
+    inputs = (rel @ params["W"], irr @ params["W"], mask, bias)
     _, states = lax.scan(lambda carry, inp: _cd_step(params, carry, inp), (zeros,) * 4, inputs)
     return states
 
 
-def _decompose_recurrent(layer: Recurrent, params: Params, rel, irr, mask: Array, record: dict):
+def _bias_steps(relevant: Array, bias_product: str) -> Array:
+    """(T,) bool: the steps, in reading order, whose bias-bias product is relevant (module docstring)."""
+    if bias_product == "gamma":
+        return jnp.zeros_like(relevant)
+    if bias_product == "inside":
+        return relevant
+    read_next = jnp.concatenate([relevant[1:], jnp.zeros((1,), bool)])
+    return relevant & read_next
+
+
+def _decompose_recurrent(layer: Recurrent, params: Params, rel, irr, mask: Array, record: dict,
+                         relevant: Array, bias_product: str):
     """CD of a standard-cell recurrent layer: both directions, final states or every step."""
     x_rel, x_irr = _concat(rel), _concat(irr)
     out_rel, out_irr = [], []
     for d, key in enumerate(layer.keys()):
         order = reverse_valid(mask) if d == 1 else None
         r, i = (x_rel, x_irr) if order is None else (x_rel[order], x_irr[order])
-        states = _decompose_direction(params[key], r, i, mask)
+        bias = _bias_steps(relevant if order is None else relevant[order], bias_product)
+        states = _decompose_direction(params[key], r, i, mask, bias)
         if layer.sequences:
             ys = states[:2] if order is None else tuple(s[order] for s in states[:2])
             out_rel.append(_zero_padding(ys[0], mask))
@@ -167,14 +212,15 @@ def _decompose_pool(layer: Pool, rel, irr, mask: Array):
     return tuple(w @ r for r in rel), tuple(w @ i for i in irr)
 
 
-def _decompose(model: Sequential, params: Params, x: Array, relevant: Array, mask: Array) -> Decomposition:
+def _decompose(model: Sequential, params: Params, x: Array, relevant: Array, mask: Array,
+               bias_product: str = "gamma") -> Decomposition:
     """Unchecked :func:`decompose` (x (T, E), relevant and mask (T,) bool); traceable."""
     record: dict = {"beta_y": {}, "gamma_y": {}, "beta_c": {}, "gamma_c": {}}
     zero = jnp.zeros((), x.dtype)
     rel, irr = (jnp.where(relevant[:, None], x, zero),), (jnp.where(relevant[:, None], zero, x),)
     for layer, spec in zip(model.layers, model.specs(params)):
         if isinstance(layer, Recurrent):
-            rel, irr = _decompose_recurrent(layer, params, rel, irr, mask, record)
+            rel, irr = _decompose_recurrent(layer, params, rel, irr, mask, record, relevant & mask, bias_product)
         elif isinstance(layer, Dense):
             rel, irr = _decompose_dense(layer, spec, params, rel, irr, mask)
         else:
@@ -195,8 +241,14 @@ def _model_of(apply: Callable) -> Sequential:
     return model
 
 
+def _check_bias_product(bias_product) -> str:
+    if bias_product not in BIAS_PRODUCTS:
+        raise ValueError(f"`bias_product` must be one of {BIAS_PRODUCTS}; got {bias_product!r}.")
+    return bias_product
+
+
 def decompose(apply: Callable, params: Params, x: ArrayLike, relevant: ArrayLike, *,
-              mask: ArrayLike | None = None) -> Decomposition:
+              mask: ArrayLike | None = None, bias_product: str = "gamma") -> Decomposition:
     """Contextual Decomposition of every state for a set of relevant positions.
 
     Args:
@@ -205,54 +257,187 @@ def decompose(apply: Callable, params: Params, x: ArrayLike, relevant: ArrayLike
         x: embedded sequence, shape (T, E).
         relevant: the positions in the relevant set, shape (T,) bool.
         mask: valid steps, shape (T,) bool; None means all valid.
+        bias_product: where the bias-bias product of the relevant steps goes, one of
+            :data:`BIAS_PRODUCTS` (module docstring); ``"gamma"`` (the default) keeps it irrelevant.
 
     Returns:
         A :class:`Decomposition`; ``beta + gamma`` equals each true state and the scores.
 
     Raises:
         TypeError: ``apply`` is not a standard-cell LSTM, or ``relevant``/``mask`` not boolean.
-        ValueError: bad shapes.
+        ValueError: bad shapes, an unknown ``bias_product``.
     """
     model = _model_of(apply)
     E = model.specs(params)[0].size
     check_inputs(x, mask, E)
+    _check_bias_product(bias_product)
     if tuple(jnp.shape(relevant)) != (jnp.shape(x)[0],):
         raise ValueError(f"`relevant` must have shape (T,) = ({jnp.shape(x)[0]},); got {jnp.shape(relevant)}.")
     if jnp.result_type(relevant) != jnp.bool_:
         raise TypeError(f"`relevant` must be boolean; got dtype {jnp.result_type(relevant)}.")
     x = jnp.asarray(x)
     mask = jnp.ones((x.shape[0],), bool) if mask is None else jnp.asarray(mask)
-    return _decompose_jit(model, params, x, jnp.asarray(relevant), mask)
+    return _decompose_jit(model, params, x, jnp.asarray(relevant), mask, bias_product)
 
 
-_decompose_jit = jax.jit(_decompose, static_argnums=(0,))
+_decompose_jit = jax.jit(_decompose, static_argnums=(0, 5))
+
+
+def _span_scores(model: Sequential, params: Params, x: Array, spans: Array, target, mask: Array,
+                 bias_product: str) -> Array:
+    """Relevant part of the target score for each span ``[start, stop)`` of ``spans`` (S, 2): (S,)."""
+    steps = jnp.arange(x.shape[0], dtype=spans.dtype)
+
+    def one(span):
+        relevant = (steps >= span[0]) & (steps < span[1])
+        return _select(target, _decompose(model, params, x, relevant, mask, bias_product).beta)
+
+    return jax.vmap(one)(spans)
+
+
+@partial(jax.jit, static_argnums=(0, 6))
+def _phrase_jit(model, params, x, spans, target, mask, bias_product):
+    return _span_scores(model, params, x, spans, target, mask, bias_product)
+
+
+@partial(jax.jit, static_argnums=(0, 6))
+def _phrase_batch_jit(model, params, X, spans, targets, mask, bias_product):
+    return jax.vmap(lambda x, s, t, k: _span_scores(model, params, x, s, t, k, bias_product))(X, spans, targets, mask)
+
+
+def _check_spans(spans, lengths: np.ndarray, name: str = "spans") -> np.ndarray:
+    """Spans as int32 (..., S, 2), each ``0 <= start < stop <= L`` of its sequence (lengths (...,))."""
+    array = np.asarray(spans)
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"`{name}` must hold integer (start, stop) pairs; got dtype {array.dtype}.")
+    if array.ndim < 1 or array.shape[-1] != 2:
+        raise ValueError(f"`{name}` must have a last axis of 2 (start, stop); got shape {array.shape}.")
+    start, stop = array[..., 0], array[..., 1]
+    limit = np.reshape(lengths, lengths.shape + (1,) * (start.ndim - lengths.ndim))
+    bad = ~((0 <= start) & (start < stop) & (stop <= limit))
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        L = int(np.broadcast_to(limit, start.shape)[where])
+        raise ValueError(f"`{name}` entry {where} is (start, stop) = ({int(start[where])}, {int(stop[where])}); "
+                         f"a span [start, stop) needs 0 <= start < stop <= L = {L}, the valid length.")
+    return array.astype(np.int32)
+
+
+def phrase(apply: Callable, params: Params, x: ArrayLike, spans: ArrayLike, target, *,
+           mask: ArrayLike | None = None, bias_product: str = "authors") -> Array:
+    """Contextual Decomposition of phrases: the relevant part ``beta`` of the target's score when the
+    positions ``[start, stop)`` are relevant (Murdoch et al. 2018; module docstring).
+
+    Args:
+        apply: the apply method of a sequence model with standard-cell LSTM layers (see :func:`cd`).
+        params: the model's parameters.
+        x: embedded sequence, shape (T, E).
+        spans: one span ``(start, stop)``, shape (2,), or S spans, shape (S, 2); half-open, within the
+            valid steps (``0 <= start < stop <= L``).
+        target: what is explained (a class index, weights, ...; :mod:`lrpjax.explain`).
+        mask: valid steps, shape (T,) bool; None means all valid.
+        bias_product: ``"authors"`` (the authors' ``sent_util.CD``), ``"inside"`` or ``"gamma"``.
+
+    Returns:
+        The relevant score, shape () for one span, (S,) for S spans.
+
+    Raises:
+        TypeError: a model CD does not cover, non-integer spans.
+        ValueError: bad shapes, a span outside ``[0, L]`` or empty, an unknown ``bias_product``.
+    """
+    model = _model_of(apply)
+    check_inputs(x, mask, model.specs(params)[0].size)
+    _check_bias_product(bias_product)
+    x = jnp.asarray(x)
+    mask = np.ones((x.shape[0],), bool) if mask is None else mask
+    length = np.asarray(np.sum(np.asarray(mask)))
+    array = _check_spans(spans, length)
+    target = _check_target(target, model.output_shape(params, x.shape[0]))
+    if callable(target):
+        raise TypeError("`target` of phrase() must be a class index, an index tuple or weights; give "
+                        "weights `w` for the linear combination sum(w * output).")
+    scores = _phrase_jit(model, params, x, jnp.atleast_2d(array), target, jnp.asarray(mask), bias_product)
+    return scores[0] if array.ndim == 1 else scores
+
+
+def phrase_batch(apply: Callable, params: Params, X: ArrayLike, spans: ArrayLike, targets, *,
+                 mask: ArrayLike | None = None, bias_product: str = "authors") -> Array:
+    """:func:`phrase` for a padded batch in one vmapped call.
+
+    Args:
+        X: padded batch, shape (B, T, E); ``mask`` (B, T) bool (None: all valid).
+        spans: one span per sequence (B, 2), or S spans per sequence (B, S, 2), within each valid length.
+        targets: class indices (B,) (or one for all), or weights (B, *output shape).
+
+    Returns:
+        (B,) or (B, S).
+
+    Raises:
+        As :func:`phrase`.
+    """
+    model = _model_of(apply)
+    _check_bias_product(bias_product)
+    X = jnp.asarray(X)
+    if X.ndim != 3 or X.shape[0] == 0:
+        raise ValueError(f"`X` must be a padded batch of shape (B, T, E) with B >= 1; got {X.shape}.")
+    B, T = X.shape[:2]
+    mask = np.ones((B, T), bool) if mask is None else mask
+    if tuple(np.shape(mask)) != (B, T):
+        raise ValueError(f"`mask` must have shape (B, T) = ({B}, {T}); got {np.shape(mask)}.")
+    check_prefix(mask)
+    check_inputs(X[0], np.asarray(mask)[0], model.specs(params)[0].size)
+    shape = np.shape(spans)
+    if len(shape) not in (2, 3) or shape[0] != B:
+        raise ValueError(f"`spans` must have shape (B, 2) or (B, S, 2) with B = {B}; got {shape}.")
+    array = _check_spans(spans, np.sum(np.asarray(mask), axis=1))
+    targets = _check_targets(targets, B, model.output_shape(params, T))
+    if callable(targets):
+        raise TypeError("`targets` of phrase_batch() must be class indices or weights, not a function.")
+    scores = _phrase_batch_jit(model, params, X, array.reshape(B, -1, 2), targets, jnp.asarray(mask), bias_product)
+    return scores[:, 0] if array.ndim == 2 else scores
 
 
 def _cd_fn(m: Method, params: Params, x: Array, target: Array, mask: Array | None, index: Array) -> Array:
-    """Per-position CD relevance (T,): ``beta`` of the target score with only position t relevant."""
+    """Per-position CD relevance (T,): ``beta`` of the target score when the n-gram starting at t is relevant
+    (n = ``m.config``, 1 when None; cut at the last valid step)."""
     model = _model_of(m.apply)
     T = x.shape[0]
     mask = jnp.ones((T,), bool) if mask is None else mask
+    n = 1 if m.config is None else m.config
+    bias_product = m.option or "authors"
+    steps = jnp.arange(T)
 
     def one(t):
-        return _select(target, _decompose(model, params, x, jnp.arange(T) == t, mask).beta)
+        relevant = steps == t if n == 1 else (steps >= t) & (steps < t + n)
+        return _select(target, _decompose(model, params, x, relevant, mask, bias_product).beta)
 
     relevance = jax.vmap(one)(jnp.arange(T))
     return jnp.where(mask, relevance, jnp.zeros_like(relevance))
 
 
-def cd(apply: Callable) -> Method:
+def cd(apply: Callable, ngram: int = 1, bias_product: str = "authors") -> Method:
     """Contextual Decomposition (Murdoch et al. 2018), one relevance per position (T,).
 
     ``R_t`` is the relevant part of the target's score when only position t is relevant (module
-    docstring); computed for every position in one vmapped call, padded positions get 0.
+    docstring) or, with ``ngram = n``, the n positions ``[t, t + n)``; an n-gram that would run past
+    the last valid step is cut there (the last ``n - 1`` positions explain the shorter phrases that end
+    the sequence). Computed for every position in one vmapped call; padded positions get 0.
 
     Args:
         apply: the apply method of a standard-cell ``LSTM`` (``lstm.apply``, ``bilstm.apply``,
-            ``LSTM(StandardCell(), ...).apply``).
+            ``LSTM(StandardCell(), ...).apply``) or a composition with such layers.
+        ngram: phrase length n, ``>= 1``.
+        bias_product: ``"authors"``, ``"inside"`` or ``"gamma"`` (module docstring); for single words
+            ``"authors"`` and ``"gamma"`` coincide.
 
     Raises:
         TypeError: another model or a cell other than ``StandardCell``.
+        ValueError: ``ngram`` < 1, an unknown ``bias_product``.
     """
     _model_of(apply)
-    return Method("cd", _cd_fn, apply)
+    _check_bias_product(bias_product)
+    if not isinstance(ngram, (int, np.integer)) or isinstance(ngram, bool) or ngram < 1:
+        raise ValueError(f"`ngram` must be an int >= 1; got {ngram!r}.")
+    option = "" if bias_product == "authors" else bias_product
+    name = "cd" if ngram == 1 else f"cd-{int(ngram)}gram"
+    return Method(name, _cd_fn, apply, option=option, config=None if ngram == 1 else int(ngram))

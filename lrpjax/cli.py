@@ -34,7 +34,7 @@ from typing import Sequence
 __all__ = ["main", "build_parser"]
 
 _METHODS = ("lrp-all", "lrp-prop", "lrp-abs", "lrp-half", "gradient", "sa", "gi",
-            "occlusion-f", "occlusion-p", "cd", "random")
+            "occlusion-f", "occlusion-p", "cd", "ig", "smoothgrad", "random")
 _CLASS_NAMES = ("very negative", "negative", "neutral", "positive", "very positive")
 
 _METHOD_HELP = """methods:
@@ -48,6 +48,9 @@ _METHOD_HELP = """methods:
   occlusion-f  score[target] minus the score with the word's embedding set to zero
   occlusion-p  the same on the softmax probability
   cd           Contextual Decomposition (Murdoch et al. 2018)
+  ig           Integrated Gradients from the all-zero embedding (64 points), summed over the embedding
+  smoothgrad   SmoothGrad: mean gradient over 32 noisy copies (noise 0.15 of the sentence's value
+               range), summed over the embedding; seeded like random
   random       seeded standard-normal noise (a baseline)
 
 Red marks relevance for the explained class, blue against it. Colour is used on a terminal unless
@@ -168,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"batch mode: lines read, explained and written at a time (default "
                               f"{_DEFAULT_CHUNK}); memory is bounded by it")
     explain.add_argument("--seed", type=_seed, default=0,
-                         help=f"seed of the random baseline, in [{_SEED_RANGE[0]}, {_SEED_RANGE[1]}]")
+                         help=f"seed of the random baseline and of smoothgrad, in [{_SEED_RANGE[0]}, {_SEED_RANGE[1]}]")
     explain.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                          help="progress bar on stderr in batch mode (auto: only on a terminal)")
     info = commands.add_parser("info", help="describe the model checkpoint (sizes, accuracy, training command)",

@@ -1,4 +1,5 @@
-"""Explanation methods: LRP, Gradient, Sensitivity, Gradient x Input, Occlusion, random baseline.
+"""Explanation methods: LRP, Gradient, Sensitivity, Gradient x Input, Occlusion, Integrated Gradients,
+SmoothGrad, random baseline.
 
 Every method is a :class:`Method`: a small hashable value naming a per-example relevance function,
 the model's ``apply`` and the method's options. Calling it explains one sequence; :meth:`Method.batch`
@@ -22,7 +23,50 @@ What is explained (``target``) is a linear combination ``sum(w * output)`` of th
 
 The gradient is seeded with ``w``, LRP with ``w * output`` (for a one-hot ``w`` the target's score),
 occlusion compares ``sum(w * output)`` (of scores, or of softmax probabilities over the last axis)
-with and without the position.
+with and without the position. Integrated Gradients and SmoothGrad average the gradient of
+``sum(w * output)`` (``w`` fixed at the explained input) over points near ``x``.
+
+Differentiating explanations
+----------------------------
+
+An explanation is an ordinary JAX function of the parameters and the input: ``jax.grad``, ``jax.jvp``,
+``jax.jacfwd``/``jax.jacrev`` and ``jax.hessian`` of any functional of ``method.fn(method, params, x,
+target, mask, index)`` (or of ``method(...)``, ``method.batch(...)``, ``method.full(...)``) give its true
+derivatives, for every method here and :func:`lrpjax.cd.cd`. The relevance rules are the backward
+passes of the ``custom_vjp`` ops, but their forward passes compute the primal with plain ``jnp``
+code and the rules themselves are ``jnp`` code, so an outer derivative differentiates the forward
+pass and the rule as written (it never follows a relevance rule); gates under LRP-all pass through
+``ops.no_relevance`` (derivative one, relevance zero). Explanation-guided training
+(:func:`lrpjax.train.explanation_penalty`) relies on this.
+
+The explanations are smooth functions of ``params`` and ``x`` except where a rule, or the model,
+switches branch. There JAX returns the derivative of one branch, never NaN:
+
+* the stabiliser ``z + eps * sign(z)`` (Epsilon, Gamma, the accumulation rule, LRP-prop's product
+  rule): at ``z = 0`` the quotient ``r / (z + eps sign(z))`` jumps from ``-r / eps`` to ``+r / eps``; the
+  value and the derivative there are those of the ``z >= 0`` side (``sign(0) = +1``), and ``sign``
+  itself contributes 0;
+* :func:`lrpjax.rules.safe_divide` (every rule's division): where a denominator is exactly 0 the
+  share is 0 and so is its derivative, with respect to numerator and denominator;
+* ``|.|`` (LRP-abs): JAX's derivative of ``abs`` at 0 is +1;
+* ``max(., 0)``, ``min(., 0)`` (z+, alpha-beta, zB, the positive weights of Gamma): at a tie JAX
+  gives each side half the derivative (0.5); ``relu`` in a model's dense layer: 0 at 0;
+* ``argmax`` (max pooling in a model and in CD; ``targets="pred"`` and the predicted class in
+  :mod:`lrpjax.scale`): the selection is piecewise constant; the derivative follows the selected
+  element (the first maximal one at a tie) and ignores the jump;
+* SmoothGrad with ``noise="relative"``: the noise scale is ``sigma * (max(x) - min(x))`` over the valid
+  steps, differentiated like ``max``/``min`` above; the noise draw itself is fixed by the seed;
+* occlusion and the random baseline have no branch; the random baseline does not depend on
+  ``params`` or ``x`` (derivative 0).
+
+For a random input and random parameters none of these points is hit with probability one; finite
+differences agree with ``jax.grad`` and ``jax.jvp`` to about 1e-8 relative in float64
+(``tests/test_differentiable.py``). What has no forward mode is the *model* under a rule set,
+``apply(params, x, rules)``: its ops are ``custom_vjp`` functions, so ``jax.jvp`` of it raises JAX's
+``TypeError: can't apply forward-mode autodiff (jvp) to a custom_vjp function`` (its reverse mode is
+the relevance itself); an explanation built from it has all derivatives, ``jax.hessian`` included.
+The dataset driver :func:`lrpjax.scale.explain_dataset` returns NumPy arrays and is not for
+differentiation; differentiate ``method.batch`` or ``method.fn`` under ``jax.vmap`` instead.
 """
 
 from __future__ import annotations
@@ -39,8 +83,9 @@ from lrpjax._types import Array, ArrayLike, Params
 from lrpjax.models.sequential import check_inputs, check_prefix, network_of
 from lrpjax.rules import RuleSet, preset
 
-__all__ = ["Method", "Explanation", "lrp", "gradient", "sensitivity", "gradient_x_input",
-           "occlusion", "random_baseline", "pad", "per_token", "target_weights"]
+__all__ = ["Method", "Explanation", "Attribution", "IntegratedGradients", "SmoothGrad", "lrp", "gradient",
+           "sensitivity", "gradient_x_input", "occlusion", "integrated_gradients", "smoothgrad",
+           "random_baseline", "pad", "per_token", "target_weights"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +99,8 @@ class Method:
         apply: the model, ``apply(params, x, rules=None, *, mask=None)``.
         rules: the rule set (LRP only).
         option: a method option (occlusion ``"f"`` or ``"p"``).
-        seed: random seed (random baseline).
+        seed: random seed (random baseline, SmoothGrad).
+        config: further settings, a hashable value (:class:`IntegratedGradients`, :class:`SmoothGrad`).
     """
 
     name: str
@@ -63,6 +109,7 @@ class Method:
     rules: RuleSet | None = None
     option: str = ""
     seed: int = 0
+    config: object = None
 
     def __call__(self, params: Params, x: ArrayLike, target, *, mask: ArrayLike | None = None) -> Array:
         """Relevance for one sequence ``x`` (T, E) (or one vector (D,)) and ``target`` (module
@@ -100,13 +147,22 @@ class Method:
         x, mask, _ = _check_example(self, params, x, None, mask)
         return _all(self, params, x, mask)
 
-    def full(self, params: Params, x: ArrayLike, target, *, mask: ArrayLike | None = None) -> Explanation:
-        """LRP with the relevance at every state, the biases and the conservation residual.
+    def full(self, params: Params, x: ArrayLike, target, *,
+             mask: ArrayLike | None = None) -> Explanation | Attribution:
+        """LRP with the relevance at every state, the biases and the conservation residual
+        (:class:`Explanation`); for Integrated Gradients the attributions with the completeness gap
+        (:class:`Attribution`).
 
-        Needs a model of :mod:`lrpjax.models` (``apply`` bound to an object with ``zero_taps``).
+        LRP needs a model of :mod:`lrpjax.models` (``apply`` bound to an object with ``zero_taps``).
         """
+        if self.fn is _ig_fn:
+            x, mask, target = _check_example(self, params, x, target, mask)
+            if callable(target):
+                return _ig_full_function(self, target, params, x, mask)
+            return _ig_full(self, params, x, target, mask)
         if self.fn is not _lrp_fn:
-            raise TypeError(f"full() is defined for LRP methods; {self.name!r} is not one.")
+            raise TypeError(f"full() is defined for LRP methods and Integrated Gradients; {self.name!r} is "
+                            "neither.")
         model = getattr(self.apply, "__self__", None)
         if not hasattr(model, "zero_taps"):
             raise TypeError("full() needs `apply` to be the method of a model with zero_taps(params, x) "
@@ -140,6 +196,28 @@ class Explanation(NamedTuple):
     initial: Params
     states: Params
     residual: Array
+
+
+class Attribution(NamedTuple):
+    """Integrated Gradients with its completeness gap (:meth:`Method.full`), for one example.
+
+    Attributions of a path method sum to ``f(x) - f(baseline)`` when the path integral is exact; the
+    gap measures what the Riemann sum misses, as the LRP residual measures what stabilisers absorbed.
+
+    Attributes:
+        relevance: the attributions, (T, E) (or (D,) for a vector input).
+        scores: the model's output at ``x``, (C,) or (T, C).
+        target_score: the explained quantity at ``x``, ``sum(w * f(x))``.
+        baseline_score: the same at the baseline, ``sum(w * f(baseline))``.
+        gap: ``sum(relevance) - (target_score - baseline_score)``; it shrinks as ``steps`` grows
+            (midpoint rule: about ``1 / steps^2`` for a smooth model).
+    """
+
+    relevance: Array
+    scores: Array
+    target_score: Array
+    baseline_score: Array
+    gap: Array
 
 
 # --- per-example relevance functions ---------------------------------------------------------------
@@ -195,6 +273,99 @@ def _occlusion_fn(m: Method, params, x, target, mask, index):
     occluded = jax.vmap(lambda t: output(x.at[t].set(0)))(jnp.arange(x.shape[0]))
     relevance = output(x) - occluded
     return relevance if mask is None else jnp.where(mask, relevance, 0)
+
+
+def _zero_padded(relevance: Array, mask) -> Array:
+    """Exact zeros at padded steps of a (T, ...) relevance (mask None: unchanged)."""
+    if mask is None:
+        return relevance
+    keep = jnp.reshape(mask, mask.shape + (1,) * (relevance.ndim - 1))
+    return jnp.where(keep, relevance, jnp.zeros((), relevance.dtype))
+
+
+def _gradients_at(m: Method, params, points: Array, w: Array, mask) -> Array:
+    """``d sum(w * f(p)) / d p`` at every point ``p`` of ``points`` (K, *x.shape), one vmapped pullback."""
+    def one(point):
+        _, pullback = jax.vjp(lambda x_: m.apply(params, x_, None, mask=mask), point)
+        return pullback(w)[0]
+
+    return jax.vmap(one)(points)
+
+
+def _baseline_of(config: IntegratedGradients, x: Array) -> Array:
+    """The baseline input of :func:`integrated_gradients`, shaped like ``x``."""
+    if callable(config.baseline):
+        baseline = jnp.asarray(config.baseline(x), x.dtype)
+        if baseline.shape != x.shape:
+            raise ValueError(f"`baseline` function must return an array of the input's shape {x.shape}; "
+                             f"got {baseline.shape}.")
+        return baseline
+    value = jnp.asarray(config.baseline, x.dtype)
+    if value.ndim == 1 and value.shape[0] != x.shape[-1]:
+        raise ValueError(f"`baseline` has {value.shape[0]} values; the input has E = {x.shape[-1]} features.")
+    return jnp.broadcast_to(value, x.shape)
+
+
+def _ig_parts(m: Method, params, x, target, mask):
+    """(attributions, scores at x, baseline input) of Integrated Gradients; midpoint rule on the path."""
+    cfg = m.config
+    scores = m.apply(params, x, None, mask=mask)
+    w = _weights(target, scores)
+    baseline = _baseline_of(cfg, x)
+    alphas = (jnp.arange(cfg.steps, dtype=x.dtype) + 0.5) / cfg.steps
+    points = baseline[None] + alphas.reshape((-1,) + (1,) * x.ndim) * (x - baseline)[None]
+    mean_gradient = jnp.mean(_gradients_at(m, params, points, w, mask), axis=0)
+    return _zero_padded((x - baseline) * mean_gradient, mask), scores, baseline
+
+
+def _ig_fn(m: Method, params, x, target, mask, index):
+    return _ig_parts(m, params, x, target, mask)[0]
+
+
+def _ig_full_impl(m: Method, params, x, target, mask):
+    relevance, scores, baseline = _ig_parts(m, params, x, target, mask)
+    target_score = _select(target, scores)
+    baseline_score = jnp.sum(_weights(target, scores) * m.apply(params, baseline, None, mask=mask))
+    gap = jnp.sum(relevance) - (target_score - baseline_score)
+    return Attribution(relevance, scores, target_score, baseline_score, gap)
+
+
+_ig_full = jax.jit(_ig_full_impl, static_argnums=(0,))
+_ig_full_function = jax.jit(lambda m, target, params, x, mask: _ig_full_impl(m, params, x, target, mask),
+                            static_argnums=(0, 1))
+
+
+def _smoothgrad_noise(m: Method, x: Array, mask, index) -> Array:
+    """Noise (S, *x.shape): a draw per step from ``fold_in(fold_in(PRNGKey(seed), index), t)``, so a step's
+    noise depends on the seed, the example and the position only (not on the padded length); padded
+    steps get none."""
+    cfg = m.config
+    key = jax.random.fold_in(jax.random.PRNGKey(m.seed), index)
+    if x.ndim == 1:
+        noise = jax.random.normal(key, (cfg.samples,) + x.shape, x.dtype)
+    else:
+        per_step = jax.vmap(lambda t: jax.random.normal(jax.random.fold_in(key, t), (cfg.samples,) + x.shape[1:],
+                                                        x.dtype))(jnp.arange(x.shape[0]))
+        noise = jnp.swapaxes(per_step, 0, 1)
+    scale = jnp.asarray(cfg.sigma, x.dtype)
+    if cfg.noise == "relative":
+        valid = jnp.ones(x.shape, bool) if mask is None else jnp.broadcast_to(
+            jnp.reshape(mask, mask.shape + (1,) * (x.ndim - 1)), x.shape)
+        span = jnp.max(jnp.where(valid, x, -jnp.inf)) - jnp.min(jnp.where(valid, x, jnp.inf))
+        scale = scale * span
+    return jax.vmap(lambda n: _zero_padded(n, mask))(scale * noise)
+
+
+def _smoothgrad_fn(m: Method, params, x, target, mask, index):
+    cfg = m.config
+    w = _weights(target, m.apply(params, x, None, mask=mask))
+    points = x[None] + _smoothgrad_noise(m, x, mask, index)
+    gradients = _gradients_at(m, params, points, w, mask)
+    if cfg.map == "sensitivity":
+        gradients = gradients ** 2
+    elif cfg.map == "gradient_x_input":
+        gradients = gradients * points
+    return _zero_padded(jnp.mean(gradients, axis=0), mask)
 
 
 def _random_fn(m: Method, params, x, target, mask, index):
@@ -484,6 +655,132 @@ def occlusion(apply: Callable, mode: str = "f") -> Method:
         raise ValueError(f"`mode` of occlusion must be 'f' (score difference) or 'p' (probability "
                          f"difference); got {mode!r}.")
     return Method(f"occlusion-{mode}", _occlusion_fn, apply, option=mode)
+
+
+@dataclass(frozen=True)
+class IntegratedGradients:
+    """Settings of :func:`integrated_gradients` (hashable, static under ``jit``).
+
+    Attributes:
+        steps: points of the midpoint rule on the straight path, ``>= 1``.
+        baseline: the path's start: a float (every feature), a tuple of E floats (one embedding,
+            repeated at every step; lists and arrays are converted), or a function ``baseline(x) ->``
+            array of ``x``'s shape (static: pass the same function object to reuse compiled code).
+    """
+
+    steps: int = 32
+    baseline: float | tuple[float, ...] | Callable = 0.0
+
+    def __post_init__(self):
+        if not isinstance(self.steps, (int, np.integer)) or isinstance(self.steps, bool) or self.steps < 1:
+            raise ValueError(f"`steps` of Integrated Gradients must be an int >= 1; got {self.steps!r}.")
+        object.__setattr__(self, "steps", int(self.steps))
+        baseline = self.baseline
+        if callable(baseline):
+            return
+        if hasattr(baseline, "tolist"):
+            baseline = baseline.tolist()
+        if isinstance(baseline, (list, tuple)):
+            if not baseline or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in baseline):
+                raise ValueError("`baseline` of Integrated Gradients as a sequence must hold E >= 1 numbers, "
+                                 f"one per input feature; got {self.baseline!r}.")
+            baseline = tuple(float(v) for v in baseline)
+        elif isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+            baseline = float(baseline)
+        else:
+            raise TypeError("`baseline` of Integrated Gradients must be a float, a sequence of E floats or a "
+                            f"function of the input; got {type(self.baseline).__name__}.")
+        if not np.all(np.isfinite(baseline)):
+            raise ValueError(f"`baseline` of Integrated Gradients must be finite; got {self.baseline!r}.")
+        object.__setattr__(self, "baseline", baseline)
+
+
+def integrated_gradients(apply: Callable, steps: int = 32, baseline=0.0) -> Method:
+    """Integrated Gradients (Sundararajan, Taly, Yan 2017): ``(x - x0) * mean_k grad f(x0 + a_k (x - x0))``.
+
+    ``f = sum(w * output)`` is the explained quantity (module docstring; ``w`` is fixed at ``x``) and
+    ``a_k = (k + 1/2) / steps`` the midpoint rule on [0, 1]; the gradients at all ``steps`` points are
+    one vmapped pullback. Completeness, ``sum(R) = f(x) - f(x0)``, holds up to the quadrature error:
+    :meth:`Method.full` returns the :class:`Attribution` with that gap. Padded steps get 0.
+
+    Args:
+        apply: the model, ``apply(params, x, rules=None, *, mask=None)``.
+        steps: number of points on the path (>= 1).
+        baseline: ``x0``: a float for every feature (default 0, the all-zero input that occlusion also
+            uses), a sequence of E floats (a reference embedding at every step), or a function
+            ``baseline(x) -> x0`` of ``x``'s shape.
+
+    Raises:
+        ValueError: ``steps`` < 1, a non-finite or empty baseline.
+        TypeError: a baseline of another type.
+    """
+    return Method("integrated_gradients", _ig_fn, apply, config=IntegratedGradients(steps, baseline))
+
+
+_NOISE = ("relative", "absolute")
+_MAPS = ("gradient", "sensitivity", "gradient_x_input")
+
+
+@dataclass(frozen=True)
+class SmoothGrad:
+    """Settings of :func:`smoothgrad` (hashable, static under ``jit``).
+
+    Attributes:
+        sigma: noise standard deviation, ``>= 0``: relative to the input's range (``noise="relative"``)
+            or absolute.
+        samples: noisy copies averaged, ``>= 1``.
+        noise: ``"relative"``: the standard deviation is ``sigma * (max(x) - min(x))`` over the valid
+            steps of the explained example (Smilkov et al.'s noise level); ``"absolute"``: ``sigma``.
+        map: what is averaged at each noisy point ``x'``: ``"gradient"`` (SmoothGrad), ``"sensitivity"``
+            (the squared gradient) or ``"gradient_x_input"`` (``x' * gradient``).
+    """
+
+    sigma: float = 0.15
+    samples: int = 32
+    noise: str = "relative"
+    map: str = "gradient"
+
+    def __post_init__(self):
+        if not isinstance(self.sigma, (int, float)) or isinstance(self.sigma, bool):
+            raise TypeError(f"`sigma` of SmoothGrad must be a Python float; got {type(self.sigma).__name__}.")
+        if not 0 <= self.sigma < float("inf"):
+            raise ValueError(f"`sigma` of SmoothGrad must be a finite number >= 0; got {self.sigma!r}.")
+        object.__setattr__(self, "sigma", float(self.sigma))
+        if not isinstance(self.samples, (int, np.integer)) or isinstance(self.samples, bool) or self.samples < 1:
+            raise ValueError(f"`samples` of SmoothGrad must be an int >= 1; got {self.samples!r}.")
+        object.__setattr__(self, "samples", int(self.samples))
+        if self.noise not in _NOISE:
+            raise ValueError(f"`noise` of SmoothGrad must be one of {_NOISE}; got {self.noise!r}.")
+        if self.map not in _MAPS:
+            raise ValueError(f"`map` of SmoothGrad must be one of {_MAPS}; got {self.map!r}.")
+
+
+def smoothgrad(apply: Callable, sigma: float = 0.15, samples: int = 32, seed: int = 0, *,
+               noise: str = "relative", map: str = "gradient") -> Method:
+    """SmoothGrad (Smilkov et al. 2017): the mean of a gradient map over noisy copies of the input.
+
+    ``R = (1/S) sum_s M(x + e_s)``, ``e_s ~ N(0, s^2)`` element-wise, ``M`` the gradient of ``sum(w *
+    output)`` (or its square, or ``x' * gradient``; see :class:`SmoothGrad`). Seeded like the random
+    baseline: the draw depends on ``seed``, the example's index (its position in a batch or dataset)
+    and the step, not on the padding; padded steps get neither noise nor relevance. With ``sigma = 0``
+    it is the map itself (the gradient, up to rounding of the mean). All samples are one vmapped
+    pullback.
+
+    Args:
+        apply: the model, ``apply(params, x, rules=None, *, mask=None)``.
+        sigma: noise level (default 0.15 of the input's range, within Smilkov et al.'s 10-20 %).
+        samples: number of noisy copies.
+        seed: random seed (an int).
+        noise: ``"relative"`` (sigma times the example's value range) or ``"absolute"``.
+        map: ``"gradient"``, ``"sensitivity"`` or ``"gradient_x_input"``.
+
+    Raises:
+        ValueError: a negative or non-finite ``sigma``, ``samples`` < 1, an unknown ``noise`` or ``map``.
+        TypeError: ``seed`` not an int, ``sigma`` not a number.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"`seed` must be an int; got {type(seed).__name__}.")
+    return Method("smoothgrad", _smoothgrad_fn, apply, seed=seed, config=SmoothGrad(sigma, samples, noise, map))
 
 
 def random_baseline(apply: Callable, seed: int = 0) -> Method:

@@ -73,7 +73,11 @@ def default_checkpoint() -> Path:
     return DEFAULT_CHECKPOINT
 
 METHODS = ("lrp-all", "lrp-prop", "lrp-abs", "lrp-half", "gradient", "sa", "gi",
-           "occlusion-f", "occlusion-p", "cd", "random")
+           "occlusion-f", "occlusion-p", "cd", "ig", "smoothgrad", "random")
+# Integrated Gradients: the all-zero embedding as baseline (what occlusion puts in), midpoint rule with
+# IG_STEPS points; SmoothGrad: noise of 0.15 times each sentence's value range, SMOOTHGRAD_SAMPLES copies.
+IG_STEPS = 64
+SMOOTHGRAD_SAMPLES = 32
 # Stabiliser defaults: 0.001 is the reference implementation's eps (Arras et al. 2017); LRP-prop
 # needs a larger one to stay numerically stable, the chapter takes 0.2 (Sec. 11.5.1, footnote 9).
 DEFAULT_EPS = {"lrp-all": 0.001, "lrp-prop": 0.2, "lrp-abs": 0.001, "lrp-half": 0.001}
@@ -171,9 +175,12 @@ def make_method(name: str, eps: float | None = None, seed: int = 0) -> _explain.
             epsilon rule elsewhere), ``gradient`` (d score / dx), ``sa`` (squared gradient),
             ``gi`` (gradient x input), ``occlusion-f`` / ``occlusion-p`` (score / probability
             difference when the word's embedding is zeroed), ``cd`` (Contextual Decomposition),
-            ``random`` (seeded normal noise).
+            ``ig`` (Integrated Gradients from the all-zero input, :data:`IG_STEPS` points), ``smoothgrad``
+            (the mean gradient over :data:`SMOOTHGRAD_SAMPLES` noisy copies, noise 0.15 of the
+            sentence's value range, seeded by ``seed`` and the sentence's number), ``random`` (seeded
+            normal noise).
         eps: LRP stabiliser; None takes :data:`DEFAULT_EPS`. Ignored by the other methods.
-        seed: seed of the random baseline (see :func:`check_seed`).
+        seed: seed of the random baseline and of SmoothGrad (see :func:`check_seed`).
 
     Raises:
         ValueError: an unknown name (listing the valid ones), a negative or too large ``eps`` (see
@@ -199,6 +206,10 @@ def make_method(name: str, eps: float | None = None, seed: int = 0) -> _explain.
     if name == "cd":
         from lrpjax.cd import cd  # written alongside; imported late so the rest works without it
         return cd(apply)
+    if name == "ig":
+        return _explain.integrated_gradients(apply, IG_STEPS)
+    if name == "smoothgrad":
+        return _explain.smoothgrad(apply, 0.15, SMOOTHGRAD_SAMPLES, seed)
     return _explain.random_baseline(apply, seed)
 
 

@@ -56,6 +56,8 @@ __all__ = [
     "fit_many",
     "make_loss",
     "make_metric",
+    "explanation_penalty",
+    "PenaltyKeys",
     "make_optimizer",
     "make_step",
     "stack",
@@ -135,18 +137,153 @@ def make_metric(
 
 
 def make_loss(
-    predict: Predict, kind: str = "mse", *, x_key: str = "x", mask_key: str = "mask", y_key: str = "y"
+    predict: Predict, kind: str = "mse", *, x_key: str = "x", mask_key: str = "mask", y_key: str = "y",
+    penalty: LossFn | Sequence[LossFn] | None = None,
 ) -> LossFn:
     """Builds ``loss(params, batch) -> scalar`` for `fit`: "mse" (regression) or "xent" (classification).
 
     See `make_metric` for the arguments; "accuracy" is not differentiable and is refused here.
+    `penalty`: terms ``penalty(params, batch) -> scalar`` added to the mean objective, e.g.
+    `explanation_penalty` (their entries are checked by `fit` too).
 
     Raises:
         ValueError: if `kind` is not "mse" or "xent".
+        TypeError: a penalty that is not callable.
     """
     if kind not in ("mse", "xent"):
         raise ValueError(f"loss `kind` must be 'mse' or 'xent'; got {kind!r}.")
-    return make_metric(predict, kind, x_key=x_key, mask_key=mask_key, y_key=y_key)
+    objective = make_metric(predict, kind, x_key=x_key, mask_key=mask_key, y_key=y_key)
+    penalties = () if penalty is None else (penalty,) if callable(penalty) else tuple(penalty)
+    for term in penalties:
+        if not callable(term):
+            raise TypeError(f"`penalty` must be a function (params, batch) -> scalar or a sequence of them; "
+                            f"got {type(term).__name__}.")
+    if not penalties:
+        return objective
+
+    def loss(params: Any, batch: Mapping[str, Array]) -> Array:
+        return objective(params, batch) + sum(term(params, batch) for term in penalties)
+
+    loss.objective = objective.objective
+    loss.penalties = penalties
+    return loss
+
+
+def _penalty_target(explain: str, scores: Array, y: Array) -> Array:
+    """The target of an explanation penalty: the class index, or the weights of the linearised log-probabilities."""
+    if explain == "score":
+        return y
+    p = jax.nn.softmax(scores, axis=-1)
+    if explain == "log_prob":
+        return jax.nn.one_hot(y, scores.shape[-1], dtype=scores.dtype) - p
+    return 1.0 - scores.shape[-1] * p
+
+
+class PenaltyKeys(NamedTuple):
+    """The batch entries an `explanation_penalty` reads, so that `fit` can check them before training."""
+
+    marked: str
+    x_key: str
+    mask_key: str
+    y_key: str | None
+
+
+_NORMS = ("squared", "abs")
+_EXPLAINED = ("log_prob", "all_log_probs", "score")
+_LEVELS = ("dims", "token")
+
+
+def explanation_penalty(
+    method: Any, weight: float, mask_key: str, *, inputs: Callable[[Any, Array], tuple[Any, Array]] | None = None,
+    x_key: str = "x", seq_mask_key: str = "mask", y_key: str | None = "y", explain: str = "log_prob",
+    norm: str = "squared", level: str = "dims",
+) -> LossFn:
+    """A loss term on explanations ("right for the right reasons", Ross, Hughes, Doshi-Velez 2017).
+
+    ``penalty(params, batch) = weight * mean_b sum_t A_bt * rho(R_bt)``, with ``A = batch[mask_key]``
+    (B, T) marking the positions that must not matter (bool, or float weights per position), ``R_b``
+    the relevance of example b under `method`, and ``rho`` the square (``norm="squared"``) or the
+    absolute value (``norm="abs"``) of every relevance entry of the position (``level="dims"``: all E
+    of an (T, E) relevance) or of the position's sum (``level="token"``). What is explained, for the
+    class ``y`` = ``batch[y_key]`` (or the predicted class when `y_key` is None), with ``s`` the scores:
+
+    * ``explain="log_prob"``: ``log softmax(s)_y`` linearised at ``s``, i.e. the linear combination
+      ``sum(w * s)`` with ``w = onehot(y) - softmax(s)`` (for the gradient exactly the input gradient of
+      the log-probability); it sees the decision, which depends on every class's score;
+    * ``"all_log_probs"``: ``sum_k log softmax(s)_k`` linearised, ``w = 1 - C softmax(s)``: Ross et al.'s
+      choice (with ``lrpjax.gradient`` their penalty exactly);
+    * ``"score"``: the label's score ``s_y`` alone. A model can then move the decision through the
+      *other* classes' scores, which this penalty does not see.
+
+    ``w`` depends on the parameters and is differentiated through. Any method of :mod:`lrpjax.explain`
+    or :func:`lrpjax.cd.cd` works, since explanations differentiate truly with respect to the
+    parameters. Pass the penalty to `make_loss` (``penalty=...``); it is a pure function of one model's
+    parameters, so `fit_many` vmaps it over models.
+
+    Args:
+        method: an explanation `Method` of the model being trained (e.g. ``lrpjax.lrp(model.apply,
+            preset("lrp-all", eps=1e-3))``).
+        weight: lambda, a float >= 0.
+        mask_key: the batch entry holding A, shape (B, T).
+        inputs: ``inputs(params, x) -> (model_params, model_input)``: how the trained parameters and the
+            batch input become the explained model's arguments (e.g. an embedding lookup,
+            ``lambda p, ids: (p["model"], p["embed"][ids])``); default ``(params, x)``.
+        x_key, seq_mask_key: the batch's inputs and (optional) padding mask entries.
+        y_key: the batch's integer class labels (B,), or None for the predicted class.
+        explain: ``"log_prob"``, ``"all_log_probs"`` or ``"score"`` (above).
+        norm: ``"squared"`` or ``"abs"``.
+        level: ``"dims"`` or ``"token"``.
+
+    Returns:
+        ``penalty(params, batch) -> scalar``.
+
+    Raises:
+        TypeError: `method` not an explanation Method, `inputs` not callable, a key not a string.
+        ValueError: a negative or non-finite `weight`, an unknown `explain`, `norm` or `level`.
+    """
+    from lrpjax.explain import Method  # the trainer needs the explanation methods only here
+
+    if not isinstance(method, Method):
+        raise TypeError(f"`method` must be an lrpjax explanation Method; got {type(method).__name__}.")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < float("inf"):
+        raise ValueError(f"`weight` must be a finite number >= 0; got {weight!r}.")
+    for name, key in (("mask_key", mask_key), ("x_key", x_key), ("seq_mask_key", seq_mask_key)):
+        if not isinstance(key, str):
+            raise TypeError(f"`{name}` must be a batch entry name (str); got {type(key).__name__}.")
+    if y_key is not None and not isinstance(y_key, str):
+        raise TypeError(f"`y_key` must be a batch entry name (str) or None; got {type(y_key).__name__}.")
+    if inputs is not None and not callable(inputs):
+        raise TypeError(f"`inputs` must be a function (params, x) -> (model_params, model_input); got "
+                        f"{type(inputs).__name__}.")
+    if explain not in _EXPLAINED:
+        raise ValueError(f"`explain` must be one of {_EXPLAINED}; got {explain!r}.")
+    if norm not in _NORMS:
+        raise ValueError(f"`norm` must be one of {_NORMS}; got {norm!r}.")
+    if level not in _LEVELS:
+        raise ValueError(f"`level` must be one of {_LEVELS}; got {level!r}.")
+    weight = float(weight)
+
+    def per_example(params: Any, x: Array, mask: Array | None, marked: Array, y: Array | None, index: Array):
+        model_params, model_x = (params, x) if inputs is None else inputs(params, x)
+        scores = method.apply(model_params, model_x, None, mask=mask)
+        if y is None:
+            y = jnp.argmax(jax.lax.stop_gradient(scores).reshape(-1)).astype(jnp.int32)
+        relevance = method.fn(method, model_params, model_x, _penalty_target(explain, scores, y), mask, index)
+        if relevance.ndim > marked.ndim and level == "token":
+            relevance = relevance.sum(axis=tuple(range(marked.ndim, relevance.ndim)))
+        values = relevance ** 2 if norm == "squared" else jnp.abs(relevance)
+        per_position = values.sum(axis=tuple(range(marked.ndim, values.ndim)))
+        return jnp.sum(marked.astype(per_position.dtype) * per_position)
+
+    def penalty(params: Any, batch: Mapping[str, Array]) -> Array:
+        mask, y = batch.get(seq_mask_key), None if y_key is None else batch[y_key]
+        B = batch[x_key].shape[0]
+        axes = (None, 0, None if mask is None else 0, 0, None if y is None else 0, 0)
+        values = jax.vmap(per_example, in_axes=axes)(params, batch[x_key], mask, batch[mask_key], y, jnp.arange(B))
+        return weight * jnp.mean(values)
+
+    penalty.penalty_keys = PenaltyKeys(mask_key, x_key, seq_mask_key, y_key)
+    return penalty
 
 
 # ------------------------------------------------------------------------------------ optimizer and step
@@ -529,6 +666,27 @@ def _check_objectives(loss_fn, metrics, data, val_data, params, many) -> None:
         objective = getattr(fn, "objective", None)
         if isinstance(objective, Objective):
             _guards.check_objective(objective, arrays, name, role, params, many)
+    for term in getattr(loss_fn, "penalties", ()):
+        keys = getattr(term, "penalty_keys", None)
+        if isinstance(keys, PenaltyKeys):
+            _check_penalty_entries(keys, data)
+    for name, fn in metrics.items():
+        keys = getattr(fn, "penalty_keys", None)
+        if isinstance(keys, PenaltyKeys):
+            _check_penalty_entries(keys, val_data, "val", f"metric {name!r}")
+
+
+def _check_penalty_entries(keys: PenaltyKeys, data: Mapping[str, Array], name: str = "train",
+                           role: str = "explanation penalty") -> None:
+    """The entries an `explanation_penalty` reads are present, and A has the shape (B, T) of the inputs."""
+    for key in (keys.x_key, keys.marked) + (() if keys.y_key is None else (keys.y_key,)):
+        if key not in data:
+            raise ValueError(f"`{name}` has no {key!r} entry, which the {role} reads; its entries are {sorted(data)}.")
+    want = tuple(data[keys.x_key].shape[:2])
+    got = tuple(data[keys.marked].shape)
+    if got != want:
+        raise ValueError(f"`{name}[{keys.marked!r}]` marks positions for the {role} and must have shape (B, T) = "
+                         f"{want}, the leading axes of `{name}[{keys.x_key!r}]`; got {got}.")
 
 
 def _build_step(loss_fn, optimizer, clip_norm, labels, many):

@@ -199,3 +199,26 @@ def test_default_checkpoint_follows_the_environment(monkeypatch, tmp_path):
     assert sst.default_checkpoint() == tmp_path / "other.npz"
     with pytest.raises(checkpoints.CheckpointError, match="other.npz"):
         SSTModel.load()
+
+
+def test_integrated_gradients_and_smoothgrad_methods():
+    from lrpjax import explain as _explain
+    from lrpjax.sst import IG_STEPS, SMOOTHGRAD_SAMPLES
+
+    ig = make_method("ig")
+    assert ig.fn is _explain._ig_fn and ig.config.steps == IG_STEPS and ig.config.baseline == 0.0
+    smooth = make_method("smoothgrad", seed=4)
+    assert smooth.fn is _explain._smoothgrad_fn and smooth.seed == 4
+    assert smooth.config.samples == SMOOTHGRAD_SAMPLES and smooth.config.noise == "relative"
+    model = SSTModel.load()
+    sentence = "a gorgeous , witty , seductive movie ."
+    result = model.explain_sentence(sentence, "ig")
+    assert result.eps is None and result.relevance.shape == (8,)
+    # Completeness: the word relevances sum to score - score of the all-zero input, up to the midpoint rule.
+    ids = model.vocab.encode(sentence.split())[0]
+    x = np.asarray(model.params["embed"])[ids]
+    zero = np.asarray(bilstm.apply(model.params["model"], np.zeros_like(x)))[result.target]
+    assert float(np.sum(result.relevance)) == pytest.approx(float(result.scores[result.target]) - float(zero), abs=5e-3)
+    first = model.explain_sentence(sentence, "smoothgrad", seed=1).relevance
+    np.testing.assert_array_equal(first, model.explain_sentence(sentence, "smoothgrad", seed=1).relevance)
+    assert not np.allclose(first, model.explain_sentence(sentence, "smoothgrad", seed=2).relevance)

@@ -339,3 +339,110 @@ def test_progress_bar_validates_arguments():
     unknown = ProgressBar(None, force=False)
     unknown.update(7)
     assert unknown.render().startswith("7 [")  # an unknown total shows the count and rate only
+
+
+# --------------------------------------------------------------------------------- explanation penalty
+
+
+def _penalty_setup(seed=0, n=12):
+    import jax.flatten_util  # noqa: F401 - used by the gradient test
+
+    import lrpjax
+    from lrpjax.models import lstm
+
+    rng = np.random.default_rng(seed)
+    params = lstm.init(jax.random.PRNGKey(seed), E, 3, 2, jnp.float64)
+    x = rng.normal(size=(n, T, E))
+    lengths = rng.integers(2, T + 1, size=n)
+    mask = np.arange(T)[None, :] < lengths[:, None]
+    marked = np.zeros((n, T), bool)
+    marked[np.arange(n), rng.integers(0, 2, size=n)] = True
+    data = {"x": x, "mask": mask, "decoy": marked, "y": rng.integers(0, 2, size=n).astype(np.int32)}
+    predict = lambda p, x_, m: lstm.apply(p, x_, mask=m)  # noqa: E731
+    return lrpjax, lstm, params, data, predict
+
+
+@pytest.mark.parametrize("explain,norm,level", [("score", "squared", "dims"), ("log_prob", "abs", "token"),
+                                                 ("all_log_probs", "squared", "token")])
+def test_explanation_penalty_is_the_weighted_mean_over_marked_positions(explain, norm, level):
+    lrpjax, lstm, params, data, predict = _penalty_setup()
+    method = lrpjax.lrp(lstm.apply, lrpjax.rules.preset("lrp-all", eps=1e-3))
+    penalty = tr.explanation_penalty(method, 0.7, "decoy", explain=explain, norm=norm, level=level)
+    total = 0.0
+    for b in range(len(data["y"])):
+        x, m, y = jnp.asarray(data["x"][b]), jnp.asarray(data["mask"][b]), int(data["y"][b])
+        s = lstm.apply(params, x, mask=m)
+        p = jax.nn.softmax(s)
+        target = {"score": y, "log_prob": jax.nn.one_hot(y, 2, dtype=s.dtype) - p,
+                  "all_log_probs": 1.0 - 2 * p}[explain]
+        R = np.asarray(method(params, x, target, mask=m))
+        if level == "token":
+            R = R.sum(-1, keepdims=True)
+        values = R ** 2 if norm == "squared" else np.abs(R)
+        total += np.sum(values.sum(-1) * data["decoy"][b])
+    np.testing.assert_allclose(penalty(params, data), 0.7 * total / len(data["y"]), rtol=1e-10)
+    loss = tr.make_loss(predict, "xent", penalty=penalty)
+    np.testing.assert_allclose(loss(params, data), tr.make_loss(predict, "xent")(params, data) + penalty(params, data),
+                               rtol=1e-12)
+
+
+def test_explanation_penalty_reads_inputs_through_a_function_and_uses_predicted_classes():
+    lrpjax, lstm, params, data, _ = _penalty_setup(1)
+    embed = jnp.asarray(np.random.default_rng(1).normal(size=(7, E)))
+    ids = np.random.default_rng(2).integers(0, 7, size=data["mask"].shape)
+    wrapped = {"model": params, "embed": embed}
+    gradient = lrpjax.gradient(lstm.apply)
+    through = tr.explanation_penalty(gradient, 1.0, "decoy", inputs=lambda p, i: (p["model"], p["embed"][i]),
+                                     y_key=None, explain="score")
+    direct = tr.explanation_penalty(gradient, 1.0, "decoy", y_key=None, explain="score")
+    batch = dict(data, x=np.asarray(embed)[ids])
+    np.testing.assert_allclose(through(wrapped, dict(data, x=ids)), direct(params, batch), rtol=1e-12)
+    # Predicted classes: the same as giving the argmax as labels.
+    predicted = np.asarray(jax.vmap(lambda x_, m: jnp.argmax(lstm.apply(params, x_, mask=m)))(batch["x"], batch["mask"]))
+    labelled = tr.explanation_penalty(gradient, 1.0, "decoy", explain="score")
+    np.testing.assert_allclose(direct(params, batch), labelled(params, dict(batch, y=predicted.astype(np.int32))),
+                               rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_explanation_penalty_differentiates_and_fit_many_equals_fit():
+    lrpjax, lstm, params, data, predict = _penalty_setup(3, n=16)
+    method = lrpjax.lrp(lstm.apply, lrpjax.rules.preset("lrp-half", eps=1e-2))
+    penalty = tr.explanation_penalty(method, 2.0, "decoy")
+    grad = jax.grad(penalty)(params, data)
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    d = jnp.asarray(np.random.default_rng(4).normal(size=flat.shape))
+    central = lambda h: (penalty(unravel(flat + h * d), data) - penalty(unravel(flat - h * d), data)) / (2 * h)  # noqa: E731
+    fd = (4 * central(5e-5) - central(1e-4)) / 3   # Richardson: error O(h^4)
+    np.testing.assert_allclose(jnp.vdot(jax.flatten_util.ravel_pytree(grad)[0], d), fd, rtol=1e-6)
+    loss = tr.make_loss(predict, "xent", penalty=penalty)
+    config = tr.TrainConfig(epochs=3, batch_size=8, progress=False, restore_best=False)
+    others = lstm.init(jax.random.PRNGKey(9), E, 3, 2, jnp.float64)
+    many = tr.fit_many(loss, tr.stack([params, others]), data, config=config, optimizer=optax.adam(0.05))
+    one = tr.fit(loss, others, data, config=config, optimizer=optax.adam(0.05))
+    assert tree_max_diff(tr.unstack(many.params)[1], one.params) < 1e-9
+    assert float(penalty(one.params, data)) < float(penalty(others, data))
+
+
+def test_explanation_penalty_arguments_and_entries_are_checked():
+    lrpjax, lstm, params, data, predict = _penalty_setup(5)
+    method = lrpjax.gradient(lstm.apply)
+    for kwargs, error, match in (({"method": "gradient"}, TypeError, "method"), ({"weight": -1.0}, ValueError, "weight"),
+                                 ({"weight": float("nan")}, ValueError, "weight"), ({"mask_key": 3}, TypeError, "mask_key"),
+                                 ({"y_key": 1}, TypeError, "y_key"), ({"inputs": "embed"}, TypeError, "inputs"),
+                                 ({"explain": "logit"}, ValueError, "explain"), ({"norm": "l1"}, ValueError, "norm"),
+                                 ({"level": "word"}, ValueError, "level")):
+        args = {"method": method, "weight": 1.0, "mask_key": "decoy", **kwargs}
+        with pytest.raises(error, match=match):
+            tr.explanation_penalty(args.pop("method"), args.pop("weight"), args.pop("mask_key"), **args)
+    with pytest.raises(TypeError, match="penalty"):
+        tr.make_loss(predict, "xent", penalty=[1.0])
+    loss = tr.make_loss(predict, "xent", penalty=tr.explanation_penalty(method, 1.0, "decoy"))
+    config = tr.TrainConfig(epochs=1, batch_size=4, progress=False)
+    missing = {k: v for k, v in data.items() if k != "decoy"}
+    with pytest.raises(ValueError, match="'decoy'"):
+        tr.fit(loss, params, missing, config=config)
+    with pytest.raises(ValueError, match=r"\(B, T\)"):
+        tr.fit(loss, params, dict(data, decoy=data["decoy"][:, :2]), config=config)
+    zero = tr.make_loss(predict, "xent", penalty=tr.explanation_penalty(method, 0.0, "decoy"))
+    np.testing.assert_allclose(zero(params, data), tr.make_loss(predict, "xent")(params, data), rtol=1e-12)
