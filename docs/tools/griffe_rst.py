@@ -240,6 +240,49 @@ class RstToMarkdown(griffe.Extension):
         seen.add(obj.path)
         if obj.docstring is not None:
             obj.docstring.value = rewrite(obj, obj.docstring.value)
-        for member in obj.members.values():
+        if obj.is_class:
+            _drop_described_fields(obj)
+            for name, member in obj.members.items():
+                # Special methods are machinery (__post_init__ validates, __repr__ shows), except the call.
+                if name.startswith("__") and name.endswith("__") and name not in ("__call__", "__init__"):
+                    member.public = False
+        for member in list(obj.members.values()):
             if not member.is_alias:
                 self._visit(member, seen)
+
+
+def _described(docstring: str) -> set[str]:
+    """The names listed in the Attributes section of a class docstring."""
+    names: set[str] = set()
+    section = None
+    for line in docstring.split("\n"):
+        header = _SECTION.match(line)
+        if header:
+            section = len(header.group(1)) if header.group(2) == "Attributes" else None
+            continue
+        if section is None or not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent <= section:
+            section = None
+            continue
+        entry = re.match(r"^\s+(\w+)\s*(?:\([^)]*\))?\s*:", line)
+        if entry and indent == section + 4:
+            names.add(entry.group(1))
+    return names
+
+
+def _drop_described_fields(cls: griffe.Class) -> None:
+    """Fields described in the class's Attributes section are not rendered a second time as members.
+
+    ``show_if_no_docstring`` makes public names without a docstring appear (constants with their
+    values); without this, every dataclass field would appear twice, once in the Attributes table
+    and once as a member without text. They are marked non-public (mkdocs.yml filters on "public"), not
+    removed, so the class's signature and the table's types still come from them.
+    """
+    if cls.docstring is None:
+        return
+    for name in _described(cls.docstring.value):
+        member = cls.members.get(name)
+        if member is not None and not member.is_alias and member.is_attribute and member.docstring is None:
+            member.public = False   # hidden by the "public" filter; still a field of the signature
