@@ -373,7 +373,8 @@ def phrase_batch(apply: Callable, params: Params, X: ArrayLike, spans: ArrayLike
         (B,) or (B, S).
 
     Raises:
-        As :func:`phrase`.
+        TypeError: as :func:`phrase`; ``targets`` given as a function.
+        ValueError: as :func:`phrase`.
     """
     model = _model_of(apply)
     _check_bias_product(bias_product)
