@@ -8,13 +8,18 @@ included), so that ``beta + gamma`` is the true state at every step. Following t
 * every gate pre-activation splits linearly into ``beta`` (``W x_t`` if t is relevant, plus
   ``U beta^y_{t-1}``), ``gamma`` (``W x_t`` if t is irrelevant, plus ``U gamma^y_{t-1}``) and the bias ``b``;
 * a sigmoid/tanh of the three is linearised by averaging the relevant and irrelevant terms' marginal
-  effects over the two orderings, the bias always entering first (``_decomp_three``):
+  effects over the two orderings, the bias always entering first (``_split_three``):
   ``L(beta) = [act(beta + b) - act(b) + act(beta + gamma + b) - act(gamma + b)] / 2``, ``L(b) = act(b)``;
 * the products ``i * z`` and ``f * c_{t-1}`` are expanded term by term; a product goes to ``beta`` if one
   factor is relevant and the other relevant or bias, all others to ``gamma``, except the bias-times-bias
   term ``L(b_i) L(b_z)``, which goes where ``bias_product`` says (below);
 * the output ``y = o * tanh(c)`` keeps the whole gate ``o`` and splits ``tanh(beta^c + gamma^c)`` by the
-  two-term average (``_decomp_two``).
+  two-term average.
+
+Every split above is complete (the parts of each pre-activation, gate and state sum to its true value),
+so only ``beta`` is propagated: ``gamma`` is the true value minus ``beta``, and the true forward pass is
+computed once and shared by all the relevant sets explained at once (one matrix product per step and
+relevant set, instead of two).
 
 The relevance of position t is the relevant part of the final score of the target class when only t is
 relevant, ``W_out[:, target] . beta^y_T``; all positions are computed at once with ``vmap``. In the
@@ -46,7 +51,7 @@ position.
 Beyond the reference BiLSTM, CD runs through every composition of standard-cell LSTM layers (stacked,
 uni- or bidirectional; the next layer reads the decomposed outputs, so ``W beta_in`` is relevant and
 ``W gamma_in`` irrelevant), dense layers and pooling: a dense layer splits its linear part exactly, its
-bias is irrelevant, and a nonlinear activation is linearised like the gates (``_decomp_three``, the bias
+bias is irrelevant, and a nonlinear activation is linearised like the gates (``_split_three``, the bias
 first); sum and mean pooling are linear; max pooling takes both parts at the step that is maximal in
 their sum. GRUs and the LRP-friendly cells have no CD in the literature this follows, and are refused.
 """
@@ -91,61 +96,68 @@ class Decomposition(NamedTuple):
     gamma: Array
 
 
-def _decomp_three(rel: Array, irr: Array, bias: Array, act: Callable[[Array], Array]):
-    """Linearises ``act(rel + irr + bias)`` into (L(rel), L(irr), L(bias)) summing to it (Murdoch et al.)."""
-    full = act(rel + irr + bias)
-    l_rel = 0.5 * (act(rel + bias) - act(bias) + full - act(irr + bias))
-    l_irr = 0.5 * (act(irr + bias) - act(bias) + full - act(rel + bias))
-    return l_rel, l_irr, act(bias)
+def _split_three(rel: Array, irr: Array, bias: Array, full: Array, act: Callable[[Array], Array]) -> Array:
+    """The relevant part ``L(rel)`` of ``full = act(rel + irr + bias)`` (Murdoch et al.'s linearisation,
+    the bias entering first); ``L(irr) = full - act(bias) - L(rel)`` and ``L(bias) = act(bias)`` complete it."""
+    return 0.5 * (act(rel + bias) - act(bias) + full - act(irr + bias))
 
 
-def _decomp_two(rel: Array, irr: Array, act: Callable[[Array], Array]):
-    """Linearises ``act(rel + irr)`` (act(0) = 0) into two parts by the two-ordering average."""
-    full = act(rel + irr)
-    return 0.5 * (act(rel) + full - act(irr)), 0.5 * (act(irr) + full - act(rel))
+def _forward_direction(params: Params, x: Array, mask: Array):
+    """The true states of one direction of a standard-cell layer over its reading order, x (T, E).
 
-
-def _cd_step(params: Params, carry: tuple[Array, ...], inputs: tuple[Array, Array, Array, Array]):
-    """One CD step, ``((beta_y, gamma_y, beta_c, gamma_c), (Wx_rel_t, Wx_irr_t, valid_t, bias_t)) -> (carry',
-    carry')``.
-
-    Shapes: states (H,); ``Wx_rel_t``, ``Wx_irr_t`` (4H,) the relevant and irrelevant parts of this step's
-    input projection ``W x_t``; ``valid_t`` scalar bool; ``bias_t`` scalar bool, whether the bias-times-bias
-    product is relevant at this step. Gate order i, z, f, o as in ``StandardCell``.
-    """
-    beta_y, gamma_y, beta_c, gamma_c = carry
-    wx_rel, wx_irr, valid_t, bias_t = inputs
-    rel = beta_y @ params["U"] + wx_rel
-    irr = gamma_y @ params["U"] + wx_irr
-    (rel_i, rel_z, rel_f, rel_o), (irr_i, irr_z, irr_f, irr_o) = jnp.split(rel, 4), jnp.split(irr, 4)
-    b_i, b_z, b_f, b_o = jnp.split(params["b"], 4)
-    ri, ii, bi = _decomp_three(rel_i, irr_i, b_i, jax.nn.sigmoid)
-    rz, iz, bz = _decomp_three(rel_z, irr_z, b_z, jnp.tanh)
-    rf, if_, bf = _decomp_three(rel_f, irr_f, b_f, jax.nn.sigmoid)
-    # Eq. (11.4) expanded; the bias-bias product L(b_i) L(b_z) goes where `bias_t` says (module docstring).
-    zero = jnp.zeros_like(bi)
-    bias_bias = bi * bz
-    new_beta_c = ri * (rz + bz) + bi * rz + jnp.where(bias_t, bias_bias, zero) + (rf + bf) * beta_c
-    new_gamma_c = (ii * (rz + iz + bz) + (ri + bi) * iz + jnp.where(bias_t, zero, bias_bias)
-                   + (rf + if_ + bf) * gamma_c + if_ * beta_c)
-    # Eq. (11.6): the whole output gate multiplies both parts of tanh(c).
-    o = jax.nn.sigmoid(rel_o + irr_o + b_o)
-    h_rel, h_irr = _decomp_two(new_beta_c, new_gamma_c, jnp.tanh)
-    new = (o * h_rel, o * h_irr, new_beta_c, new_gamma_c)
-    # A padded step leaves the state untouched, as in ``cells.unroll``.
-    new = tuple(jnp.where(valid_t, n, old) for n, old in zip(new, carry))
-    return new, new
-
-
-def _decompose_direction(params: Params, rel: Array, irr: Array, mask: Array, bias: Array):
-    """Scans ``_cd_step`` from zero states over the decomposed input (T, E) = ``rel + irr``, ``bias`` (T,)
-    marking the steps whose bias-bias product is relevant; returns the four parts, each (T, H). The input
-    projections of all steps are two matrix products outside the scan."""
+    Returns ``(xw, pre, gates, c, tanh_c, y)``: the input projection ``x W`` and the pre-activations
+    without bias ``x W + y_{t-1} U``, (T, 4H); the activated gates i, z, f, o, (T, 4H); the cell state,
+    its tanh and the output after each step, (T, H) (padded steps repeat the last valid state). They do
+    not depend on the relevant set, so under the ``vmap`` over relevant sets they are computed once."""
     H = params["U"].shape[0]
-    zeros = jnp.zeros((H,), rel.dtype)
-    inputs = (rel @ params["W"], irr @ params["W"], mask, bias)
-    _, states = lax.scan(lambda carry, inp: _cd_step(params, carry, inp), (zeros,) * 4, inputs)
-    return states
+    xw = x @ params["W"]
+
+    def step(carry, inputs):
+        y, c = carry
+        xw_t, valid = inputs
+        pre = xw_t + y @ params["U"]
+        i, z, f, o = jnp.split(pre + params["b"], 4)
+        gates = jnp.concatenate([jax.nn.sigmoid(i), jnp.tanh(z), jax.nn.sigmoid(f), jax.nn.sigmoid(o)])
+        gi, gz, gf, go = jnp.split(gates, 4)
+        c_new = jnp.where(valid, gi * gz + gf * c, c)
+        tanh_c = jnp.tanh(c_new)
+        y_new = jnp.where(valid, go * tanh_c, y)
+        return (y_new, c_new), (pre, gates, c_new, tanh_c, y_new)
+
+    zeros = jnp.zeros((H,), x.dtype)
+    _, (pre, gates, c, tanh_c, y) = lax.scan(step, (zeros, zeros), (xw, mask))
+    return xw, pre, gates, c, tanh_c, y
+
+
+def _beta_step(params: Params, carry: tuple[Array, Array], inputs: tuple[Array, ...]):
+    """One CD step on the relevant parts only, ``((beta_y, beta_c), inputs) -> (carry', carry')``.
+
+    ``inputs`` = ``(wx_rel, pre, gates, c, tanh_c, valid, bias)`` at this step: the relevant part of the
+    input projection and the true pre-activation without bias (4H,), the true gates (4H,), the true cell
+    state and its tanh (H,), whether the step is valid and whether its bias-bias product is relevant.
+    The irrelevant parts are the true values minus the relevant ones: every CD split is complete, so
+    ``gamma = total - beta`` at each state (the gate pre-activations, ``c`` and ``y``). Gate order i, z,
+    f, o as in ``StandardCell``.
+    """
+    beta_y, beta_c = carry
+    wx_rel, pre, gates, c, tanh_c, valid, bias_t = inputs
+    rel = beta_y @ params["U"] + wx_rel
+    irr = pre - rel
+    (rel_i, rel_z, rel_f, _), (irr_i, irr_z, irr_f, _) = jnp.split(rel, 4), jnp.split(irr, 4)
+    b_i, b_z, b_f, _ = jnp.split(params["b"], 4)
+    g_i, g_z, g_f, g_o = jnp.split(gates, 4)
+    ri = _split_three(rel_i, irr_i, b_i, g_i, jax.nn.sigmoid)
+    rz = _split_three(rel_z, irr_z, b_z, g_z, jnp.tanh)
+    rf = _split_three(rel_f, irr_f, b_f, g_f, jax.nn.sigmoid)
+    bi, bz, bf = jax.nn.sigmoid(b_i), jnp.tanh(b_z), jax.nn.sigmoid(b_f)
+    # Eq. (11.4) expanded, the relevant terms only; the bias-bias product L(b_i) L(b_z) goes where
+    # `bias_t` says (module docstring).
+    new_c = ri * (rz + bz) + bi * rz + jnp.where(bias_t, bi * bz, jnp.zeros_like(bi)) + (rf + bf) * beta_c
+    # Eq. (11.6): the whole output gate multiplies the relevant part of tanh(c) (two-term average).
+    new_y = g_o * (0.5 * (jnp.tanh(new_c) + tanh_c - jnp.tanh(c - new_c)))
+    # A padded step leaves the state untouched, as in ``cells.unroll``.
+    new = (jnp.where(valid, new_y, beta_y), jnp.where(valid, new_c, beta_c))
+    return new, new
 
 
 def _bias_steps(relevant: Array, bias_product: str) -> Array:
@@ -158,75 +170,93 @@ def _bias_steps(relevant: Array, bias_product: str) -> Array:
     return relevant & read_next
 
 
-def _decompose_recurrent(layer: Recurrent, params: Params, rel, irr, mask: Array, record: dict,
-                         relevant: Array, bias_product: str):
-    """CD of a standard-cell recurrent layer: both directions, final states or every step."""
-    x_rel, x_irr = _concat(rel), _concat(irr)
-    out_rel, out_irr = [], []
+def _decompose_recurrent(layer: Recurrent, params: Params, beta, total, mask: Array, record: dict,
+                         relevant: Array, bias_product: str, first: bool):
+    """CD of a standard-cell recurrent layer: both directions, final states or every step.
+
+    ``beta`` and ``total`` are the relevant parts and the true values of the layer's input parts; when
+    ``first`` (the model's input) the relevant part is the input at the relevant steps, so its
+    projection is the true projection there."""
+    x_beta, x_total = _concat(beta), _concat(total)
+    out_beta, out_total = [], []
     for d, key in enumerate(layer.keys()):
+        p = params[key]
         order = reverse_valid(mask) if d == 1 else None
-        r, i = (x_rel, x_irr) if order is None else (x_rel[order], x_irr[order])
-        bias = _bias_steps(relevant if order is None else relevant[order], bias_product)
-        states = _decompose_direction(params[key], r, i, mask, bias)
+        xb, xt = (x_beta, x_total) if order is None else (x_beta[order], x_total[order])
+        read_relevant = relevant if order is None else relevant[order]
+        xw, pre, gates, c, tanh_c, y = _forward_direction(p, xt, mask)
+        zero = jnp.zeros((), xw.dtype)
+        wx_rel = jnp.where(read_relevant[:, None], xw, zero) if first else xb @ p["W"]
+        H = p["U"].shape[0]
+        inputs = (wx_rel, pre, gates, c, tanh_c, mask, _bias_steps(read_relevant, bias_product))
+        zeros = jnp.zeros((H,), xw.dtype)
+        _, (beta_y, beta_c) = lax.scan(lambda carry, inp: _beta_step(p, carry, inp), (zeros, zeros), inputs)
+        # The last step in reading order holds the final state (padded steps repeat it), either direction.
+        final_beta, final_total = beta_y[-1], y[-1]
+        if order is not None:  # the reversal is an involution: back to original positions
+            beta_y, beta_c, y, c = beta_y[order], beta_c[order], y[order], c[order]
         if layer.sequences:
-            ys = states[:2] if order is None else tuple(s[order] for s in states[:2])
-            out_rel.append(_zero_padding(ys[0], mask))
-            out_irr.append(_zero_padding(ys[1], mask))
+            out_beta.append(_zero_padding(beta_y, mask))
+            out_total.append(_zero_padding(y, mask))
         else:
-            # The last scan step holds the final state (padded steps repeat it), in either direction.
-            out_rel.append(states[0][-1])
-            out_irr.append(states[1][-1])
-        if order is not None:
-            states = tuple(s[order] for s in states)  # the reversal is an involution: original positions
-        for name, s in zip(("beta_y", "gamma_y", "beta_c", "gamma_c"), states):
-            record[name][key] = s
-    return tuple(out_rel), tuple(out_irr)
+            out_beta.append(final_beta)
+            out_total.append(final_total)
+        for name, value in (("beta_y", beta_y), ("gamma_y", y - beta_y), ("beta_c", beta_c), ("gamma_c", c - beta_c)):
+            record[name][key] = value
+    return tuple(out_beta), tuple(out_total)
 
 
-def _decompose_dense(layer: Dense, spec: Spec, params: Params, rel, irr, mask):
+def _decompose_dense(layer: Dense, spec: Spec, params: Params, beta, total, mask):
     """CD of ``act(sum_k x_k W_k + b)``: linear parts split exactly, the bias is irrelevant, and a
-    nonlinear activation is linearised by the two-ordering average with the bias first (``_decomp_three``)."""
+    nonlinear activation is linearised like the gates, the bias first (``_split_three``)."""
     weights = [params[layer.name][k] for k in layer.weight_keys(spec)]
-    z_rel = sum(r @ W for r, W in zip(rel, weights))
-    z_irr = sum(i @ W for i, W in zip(irr, weights))
-    b = jnp.broadcast_to(params[layer.name]["b"], z_rel.shape) if layer.bias else None
+    z_beta = sum(r @ W for r, W in zip(beta, weights))
+    z_total = sum(t @ W for t, W in zip(total, weights))
+    b = (jnp.broadcast_to(params[layer.name]["b"], z_total.shape) if layer.bias
+         else jnp.zeros_like(z_total))
     if layer.activation == "identity":
-        out_rel, out_irr = z_rel, z_irr if b is None else z_irr + b
+        out_beta, out_total = z_beta, z_total + b
     else:
         act = _DENSE_ACTIVATIONS[layer.activation]
-        l_rel, l_irr, l_b = _decomp_three(z_rel, z_irr, jnp.zeros_like(z_rel) if b is None else b, act)
-        out_rel, out_irr = l_rel, l_irr + l_b
+        out_total = act(z_total + b)
+        out_beta = _split_three(z_beta, z_total - z_beta, b, out_total, act)
     if spec.sequence:
-        out_rel, out_irr = _zero_padding(out_rel, mask), _zero_padding(out_irr, mask)
-    return (out_rel,), (out_irr,)
+        out_beta, out_total = _zero_padding(out_beta, mask), _zero_padding(out_total, mask)
+    return (out_beta,), (out_total,)
 
 
-def _decompose_pool(layer: Pool, rel, irr, mask: Array):
-    """CD of pooling: sum and mean are linear; max selects the step maximal in the total (rel + irr)."""
-    valid = mask.astype(rel[0].dtype)
+def _decompose_pool(layer: Pool, beta, total, mask: Array):
+    """CD of pooling: sum and mean are linear; max selects the step maximal in the true value."""
+    valid = mask.astype(total[0].dtype)
     if layer.mode == "max":
-        index = [jnp.argmax(jnp.where(mask[:, None], r + i, -jnp.inf), axis=0) for r, i in zip(rel, irr)]
+        index = [jnp.argmax(jnp.where(mask[:, None], t, -jnp.inf), axis=0) for t in total]
         pick = lambda a, k: jnp.take_along_axis(a, k[None, :], axis=0)[0]  # noqa: E731
-        return tuple(pick(r, k) for r, k in zip(rel, index)), tuple(pick(i, k) for i, k in zip(irr, index))
+        return tuple(pick(r, k) for r, k in zip(beta, index)), tuple(pick(t, k) for t, k in zip(total, index))
     w = valid / jnp.sum(valid) if layer.mode == "mean" else valid
-    return tuple(w @ r for r in rel), tuple(w @ i for i in irr)
+    return tuple(w @ r for r in beta), tuple(w @ t for t in total)
 
 
 def _decompose(model: Sequential, params: Params, x: Array, relevant: Array, mask: Array,
                bias_product: str = "gamma") -> Decomposition:
-    """Unchecked :func:`decompose` (x (T, E), relevant and mask (T,) bool); traceable."""
+    """Unchecked :func:`decompose` (x (T, E), relevant and mask (T,) bool); traceable.
+
+    Only the relevant parts are propagated; the true values (computed once whatever the relevant set,
+    so a ``vmap`` over relevant sets shares them) give the irrelevant parts as ``total - beta``."""
     record: dict = {"beta_y": {}, "gamma_y": {}, "beta_c": {}, "gamma_c": {}}
-    zero = jnp.zeros((), x.dtype)
-    rel, irr = (jnp.where(relevant[:, None], x, zero),), (jnp.where(relevant[:, None], zero, x),)
+    beta, total = (jnp.where(relevant[:, None], x, jnp.zeros((), x.dtype)),), (x,)
+    first = True
     for layer, spec in zip(model.layers, model.specs(params)):
         if isinstance(layer, Recurrent):
-            rel, irr = _decompose_recurrent(layer, params, rel, irr, mask, record, relevant & mask, bias_product)
+            beta, total = _decompose_recurrent(layer, params, beta, total, mask, record, relevant & mask,
+                                               bias_product, first)
         elif isinstance(layer, Dense):
-            rel, irr = _decompose_dense(layer, spec, params, rel, irr, mask)
+            beta, total = _decompose_dense(layer, spec, params, beta, total, mask)
         else:
-            rel, irr = _decompose_pool(layer, rel, irr, mask)
+            beta, total = _decompose_pool(layer, beta, total, mask)
+        first = False
+    beta_scores, scores = _concat(beta), _concat(total)
     return Decomposition(record["beta_y"], record["gamma_y"], record["beta_c"], record["gamma_c"],
-                         _concat(rel), _concat(irr))
+                         beta_scores, scores - beta_scores)
 
 
 def _model_of(apply: Callable) -> Sequential:

@@ -348,9 +348,10 @@ def test_contextual_decomposition_through_stacks_and_heads_is_complete(head):
     # padding changes nothing: the unpadded sequence decomposes identically
     alone = cd.decompose(net.apply, params, x[:4], relevant[:4])
     np.testing.assert_allclose(alone.beta, dec.beta[:4] if head == "per-step" else dec.beta, rtol=1e-10, atol=1e-12)
-    # nothing relevant: the relevant part of the output is exactly zero
+    # nothing relevant: the relevant part of the output is zero (up to rounding: the irrelevant parts are
+    # the true states minus the relevant ones, and the two are computed by different programs)
     none = cd.decompose(net.apply, params, x, jnp.zeros(6, bool), mask=mask)
-    assert np.all(np.asarray(none.beta) == 0)
+    np.testing.assert_allclose(none.beta, 0, atol=1e-14 * float(jnp.max(jnp.abs(scores))))
     target = (1, 2) if head == "per-step" else 2
     R = cd.cd(net.apply)(params, x, target, mask=mask)
     assert R.shape == (6,) and np.all(np.asarray(R[4:]) == 0)
