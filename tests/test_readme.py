@@ -32,6 +32,9 @@ TIMEOUT = 600
 EXPECTED = [
     ("bash", "# install and explain a sentence with the shipped SST sentiment BiLSTM", "front door"),
     ("python", "import numpy as np", "run: engine"),
+    ("python", "import jax", "run: own model"),
+    ("python", "# a model trained in PyTorch", "run: torch"),
+    ("python", "import os   # a model trained in Keras 3", "run: keras"),
     ("python", "import lrpjax", "run: dataset"),
     ("text", '$ lrpjax explain "the plot is dull but the actors are wonderful"', "command output"),
     ("text", "lrpjax/rules.py        rule values, rule sets, presets, composites", "layout"),
@@ -44,6 +47,20 @@ assert scores.shape == (5,)
 assert R.shape == x.shape == G.shape == (7, 60) and words.shape == (7,)
 assert abs(float(full.relevance.sum()) - float(R.sum())) < 1e-4 * max(1.0, abs(float(R.sum())))
 assert np.isfinite(float(full.residual))
+""",
+    "run: own model": """
+assert R.shape == x.shape == (12, 10)
+assert abs(float(full.relevance.sum()) - float(R.sum())) < 1e-4 * max(1.0, abs(float(R.sum())))
+assert np.isfinite(float(full.residual))
+assert "out" in model.names
+""",
+    "run: torch": """
+assert np.allclose(scores, expected, atol=1e-5), (scores, expected)
+assert words.shape == (7,) and np.all(np.isfinite(words))
+""",
+    "run: keras": """
+assert np.allclose(np.asarray(keras.ops.softmax(scores)), np.asarray(keras_model(x[None])[0]), atol=1e-5)
+assert words.shape == (7,) and np.all(np.isfinite(words))
 """,
     "run: dataset": """
 assert len(sentences) == 2210 and len(result.relevance) == 2210
@@ -135,9 +152,17 @@ def test_front_door_test_command_is_what_ci_runs():
         f"README's test command {command!r} differs from .ci/run's {ci[marker + 1].strip()!r}")
 
 
+FRAMEWORK = {"run: torch": "torch", "run: keras": "keras"}   # blocks that need the interop extra
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["run: engine", "run: dataset"])
+@pytest.mark.parametrize("kind", ["run: engine", "run: own model", "run: torch", "run: keras", "run: dataset"])
 def test_python_block_runs_on_its_own(kind, tmp_path):
+    if kind in FRAMEWORK:
+        import importlib.util
+
+        if importlib.util.find_spec(FRAMEWORK[kind]) is None:
+            pytest.skip(f"{FRAMEWORK[kind]} is not installed (the interop extra: pip install -e '.[interop]')")
     block = _block(kind)
     script = tmp_path / "block.py"
     script.write_text(f"# README.md, block at line {block.line}\n{block.code}\n# --- checks\n{EPILOGUES[kind]}",
