@@ -391,6 +391,11 @@ def machine() -> dict:
             "devices": [str(d) for d in jax.devices()], "backend": jax.default_backend()}
 
 
+def _met(value: float, target: float, at_least: bool = False) -> str:
+    """Whether a figure meets its target: ``value <= target`` (``>=`` with ``at_least``)."""
+    return "met" if (value >= target if at_least else value <= target) else "not met"
+
+
 def _load(report: dict, part: str) -> str:
     return f"load average {report['load'][part]:.1f} at the start"
 
@@ -426,7 +431,8 @@ def _cd_lines(report: dict) -> list[str]:
             f"call) and LRP-all through `explain_dataset` on the same sentences: {which}; {_load(report, 'cd')}. "
             "Target: CD within 3x of LRP-all's warm throughput.", "",
             *_throughput_table([cd["cd"], cd["lrp-all"]], memory=False), "",
-            f"LRP-all / CD warm throughput: **{cd['lrp_over_cd']:.1f}x** (target <= 3x).", ""]
+            f"LRP-all / CD warm throughput: **{cd['lrp_over_cd']:.1f}x** (target ≤ 3x: "
+            f"{_met(cd['lrp_over_cd'], 3.0)}).", ""]
 
 
 def _embed_lines(report: dict) -> list[str]:
@@ -435,10 +441,11 @@ def _embed_lines(report: dict) -> list[str]:
     if "skipped" in e:
         return lines + [f"Skipped: {e['skipped']}.", ""]
     return lines + [f"`SSTModel.embed` (tokens to the (T, E) rows the BiLSTM reads) over every test sentence, one "
-                    f"call per sentence; {_load(report, 'embed')}. Target: <= 0.1 s.", "",
-                    "| sentences | tokens | first pass (s) | warm pass (s, min) | target (s) |",
-                    "| ---: | ---: | ---: | ---: | ---: |",
-                    f"| {e['sentences']} | {e['tokens']} | {e['first_s']:.3f} | **{e['warm_s']:.3f}** | 0.1 |", ""]
+                    f"call per sentence; {_load(report, 'embed')}. Target: ≤ 0.1 s.", "",
+                    "| sentences | tokens | first pass (s) | warm pass (s, min) | target (s) | |",
+                    "| ---: | ---: | ---: | ---: | ---: | --- |",
+                    f"| {e['sentences']} | {e['tokens']} | {e['first_s']:.3f} | **{e['warm_s']:.3f}** | 0.1 | "
+                    f"{_met(e['warm_s'], 0.1)} |", ""]
 
 
 def _cli_lines(report: dict) -> list[str]:
@@ -450,14 +457,15 @@ def _cli_lines(report: dict) -> list[str]:
             f"first run fills the compilation cache ({c['cache_files_after_cold']} files), later runs load from "
             f"it; {_load(report, 'cli')}. Sentence \"{c['sentence']}\" ({c['tokens'][0]} tokens); the other length: "
             f"\"{c['other_sentence']}\" ({c['tokens'][1]} tokens, the same bucket of {c['buckets'][1]}). "
-            "Targets: warm <= 1.0 s, cold <= 2.5 s.", "",
-            "| run | seconds | target (s) |", "| --- | ---: | ---: |",
-            f"| cold cache (first run) | **{c['cold_s']:.2f}** | 2.5 |",
-            f"| warm, min of {n} | **{c['warm_min_s']:.2f}** | 1.0 |",
-            f"| warm, median of {n} | {c['warm_median_s']:.2f} | 1.0 |",
-            f"| warm, another length in the same bucket | {c['other_length_warm_s']:.2f} | 1.0 |",
+            "Targets: warm ≤ 1.0 s, cold ≤ 2.5 s.", "",
+            "| run | seconds | target (s) | |", "| --- | ---: | ---: | --- |",
+            f"| cold cache (first run) | **{c['cold_s']:.2f}** | 2.5 | {_met(c['cold_s'], 2.5)} |",
+            f"| warm, min of {n} | **{c['warm_min_s']:.2f}** | 1.0 | {_met(c['warm_min_s'], 1.0)} |",
+            f"| warm, median of {n} | {c['warm_median_s']:.2f} | 1.0 | {_met(c['warm_median_s'], 1.0)} |",
+            f"| warm, another length in the same bucket | {c['other_length_warm_s']:.2f} | 1.0 | "
+            f"{_met(c['other_length_warm_s'], 1.0)} |",
             f"| `python -c \"import lrpjax\"`, min / median of {len(c['import_s'])} | "
-            f"{c['import_min_s']:.2f} / {c['import_median_s']:.2f} | |", ""]
+            f"{c['import_min_s']:.2f} / {c['import_median_s']:.2f} | | |", ""]
 
 
 def _torch_lines(report: dict) -> list[str]:
@@ -468,12 +476,12 @@ def _torch_lines(report: dict) -> list[str]:
     lrp = t["ratios"]["ratio_to_grad"]
     return lines + [f"`{t['model']}` (torch {t['torch']}), explained through `explain_dataset` on seeded random "
                     f"inputs (normal, std 0.4) of the test set's lengths ({t['sentences']} sentences); "
-                    f"{_load(report, 'torch')}. Target: LRP / `jax.grad` <= 1.2.", "",
+                    f"{_load(report, 'torch')}. Target: LRP / `jax.grad` ≤ 1.2.", "",
                     *_throughput_table(t["throughput"], memory=False), "",
                     "LRP / `jax.grad` on identical padded batches (min over interleaved repeats):", "",
                     *_ratio_table(t["ratios"]), "",
-                    "Median LRP / `jax.grad`: " + ", ".join(f"{n} **{v:.2f}**" for n, v in lrp.items())
-                    + " (target <= 1.2).", ""]
+                    "Median LRP / `jax.grad`: " + ", ".join(f"{n} **{v:.2f}** ({_met(v, 1.2)})" for n, v in lrp.items())
+                    + " (target ≤ 1.2).", ""]
 
 
 def markdown(report: dict) -> str:
@@ -490,7 +498,9 @@ def markdown(report: dict) -> str:
              f"process; warm = min over repeats; {_load(report, 'throughput')}.", "",
              *_throughput_table(report["throughput"]), ""]
     if report["lrp_over_forward"] is not None:
-        lines += [f"LRP-all / forward warm throughput: **{report['lrp_over_forward']:.2f}** (target >= 0.85).", ""]
+        ratio = report["lrp_over_forward"]
+        lines += [f"LRP-all / forward warm throughput: **{ratio:.2f}** "
+                  f"(target ≥ 0.85: {_met(ratio, 0.85, True)}).", ""]
     lines += ["## LRP / jax.grad", "",
               "Each LRP preset against `jax.grad` of the target score on identical padded batches (one full "
               f"chunk per bucket length; min over interleaved repeats); {_load(report, 'ratios')}.", "",
@@ -529,7 +539,7 @@ def write_report(report: dict, out: Path) -> str:
     table = markdown(report)
     for name, text in (("benchmark.json", json.dumps(report, indent=2) + "\n"), ("benchmark.md", table)):
         partial = out / (name + ".partial")
-        partial.write_text(text)
+        partial.write_text(text, encoding="utf-8")
         os.replace(partial, out / name)
     return table
 

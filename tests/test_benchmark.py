@@ -53,7 +53,8 @@ def quick_run(tmp_path_factory):
     done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
                           capture_output=True, text=True, cwd=str(ROOT))
     assert done.returncode == 0, done.stderr[-4000:]
-    return out, json.loads((out / "benchmark.json").read_text()), (out / "benchmark.md").read_text()
+    report = json.loads((out / "benchmark.json").read_text(encoding="utf-8"))
+    return out, report, (out / "benchmark.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.slow
@@ -121,10 +122,10 @@ def test_quick_markdown_has_one_section_per_part_with_its_target(quick_run):
                     "## Contextual Decomposition", "## Embedding", "## Command-line latency",
                     "## A model imported from PyTorch"):
         assert md.count(heading + "\n") == 1, heading
-    for target in ("(target >= 0.85)", "(target <= 3x)", "Target: <= 0.1 s", "warm <= 1.0 s, cold <= 2.5 s",
+    for target in ("(target ≥ 0.85: ", "(target ≤ 3x: ", "Target: ≤ 0.1 s", "warm ≤ 1.0 s, cold ≤ 2.5 s",
                    "`--quick`"):
         assert target in md, target
-    assert ("(target <= 1.2)" in md) == TORCH_INSTALLED
+    assert ("(target ≤ 1.2)" in md) == TORCH_INSTALLED
     assert not re.search(r"\b(nan|inf)\b", md, re.IGNORECASE)
 
 
@@ -134,7 +135,13 @@ def test_markdown_of_a_run_without_torch_says_it_was_skipped(quick_run):
     md = benchmark.markdown({**report, "torch": {"skipped": "torch is not installed (No module named 'torch')"}})
     section = md.split("## A model imported from PyTorch\n", 1)[1]
     assert section.strip().startswith("Skipped: torch is not installed")
-    assert "pip install" in section and "(target <= 1.2)" not in section
+    assert "pip install" in section and "(target ≤ 1.2)" not in section
+
+
+def test_targets_are_judged_in_their_direction():
+    assert benchmark._met(0.1, 0.1) == "met" and benchmark._met(0.11, 0.1) == "not met"
+    assert benchmark._met(0.9, 0.85, at_least=True) == "met"
+    assert benchmark._met(0.62, 0.85, at_least=True) == "not met"
 
 
 def test_torch_part_is_skipped_with_a_note_when_torch_cannot_be_imported(monkeypatch):
