@@ -1,16 +1,27 @@
 """Benchmark: explaining the SST test set (2210 sentences) at scale with ``lrpjax.scale.explain_dataset``.
 
-Measured in one run, float32, on the devices JAX sees (normally the CPU):
+Measured in one run, float32, on the devices JAX sees (normally the CPU); every figure of
+``benchmark.{json,md}`` comes from that run, with the load average at the start of each part:
 
 * per configuration (LRP with each preset, gradient, forward only), each in a fresh subprocess:
   time of the first call (compilation included) and of a warm call (min over repeats), sentences per
-  second for both, compilations, peak resident memory (``ru_maxrss``);
+  second for both, compilations, peak resident memory (``ru_maxrss``); the LRP-all / forward warm
+  throughput ratio;
 * LRP / ``jax.grad`` on identical padded batches (one per bucket length, the same jitted vmap shape;
   the gradient is a plain vjp seeded at the target), min over interleaved repeats;
 * batched / one sentence at a time (the public per-sentence call ``method(params, x, target)``,
   warm, on a few hundred sentences);
 * peak memory explaining the test set replicated 10x vs 1x, streamed chunk by chunk
   (``iter_chunks``: bounded by the chunk) and collected (``explain_dataset``: plus the results);
+* Contextual Decomposition (``lrpjax.cd.cd``) through ``explain_dataset`` and LRP-all on the same
+  sentences (the whole test set, or an evenly spaced subset with ``--cd-sentences``);
+* ``SSTModel.embed`` over every test sentence;
+* the command line: wall time of ``lrpjax explain "<sentence>"`` in fresh processes with an empty
+  compilation cache (``LRPJAX_CACHE_DIR``), then warm, then a sentence of another length in the same
+  bucket; and of ``python -c "import lrpjax"``;
+* a model imported from PyTorch (2-layer bidirectional ``nn.LSTM`` + ``nn.Linear``, seeded random
+  weights) on seeded random inputs of the test set's lengths: forward, gradient, LRP-all, LRP-prop and
+  LRP / ``jax.grad`` (skipped, with a note, when torch is not installed);
 * the machine: cores, device, jax version, load average before and after.
 
     python experiments/benchmark.py                  # writes experiments/results/benchmark.{json,md}
@@ -28,8 +39,10 @@ import os
 import platform
 import resource
 import shlex
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,6 +54,12 @@ sys.path.insert(0, str(ROOT))
 
 CONFIGS = ("forward", "gradient", "lrp-all", "lrp-prop", "lrp-abs", "lrp-half")
 QUICK_CONFIGS = ("forward", "gradient", "lrp-all")
+TORCH_CONFIGS = ("forward", "gradient", "lrp-all", "lrp-prop")
+QUICK_SENTENCES = 400       # --quick: the first 400 test sentences
+QUICK_CD_SENTENCES = 16     # --quick: CD on an evenly spaced subset of those
+# The command-line sentences: 8 and 6 tokens, both padded to the same bucket (lrpjax.sst.bucket_length).
+CLI_SENTENCE = "a gorgeous , witty , seductive movie ."
+CLI_OTHER_SENTENCE = "a fine , witty film ."
 
 
 # --- model and data (in every process) -------------------------------------------------------------
@@ -70,8 +89,15 @@ def load_setup(quick: bool):
     params = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), params)
     sentences = [embed[i] for i in ids]
     if quick:
-        sentences = sentences[:400]
+        sentences = sentences[:QUICK_SENTENCES]
     return params, sentences, source
+
+
+def evenly_spaced(n_total: int, n: int) -> np.ndarray:
+    """``n`` indices spread evenly over ``range(n_total)`` (all of them when ``n`` is 0 or >= n_total)."""
+    if n <= 0 or n >= n_total:
+        return np.arange(n_total)
+    return np.unique(np.linspace(0, n_total - 1, n).round().astype(np.int64))
 
 
 def _forward_only_fn(method, params, x, target, mask, index):
@@ -79,17 +105,22 @@ def _forward_only_fn(method, params, x, target, mask, index):
     return jnp.zeros((x.shape[0],), x.dtype)
 
 
-def make_method(name: str):
+def make_method(name: str, apply=None):
+    """The method of a configuration name for ``apply`` (default the BiLSTM's ``bilstm.apply``)."""
     from lrpjax import explain
+    from lrpjax.cd import cd
     from lrpjax.models import bilstm
     from lrpjax.rules import preset
     from lrpjax.sst import DEFAULT_EPS
 
+    apply = bilstm.apply if apply is None else apply
     if name == "forward":
-        return explain.Method("forward", _forward_only_fn, bilstm.apply)
+        return explain.Method("forward", _forward_only_fn, apply)
     if name == "gradient":
-        return explain.gradient(bilstm.apply)
-    return explain.lrp(bilstm.apply, preset(name, DEFAULT_EPS[name]))
+        return explain.gradient(apply)
+    if name == "cd":
+        return cd(apply)
+    return explain.lrp(apply, preset(name, DEFAULT_EPS[name]))
 
 
 # --- workers (one subprocess each, so that peak memory is per configuration) ------------------------
@@ -98,28 +129,35 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
 
 
-def worker_throughput(job: dict) -> dict:
+def timed_dataset(method, params, sentences, options: dict, repeats: int) -> dict:
+    """First call (compilation included) and warm calls (min over ``repeats``) of ``explain_dataset``."""
     from lrpjax import scale
 
-    params, sentences, _ = load_setup(job["quick"])
-    method = make_method(job["config"])
-    options = dict(buckets=job["buckets"], chunk_size=job["chunk_size"])
-    rss_before = _maxrss_mb()
     start = time.perf_counter()
     first = scale.explain_dataset(method, params, sentences, "pred", **options)
     first_s = time.perf_counter() - start
     warm = []
-    for _ in range(job["repeats"]):
+    for _ in range(repeats):
         start = time.perf_counter()
         again = scale.explain_dataset(method, params, sentences, "pred", **options)
         warm.append(time.perf_counter() - start)
-    assert again.compilations == 0
+    if again.compilations != 0:
+        raise RuntimeError(f"{method.name}: a warm call compiled {again.compilations} programs")
     n = len(sentences)
-    return {"config": job["config"], "sentences": n, "first_call_s": first_s, "warm_s": min(warm),
-            "warm_all_s": warm, "sentences_per_s_with_compile": n / first_s,
+    return {"config": method.name, "sentences": n, "first_call_s": first_s,
+            "warm_s": min(warm), "warm_all_s": warm, "sentences_per_s_with_compile": n / first_s,
             "sentences_per_s_warm": n / min(warm), "compilations": first.compilations,
-            "edges": list(first.edges), "padded_steps": _padded_steps(first, job["chunk_size"]),
-            "tokens": int(first.lengths.sum()), "maxrss_mb": _maxrss_mb(), "maxrss_before_mb": rss_before}
+            "edges": list(first.edges), "padded_steps": _padded_steps(first, options["chunk_size"]),
+            "tokens": int(first.lengths.sum())}
+
+
+def worker_throughput(job: dict) -> dict:
+    params, sentences, _ = load_setup(job["quick"])
+    method = make_method(job["config"])
+    options = dict(buckets=job["buckets"], chunk_size=job["chunk_size"])
+    rss_before = _maxrss_mb()
+    row = timed_dataset(method, params, sentences, options, job["repeats"])
+    return {**row, "config": job["config"], "maxrss_mb": _maxrss_mb(), "maxrss_before_mb": rss_before}
 
 
 def _padded_steps(result, chunk_size: int) -> int:
@@ -153,32 +191,30 @@ def worker_memory(job: dict) -> dict:
             "result_mb": result_mb}
 
 
-def worker_ratios(job: dict) -> dict:
-    """LRP / jax.grad on identical batches, and batched / one at a time."""
+def grad_ratios(apply, params, sentences, job: dict, presets) -> dict:
+    """LRP / ``jax.grad`` of ``apply`` on identical padded batches: one full chunk per bucket length, the
+    same jitted vmap for both, min over interleaved repeats; the median over the bucket lengths."""
     import jax
     import jax.numpy as jnp
-    from lrpjax import explain, scale
-    from lrpjax.models import bilstm
+    from lrpjax import scale
 
-    params, sentences, _ = load_setup(job["quick"])
     B = job["chunk_size"]
     lengths = np.asarray([len(s) for s in sentences])
     edges = scale._resolve_edges(job["buckets"], lengths, B)
     padded = scale.assign_buckets(lengths, edges)
-    presets = [c for c in job["configs"] if c.startswith("lrp-")]
     rows = []
     for L in np.unique(padded):
         members = np.flatnonzero(padded == L)[:B]
         X, mask, _, _ = scale._fill_chunk(sentences, lengths, members, int(L), B, np.zeros(len(sentences), np.int32))
         X, mask = jnp.asarray(X), jnp.asarray(mask)
-        targets = jnp.argmax(jax.vmap(lambda x, k: bilstm.apply(params, x, mask=k))(X, mask), -1).astype(jnp.int32)
+        targets = jnp.argmax(jax.vmap(lambda x, k: apply(params, x, mask=k))(X, mask), -1).astype(jnp.int32)
 
         def grad_one(x, k, t):
-            return jax.grad(lambda x_: bilstm.apply(params, x_, mask=k)[t])(x)
+            return jax.grad(lambda x_: apply(params, x_, mask=k)[t])(x)
 
         fns = {"jax.grad": jax.jit(jax.vmap(grad_one))}
         for name in presets:
-            m = make_method(name)
+            m = make_method(name, apply)
             fns[name] = jax.jit(jax.vmap(lambda x, k, t, m=m: m.fn(m, params, x, t, k, 0)))
         times = {name: [] for name in fns}
         for fn in fns.values():
@@ -191,9 +227,18 @@ def worker_ratios(job: dict) -> dict:
         best = {name: min(t) for name, t in times.items()}
         rows.append({"length": int(L), "batch": B, "seconds": best,
                      "ratio_to_grad": {n: best[n] / best["jax.grad"] for n in presets}})
-    single = _one_at_a_time(params, sentences, job)
-    return {"per_bucket": rows, "one_at_a_time": single,
+    return {"per_bucket": rows,
             "ratio_to_grad": {n: float(np.median([r["ratio_to_grad"][n] for r in rows])) for n in presets}}
+
+
+def worker_ratios(job: dict) -> dict:
+    """LRP / jax.grad on identical batches, and batched / one at a time."""
+    from lrpjax.models import bilstm
+
+    params, sentences, _ = load_setup(job["quick"])
+    presets = [c for c in job["configs"] if c.startswith("lrp-")]
+    ratios = grad_ratios(bilstm.apply, params, sentences, job, presets)
+    return {**ratios, "one_at_a_time": _one_at_a_time(params, sentences, job)}
 
 
 def _one_at_a_time(params, sentences, job: dict) -> dict:
@@ -201,7 +246,12 @@ def _one_at_a_time(params, sentences, job: dict) -> dict:
     from lrpjax import scale
 
     method = make_method("lrp-all")
-    chosen = sentences[: job["singles"]]
+    chosen = sentences
+    if job.get("single_lengths"):  # only the most common lengths: fewer per-length compilations
+        values, counts = np.unique([len(x) for x in sentences], return_counts=True)
+        common = set(values[np.argsort(-counts, kind="stable")[: job["single_lengths"]]].tolist())
+        chosen = [x for x in sentences if len(x) in common]
+    chosen = chosen[: job["singles"]]
     for x in {len(x): x for x in chosen}.values():  # compile every length first: warm timing
         jax.block_until_ready(method(params, x, 0))
     start = time.perf_counter()
@@ -213,11 +263,114 @@ def _one_at_a_time(params, sentences, job: dict) -> dict:
     start = time.perf_counter()
     scale.explain_dataset(method, params, chosen, 0, **options)
     batched_s = time.perf_counter() - start
-    return {"sentences": len(chosen), "one_at_a_time_per_s": len(chosen) / single_s,
+    return {"sentences": len(chosen), "lengths": len({len(x) for x in chosen}),
+            "most_common_lengths_only": bool(job.get("single_lengths")), "one_at_a_time_per_s": len(chosen) / single_s,
             "batched_per_s": len(chosen) / batched_s, "speedup": single_s / batched_s}
 
 
-WORKERS = {"throughput": worker_throughput, "memory": worker_memory, "ratios": worker_ratios}
+def worker_cd(job: dict) -> dict:
+    """Contextual Decomposition and LRP-all through ``explain_dataset`` on the same sentences."""
+    params, sentences, _ = load_setup(job["quick"])
+    chosen = evenly_spaced(len(sentences), job["cd_sentences"])
+    subset = [sentences[i] for i in chosen]
+    options = dict(buckets=job["buckets"], chunk_size=job["chunk_size"])
+    rows = {name: {**timed_dataset(make_method(name), params, subset, options, job["repeats"]), "config": name}
+            for name in ("cd", "lrp-all")}
+    return {"sentences": len(subset), "of": len(sentences), "subset": len(subset) < len(sentences),
+            "cd": rows["cd"], "lrp-all": rows["lrp-all"],
+            "lrp_over_cd": rows["lrp-all"]["sentences_per_s_warm"] / rows["cd"]["sentences_per_s_warm"]}
+
+
+def worker_embed(job: dict) -> dict:
+    """``SSTModel.embed`` over every test sentence (token lists, as the dataset holds them)."""
+    from lrpjax.data.sst import load_sst
+    from lrpjax.sst import SSTModel, default_checkpoint
+
+    checkpoint = default_checkpoint()
+    if not checkpoint.is_file():
+        return {"skipped": f"no SST checkpoint at {checkpoint}"}
+    model = SSTModel.load(checkpoint)
+    sentences = [list(e.tokens) for e in load_sst("test")]
+    times = []
+    for _ in range(1 + job["repeats"]):
+        start = time.perf_counter()
+        embedded = [model.embed(tokens) for tokens in sentences]
+        times.append(time.perf_counter() - start)
+    return {"sentences": len(embedded), "tokens": int(sum(len(x) for x in embedded)), "first_s": times[0],
+            "warm_s": min(times[1:]), "warm_all_s": times[1:]}
+
+
+def torch_model(seed: int):
+    """The imported model: a seeded 2-layer bidirectional ``nn.LSTM`` (E = H = 60) + ``nn.Linear`` (5 classes)."""
+    import torch
+    from lrpjax.interop import from_torch
+
+    torch.manual_seed(seed)
+    rnn = torch.nn.LSTM(60, 60, num_layers=2, bidirectional=True, batch_first=True).eval()
+    head = torch.nn.Linear(120, 5, bias=True).eval()
+    model, params = from_torch(rnn, head)
+    return model, {k: {n: np.asarray(a, np.float32) for n, a in v.items()} for k, v in params.items()}
+
+
+def worker_torch(job: dict) -> dict:
+    """The imported PyTorch model on seeded random inputs (normal, std 0.4) of the test set's lengths."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as error:
+        return {"skipped": f"torch is not installed ({error})"}
+    from lrpjax.data.sst import load_sst
+
+    model, params = torch_model(job["seed"])
+    lengths = [len(e.tokens) for e in load_sst("test")]
+    if job["quick"]:
+        lengths = lengths[:QUICK_SENTENCES]
+    rng = np.random.default_rng(job["seed"])
+    sentences = [rng.normal(0.0, 0.4, (T, 60)).astype(np.float32) for T in lengths]
+    options = dict(buckets=job["buckets"], chunk_size=job["chunk_size"])
+    throughput = [{**timed_dataset(make_method(name, model.apply), params, sentences, options, job["repeats"]),
+                   "config": name} for name in TORCH_CONFIGS]
+    ratios = grad_ratios(model.apply, params, sentences, {**job, "repeats": 2 * job["repeats"]},
+                         [c for c in TORCH_CONFIGS if c.startswith("lrp-")])
+    return {"model": "torch.nn.LSTM(60, 60, num_layers=2, bidirectional=True, batch_first=True) + "
+                     f"nn.Linear(120, 5), torch.manual_seed({job['seed']}), lrpjax.interop.from_torch",
+            "torch": torch.__version__, "sentences": len(sentences), "throughput": throughput, "ratios": ratios}
+
+
+WORKERS = {"throughput": worker_throughput, "memory": worker_memory, "ratios": worker_ratios, "cd": worker_cd,
+           "embed": worker_embed, "torch": worker_torch}
+
+
+def _timed_command(command: list[str], env: dict) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=str(ROOT))
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{shlex.join(command)} exited with {done.returncode}:\n{done.stderr[-4000:]}")
+    return seconds
+
+
+def cli_latency(warm_runs: int) -> dict:
+    """Wall time of ``lrpjax explain`` in fresh processes: an empty compilation cache, then warm; and of
+    ``python -c "import lrpjax"``."""
+    from lrpjax.data.sst import tokenize
+    from lrpjax.sst import bucket_length
+
+    script = Path(sys.executable).with_name("lrpjax")
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "lrpjax.cli"]
+    with tempfile.TemporaryDirectory(prefix="lrpjax-bench-cache-") as cache:
+        env = {**os.environ, "LRPJAX_CACHE_DIR": cache}
+        cold = _timed_command(command + ["explain", CLI_SENTENCE], env)
+        cached_files = sum(1 for p in Path(cache).rglob("*") if p.is_file())
+        warm = [_timed_command(command + ["explain", CLI_SENTENCE], env) for _ in range(warm_runs)]
+        other = _timed_command(command + ["explain", CLI_OTHER_SENTENCE], env)
+    imports = [_timed_command([sys.executable, "-c", "import lrpjax"], dict(os.environ)) for _ in range(warm_runs)]
+    tokens = [len(tokenize(s)) for s in (CLI_SENTENCE, CLI_OTHER_SENTENCE)]
+    return {"command": shlex.join([Path(command[0]).name] + command[1:] + ["explain", "..."]),
+            "sentence": CLI_SENTENCE, "other_sentence": CLI_OTHER_SENTENCE, "tokens": tokens,
+            "buckets": [bucket_length(t) for t in tokens], "cold_s": cold, "cache_files_after_cold": cached_files,
+            "warm_s": warm, "warm_min_s": min(warm), "warm_median_s": statistics.median(warm),
+            "other_length_warm_s": other, "import_s": imports, "import_min_s": min(imports),
+            "import_median_s": statistics.median(imports)}
 
 
 def run_worker(job: dict) -> dict:
@@ -238,82 +391,237 @@ def machine() -> dict:
             "devices": [str(d) for d in jax.devices()], "backend": jax.default_backend()}
 
 
+def _met(value: float, target: float, at_least: bool = False) -> str:
+    """Whether a figure meets its target: ``value <= target`` (``>=`` with ``at_least``)."""
+    return "met" if (value >= target if at_least else value <= target) else "not met"
+
+
+def _load(report: dict, part: str) -> str:
+    return f"load average {report['load'][part]:.1f} at the start"
+
+
+def _throughput_table(rows: list[dict], memory: bool = True) -> list[str]:
+    head = ("| configuration | sentences | first call (s, incl. compile) | sent/s incl. compile | warm (s) "
+            "| sent/s warm | compilations |" + (" peak RSS (MB) |" if memory else ""))
+    lines = [head, "| --- |" + " ---: |" * (head.count("|") - 2)]
+    for r in rows:
+        lines.append(f"| {r['config']} | {r['sentences']} | {r['first_call_s']:.2f} | "
+                     f"{r['sentences_per_s_with_compile']:.0f} | {r['warm_s']:.3f} | {r['sentences_per_s_warm']:.0f} | "
+                     f"{r['compilations']} |" + (f" {r['maxrss_mb']:.0f} |" if memory else ""))
+    return lines
+
+
+def _ratio_table(ratios: dict) -> list[str]:
+    names = list(ratios["ratio_to_grad"])
+    lines = ["| bucket length | batch | jax.grad (ms) | " + " | ".join(names) + " |",
+             "| ---: | ---: | ---: | " + " | ".join("---:" for _ in names) + " |"]
+    for row in ratios["per_bucket"]:
+        lines.append(f"| {row['length']} | {row['batch']} | {1e3 * row['seconds']['jax.grad']:.1f} | "
+                     + " | ".join(f"{row['ratio_to_grad'][n]:.2f}" for n in names) + " |")
+    lines.append("| median | | | " + " | ".join(f"**{ratios['ratio_to_grad'][n]:.2f}**" for n in names) + " |")
+    return lines
+
+
+def _cd_lines(report: dict) -> list[str]:
+    cd = report["cd"]
+    which = (f"an evenly spaced subset of {cd['sentences']} of the {cd['of']} sentences (chosen by "
+             f"`{report['cd_subset_reason']}`)" if cd["subset"] else f"all {cd['sentences']} sentences")
+    return ["## Contextual Decomposition", "",
+            "`lrpjax.cd.cd(bilstm.apply)` (one relevance per word, every position of a sentence in one vmapped "
+            f"call) and LRP-all through `explain_dataset` on the same sentences: {which}; {_load(report, 'cd')}. "
+            "Target: CD within 3x of LRP-all's warm throughput.", "",
+            *_throughput_table([cd["cd"], cd["lrp-all"]], memory=False), "",
+            f"LRP-all / CD warm throughput: **{cd['lrp_over_cd']:.1f}x** (target ≤ 3x: "
+            f"{_met(cd['lrp_over_cd'], 3.0)}).", ""]
+
+
+def _embed_lines(report: dict) -> list[str]:
+    e = report["embed"]
+    lines = ["## Embedding", ""]
+    if "skipped" in e:
+        return lines + [f"Skipped: {e['skipped']}.", ""]
+    return lines + [f"`SSTModel.embed` (tokens to the (T, E) rows the BiLSTM reads) over every test sentence, one "
+                    f"call per sentence; {_load(report, 'embed')}. Target: ≤ 0.1 s.", "",
+                    "| sentences | tokens | first pass (s) | warm pass (s, min) | target (s) | |",
+                    "| ---: | ---: | ---: | ---: | ---: | --- |",
+                    f"| {e['sentences']} | {e['tokens']} | {e['first_s']:.3f} | **{e['warm_s']:.3f}** | 0.1 | "
+                    f"{_met(e['warm_s'], 0.1)} |", ""]
+
+
+def _cli_lines(report: dict) -> list[str]:
+    c = report["cli"]
+    n = len(c["warm_s"])
+    return ["## Command-line latency", "",
+            f"Wall time of `{c['command']}` in a fresh process (model loading, jax start-up, compilation or "
+            "loading the compiled program, printing), with `LRPJAX_CACHE_DIR` set to a new empty directory: the "
+            f"first run fills the compilation cache ({c['cache_files_after_cold']} files), later runs load from "
+            f"it; {_load(report, 'cli')}. Sentence \"{c['sentence']}\" ({c['tokens'][0]} tokens); the other length: "
+            f"\"{c['other_sentence']}\" ({c['tokens'][1]} tokens, the same bucket of {c['buckets'][1]}). "
+            "Targets: warm ≤ 1.0 s, cold ≤ 2.5 s.", "",
+            "| run | seconds | target (s) | |", "| --- | ---: | ---: | --- |",
+            f"| cold cache (first run) | **{c['cold_s']:.2f}** | 2.5 | {_met(c['cold_s'], 2.5)} |",
+            f"| warm, min of {n} | **{c['warm_min_s']:.2f}** | 1.0 | {_met(c['warm_min_s'], 1.0)} |",
+            f"| warm, median of {n} | {c['warm_median_s']:.2f} | 1.0 | {_met(c['warm_median_s'], 1.0)} |",
+            f"| warm, another length in the same bucket | {c['other_length_warm_s']:.2f} | 1.0 | "
+            f"{_met(c['other_length_warm_s'], 1.0)} |",
+            f"| `python -c \"import lrpjax\"`, min / median of {len(c['import_s'])} | "
+            f"{c['import_min_s']:.2f} / {c['import_median_s']:.2f} | | |", ""]
+
+
+def _torch_lines(report: dict) -> list[str]:
+    t = report["torch"]
+    lines = ["## A model imported from PyTorch", ""]
+    if "skipped" in t:
+        return lines + [f"Skipped: {t['skipped']} (`pip install -e \".[interop]\"`).", ""]
+    lrp = t["ratios"]["ratio_to_grad"]
+    return lines + [f"`{t['model']}` (torch {t['torch']}), explained through `explain_dataset` on seeded random "
+                    f"inputs (normal, std 0.4) of the test set's lengths ({t['sentences']} sentences); "
+                    f"{_load(report, 'torch')}. Target: LRP / `jax.grad` ≤ 1.2.", "",
+                    *_throughput_table(t["throughput"], memory=False), "",
+                    "LRP / `jax.grad` on identical padded batches (min over interleaved repeats):", "",
+                    *_ratio_table(t["ratios"]), "",
+                    "Median LRP / `jax.grad`: " + ", ".join(f"{n} **{v:.2f}** ({_met(v, 1.2)})" for n, v in lrp.items())
+                    + " (target ≤ 1.2).", ""]
+
+
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [f"# Explaining the SST test set at scale ({report['sentences']} sentences, float32)", "",
              f"Model: {report['model']}.  ",
              f"Machine: {m['cores_available']} cores ({m['processor']}), devices {', '.join(m['devices'])}, "
              f"jax {m['jax']}; load average {report['load_before'][0]:.1f} before, "
-             f"{report['load_after'][0]:.1f} after (the machine was shared).  ",
+             f"{report['load_after'][0]:.1f} after (1-minute averages; the machine may be shared).  ",
              f"Buckets {report['options']['buckets']!r}, chunk size {report['options']['chunk_size']}; "
-             f"command `{report['command']}`.", "",
-             "| configuration | first call (s, incl. compile) | sent/s incl. compile | warm (s) | sent/s warm "
-             "| compilations | peak RSS (MB) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in report["throughput"]:
-        lines.append(f"| {r['config']} | {r['first_call_s']:.2f} | {r['sentences_per_s_with_compile']:.0f} | "
-                     f"{r['warm_s']:.3f} | {r['sentences_per_s_warm']:.0f} | {r['compilations']} | "
-                     f"{r['maxrss_mb']:.0f} |")
-    ratios = report["ratios"]
-    lines += ["", "LRP / `jax.grad` on identical padded batches (min over interleaved repeats; median over "
-              "bucket lengths):", "",
-              "| bucket length | batch | jax.grad (ms) | " + " | ".join(ratios["ratio_to_grad"]) + " |",
-              "| ---: | ---: | ---: | " + " | ".join("---:" for _ in ratios["ratio_to_grad"]) + " |"]
-    for row in ratios["per_bucket"]:
-        lines.append(f"| {row['length']} | {row['batch']} | {1e3 * row['seconds']['jax.grad']:.1f} | "
-                     + " | ".join(f"{row['ratio_to_grad'][n]:.2f}" for n in ratios["ratio_to_grad"]) + " |")
-    lines.append("| median | | | " + " | ".join(f"**{v:.2f}**" for v in ratios["ratio_to_grad"].values()) + " |")
-    single = ratios["one_at_a_time"]
-    lines += ["", f"Batched vs one sentence at a time (LRP-all, {single['sentences']} sentences, warm): "
-              f"{single['batched_per_s']:.0f} vs {single['one_at_a_time_per_s']:.0f} sentences/s, "
-              f"**{single['speedup']:.1f}x**.", "",
-              "Peak memory (LRP-all) on the test set and on it replicated 10x:", "",
+             f"command `{report['command']}`. Every figure below comes from this one run.", "",
+             "## Throughput", "",
+             "Forward pass, gradient and LRP presets through `explain_dataset` on the test set, each in a fresh "
+             f"process; warm = min over repeats; {_load(report, 'throughput')}.", "",
+             *_throughput_table(report["throughput"]), ""]
+    if report["lrp_over_forward"] is not None:
+        ratio = report["lrp_over_forward"]
+        lines += [f"LRP-all / forward warm throughput: **{ratio:.2f}** "
+                  f"(target ≥ 0.85: {_met(ratio, 0.85, True)}).", ""]
+    lines += ["## LRP / jax.grad", "",
+              "Each LRP preset against `jax.grad` of the target score on identical padded batches (one full "
+              f"chunk per bucket length; min over interleaved repeats); {_load(report, 'ratios')}.", "",
+              *_ratio_table(report["ratios"]), ""]
+    single = report["ratios"]["one_at_a_time"]
+    which = (f"the first {single['sentences']} sentences of the {single['lengths']} most common lengths (`--quick`)"
+             if single.get("most_common_lengths_only") else f"the first {single['sentences']} sentences")
+    lines += ["## Batched vs one sentence at a time", "",
+              f"LRP-all, warm, on {which}: `explain_dataset` against the per-sentence call "
+              "`method(params, x, target)` in a loop (every length compiled before timing).", "",
+              "| sentences | batched (sent/s) | one at a time (sent/s) | speedup |", "| ---: | ---: | ---: | ---: |",
+              f"| {single['sentences']} | {single['batched_per_s']:.0f} | {single['one_at_a_time_per_s']:.0f} | "
+              f"**{single['speedup']:.1f}x** |", "",
+              "## Peak memory", "",
+              "LRP-all on the test set and on it replicated, streamed (`iter_chunks`, nothing kept) and collected "
+              f"(`explain_dataset`); one fresh process each; {_load(report, 'memory')}.", "",
               "| mode | replicas | sentences | time (s, incl. compile) | peak RSS (MB) | inputs held (MB) | kept results (MB) |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in report["memory"]:
         lines.append(f"| {r['mode']} | {r['replicas']} | {r['sentences']} | {r['seconds']:.1f} | "
                      f"{r['maxrss_mb']:.0f} | {r['input_mb']:.0f} | {r['result_mb']:.0f} |")
-    return "\n".join(lines) + "\n"
+    lines += ["", *_cd_lines(report), *_embed_lines(report), *_cli_lines(report), *_torch_lines(report)]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def lrp_over_forward(throughput: list[dict]) -> float | None:
+    """LRP-all / forward warm throughput (None when either was not run)."""
+    rate = {r["config"]: r["sentences_per_s_warm"] for r in throughput}
+    return rate["lrp-all"] / rate["forward"] if {"lrp-all", "forward"} <= set(rate) else None
+
+
+def write_report(report: dict, out: Path) -> str:
+    """Writes ``benchmark.json`` and ``benchmark.md`` into ``out``, each replacing the old file only once
+    the new one is complete; returns the markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown(report)
+    for name, text in (("benchmark.json", json.dumps(report, indent=2) + "\n"), ("benchmark.md", table)):
+        partial = out / (name + ".partial")
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, out / name)
+    return table
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="400 sentences, three configurations")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{QUICK_SENTENCES} sentences, three configurations, 1 bucket, fewer repeats and runs")
     parser.add_argument("--out", default=str(ROOT / "experiments" / "results"), help="output directory")
-    parser.add_argument("--buckets", default="4", help="number of buckets, comma-separated edges, or 'pow2'")
+    parser.add_argument("--buckets", default=None,
+                        help="number of buckets, comma-separated edges, or 'pow2' (default 4; 1 with --quick)")
     parser.add_argument("--chunk-size", type=int, default=128, help="sentences per compiled call")
-    parser.add_argument("--repeats", type=int, default=5, help="warm repeats (the minimum is reported)")
+    parser.add_argument("--repeats", type=int, default=None, help="warm repeats, the minimum is reported "
+                        "(default 5; 2 with --quick)")
+    parser.add_argument("--cd-sentences", type=int, default=None,
+                        help="CD on an evenly spaced subset of this many sentences (default all; "
+                             f"{QUICK_CD_SENTENCES} with --quick)")
+    parser.add_argument("--cd-repeats", type=int, default=None,
+                        help="warm repeats of the CD part (default 2; 1 with --quick)")
+    parser.add_argument("--cli-runs", type=int, default=None, help="warm command-line runs (default 5; 3 with --quick)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the imported PyTorch model and its inputs")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
         job = json.loads(args.worker)
         print(json.dumps(WORKERS[job["kind"]](job)))
         return 0
+    for name in ("chunk_size", "repeats", "cd_repeats", "cli_runs"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1; got {value}")
+    if args.cd_sentences is not None and args.cd_sentences < 1:
+        parser.error(f"--cd-sentences must be >= 1; got {args.cd_sentences}")
 
-    buckets = None if args.buckets == "pow2" else (int(args.buckets) if "," not in args.buckets
-                                                   else [int(e) for e in args.buckets.split(",")])
+    spec = args.buckets or ("1" if args.quick else "4")
+    try:
+        buckets = None if spec == "pow2" else (int(spec) if "," not in spec else [int(e) for e in spec.split(",")])
+    except ValueError:
+        parser.error(f"--buckets must be a number, comma-separated edges or 'pow2'; got {spec!r}")
+    repeats = args.repeats or (2 if args.quick else 5)
     configs = QUICK_CONFIGS if args.quick else CONFIGS
     base = {"quick": args.quick, "buckets": buckets, "chunk_size": args.chunk_size}
     load_before = os.getloadavg()
+    load = {}
     _, sentences, source = load_setup(args.quick)
+
+    def part(name):
+        load[name] = os.getloadavg()[0]
+        print(f"[{time.strftime('%H:%M:%S')}] {name} (load {load[name]:.1f})", file=sys.stderr)
+
+    part("throughput")
     throughput = []
     for config in configs:
-        throughput.append(run_worker({**base, "kind": "throughput", "config": config, "repeats": args.repeats}))
-        print(f"{config}: {throughput[-1]['sentences_per_s_warm']:.0f} sent/s warm", file=sys.stderr)
-    ratios = run_worker({**base, "kind": "ratios", "configs": list(configs), "repeats": 2 * args.repeats,
-                         "singles": 100 if args.quick else 300})
+        throughput.append(run_worker({**base, "kind": "throughput", "config": config, "repeats": repeats}))
+        print(f"  {config}: {throughput[-1]['sentences_per_s_warm']:.0f} sent/s warm", file=sys.stderr)
+    part("ratios")
+    ratios = run_worker({**base, "kind": "ratios", "configs": list(configs), "repeats": 2 * repeats,
+                         "singles": 100 if args.quick else 300, "single_lengths": 3 if args.quick else None})
+    part("memory")
     memory = [run_worker({**base, "kind": "memory", "mode": mode, "replicas": replicas})
-              for mode in ("stream", "collect") for replicas in (1, 10)]
+              for mode in ("stream", "collect") for replicas in ((1, 3) if args.quick else (1, 10))]
+    part("cd")
+    cd_sentences = args.cd_sentences or (QUICK_CD_SENTENCES if args.quick else 0)
+    cd = run_worker({**base, "kind": "cd", "cd_sentences": cd_sentences,
+                     "repeats": args.cd_repeats or (1 if args.quick else 2)})
+    cd_subset_reason = f"--cd-sentences {args.cd_sentences}" if args.cd_sentences else "--quick"
+    part("embed")
+    embed = run_worker({**base, "kind": "embed", "repeats": repeats})
+    part("cli")
+    cli = cli_latency(args.cli_runs or (3 if args.quick else 5))
+    part("torch")
+    torch_part = run_worker({**base, "kind": "torch", "seed": args.seed, "repeats": repeats})
+    if "skipped" in torch_part:
+        print(f"  imported PyTorch model skipped: {torch_part['skipped']}", file=sys.stderr)
     report = {"sentences": len(sentences), "model": source, "machine": machine(), "options": base,
+              "repeats": repeats,
               "command": "python experiments/benchmark.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
-              "load_before": load_before, "load_after": os.getloadavg(), "throughput": throughput,
-              "ratios": ratios, "memory": memory}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "benchmark.json").write_text(json.dumps(report, indent=2) + "\n")
-    table = markdown(report)
-    (out / "benchmark.md").write_text(table)
-    print(table)
+              "load_before": load_before, "load_after": os.getloadavg(), "load": load, "throughput": throughput,
+              "lrp_over_forward": lrp_over_forward(throughput), "ratios": ratios, "memory": memory, "cd": cd,
+              "cd_subset_reason": cd_subset_reason,
+              "embed": embed, "cli": cli, "torch": torch_part}
+    print(write_report(report, Path(args.out)))
     return 0
 
 
