@@ -131,7 +131,7 @@ def _cd_step(params: Params, carry: tuple[Array, ...], inputs: tuple[Array, Arra
     # Eq. (11.6): the whole output gate multiplies both parts of tanh(c).
     o = jax.nn.sigmoid(rel_o + irr_o + b_o)
     h_rel, h_irr = _decomp_two(new_beta_c, new_gamma_c, jnp.tanh)
-    new = (o * h_rel, o * h_irr, new_beta_c, new_gamma_c)
+    new: tuple[Array, ...] = (o * h_rel, o * h_irr, new_beta_c, new_gamma_c)
     # A padded step leaves the state untouched, as in ``cells.unroll``.
     new = tuple(jnp.where(valid_t, n, old) for n, old in zip(new, carry))
     return new, new
@@ -186,10 +186,10 @@ def _decompose_recurrent(layer: Recurrent, params: Params, rel, irr, mask: Array
 def _decompose_dense(layer: Dense, spec: Spec, params: Params, rel, irr, mask):
     """CD of ``act(sum_k x_k W_k + b)``: linear parts split exactly, the bias is irrelevant, and a
     nonlinear activation is linearised by the two-ordering average with the bias first (``_decomp_three``)."""
-    weights = [params[layer.name][k] for k in layer.weight_keys(spec)]
+    weights = [params[layer.label][k] for k in layer.weight_keys(spec)]
     z_rel = sum(r @ W for r, W in zip(rel, weights))
     z_irr = sum(i @ W for i, W in zip(irr, weights))
-    b = jnp.broadcast_to(params[layer.name]["b"], z_rel.shape) if layer.bias else None
+    b = jnp.broadcast_to(params[layer.label]["b"], z_rel.shape) if layer.bias else None
     if layer.activation == "identity":
         out_rel, out_irr = z_rel, z_irr if b is None else z_irr + b
     else:

@@ -73,7 +73,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence, cast
 
 import jax
 import jax.numpy as jnp
@@ -308,7 +308,7 @@ def _baseline_of(config: IntegratedGradients, x: Array) -> Array:
 
 def _ig_parts(m: Method, params, x, target, mask):
     """(attributions, scores at x, baseline input) of Integrated Gradients; midpoint rule on the path."""
-    cfg = m.config
+    cfg = cast(IntegratedGradients, m.config)
     scores = m.apply(params, x, None, mask=mask)
     w = _weights(target, scores)
     baseline = _baseline_of(cfg, x)
@@ -339,7 +339,7 @@ def _smoothgrad_noise(m: Method, x: Array, mask, index) -> Array:
     """Noise (S, *x.shape): a draw per step from ``fold_in(fold_in(PRNGKey(seed), index), t)``, so a step's
     noise depends on the seed, the example and the position only (not on the padded length); padded
     steps get none."""
-    cfg = m.config
+    cfg = cast(SmoothGrad, m.config)
     key = jax.random.fold_in(jax.random.PRNGKey(m.seed), index)
     if x.ndim == 1:
         noise = jax.random.normal(key, (cfg.samples,) + x.shape, x.dtype)
@@ -357,7 +357,7 @@ def _smoothgrad_noise(m: Method, x: Array, mask, index) -> Array:
 
 
 def _smoothgrad_fn(m: Method, params, x, target, mask, index):
-    cfg = m.config
+    cfg = cast(SmoothGrad, m.config)
     w = _weights(target, m.apply(params, x, None, mask=mask))
     points = x[None] + _smoothgrad_noise(m, x, mask, index)
     gradients = _gradients_at(m, params, points, w, mask)
@@ -421,7 +421,7 @@ def _all(m: Method, params, x, mask):
 
 
 def _full_impl(m: Method, params, x, target, mask):
-    model = m.apply.__self__
+    model = m.apply.__self__  # type: ignore[attr-defined]  # a bound method of the model
     taps = model.zero_taps(params, x)
     scores, pullback = jax.vjp(lambda p, x_, t: m.apply(p, x_, m.rules, mask=mask, taps=t), params, x, taps)
     w = _weights(target, scores)
@@ -446,7 +446,7 @@ def _is_concrete(*values) -> bool:
 
 def _output_shape(apply, params, x, mask) -> tuple[int, ...]:
     """The shape of the model's output for input ``x`` (checks the parameters when the model can)."""
-    model = getattr(apply, "__self__", None)
+    model: Any = getattr(apply, "__self__", None)
     network = network_of(model)
     if network is not None:
         return network.output_shape(params, jnp.shape(x)[0] if network.sequence_input else None)
@@ -457,7 +457,7 @@ def _output_shape(apply, params, x, mask) -> tuple[int, ...]:
 
 def _check_inputs(apply, x, mask) -> None:
     """The model's own input checks when it has them (``model.check_inputs``), else sequence checks."""
-    model = getattr(apply, "__self__", None)
+    model: Any = getattr(apply, "__self__", None)
     (model.check_inputs if hasattr(model, "check_inputs") else check_inputs)(x, mask)
 
 

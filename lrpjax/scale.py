@@ -38,7 +38,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -85,8 +85,8 @@ class DatasetExplanation(NamedTuple):
 
     relevance: list
     lengths: np.ndarray
-    scores: np.ndarray
-    targets: np.ndarray
+    scores: np.ndarray | list
+    targets: np.ndarray | list
     compilations: int
     edges: tuple
 
@@ -117,7 +117,7 @@ def _powers_of_two(max_length: int, smallest: int = 8) -> tuple[int, ...]:
     return tuple(edges)
 
 
-def bucket_edges(lengths: Sequence[int], n_buckets: int, chunk_size: int = 1) -> tuple[int, ...]:
+def bucket_edges(lengths: Sequence[int] | np.ndarray, n_buckets: int, chunk_size: int = 1) -> tuple[int, ...]:
     """The ``n_buckets`` edges that minimise the padded work for these lengths.
 
     The work of a bucket with edge L holding n sequences is ``ceil(n / chunk_size) * chunk_size * L``
@@ -179,7 +179,7 @@ def _resolve_edges(buckets, lengths: np.ndarray, chunk_size: int) -> tuple[int, 
     return edges
 
 
-def assign_buckets(lengths: Sequence[int], edges: Sequence[int]) -> np.ndarray:
+def assign_buckets(lengths: Sequence[int] | np.ndarray, edges: Sequence[int] | np.ndarray) -> np.ndarray:
     """Padded length of each sequence: the smallest edge >= T; beyond the last edge, the next multiple of it.
 
     Args:
@@ -323,7 +323,7 @@ def _chunk_fn(spec: _Spec, params, X, mask, targets, index):
 
 
 class _Program(NamedTuple):
-    compiled: object
+    compiled: Callable[..., Any]
     batch: NamedSharding
     replicated: NamedSharding
     full: bool          # relevance per row is (..., L, E) rather than (..., L)
@@ -543,7 +543,7 @@ def _plan(method, params, sequences, targets, buckets, chunk_size, devices, toke
     _check_tokens(tokens)
     edges = _resolve_edges(buckets, lengths, chunk_size)
     padded = assign_buckets(lengths, edges)
-    chunks = []
+    chunks: list[tuple[int, np.ndarray]] = []
     for L in np.unique(padded):
         rows = np.flatnonzero(padded == L)
         chunks.extend((int(L), rows[s:s + chunk_size]) for s in range(0, len(rows), chunk_size))
@@ -557,7 +557,7 @@ def _run(plan: _Plan) -> Iterator[tuple[Chunk, _Program]]:
     _compile_all(plan)
     E, dtype = plan.arrays[0].shape[1], plan.arrays[0].dtype
     placed_params = None
-    pending = None
+    pending: tuple[np.ndarray, Any, _Program] | None = None
     for L, rows in plan.chunks:
         program = _program(plan.spec, plan.params, L, plan.chunk_size, E, dtype, plan.devices)
         if placed_params is None:
@@ -568,6 +568,7 @@ def _run(plan: _Plan) -> Iterator[tuple[Chunk, _Program]]:
         if pending is not None:
             yield _collect(*pending)
         pending = launched
+    assert pending is not None  # a plan has at least one chunk
     yield _collect(*pending)
 
 
@@ -635,7 +636,7 @@ def explain_dataset(method, params: Params, sequences: Sequence[ArrayLike], targ
     N = len(plan.arrays)
     before = compilations()
     relevance: list = [None] * N
-    scores = None
+    scores: Any = None  # an array (N, C), or a list of (T_i, C) for per-step outputs
     explained: list | np.ndarray = np.zeros((N,), np.int32)
     per_step = plan.spec.sequence_output
     if per_step:
