@@ -277,7 +277,7 @@ def load_sst(split: str, root: str | os.PathLike | None = None, phrases: bool = 
     return examples
 
 
-def label_index(label: int | str) -> int:
+def label_index(label: int | np.integer | str) -> int:
     """Maps a class index (0..4, also as a digit string) or a name in `LABEL_NAMES` to its index.
 
     Raises:
