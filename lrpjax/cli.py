@@ -542,7 +542,7 @@ def _shown(numbers: list[int], total: int) -> str:
 def _first_interrupt_only():
     """While batch mode writes, the first Ctrl-C raises KeyboardInterrupt and later ones are ignored, so
     that the clean-up (flushing the records already written) is not itself interrupted."""
-    seen = []
+    seen: list[int] = []
 
     def handler(signum, frame):
         if not seen:

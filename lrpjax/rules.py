@@ -414,8 +414,8 @@ class ZB:
         if lows is not None and highs is not None and len(lows) != len(highs):
             raise ValueError(f"`low` and `high` of ZB must have the same length; got {len(lows)} and {len(highs)}.")
         n = len(lows or highs or (0.0,))
-        lows = lows or (low,) * n
-        highs = highs or (high,) * n
+        lows = lows or (cast(float, low),) * n  # a float when not a tuple
+        highs = highs or (cast(float, high),) * n
         bad = [j for j in range(n) if not lows[j] < highs[j]]
         if bad:
             raise ValueError(f"ZB needs `low` < `high`; at index {bad[0]} low = {lows[bad[0]]!r}, "

@@ -424,7 +424,7 @@ class StreamResults:
         self.shards = shards
         self._cache: OrderedDict[int, _Shard] = OrderedDict()
         self._cache_size = max(1, int(cache))
-        self._lookup = None
+        self._lookup: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return sum(s["rows"] for s in self.shards)
@@ -518,6 +518,8 @@ class StreamResults:
         rows = list(self)
         per_step = _ragged(self.fields["scores"]["shape"])
         lengths = np.asarray([r.length for r in rows], np.int64)
+        scores: list | np.ndarray
+        targets: list | np.ndarray
         if per_step:
             scores, targets = [r.scores for r in rows], [r.target for r in rows]
         else:

@@ -757,7 +757,8 @@ class _Run:
             self.best_params = _merge(self.best_params, params, jnp.asarray(improved))
         elif improved[0]:
             self.best_params = params
-        for key, value in {"step": self.count, "epoch": self.epoch, **values}.items():
+        record: dict[str, Any] = {"step": self.count, "epoch": self.epoch, **values}
+        for key, value in record.items():
             self.history.setdefault(key, []).append(value if self.many or key in ("step", "epoch") else value[0])
         bar.update(size, active=int(self.tracker.active.sum()), **{k: float(np.mean(v)) for k, v in values.items()})
 
@@ -831,7 +832,7 @@ def _train(loss_fn, params, train, *, val, metrics, config, optimizer, stop_when
         return result
     except BaseException as error:
         result = _save(run.result(error), checkpoint, checkpoint_metadata)
-        error.result = result
+        error.result = result  # type: ignore[attr-defined]  # the result rides on the exception
         if hasattr(error, "add_note"):
             where = f" and saved to {result.saved_to}" if result.saved_to else ""
             error.add_note(f"lrpjax.train: training stopped at step {run.count}; {run.what_is_kept()} are in "
