@@ -197,6 +197,56 @@ class Explanation(NamedTuple):
     states: Params
     residual: Array
 
+    def __repr__(self) -> str:
+        """One line: shapes, the target and its score, the sums of the conservation equation and the
+        residual, never the arrays themselves (a batched or traced explanation: its fields' shapes)."""
+        numbers = _scalars(self.target_score, self.residual)
+        if numbers is None or _is_traced(self.relevance, self.scores):
+            return _shapes_repr(self, ("relevance", "scores", "target_score", "residual"))
+        target_score, residual = numbers
+        return _result_repr(self, target_score, (
+            ("sum(relevance)", _leaf_sum(self.relevance)), ("sum(params)", _leaf_sum(self.params)),
+            ("sum(initial)", _leaf_sum(self.initial)), ("residual", residual)))
+
+    def _repr_html_(self) -> str:
+        """A self-contained HTML fragment for notebooks: prediction, target, its score and the
+        conservation figures and, for a sequence input (T, E), a heatmap of the relevance per position."""
+        import html
+
+        from lrpjax import render  # only notebooks need it
+
+        numbers = _scalars(self.target_score, self.residual)
+        if numbers is None or _is_traced(self.relevance, self.scores):
+            return f"<pre>{html.escape(repr(self))}</pre>"
+        target_score, residual = numbers
+        relevance = np.asarray(self.relevance, dtype=np.float64)
+        scores = np.asarray(self.scores, dtype=np.float64)
+        head = [f"relevance {html.escape(_shape_text(self.relevance))}"]
+        if scores.ndim == 1 and scores.size and np.all(np.isfinite(scores)):
+            predicted = int(np.argmax(scores))
+            head.append(f"prediction <b>{predicted}</b> (score {scores[predicted]:+.4g})")
+        target = _target_of(scores, target_score)
+        head.append(f"target <b>{'?' if target is None else html.escape(str(target))}</b>, "
+                    f"score <b>{target_score:+.4g}</b>")
+        body = ""
+        if relevance.ndim >= 2:  # a sequence: one value per position (summed over the features)
+            words = relevance.reshape(relevance.shape[0], -1).sum(-1)
+            if not np.all(np.isfinite(words)):
+                body = '<div class="lrp-meta">the relevance holds non-finite values: no heatmap</div>'
+            else:
+                shown = words[:_HTML_POSITIONS]
+                scale = render.shared_scale(words) or 1.0
+                head.append(render.html_legend(scale))
+                body = f"<div>{render.html_sentence([str(t) for t in range(shown.shape[0])], shown, scale)}</div>"
+                if shown.shape[0] < words.shape[0]:
+                    body += (f'<div class="lrp-meta">positions 0..{shown.shape[0] - 1} of {words.shape[0]} '
+                             "shown</div>")
+        conservation = {"target_score": target_score, "bias": _leaf_sum(self.params),
+                        "initial": _leaf_sum(self.initial), "residual": residual}
+        return (f'<div class="lrpjax-explanation"><style>{render.HTML_CSS}</style>'
+                f'<div><b>Explanation</b>: {" &middot; ".join(head)}</div>{body}'
+                f"{render._conservation_html(conservation, _leaf_sum(self.relevance))}</div>")
+
 
 class Attribution(NamedTuple):
     """Integrated Gradients with its completeness gap (:meth:`Method.full`), for one example.
@@ -218,6 +268,71 @@ class Attribution(NamedTuple):
     target_score: Array
     baseline_score: Array
     gap: Array
+
+    def __repr__(self) -> str:
+        """One line: shapes, the target, its score at ``x`` and at the baseline, the sum of the
+        attributions and the gap, never the arrays themselves (batched or traced: the shapes)."""
+        numbers = _scalars(self.target_score, self.baseline_score, self.gap)
+        if numbers is None or _is_traced(self.relevance, self.scores):
+            return _shapes_repr(self, ("relevance", "scores", "target_score", "baseline_score", "gap"))
+        target_score, baseline_score, gap = numbers
+        return _result_repr(self, target_score, (
+            ("baseline_score", baseline_score), ("sum(relevance)", _leaf_sum(self.relevance)), ("gap", gap)))
+
+
+# --- reprs of the results ---------------------------------------------------------------------------
+
+_HTML_POSITIONS = 500   # positions an Explanation's HTML heatmap shows at most (it says when there are more)
+
+
+def _is_traced(*values) -> bool:
+    return any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(values))
+
+
+def _scalars(*values) -> tuple[float, ...] | None:
+    """The values as floats when each is one concrete number; None for a batch, a tracer, a non-array."""
+    if _is_traced(*values) or any(np.ndim(v) != 0 for v in values):
+        return None
+    try:
+        return tuple(float(np.asarray(v)) for v in values)
+    except (TypeError, ValueError):
+        return None
+
+
+def _shape_text(value) -> str:
+    """``(4, 60) float32`` for an array (its values never), the type name for anything else."""
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if shape is None:
+        return type(value).__name__
+    return str(tuple(shape)) if dtype is None else f"{tuple(shape)} {dtype}"
+
+
+def _shapes_repr(result, fields: Sequence[str]) -> str:
+    return f"{type(result).__name__}(" + ", ".join(f"{f}={_shape_text(getattr(result, f))}" for f in fields) + ")"
+
+
+def _leaf_sum(tree) -> float:
+    """The sum of every number in a pytree, in float64."""
+    return float(sum(np.sum(np.asarray(leaf, dtype=np.float64)) for leaf in jax.tree_util.tree_leaves(tree)))
+
+
+def _target_of(scores: np.ndarray, target_score: float) -> int | tuple[int, ...] | None:
+    """The output whose score is ``target_score`` (an index, or an index tuple for a (T, C) output);
+    None when no score is, as for a target given by weights or a function."""
+    matches = np.flatnonzero(scores.reshape(-1) == target_score)
+    if not matches.size:
+        return None
+    if scores.ndim <= 1:
+        return int(matches[0])
+    return tuple(int(i) for i in np.unravel_index(int(matches[0]), scores.shape))
+
+
+def _result_repr(result, target_score: float, tail: Sequence[tuple[str, float]]) -> str:
+    target = _target_of(np.asarray(result.scores, dtype=np.float64), target_score)
+    parts = [f"relevance={_shape_text(result.relevance)}", f"scores={_shape_text(result.scores)}",
+             f"target={'?' if target is None else target}", f"target_score={target_score:+.4g}"]
+    parts += [f"{name}={value:+.4g}" for name, value in tail]
+    return f"{type(result).__name__}(" + ", ".join(parts) + ")"
 
 
 # --- per-example relevance functions ---------------------------------------------------------------

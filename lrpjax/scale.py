@@ -90,6 +90,35 @@ class DatasetExplanation(NamedTuple):
     compilations: int
     edges: tuple
 
+    def __repr__(self) -> str:
+        """One line: how many sequences, their lengths, the arrays' shapes and the compilations, never
+        the arrays themselves."""
+        n = len(self.relevance)
+        lengths = np.asarray(self.lengths)
+        parts = [f"{n} sequences"]
+        if lengths.size:
+            parts.append(f"lengths {int(lengths.min())}..{int(lengths.max())}")
+        if n:
+            first = self.relevance[0]
+            parts.append(f"relevance[0] {tuple(np.shape(first))} {getattr(first, 'dtype', '')}".rstrip())
+        for name in ("scores", "targets"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                parts.append(f"{name}: {len(value)} arrays (per step)")
+            else:
+                parts.append(f"{name} {tuple(np.shape(value))} {getattr(value, 'dtype', '')}".rstrip())
+        targets = np.asarray(self.targets) if not isinstance(self.targets, list) else None
+        if targets is not None and targets.size and np.all(targets == -1):
+            parts.append("every class explained")
+        elif targets is not None and targets.size:
+            classes, counts = np.unique(targets, return_counts=True)
+            if classes.size <= 10:
+                parts.append("explained classes {" + ", ".join(f"{c}: {k}" for c, k in zip(classes, counts)) + "}")
+        edges = tuple(self.edges)
+        parts.append(f"edges {edges}" if len(edges) <= 8 else f"{len(edges)} edges {edges[0]}..{edges[-1]}")
+        parts.append(f"compilations {self.compilations}")
+        return "DatasetExplanation(" + ", ".join(parts) + ")"
+
 
 class Chunk(NamedTuple):
     """One chunk of results from :func:`iter_chunks`.
