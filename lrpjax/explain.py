@@ -236,8 +236,8 @@ class Explanation(NamedTuple):
             else:
                 shown = words[:_HTML_POSITIONS]
                 scale = render.shared_scale(words) or 1.0
-                head.append(render.html_legend(scale))
-                body = f"<div>{render.html_sentence([str(t) for t in range(shown.shape[0])], shown, scale)}</div>"
+                body = (f"<div>{render.html_legend(scale)}</div>"
+                        f"<div>{render.html_sentence([str(t) for t in range(shown.shape[0])], shown, scale)}</div>")
                 if shown.shape[0] < words.shape[0]:
                     body += (f'<div class="lrp-meta">positions 0..{shown.shape[0] - 1} of {words.shape[0]} '
                              "shown</div>")
@@ -318,9 +318,9 @@ def _leaf_sum(tree) -> float:
 
 def _target_of(scores: np.ndarray, target_score: float) -> int | tuple[int, ...] | None:
     """The output whose score is ``target_score`` (an index, or an index tuple for a (T, C) output);
-    None when no score is, as for a target given by weights or a function."""
+    None unless exactly one score is (a target given by weights or a function, or tied scores)."""
     matches = np.flatnonzero(scores.reshape(-1) == target_score)
-    if not matches.size:
+    if matches.size != 1:
         return None
     if scores.ndim <= 1:
         return int(matches[0])
