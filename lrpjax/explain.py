@@ -201,7 +201,7 @@ class Explanation(NamedTuple):
         """One line: shapes, the target and its score, the sums of the conservation equation and the
         residual, never the arrays themselves (a batched or traced explanation: its fields' shapes)."""
         numbers = _scalars(self.target_score, self.residual)
-        if numbers is None or _is_traced(self.relevance, self.scores):
+        if numbers is None or not _is_concrete(self.relevance, self.scores):
             return _shapes_repr(self, ("relevance", "scores", "target_score", "residual"))
         target_score, residual = numbers
         return _result_repr(self, target_score, (
@@ -216,7 +216,7 @@ class Explanation(NamedTuple):
         from lrpjax import render  # only notebooks need it
 
         numbers = _scalars(self.target_score, self.residual)
-        if numbers is None or _is_traced(self.relevance, self.scores):
+        if numbers is None or not _is_concrete(self.relevance, self.scores):
             return f"<pre>{html.escape(repr(self))}</pre>"
         target_score, residual = numbers
         relevance = np.asarray(self.relevance, dtype=np.float64)
@@ -273,7 +273,7 @@ class Attribution(NamedTuple):
         """One line: shapes, the target, its score at ``x`` and at the baseline, the sum of the
         attributions and the gap, never the arrays themselves (batched or traced: the shapes)."""
         numbers = _scalars(self.target_score, self.baseline_score, self.gap)
-        if numbers is None or _is_traced(self.relevance, self.scores):
+        if numbers is None or not _is_concrete(self.relevance, self.scores):
             return _shapes_repr(self, ("relevance", "scores", "target_score", "baseline_score", "gap"))
         target_score, baseline_score, gap = numbers
         return _result_repr(self, target_score, (
@@ -285,13 +285,9 @@ class Attribution(NamedTuple):
 _HTML_POSITIONS = 500   # positions an Explanation's HTML heatmap shows at most (it says when there are more)
 
 
-def _is_traced(*values) -> bool:
-    return any(isinstance(v, jax.core.Tracer) for v in jax.tree_util.tree_leaves(values))
-
-
 def _scalars(*values) -> tuple[float, ...] | None:
     """The values as floats when each is one concrete number; None for a batch, a tracer, a non-array."""
-    if _is_traced(*values) or any(np.ndim(v) != 0 for v in values):
+    if not _is_concrete(*values) or any(np.ndim(v) != 0 for v in values):
         return None
     try:
         return tuple(float(np.asarray(v)) for v in values)
