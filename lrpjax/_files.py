@@ -38,7 +38,7 @@ def _fsync_directory(directory: str) -> None:
             os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:
     """Writes ``path`` through ``write(handle)`` on a temporary binary file, then renames it into place.
 
     Args:

@@ -209,10 +209,10 @@ def _decompose_recurrent(layer: Recurrent, params: Params, beta, total, mask: Ar
 def _decompose_dense(layer: Dense, spec: Spec, params: Params, beta, total, mask):
     """CD of ``act(sum_k x_k W_k + b)``: linear parts split exactly, the bias is irrelevant, and a
     nonlinear activation is linearised like the gates, the bias first (``_split_three``)."""
-    weights = [params[layer.name][k] for k in layer.weight_keys(spec)]
+    weights = [params[layer.label][k] for k in layer.weight_keys(spec)]
     z_beta = sum(r @ W for r, W in zip(beta, weights))
     z_total = sum(t @ W for t, W in zip(total, weights))
-    b = (jnp.broadcast_to(params[layer.name]["b"], z_total.shape) if layer.bias
+    b = (jnp.broadcast_to(params[layer.label]["b"], z_total.shape) if layer.bias
          else jnp.zeros_like(z_total))
     if layer.activation == "identity":
         out_beta, out_total = z_beta, z_total + b

@@ -27,7 +27,7 @@ import math
 import os
 import sys
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,6 +172,7 @@ def _nonfinite_path(value: Any, where: str = "") -> str | None:
     """The path ("metrics/mse", "history/3/loss") of the first NaN or infinite number in `value`, or None."""
     if isinstance(value, np.generic) or (hasattr(value, "dtype") and hasattr(value, "tolist")):
         value = np.asarray(value).tolist()
+    items: Iterable[tuple[Any, Any]]
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, (list, tuple)):
@@ -252,7 +253,8 @@ def save(
     path = os.fspath(path)
     path = path if path.endswith(".npz") else path + ".npz"
     try:
-        atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays))
+        # numpy's stub lets **kwds be its keyword allow_pickle; these keys are array names.
+        atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays))  # type: ignore[arg-type]
     except OSError as error:
         raise type(error)(error.errno, f"cannot write checkpoint {path!r}: {error.strerror or error}") from error
     return path

@@ -29,7 +29,10 @@ import json
 import os
 import signal
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from lrpjax.data.lines import Line
 
 __all__ = ["main", "build_parser"]
 
@@ -177,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="describe the model checkpoint (sizes, accuracy, training command)",
                                description="Print the metadata of the model checkpoint.")
     info.add_argument("--checkpoint", default=None, help="model checkpoint (default: the shipped one)")
-    parser.commands = {"explain": explain, "info": info, "report": _add_report_parser(commands)}
+    subcommands = {"explain": explain, "info": info, "report": _add_report_parser(commands)}
+    parser.commands = subcommands  # type: ignore[attr-defined]  # for errors that print their usage
     return parser
 
 
@@ -219,7 +223,8 @@ def _main(argv: Sequence[str] | None) -> int:
         _enable_cache()
         return _explain(args)
     except _UsageError as error:
-        parser.commands[args.command].error(str(error))  # usage + message, exit status 2
+        subparser: argparse.ArgumentParser = parser.commands[args.command]  # type: ignore[attr-defined]
+        subparser.error(str(error))  # usage + message, exit status 2
     except _InputError as error:
         sys.stderr.write(f"lrpjax: error: {error}\n")
         return 1
@@ -537,7 +542,7 @@ def _shown(numbers: list[int], total: int) -> str:
 def _first_interrupt_only():
     """While batch mode writes, the first Ctrl-C raises KeyboardInterrupt and later ones are ignored, so
     that the clean-up (flushing the records already written) is not itself interrupted."""
-    seen = []
+    seen: list[int] = []
 
     def handler(signum, frame):
         if not seen:
@@ -593,7 +598,7 @@ def _stream(model, args: argparse.Namespace, reader, sink, tally: _Tally, bar) -
     chunk and an interruption leaves a valid prefix."""
     kept = sink.done
     bar.update(kept)
-    lines: dict[int, object] = {}
+    lines: dict[int, Line] = {}
     last = 0
 
     def numbered():

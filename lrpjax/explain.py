@@ -73,7 +73,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence, cast
 
 import jax
 import jax.numpy as jnp
@@ -197,6 +197,56 @@ class Explanation(NamedTuple):
     states: Params
     residual: Array
 
+    def __repr__(self) -> str:
+        """One line: shapes, the target and its score, the sums of the conservation equation and the
+        residual, never the arrays themselves (a batched or traced explanation: its fields' shapes)."""
+        numbers = _scalars(self.target_score, self.residual)
+        if numbers is None or not _is_concrete(self.relevance, self.scores):
+            return _shapes_repr(self, ("relevance", "scores", "target_score", "residual"))
+        target_score, residual = numbers
+        return _result_repr(self, target_score, (
+            ("sum(relevance)", _leaf_sum(self.relevance)), ("sum(params)", _leaf_sum(self.params)),
+            ("sum(initial)", _leaf_sum(self.initial)), ("residual", residual)))
+
+    def _repr_html_(self) -> str:
+        """A self-contained HTML fragment for notebooks: prediction, target, its score and the
+        conservation figures and, for a sequence input (T, E), a heatmap of the relevance per position."""
+        import html
+
+        from lrpjax import render  # only notebooks need it
+
+        numbers = _scalars(self.target_score, self.residual)
+        if numbers is None or not _is_concrete(self.relevance, self.scores):
+            return f"<pre>{html.escape(repr(self))}</pre>"
+        target_score, residual = numbers
+        relevance = np.asarray(self.relevance, dtype=np.float64)
+        scores = np.asarray(self.scores, dtype=np.float64)
+        head = [f"relevance {html.escape(_shape_text(self.relevance))}"]
+        if scores.ndim == 1 and scores.size and np.all(np.isfinite(scores)):
+            predicted = int(np.argmax(scores))
+            head.append(f"prediction <b>{predicted}</b> (score {scores[predicted]:+.4g})")
+        target = _target_of(scores, target_score)
+        head.append(f"target <b>{'?' if target is None else html.escape(str(target))}</b>, "
+                    f"score <b>{target_score:+.4g}</b>")
+        body = ""
+        if relevance.ndim >= 2:  # a sequence: one value per position (summed over the features)
+            words = relevance.reshape(relevance.shape[0], -1).sum(-1)
+            if not np.all(np.isfinite(words)):
+                body = '<div class="lrp-meta">the relevance holds non-finite values: no heatmap</div>'
+            else:
+                shown = words[:_HTML_POSITIONS]
+                scale = render.shared_scale(words) or 1.0
+                body = (f"<div>{render.html_legend(scale)}</div>"
+                        f"<div>{render.html_sentence([str(t) for t in range(shown.shape[0])], shown, scale)}</div>")
+                if shown.shape[0] < words.shape[0]:
+                    body += (f'<div class="lrp-meta">positions 0..{shown.shape[0] - 1} of {words.shape[0]} '
+                             "shown</div>")
+        conservation = {"target_score": target_score, "bias": _leaf_sum(self.params),
+                        "initial": _leaf_sum(self.initial), "residual": residual}
+        return (f'<div class="lrpjax-explanation"><style>{render.HTML_CSS}</style>'
+                f'<div><b>Explanation</b>: {" &middot; ".join(head)}</div>{body}'
+                f"{render._conservation_html(conservation, _leaf_sum(self.relevance))}</div>")
+
 
 class Attribution(NamedTuple):
     """Integrated Gradients with its completeness gap (:meth:`Method.full`), for one example.
@@ -218,6 +268,67 @@ class Attribution(NamedTuple):
     target_score: Array
     baseline_score: Array
     gap: Array
+
+    def __repr__(self) -> str:
+        """One line: shapes, the target, its score at ``x`` and at the baseline, the sum of the
+        attributions and the gap, never the arrays themselves (batched or traced: the shapes)."""
+        numbers = _scalars(self.target_score, self.baseline_score, self.gap)
+        if numbers is None or not _is_concrete(self.relevance, self.scores):
+            return _shapes_repr(self, ("relevance", "scores", "target_score", "baseline_score", "gap"))
+        target_score, baseline_score, gap = numbers
+        return _result_repr(self, target_score, (
+            ("baseline_score", baseline_score), ("sum(relevance)", _leaf_sum(self.relevance)), ("gap", gap)))
+
+
+# --- reprs of the results ---------------------------------------------------------------------------
+
+_HTML_POSITIONS = 500   # positions an Explanation's HTML heatmap shows at most (it says when there are more)
+
+
+def _scalars(*values) -> tuple[float, ...] | None:
+    """The values as floats when each is one concrete number; None for a batch, a tracer, a non-array."""
+    if not _is_concrete(*values) or any(np.ndim(v) != 0 for v in values):
+        return None
+    try:
+        return tuple(float(np.asarray(v)) for v in values)
+    except (TypeError, ValueError):
+        return None
+
+
+def _shape_text(value) -> str:
+    """``(4, 60) float32`` for an array (its values never), the type name for anything else."""
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if shape is None:
+        return type(value).__name__
+    return str(tuple(shape)) if dtype is None else f"{tuple(shape)} {dtype}"
+
+
+def _shapes_repr(result, fields: Sequence[str]) -> str:
+    return f"{type(result).__name__}(" + ", ".join(f"{f}={_shape_text(getattr(result, f))}" for f in fields) + ")"
+
+
+def _leaf_sum(tree) -> float:
+    """The sum of every number in a pytree, in float64."""
+    return float(sum(np.sum(np.asarray(leaf, dtype=np.float64)) for leaf in jax.tree_util.tree_leaves(tree)))
+
+
+def _target_of(scores: np.ndarray, target_score: float) -> int | tuple[int, ...] | None:
+    """The output whose score is ``target_score`` (an index, or an index tuple for a (T, C) output);
+    None unless exactly one score is (a target given by weights or a function, or tied scores)."""
+    matches = np.flatnonzero(scores.reshape(-1) == target_score)
+    if matches.size != 1:
+        return None
+    if scores.ndim <= 1:
+        return int(matches[0])
+    return tuple(int(i) for i in np.unravel_index(int(matches[0]), scores.shape))
+
+
+def _result_repr(result, target_score: float, tail: Sequence[tuple[str, float]]) -> str:
+    target = _target_of(np.asarray(result.scores, dtype=np.float64), target_score)
+    parts = [f"relevance={_shape_text(result.relevance)}", f"scores={_shape_text(result.scores)}",
+             f"target={'?' if target is None else target}", f"target_score={target_score:+.4g}"]
+    parts += [f"{name}={value:+.4g}" for name, value in tail]
+    return f"{type(result).__name__}(" + ", ".join(parts) + ")"
 
 
 # --- per-example relevance functions ---------------------------------------------------------------
@@ -308,7 +419,7 @@ def _baseline_of(config: IntegratedGradients, x: Array) -> Array:
 
 def _ig_parts(m: Method, params, x, target, mask):
     """(attributions, scores at x, baseline input) of Integrated Gradients; midpoint rule on the path."""
-    cfg = m.config
+    cfg = cast(IntegratedGradients, m.config)
     scores = m.apply(params, x, None, mask=mask)
     w = _weights(target, scores)
     baseline = _baseline_of(cfg, x)
@@ -339,7 +450,7 @@ def _smoothgrad_noise(m: Method, x: Array, mask, index) -> Array:
     """Noise (S, *x.shape): a draw per step from ``fold_in(fold_in(PRNGKey(seed), index), t)``, so a step's
     noise depends on the seed, the example and the position only (not on the padded length); padded
     steps get none."""
-    cfg = m.config
+    cfg = cast(SmoothGrad, m.config)
     key = jax.random.fold_in(jax.random.PRNGKey(m.seed), index)
     if x.ndim == 1:
         noise = jax.random.normal(key, (cfg.samples,) + x.shape, x.dtype)
@@ -357,7 +468,7 @@ def _smoothgrad_noise(m: Method, x: Array, mask, index) -> Array:
 
 
 def _smoothgrad_fn(m: Method, params, x, target, mask, index):
-    cfg = m.config
+    cfg = cast(SmoothGrad, m.config)
     w = _weights(target, m.apply(params, x, None, mask=mask))
     points = x[None] + _smoothgrad_noise(m, x, mask, index)
     gradients = _gradients_at(m, params, points, w, mask)
@@ -421,7 +532,7 @@ def _all(m: Method, params, x, mask):
 
 
 def _full_impl(m: Method, params, x, target, mask):
-    model = m.apply.__self__
+    model = m.apply.__self__  # type: ignore[attr-defined]  # a bound method of the model
     taps = model.zero_taps(params, x)
     scores, pullback = jax.vjp(lambda p, x_, t: m.apply(p, x_, m.rules, mask=mask, taps=t), params, x, taps)
     w = _weights(target, scores)
@@ -446,7 +557,7 @@ def _is_concrete(*values) -> bool:
 
 def _output_shape(apply, params, x, mask) -> tuple[int, ...]:
     """The shape of the model's output for input ``x`` (checks the parameters when the model can)."""
-    model = getattr(apply, "__self__", None)
+    model: Any = getattr(apply, "__self__", None)
     network = network_of(model)
     if network is not None:
         return network.output_shape(params, jnp.shape(x)[0] if network.sequence_input else None)
@@ -457,7 +568,7 @@ def _output_shape(apply, params, x, mask) -> tuple[int, ...]:
 
 def _check_inputs(apply, x, mask) -> None:
     """The model's own input checks when it has them (``model.check_inputs``), else sequence checks."""
-    model = getattr(apply, "__self__", None)
+    model: Any = getattr(apply, "__self__", None)
     (model.check_inputs if hasattr(model, "check_inputs") else check_inputs)(x, mask)
 
 

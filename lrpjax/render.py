@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import html
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -122,7 +122,7 @@ def plain_sentence(tokens: Sequence[str], relevance: Any) -> str:
     return " ".join(f"{word}[{value:+.3g}]" for word, value in zip(tokens, r))
 
 
-def relevance_table(tokens: Sequence[str], relevance: Any, unknown: Sequence[str] = (),
+def relevance_table(tokens: Sequence[str], relevance: Any, unknown: Collection[str] = (),
                     conservation: Mapping[str, float] | None = None) -> str:
     """A fixed-width table: position, word, relevance, share of the total absolute relevance.
 
@@ -254,7 +254,7 @@ HTML_CSS = """
 
 
 def html_sentence(tokens: Sequence[str], relevance: Any, scale: float | None = None, *,
-                  unknown: Sequence[str] = ()) -> str:
+                  unknown: Collection[str] = ()) -> str:
     """An HTML fragment: each word a coloured box with its relevance printed under it.
 
     Args:

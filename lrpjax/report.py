@@ -136,8 +136,8 @@ def _header(names: list[str], scales: dict[str, float | None]) -> str:
              f"<th>{button('pred', 'prediction')} {button('prob', 'p')} {button('score', 'score')} "
              f"{button('length', 'length')}</th>"]
     for k, name in enumerate(names):
-        legend = (render.html_legend(scales[name]) if scales[name] is not None
-                  else "colours scaled per sentence")
+        scale = scales[name]
+        legend = render.html_legend(scale) if scale is not None else "colours scaled per sentence"
         cells.append(f'<th><div class="mname">{html.escape(name)} {button(f"r{k}", "sort by &Sigma; relevance")}'
                      f"</div><div>{legend}</div></th>")
     return "<tr>" + "".join(cells) + "</tr>"
@@ -149,9 +149,9 @@ def _row(n: int, sentence: str, recs: list[dict], names: list[str], scales: dict
     data = {"index": n, "text": text.lower()}
     if first is None:
         error = html.escape(str(recs[0]["error"]))
-        cells = f'<td class="num">{n + 1}</td><td colspan="{len(names) + 1}" class="error">' \
-                f"{html.escape(sentence)} &mdash; {error}</td>"
-        return f"<tr class=\"row\" {_data(data)}>{cells}</tr>"
+        error_cells = f'<td class="num">{n + 1}</td><td colspan="{len(names) + 1}" class="error">' \
+                      f"{html.escape(sentence)} &mdash; {error}</td>"
+        return f"<tr class=\"row\" {_data(data)}>{error_cells}</tr>"
     pred, target = int(first["prediction"]), int(first["target"])
     data.update(pred=pred, prob=float(first["probabilities"][pred]), score=float(first["scores"][target]),
                 length=len(first["tokens"]))

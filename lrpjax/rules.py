@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, cast
 
 import jax.numpy as jnp
 
@@ -193,7 +193,7 @@ def _proportional(contribs: Sequence[Array], bias_term: Array | None, b: Array |
     ``b`` (zeros if the rule ignores the bias: ``bias_term`` None); with ``share=True`` bias and
     stabiliser shares are spread equally over all inputs instead.
     """
-    den = sum(c.sum(axis=0) for c in contribs)
+    den = cast(Array, sum(c.sum(axis=0) for c in contribs))  # contribs is never empty
     if bias_term is not None:
         den = den + bias_term
     den = stabilize(den, eps) if eps > 0 else den
@@ -300,7 +300,7 @@ class AlphaBeta:
             return r_pos, rb_pos
         r_neg, rb_neg = _proportional(neg, b_neg, b, -self.beta * r, share=self.share)
         r_xs = tuple(rp + rn for rp, rn in zip(r_pos, r_neg))
-        return r_xs, None if b is None else rb_pos + rb_neg
+        return r_xs, None if b is None else rb_pos + rb_neg  # type: ignore[operator]  # both set when b is
 
 
 @dataclass(frozen=True)
@@ -414,8 +414,8 @@ class ZB:
         if lows is not None and highs is not None and len(lows) != len(highs):
             raise ValueError(f"`low` and `high` of ZB must have the same length; got {len(lows)} and {len(highs)}.")
         n = len(lows or highs or (0.0,))
-        lows = lows or (low,) * n
-        highs = highs or (high,) * n
+        lows = lows or (cast(float, low),) * n  # a float when not a tuple
+        highs = highs or (cast(float, high),) * n
         bad = [j for j in range(n) if not lows[j] < highs[j]]
         if bad:
             raise ValueError(f"ZB needs `low` < `high`; at index {bad[0]} low = {lows[bad[0]]!r}, "

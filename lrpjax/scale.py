@@ -38,7 +38,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -85,10 +85,39 @@ class DatasetExplanation(NamedTuple):
 
     relevance: list
     lengths: np.ndarray
-    scores: np.ndarray
-    targets: np.ndarray
+    scores: np.ndarray | list
+    targets: np.ndarray | list
     compilations: int
     edges: tuple
+
+    def __repr__(self) -> str:
+        """One line: how many sequences, their lengths, the arrays' shapes and the compilations, never
+        the arrays themselves."""
+        n = len(self.relevance)
+        lengths = np.asarray(self.lengths)
+        parts = [f"{n} sequences"]
+        if lengths.size:
+            parts.append(f"lengths {int(lengths.min())}..{int(lengths.max())}")
+        if n:
+            first = self.relevance[0]
+            parts.append(f"relevance[0] {tuple(np.shape(first))} {getattr(first, 'dtype', '')}".rstrip())
+        for name in ("scores", "targets"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                parts.append(f"{name}: {len(value)} arrays (per step)")
+            else:
+                parts.append(f"{name} {tuple(np.shape(value))} {getattr(value, 'dtype', '')}".rstrip())
+        targets = np.asarray(self.targets) if not isinstance(self.targets, list) else None
+        if targets is not None and targets.size and np.all(targets == -1):
+            parts.append("every class explained")
+        elif targets is not None and targets.size:
+            classes, counts = np.unique(targets, return_counts=True)
+            if classes.size <= 10:
+                parts.append("explained classes {" + ", ".join(f"{c}: {k}" for c, k in zip(classes, counts)) + "}")
+        edges = tuple(self.edges)
+        parts.append(f"edges {edges}" if len(edges) <= 8 else f"{len(edges)} edges {edges[0]}..{edges[-1]}")
+        parts.append(f"compilations {self.compilations}")
+        return "DatasetExplanation(" + ", ".join(parts) + ")"
 
 
 class Chunk(NamedTuple):
@@ -117,7 +146,7 @@ def _powers_of_two(max_length: int, smallest: int = 8) -> tuple[int, ...]:
     return tuple(edges)
 
 
-def bucket_edges(lengths: Sequence[int], n_buckets: int, chunk_size: int = 1) -> tuple[int, ...]:
+def bucket_edges(lengths: Sequence[int] | np.ndarray, n_buckets: int, chunk_size: int = 1) -> tuple[int, ...]:
     """The ``n_buckets`` edges that minimise the padded work for these lengths.
 
     The work of a bucket with edge L holding n sequences is ``ceil(n / chunk_size) * chunk_size * L``
@@ -179,7 +208,7 @@ def _resolve_edges(buckets, lengths: np.ndarray, chunk_size: int) -> tuple[int, 
     return edges
 
 
-def assign_buckets(lengths: Sequence[int], edges: Sequence[int]) -> np.ndarray:
+def assign_buckets(lengths: Sequence[int] | np.ndarray, edges: Sequence[int] | np.ndarray) -> np.ndarray:
     """Padded length of each sequence: the smallest edge >= T; beyond the last edge, the next multiple of it.
 
     Args:
@@ -323,7 +352,7 @@ def _chunk_fn(spec: _Spec, params, X, mask, targets, index):
 
 
 class _Program(NamedTuple):
-    compiled: object
+    compiled: Callable[..., Any]
     batch: NamedSharding
     replicated: NamedSharding
     full: bool          # relevance per row is (..., L, E) rather than (..., L)
@@ -543,7 +572,7 @@ def _plan(method, params, sequences, targets, buckets, chunk_size, devices, toke
     _check_tokens(tokens)
     edges = _resolve_edges(buckets, lengths, chunk_size)
     padded = assign_buckets(lengths, edges)
-    chunks = []
+    chunks: list[tuple[int, np.ndarray]] = []
     for L in np.unique(padded):
         rows = np.flatnonzero(padded == L)
         chunks.extend((int(L), rows[s:s + chunk_size]) for s in range(0, len(rows), chunk_size))
@@ -557,7 +586,7 @@ def _run(plan: _Plan) -> Iterator[tuple[Chunk, _Program]]:
     _compile_all(plan)
     E, dtype = plan.arrays[0].shape[1], plan.arrays[0].dtype
     placed_params = None
-    pending = None
+    pending: tuple[np.ndarray, Any, _Program] | None = None
     for L, rows in plan.chunks:
         program = _program(plan.spec, plan.params, L, plan.chunk_size, E, dtype, plan.devices)
         if placed_params is None:
@@ -568,6 +597,7 @@ def _run(plan: _Plan) -> Iterator[tuple[Chunk, _Program]]:
         if pending is not None:
             yield _collect(*pending)
         pending = launched
+    assert pending is not None  # a plan has at least one chunk
     yield _collect(*pending)
 
 
@@ -635,7 +665,7 @@ def explain_dataset(method, params: Params, sequences: Sequence[ArrayLike], targ
     N = len(plan.arrays)
     before = compilations()
     relevance: list = [None] * N
-    scores = None
+    scores: Any = None  # an array (N, C), or a list of (T_i, C) for per-step outputs
     explained: list | np.ndarray = np.zeros((N,), np.int32)
     per_step = plan.spec.sequence_output
     if per_step:

@@ -101,6 +101,7 @@ def read_log(path: str) -> tuple[list[dict], int]:
     Raises:
         StreamError: a broken line followed by more lines, or a log that does not start with a header.
     """
+    records: list[dict]
     records, good_end = [], 0
     with open(path, "rb") as handle:
         for raw in handle:
@@ -248,7 +249,7 @@ def _write_parquet(handle, columns: dict, fields: dict, header: dict) -> None:
 
 
 class _Shard(NamedTuple):
-    index: np.ndarray
+    index: np.ndarray  # type: ignore[assignment]  # a field named like tuple.index
     length: np.ndarray
     columns: dict        # field -> dense (n, *shape) or flat values
     offsets: dict        # field -> (n + 1,) offsets for flat fields
@@ -337,7 +338,7 @@ class StreamRow(NamedTuple):
         relevance: shaped by the run's template, e.g. (T, E), (T,), (K, C, T[, E]).
     """
 
-    index: int
+    index: int  # type: ignore[assignment]  # a field named like tuple.index
     length: int
     scores: np.ndarray
     target: np.ndarray
@@ -393,6 +394,7 @@ class StreamResults:
         if count is None:
             raise StreamError(f"{self.directory!r} holds no lrpjax stream output (no _log-*-of-*.jsonl).")
         self.process_count = count
+        shards: list[dict[str, Any]]
         header, shards, complete, completions = None, [], len(logs) == count, []
         for process, path in sorted(logs.items()):
             records, _ = read_log(path)
@@ -410,7 +412,7 @@ class StreamResults:
             complete = complete and bool(records[-1].get("complete"))
         if header is None:
             raise StreamError(f"{self.directory!r}: no log holds a header yet; nothing was written.")
-        inputs = {records[-1].get("input") for records in completions}
+        inputs: set[Any] = {records[-1].get("input") for records in completions}
         if header["partition"] == "chunks" and len(inputs) > 1:
             raise StreamError(f"{self.directory!r}: its processes read inputs of different lengths "
                               f"({', '.join(map(str, sorted(inputs)))} sequences); each must read the whole input.")
@@ -422,7 +424,7 @@ class StreamResults:
         self.shards = shards
         self._cache: OrderedDict[int, _Shard] = OrderedDict()
         self._cache_size = max(1, int(cache))
-        self._lookup = None
+        self._lookup: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return sum(s["rows"] for s in self.shards)
@@ -516,6 +518,8 @@ class StreamResults:
         rows = list(self)
         per_step = _ragged(self.fields["scores"]["shape"])
         lengths = np.asarray([r.length for r in rows], np.int64)
+        scores: list | np.ndarray
+        targets: list | np.ndarray
         if per_step:
             scores, targets = [r.scores for r in rows], [r.target for r in rows]
         else:

@@ -57,6 +57,8 @@ class JsonlSink:
         OSError: the file cannot be opened.
     """
 
+    last: dict[str, Any] | None
+
     def __init__(self, path: str | os.PathLike[str] | None, *, resume: bool = False):
         self.path = None if path is None else os.fspath(path)
         self.done, self.last, self.failed = 0, None, 0
@@ -73,6 +75,7 @@ class JsonlSink:
 
     def _scan_and_trim(self) -> None:
         """Reads the existing records (one at a time: bounded memory) and cuts off a partial last line."""
+        assert self.path is not None  # only a file is resumed
         good_end = 0
         with open(self.path, "rb") as handle:
             for raw in handle:
@@ -178,6 +181,8 @@ class ParquetSink:
             dataset, or pyarrow is missing.
         OSError: the directory cannot be created.
     """
+
+    last: dict[str, Any] | None
 
     def __init__(self, path: str | os.PathLike[str], *, resume: bool = False):
         self.pa, self.pq = _pyarrow()
@@ -306,7 +311,7 @@ def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         with open(path, encoding="utf-8") as handle:
             return [json.loads(line) for line in handle]
     _, pq = _pyarrow()
-    records = []
+    records: list[dict[str, Any]] = []
     with open(os.path.join(path, "_log.jsonl"), encoding="utf-8") as handle:
         for line in handle:
             table = pq.read_table(os.path.join(path, json.loads(line)["file"]))

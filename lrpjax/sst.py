@@ -213,7 +213,7 @@ def make_method(name: str, eps: float | None = None, seed: int = 0) -> _explain.
     return _explain.random_baseline(apply, seed)
 
 
-def resolve_target(target: int | str, n_classes: int = len(LABEL_NAMES)) -> int | None:
+def resolve_target(target: int | np.integer | str, n_classes: int = len(LABEL_NAMES)) -> int | None:
     """``"pred"`` -> None (the predicted class); an index (int or digit string) or a class name
     (``"positive"``, ``"very negative"``, ``"very_negative"``) -> its index.
 
@@ -455,7 +455,7 @@ class SSTModel:
             ValueError: an empty sentence.
         """
         single = isinstance(sentences, str)
-        items = [sentences] if single else list(sentences)
+        items = [sentences] if isinstance(sentences, str) else list(sentences)
         ids_list = []
         for number, sentence in enumerate(items):
             _, ids, _ = self.encode(sentence)

@@ -40,7 +40,7 @@ import os
 import zlib
 from collections import deque
 from functools import partial
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -171,7 +171,7 @@ def _setup(method, params, x0: np.ndarray, targets, buckets, chunk_size, devices
 # --- input items -------------------------------------------------------------------------------------
 
 class _Item(NamedTuple):
-    index: int
+    index: int  # type: ignore[assignment]  # a field named like tuple.index
     x: np.ndarray
 
 
@@ -253,7 +253,7 @@ class _Engine:
         self.open: dict[int, _Open] = {}
         self.serial = 0
         self.launched: deque = deque()
-        self.placed = {}
+        self.placed: dict[Any, Params] = {}  # replicated sharding -> parameters placed with it
 
     def add(self, item: _Item) -> Iterator[tuple[ChunkInfo, scale.Chunk | None]]:
         L = self.setup.bucket(item.x.shape[0])
@@ -327,7 +327,7 @@ def _start(items, check_finite: bool) -> tuple[_Item | None, Iterator]:
     parsed = _items(items, check_finite)
     for item in parsed:
         if item is not FLUSH:
-            return item, parsed
+            return cast(_Item, item), parsed
     return None, parsed
 
 
@@ -414,11 +414,11 @@ class Batcher:
             setup = _setup(method, params, item.x, targets, buckets, chunk_size, devices, tokens)
             self._engine, self._first = _Engine(setup, lambda serial: True, lambda info: True), item
         self._last = item.index
-        return [chunk for _, chunk in self._engine.add(item)]
+        return [cast(scale.Chunk, chunk) for _, chunk in self._engine.add(item)]  # every chunk is computed
 
     def flush(self) -> list[scale.Chunk]:
         """Runs every partly filled chunk; returns every chunk not returned yet."""
-        return [] if self._engine is None else [chunk for _, chunk in self._engine.flush()]
+        return [] if self._engine is None else [cast(scale.Chunk, chunk) for _, chunk in self._engine.flush()]
 
 
 # --- writing to disk ---------------------------------------------------------------------------------
@@ -723,7 +723,7 @@ def _finalize(directory: str, header: dict) -> str | None:
         if header["process_index"] != 0:
             return None
     _, logs = _shards.scan_directory(directory)
-    entries = []
+    entries: list[dict[str, Any]] = []
     for process in range(process_count):
         if process not in logs:
             return None

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from typing import Any
+from typing import Any, cast
 
 import os
 import sys
@@ -132,7 +132,8 @@ def make_metric(
         )
         return jnp.mean(values)
 
-    metric.objective = Objective(kind, predict, x_key, mask_key, y_key)  # read by fit's up-front checks
+    # A function attribute, read by fit's up-front checks.
+    metric.objective = Objective(kind, predict, x_key, mask_key, y_key)  # type: ignore[attr-defined]
     return metric
 
 
@@ -161,11 +162,11 @@ def make_loss(
     if not penalties:
         return objective
 
-    def loss(params: Any, batch: Mapping[str, Array]) -> Array:
+    def loss(params: Any, batch: dict[str, Array]) -> Array:
         return objective(params, batch) + sum(term(params, batch) for term in penalties)
 
-    loss.objective = objective.objective
-    loss.penalties = penalties
+    loss.objective = objective.objective  # type: ignore[attr-defined]  # function attributes, read by fit
+    loss.penalties = penalties  # type: ignore[attr-defined]
     return loss
 
 
@@ -282,7 +283,7 @@ def explanation_penalty(
         values = jax.vmap(per_example, in_axes=axes)(params, batch[x_key], mask, batch[mask_key], y, jnp.arange(B))
         return weight * jnp.mean(values)
 
-    penalty.penalty_keys = PenaltyKeys(mask_key, x_key, seq_mask_key, y_key)
+    penalty.penalty_keys = PenaltyKeys(mask_key, x_key, seq_mask_key, y_key)  # type: ignore[attr-defined]
     return penalty
 
 
@@ -509,7 +510,7 @@ def _check_data(data: Mapping[str, ArrayLike], name: str) -> tuple[dict[str, Arr
     if None in sizes.values() or len(set(sizes.values())) != 1:
         raise ValueError(f"all arrays of `{name}` must share the leading axis B; got leading sizes {sizes}.")
     _guards.check_finite(arrays, name)
-    return jax.device_put(arrays), next(iter(sizes.values()))
+    return jax.device_put(arrays), cast(int, next(iter(sizes.values())))  # no None: checked above
 
 
 @partial(jax.jit, static_argnames=("n_examples", "batch_size"))
@@ -756,7 +757,8 @@ class _Run:
             self.best_params = _merge(self.best_params, params, jnp.asarray(improved))
         elif improved[0]:
             self.best_params = params
-        for key, value in {"step": self.count, "epoch": self.epoch, **values}.items():
+        record: dict[str, Any] = {"step": self.count, "epoch": self.epoch, **values}
+        for key, value in record.items():
             self.history.setdefault(key, []).append(value if self.many or key in ("step", "epoch") else value[0])
         bar.update(size, active=int(self.tracker.active.sum()), **{k: float(np.mean(v)) for k, v in values.items()})
 
@@ -830,7 +832,7 @@ def _train(loss_fn, params, train, *, val, metrics, config, optimizer, stop_when
         return result
     except BaseException as error:
         result = _save(run.result(error), checkpoint, checkpoint_metadata)
-        error.result = result
+        error.result = result  # type: ignore[attr-defined]  # the result rides on the exception
         if hasattr(error, "add_note"):
             where = f" and saved to {result.saved_to}" if result.saved_to else ""
             error.add_note(f"lrpjax.train: training stopped at step {run.count}; {run.what_is_kept()} are in "
@@ -865,7 +867,7 @@ def _save(result: TrainResult, path: Any, metadata: dict | None, strict: bool = 
         result.saved_to = checkpoints.save(path, jax.tree.map(np.asarray, result.params), meta)
     except (OSError, TypeError, ValueError) as failure:
         if strict:
-            failure.result = result
+            failure.result = result  # type: ignore[union-attr]  # the result rides on the exception
             raise
         sys.stderr.write(f"lrpjax.train: could not save the parameters to {os.fspath(path)!r}: {failure}\n")
     return result

@@ -25,7 +25,7 @@ Everything is numpy on the host; the arrays feed the models of :mod:`lrpjax.mode
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
@@ -101,7 +101,7 @@ class GridWorld:
         """The cell after taking ``action`` (LEFT/RIGHT) in ``position``; walls stop the agent."""
         return min(max(position + (1 if action == RIGHT else -1), 0), self.size - 1)
 
-    def rollout(self, actions) -> dict[str, np.ndarray]:
+    def rollout(self, actions) -> dict[str, Any]:
         """Plays a sequence of actions (T,) from the start cell.
 
         Returns:
@@ -169,7 +169,7 @@ def _actions(world: GridWorld, policy: str, rng: np.random.Generator) -> np.ndar
     epsilon = rng.uniform(0.05, 0.4)
     coins_before = int(rng.integers(1, 4)) if policy == "coins_first" else 0
     want_moneybag = policy != "coins_only"
-    position, have_moneybag, coins = world.start, False, 0
+    position, have_moneybag, coins = cast(int, world.start), False, 0  # an int after __post_init__
     actions = np.zeros(T, int)
     for t in range(T):
         if want_moneybag and not have_moneybag and coins >= coins_before:

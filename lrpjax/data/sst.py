@@ -214,9 +214,9 @@ def read_trees(path: str | os.PathLike) -> list[Tree]:
                 raise ValueError(f"{path}:{number}: {error}")
             if not text.strip():
                 continue
-            defect, repair = _ERRATA.get((path.name, number), (None, None))
-            if defect is not None:
-                text = text.replace(defect, repair)
+            erratum = _ERRATA.get((path.name, number))
+            if erratum is not None:
+                text = text.replace(*erratum)
             trees.append(parse_tree(text, source=str(path), line=number))
     return trees
 
@@ -277,7 +277,7 @@ def load_sst(split: str, root: str | os.PathLike | None = None, phrases: bool = 
     return examples
 
 
-def label_index(label: int | str) -> int:
+def label_index(label: int | np.integer | str) -> int:
     """Maps a class index (0..4, also as a digit string) or a name in `LABEL_NAMES` to its index.
 
     Raises:

@@ -62,6 +62,7 @@ def from_flax_cell(cell_params: Mapping[str, Any], kind: Any) -> tuple[Any, Para
     """
     name = _kind_name(kind)
     tree = _unwrap(cell_params)
+    cell: GRUCell | StandardCell
     if name == "gru":
         params = _gru_params(tree)
         cell = GRUCell(reset_after=True)
@@ -103,7 +104,7 @@ def from_flax_rnn(module: Any, variables: Mapping[str, Any], *, sequences: bool 
 
     tree = _unwrap(variables)
     if isinstance(module, nn.Bidirectional):
-        rnns = (module.forward_rnn, module.backward_rnn)
+        rnns: tuple[Any, ...] = (module.forward_rnn, module.backward_rnn)
         if module.merge_fn is not nn.recurrent._concatenate:
             raise ValueError("`module` (Bidirectional) must merge the directions with the default concatenation.")
         subtrees = [_child(tree, "forward_rnn"), _child(tree, "backward_rnn")]

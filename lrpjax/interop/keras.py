@@ -196,7 +196,7 @@ class _Builder:
             if layer.merge_mode != "concat":
                 raise ValueError(f"`{where}` has merge_mode = {layer.merge_mode!r}; only 'concat' is supported (the "
                                  "directions stay separate inputs of the next layer).")
-            directions = (layer.forward_layer, layer.backward_layer)
+            directions: tuple[Any, ...] = (layer.forward_layer, layer.backward_layer)
             for d in directions:
                 if not isinstance(d, (keras.layers.LSTM, keras.layers.GRU)):
                     raise TypeError(f"`{where}` wraps a {type(d).__name__}; Bidirectional of LSTM or GRU only.")
@@ -282,7 +282,7 @@ class _Builder:
         """Names a last dense layer ``"out"``, as :class:`~lrpjax.models.Sequential` does."""
         last = self.layers[-1] if self.layers else None
         if isinstance(last, Dense):
-            self.params["out"] = self.params.pop(last.name)
+            self.params["out"] = self.params.pop(last.label)
             self.layers[-1] = dataclasses.replace(last, name="out")
 
     def _pool(self, layer, where: str) -> None:
