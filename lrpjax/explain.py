@@ -80,7 +80,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrpjax._types import Array, ArrayLike, Params
-from lrpjax.models.sequential import check_inputs, check_prefix, network_of
+from lrpjax.models.sequential import check_inputs, check_prefix, floating_dtype, network_of
 from lrpjax.rules import RuleSet, preset
 
 __all__ = ["Method", "Explanation", "Attribution", "IntegratedGradients", "SmoothGrad", "lrp", "gradient",
@@ -461,14 +461,56 @@ def _check_inputs(apply, x, mask) -> None:
     (model.check_inputs if hasattr(model, "check_inputs") else check_inputs)(x, mask)
 
 
-def _check_finite(name: str, value) -> None:
+def _as_floating(name: str, x, dtype):
+    """``x`` as an array (nested lists of numbers become one) of a floating dtype.
+
+    Raises:
+        TypeError: an integer or boolean array, naming ``name`` and the expected dtype.
+    """
+    if not hasattr(x, "dtype"):
+        x = np.asarray(x, dtype=np.float32 if dtype is None else np.float64)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        expected = "" if dtype is None else f" ({np.dtype(dtype).name}, the parameters' dtype)"
+        raise TypeError(f"`{name}` must be floating point{expected}; got dtype {x.dtype}.")
+    return x
+
+
+def _cast_input(name: str, x, dtype, where: str = "", check_finite: bool = True):
+    """``x`` cast to the parameters' floating ``dtype`` (unchanged when it has it, or ``dtype`` is None).
+
+    A concrete ``x`` is checked before the cast (NaN or inf in the input itself, unless
+    ``check_finite`` is False) and after it (finite values that the cast turned into inf: float64
+    beyond float32's range, 1e5 in float16). Casting up (float16 or bfloat16 to float32, float32 to
+    float64) is exact.
+
+    Raises:
+        ValueError: non-finite values in ``x``, or values that overflow ``dtype``, naming ``name``
+            (followed by ``where``, e.g. " (sequence 17)").
+    """
+    if check_finite:
+        _check_finite(name, x, where)
+    if dtype is None or x.dtype == dtype:
+        return x
+    if not _is_concrete(x):
+        return x.astype(dtype)
+    host = np.asarray(x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = host.astype(dtype)
+    overflow = ~np.isfinite(cast) & np.isfinite(host)
+    if overflow.any():
+        raise ValueError(f"`{name}`{where} has values up to {np.max(np.abs(host[overflow])):.3g} that overflow "
+                         f"{np.dtype(dtype).name}, the parameters' dtype (`{name}` is {host.dtype.name}); "
+                         "scale the input, or give parameters of a wider dtype.")
+    return cast
+
+
+def _check_finite(name: str, value, where: str = "") -> None:
     if not _is_concrete(value):
         return
     for path, leaf in jax.tree_util.tree_leaves_with_path(value):
         array = np.asarray(leaf)
         if np.issubdtype(array.dtype, np.inexact) and not np.all(np.isfinite(array)):
-            where = jax.tree_util.keystr(path)
-            raise ValueError(f"`{name}{where}` contains non-finite values (NaN or inf).")
+            raise ValueError(f"`{name}{jax.tree_util.keystr(path)}`{where} contains non-finite values (NaN or inf).")
 
 
 def _check_target(target, shape: tuple[int, ...], name: str = "target"):
@@ -560,12 +602,12 @@ def _takes_mask(apply) -> bool:
 
 def _check_example(m: Method, params, x, target, mask):
     """Checks one example; ``target=None`` skips the target (for :meth:`Method.all`)."""
-    if not hasattr(x, "dtype"):
-        x = np.asarray(x, dtype=np.float32)
+    dtype = floating_dtype(params)
+    x = _as_floating("x", x, dtype)
     _check_inputs(m.apply, x, mask)
+    x = _cast_input("x", x, dtype)
     shape = _output_shape(m.apply, params, x, mask)
     target = None if target is None else _check_target(target, shape)
-    _check_finite("x", x)
     _check_finite("params", params)
     if mask is not None and _is_concrete(mask) and not np.any(np.asarray(mask)):
         raise ValueError("`mask` marks no valid step: the sequence is empty.")
@@ -573,8 +615,8 @@ def _check_example(m: Method, params, x, target, mask):
 
 
 def _check_batch(m: Method, params, X, targets, mask):
-    if not hasattr(X, "dtype"):
-        X = np.asarray(X, dtype=np.float32)
+    dtype = floating_dtype(params)
+    X = _as_floating("X", X, dtype)
     shape = jnp.shape(X)
     if not _takes_mask(m.apply):
         if len(shape) < 2 or shape[0] == 0:
@@ -593,8 +635,8 @@ def _check_batch(m: Method, params, X, targets, mask):
         check_prefix(mask)
     mask_row = None if mask is None else mask[0]
     _check_inputs(m.apply, X[0], mask_row)
+    X = _cast_input("X", X, dtype)
     targets = _check_targets(targets, B, _output_shape(m.apply, params, X[0], mask_row))
-    _check_finite("X", X)
     _check_finite("params", params)
     if mask is not None and _is_concrete(mask):
         empty = np.flatnonzero(~np.asarray(mask).any(axis=1))

@@ -160,10 +160,11 @@ def _setup(method, params, x0: np.ndarray, targets, buckets, chunk_size, devices
     devices = scale._check_devices(devices, chunk_size, local=True)
     _explain._check_finite("params", params)
     scale._check_tokens(tokens)
-    C, sequence_output = scale._output_kind(methods, params, x0)
+    dtype = _explain.floating_dtype(params) or x0.dtype   # every sequence is cast to it (_Engine.add)
+    C, sequence_output = scale._output_kind(methods, params, jax.ShapeDtypeStruct(x0.shape, dtype))
     target_of, all_classes, _ = _target_rule(targets, C)
     spec = scale._Spec(methods, not isinstance(method, Method), all_classes, tokens, C, sequence_output)
-    E, dtype = x0.shape[1], x0.dtype
+    E = x0.shape[1]
     return _Setup(spec, params, int(chunk_size), devices, E, dtype, _bucket_rule(buckets), target_of,
                   _field_templates(spec, params, E, dtype))
 
@@ -232,11 +233,12 @@ class _Open:
         self.xs: list[np.ndarray] = []
         self.crc = 0
 
-    def add(self, item: _Item) -> None:
+    def add(self, item: _Item, x: np.ndarray) -> None:
+        """Adds ``item``; ``x`` is its array in the parameters' dtype (the crc is of the input as given)."""
         self.indices.append(item.index)
         self.lengths.append(item.x.shape[0])
         if self.owned:
-            self.xs.append(item.x)
+            self.xs.append(x)
             self.crc = zlib.crc32(np.ascontiguousarray(item.x).tobytes(),
                                   zlib.crc32(np.asarray([item.index, item.x.shape[0]], np.int64).tobytes(), self.crc))
 
@@ -258,10 +260,13 @@ class _Engine:
     def add(self, item: _Item) -> Iterator[tuple[ChunkInfo, scale.Chunk | None]]:
         L = self.setup.bucket(item.x.shape[0])
         chunk = self.open.get(L)
+        owned = self.owns(self.serial) if chunk is None else chunk.owned
+        x = _explain._cast_input("items", item.x, self.setup.dtype, f" (sequence {item.index})",
+                                 check_finite=False) if owned else item.x
         if chunk is None:
-            chunk = self.open[L] = _Open(self.serial, L, self.owns(self.serial))
+            chunk = self.open[L] = _Open(self.serial, L, owned)
             self.serial += 1
-        chunk.add(item)
+        chunk.add(item, x)
         if len(chunk.indices) == self.setup.chunk_size:
             del self.open[L]
             yield from self._submit(chunk)
