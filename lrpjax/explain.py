@@ -185,8 +185,39 @@ class Explanation(NamedTuple):
         states: relevance at the state after each step, ``{layer: {"y", "c"}}`` each (T, H)
             (``{"h"}`` for a GRU), and at the input of every dense and pooling layer, ``{name: (D,)}``
             or (T, D).
-        residual: ``target_score - sum(relevance) - sum(params) - sum(initial)``: what stabilisers
-            absorbed (0 up to rounding with ``share=True``, or with ``eps = 0`` and LRP-all/-half).
+        residual: ``target_score - sum(relevance) - sum(params) - sum(initial)``, a scalar: the
+            relevance that no input, bias or initial state received (:func:`lrpjax.scale.explain_dataset`
+            with ``residual=True`` gives it for every sequence of a dataset).
+
+    When ``residual`` is 0 (up to rounding; every rule conserves exactly in exact arithmetic):
+
+    * ``share=True``, any eps and any of the four presets: biases and stabilisers absorb nothing
+      that is not spread over the inputs (and the initial states), so ``params`` is 0 too;
+    * ``eps = 0`` with any of the four presets: the epsilon rule without stabiliser conserves with
+      the bias share counted in ``params``, and the two shares of each product rule sum to 1;
+    * ``Flat``, ``WSquare``, ``ZPlus`` and ``ZB`` in dense layers (they ignore the bias), as long as
+      no denominator is 0.
+
+    The rounding is relative to the largest relevance met on the way, not to the score. LRP-all and
+    LRP-abs stay at about 1e-7 of the target score in float32 and 1e-15 in float64 (measured on the
+    shipped SST model). Where a denominator is near 0 and nothing stabilises it, relevance grows
+    large and cancels: LRP-half at ``eps = 0`` (each gate's pre-activation gets half the relevance;
+    up to 1e-8 of the score in float64, of the order of the score itself in float32), and LRP-prop,
+    whose shares ``z_g / (z_g + z_s)`` are unbounded where ``z_g`` is close to ``-z_s`` (far beyond the
+    score even in float64 at ``eps = 0``; about 1e-11 in float64 with eps 0.2 and ``share=True``).
+
+    When it is not 0:
+
+    * ``eps > 0`` without ``share``: the stabiliser keeps ``eps sign(z) / (z + eps sign(z))`` of each
+      output's relevance ``R``; the residual is the sum of those parts and grows with eps. It is
+      largest where ``|z|`` is small against eps (there the stabiliser keeps nearly all of ``R``). On
+      the shipped model with LRP-all the median is 0.6 % of the target score at eps 1e-3, 5 % at 1e-2
+      and 60 % at 0.2, and single sentences exceed 100 % (absorbed parts of both signs);
+    * a zero denominator: an output with a pre-activation exactly 0 under ``eps = 0``, a ``ZPlus``
+      output without positive contributions, a ``ZB`` output whose terms are all 0: its relevance
+      is lost (a zero share instead of NaN);
+    * ``AlphaBeta`` on an output whose contributions all have one sign: it passes on ``alpha R`` or
+      ``-beta R``, by design of its equation.
     """
 
     relevance: Array
