@@ -7,6 +7,13 @@ explains a padded batch in one jit-compiled, vmapped call; :meth:`Method.tokens`
 the embedding dimension (word-level relevance). Inputs are checked in Python first (shapes always;
 values such as finiteness and the target's range when they are concrete, i.e. outside ``jit``).
 
+Every entry point casts the input to the parameters' floating dtype (when their floating leaves share
+one), so that relevance has the parameters' dtype: half precision (float16, bfloat16) is cast up, which
+is exact; float64 is cast down to float32 parameters (the default without ``jax_enable_x64``), and a
+value that the cast would turn into infinity is an error naming the input and both dtypes, as are NaN
+or infinity in the input itself. Integer and boolean inputs are a ``TypeError`` naming the expected
+dtype.
+
 LRP and the gradient share one mechanism: ``jax.vjp`` of the model seeded at the target class. Under
 a rule set the cotangent is relevance and the seed is the target's score (Sec. 11.2.2); with
 ``rules=None`` it is the gradient and the seed is 1.
