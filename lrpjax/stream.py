@@ -162,7 +162,8 @@ def _setup(method, params, x0: np.ndarray, targets, buckets, chunk_size, devices
     devices = scale._check_devices(devices, chunk_size, local=True)
     _explain._check_finite("params", params)
     scale._check_tokens(tokens)
-    dtype = _explain.floating_dtype(params) or x0.dtype   # every sequence is cast to it (_Engine.add)
+    dtype = _explain.floating_dtype(params)   # every sequence is cast to it (_Engine.add)
+    dtype = x0.dtype if dtype is None else dtype
     C, sequence_output = scale._output_kind(methods, params, jax.ShapeDtypeStruct(x0.shape, dtype))
     target_of, all_classes, _ = _target_rule(targets, C)
     spec = scale._Spec(methods, not isinstance(method, Method), all_classes, tokens, C, sequence_output,
