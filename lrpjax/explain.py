@@ -7,6 +7,13 @@ explains a padded batch in one jit-compiled, vmapped call; :meth:`Method.tokens`
 the embedding dimension (word-level relevance). Inputs are checked in Python first (shapes always;
 values such as finiteness and the target's range when they are concrete, i.e. outside ``jit``).
 
+Every entry point casts the input to the parameters' floating dtype (when their floating leaves share
+one), so that relevance has the parameters' dtype: half precision (float16, bfloat16) is cast up, which
+is exact; float64 is cast down to float32 parameters (the default without ``jax_enable_x64``), and a
+value that the cast would turn into infinity is an error naming the input and both dtypes, as are NaN
+or infinity in the input itself. Integer and boolean inputs are a ``TypeError`` naming the expected
+dtype.
+
 LRP and the gradient share one mechanism: ``jax.vjp`` of the model seeded at the target class. Under
 a rule set the cotangent is relevance and the seed is the target's score (Sec. 11.2.2); with
 ``rules=None`` it is the gradient and the seed is 1.
@@ -80,7 +87,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrpjax._types import Array, ArrayLike, Params
-from lrpjax.models.sequential import check_inputs, check_prefix, network_of
+from lrpjax.models.sequential import check_inputs, check_prefix, floating_dtype, network_of
 from lrpjax.rules import RuleSet, preset
 
 __all__ = ["Method", "Explanation", "Attribution", "IntegratedGradients", "SmoothGrad", "lrp", "gradient",
@@ -185,8 +192,39 @@ class Explanation(NamedTuple):
         states: relevance at the state after each step, ``{layer: {"y", "c"}}`` each (T, H)
             (``{"h"}`` for a GRU), and at the input of every dense and pooling layer, ``{name: (D,)}``
             or (T, D).
-        residual: ``target_score - sum(relevance) - sum(params) - sum(initial)``: what stabilisers
-            absorbed (0 up to rounding with ``share=True``, or with ``eps = 0`` and LRP-all/-half).
+        residual: ``target_score - sum(relevance) - sum(params) - sum(initial)``, a scalar: the
+            relevance that no input, bias or initial state received (:func:`lrpjax.scale.explain_dataset`
+            with ``residual=True`` gives it for every sequence of a dataset).
+
+    When ``residual`` is 0 (up to rounding; every rule conserves exactly in exact arithmetic):
+
+    * ``share=True``, any eps and any of the four presets: biases and stabilisers absorb nothing
+      that is not spread over the inputs (and the initial states), so ``params`` is 0 too;
+    * ``eps = 0`` with any of the four presets: the epsilon rule without stabiliser conserves with
+      the bias share counted in ``params``, and the two shares of each product rule sum to 1;
+    * ``Flat``, ``WSquare``, ``ZPlus`` and ``ZB`` in dense layers (they ignore the bias), as long as
+      no denominator is 0.
+
+    The rounding is relative to the largest relevance met on the way, not to the score. LRP-all and
+    LRP-abs stay at about 1e-7 of the target score in float32 and 1e-15 in float64 (measured on the
+    shipped SST model). Where a denominator is near 0 and nothing stabilises it, relevance grows
+    large and cancels: LRP-half at ``eps = 0`` (each gate's pre-activation gets half the relevance;
+    up to 1e-8 of the score in float64, of the order of the score itself in float32), and LRP-prop,
+    whose shares ``z_g / (z_g + z_s)`` are unbounded where ``z_g`` is close to ``-z_s`` (far beyond the
+    score even in float64 at ``eps = 0``; about 1e-11 in float64 with eps 0.2 and ``share=True``).
+
+    When it is not 0:
+
+    * ``eps > 0`` without ``share``: the stabiliser keeps ``eps sign(z) / (z + eps sign(z))`` of each
+      output's relevance ``R``; the residual is the sum of those parts and grows with eps. It is
+      largest where ``|z|`` is small against eps (there the stabiliser keeps nearly all of ``R``). On
+      the shipped model with LRP-all the median is 0.6 % of the target score at eps 1e-3, 5 % at 1e-2
+      and 60 % at 0.2, and single sentences exceed 100 % (absorbed parts of both signs);
+    * a zero denominator: an output with a pre-activation exactly 0 under ``eps = 0``, a ``ZPlus``
+      output without positive contributions, a ``ZB`` output whose terms are all 0: its relevance
+      is lost (a zero share instead of NaN);
+    * ``AlphaBeta`` on an output whose contributions all have one sign: it passes on ``alpha R`` or
+      ``-beta R``, by design of its equation.
     """
 
     relevance: Array
@@ -572,14 +610,56 @@ def _check_inputs(apply, x, mask) -> None:
     (model.check_inputs if hasattr(model, "check_inputs") else check_inputs)(x, mask)
 
 
-def _check_finite(name: str, value) -> None:
+def _as_floating(name: str, x, dtype):
+    """``x`` as an array (nested lists of numbers become one) of a floating dtype.
+
+    Raises:
+        TypeError: an integer or boolean array, naming ``name`` and the expected dtype.
+    """
+    if not hasattr(x, "dtype"):
+        x = np.asarray(x, dtype=np.float32 if dtype is None else np.float64)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        expected = "" if dtype is None else f" ({np.dtype(dtype).name}, the parameters' dtype)"
+        raise TypeError(f"`{name}` must be floating point{expected}; got dtype {x.dtype}.")
+    return x
+
+
+def _cast_input(name: str, x, dtype, where: str = "", check_finite: bool = True):
+    """``x`` cast to the parameters' floating ``dtype`` (unchanged when it has it, or ``dtype`` is None).
+
+    A concrete ``x`` is checked before the cast (NaN or inf in the input itself, unless
+    ``check_finite`` is False) and after it (finite values that the cast turned into inf: float64
+    beyond float32's range, 1e5 in float16). Casting up (float16 or bfloat16 to float32, float32 to
+    float64) is exact.
+
+    Raises:
+        ValueError: non-finite values in ``x``, or values that overflow ``dtype``, naming ``name``
+            (followed by ``where``, e.g. " (sequence 17)").
+    """
+    if check_finite:
+        _check_finite(name, x, where)
+    if dtype is None or x.dtype == dtype:
+        return x
+    if not _is_concrete(x):
+        return x.astype(dtype)
+    host = np.asarray(x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = host.astype(dtype)
+    overflow = ~np.isfinite(cast) & np.isfinite(host)
+    if overflow.any():
+        raise ValueError(f"`{name}`{where} has values up to {np.max(np.abs(host[overflow])):.3g} that overflow "
+                         f"{np.dtype(dtype).name}, the parameters' dtype (`{name}` is {host.dtype.name}); "
+                         "scale the input, or give parameters of a wider dtype.")
+    return cast
+
+
+def _check_finite(name: str, value, where: str = "") -> None:
     if not _is_concrete(value):
         return
     for path, leaf in jax.tree_util.tree_leaves_with_path(value):
         array = np.asarray(leaf)
         if np.issubdtype(array.dtype, np.inexact) and not np.all(np.isfinite(array)):
-            where = jax.tree_util.keystr(path)
-            raise ValueError(f"`{name}{where}` contains non-finite values (NaN or inf).")
+            raise ValueError(f"`{name}{jax.tree_util.keystr(path)}`{where} contains non-finite values (NaN or inf).")
 
 
 def _check_target(target, shape: tuple[int, ...], name: str = "target"):
@@ -671,12 +751,12 @@ def _takes_mask(apply) -> bool:
 
 def _check_example(m: Method, params, x, target, mask):
     """Checks one example; ``target=None`` skips the target (for :meth:`Method.all`)."""
-    if not hasattr(x, "dtype"):
-        x = np.asarray(x, dtype=np.float32)
+    dtype = floating_dtype(params)
+    x = _as_floating("x", x, dtype)
     _check_inputs(m.apply, x, mask)
+    x = _cast_input("x", x, dtype)
     shape = _output_shape(m.apply, params, x, mask)
     target = None if target is None else _check_target(target, shape)
-    _check_finite("x", x)
     _check_finite("params", params)
     if mask is not None and _is_concrete(mask) and not np.any(np.asarray(mask)):
         raise ValueError("`mask` marks no valid step: the sequence is empty.")
@@ -684,8 +764,8 @@ def _check_example(m: Method, params, x, target, mask):
 
 
 def _check_batch(m: Method, params, X, targets, mask):
-    if not hasattr(X, "dtype"):
-        X = np.asarray(X, dtype=np.float32)
+    dtype = floating_dtype(params)
+    X = _as_floating("X", X, dtype)
     shape = jnp.shape(X)
     if not _takes_mask(m.apply):
         if len(shape) < 2 or shape[0] == 0:
@@ -704,8 +784,8 @@ def _check_batch(m: Method, params, X, targets, mask):
         check_prefix(mask)
     mask_row = None if mask is None else mask[0]
     _check_inputs(m.apply, X[0], mask_row)
+    X = _cast_input("X", X, dtype)
     targets = _check_targets(targets, B, _output_shape(m.apply, params, X[0], mask_row))
-    _check_finite("X", X)
     _check_finite("params", params)
     if mask is not None and _is_concrete(mask):
         empty = np.flatnonzero(~np.asarray(mask).any(axis=1))

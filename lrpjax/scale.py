@@ -81,6 +81,13 @@ class DatasetExplanation(NamedTuple):
             per-step outputs: a list of (T_i,), the class explained at each step.
         compilations: programs compiled by this call (0 when every bucket was compiled before).
         edges: the bucket edges used (padded lengths), ascending.
+        residuals: with ``residual=True``, the conservation residual of each sequence's explanation,
+            ``target score - sum(relevance) - sum(bias relevance) - sum(initial-state relevance)``,
+            equal to ``method.full(params, x_i, target_i).residual`` (up to the rounding of the sums;
+            padding changes nothing): (N,), (N, C) with ``targets="all"``, (N, K, ...) for a list of K
+            methods; per-step outputs: a list of (T_i,) ((T_i, C) with ``"all"``; (K, ...) in front).
+            None when not requested, or when no method has a residual (only LRP on a model of
+            :mod:`lrpjax.models` has one; see :attr:`lrpjax.explain.Explanation.residual`).
     """
 
     relevance: list
@@ -89,6 +96,7 @@ class DatasetExplanation(NamedTuple):
     targets: np.ndarray | list
     compilations: int
     edges: tuple
+    residuals: np.ndarray | list | None = None
 
     def __repr__(self) -> str:
         """One line: how many sequences, their lengths, the arrays' shapes and the compilations, never
@@ -129,12 +137,15 @@ class Chunk(NamedTuple):
             (per-step outputs: (B_valid, [K,] L, [C,] L[, E])).
         scores: (B_valid, C) (per-step outputs: (B_valid, L, C)).
         targets: explained classes, (B_valid,) (-1 with ``targets="all"``; per-step: (B_valid, L)).
+        residuals: with ``residual=True``, the conservation residuals, (B_valid, [K,] [C]) (per-step:
+            (B_valid, [K,] L[, C])); else None.
     """
 
     indices: np.ndarray
     relevance: np.ndarray
     scores: np.ndarray
     targets: np.ndarray
+    residuals: np.ndarray | None = None
 
 
 # --- buckets --------------------------------------------------------------------------------------
@@ -238,6 +249,7 @@ class _Spec:
     tokens: bool
     n_classes: int
     sequence_output: bool = False   # the model outputs (L, C), one score vector per step
+    residual: bool = False          # also the conservation residual of every (LRP) explanation
 
 
 def _resolve_target(target: Array, scores: Array) -> Array:
@@ -285,6 +297,38 @@ def _seeded_relevance(m: Method, spec: _Spec, params, x, mask, target):
     return scores, target, relevance
 
 
+def _lrp_residual(m: Method, spec: _Spec, params, x, mask, target):
+    """Scores, explained class, relevance and conservation residual of LRP, from one ``jax.vjp`` through
+    the model with zero taps, as :meth:`lrpjax.explain.Method.full` (the residual is its formula)."""
+    taps = m.apply.__self__.zero_taps(params, x)
+    scores, pullback = jax.vjp(lambda p, x_, t: m.apply(p, x_, m.rules, mask=mask, taps=t), params, x, taps)
+
+    def pull(seed):
+        r_params, r_x, r_taps = pullback(seed)
+        absorbed = sum(jnp.sum(leaf) for leaf in jax.tree_util.tree_leaves(r_params))
+        initial = sum(jnp.sum(leaf) for leaf in jax.tree_util.tree_leaves(r_taps["initial"]))
+        valid = jnp.where(mask[:, None], r_x, jnp.zeros((), r_x.dtype))
+        return r_x, jnp.sum(seed) - jnp.sum(valid) - absorbed - initial   # sum(seed): the target's score
+
+    if spec.sequence_output:
+        flat = _step_targets(spec, scores, target)
+        seeds = jax.nn.one_hot(flat, scores.size, dtype=scores.dtype).reshape((-1,) + scores.shape) * scores[None]
+        relevance, residual = jax.vmap(pull)(seeds)
+        relevance, residual = _per_step(spec, scores, relevance), _per_step(spec, scores, residual)
+        target = flat % spec.n_classes if not spec.all_classes else target
+    elif spec.all_classes:
+        relevance, residual = jax.vmap(pull)(jnp.eye(spec.n_classes, dtype=scores.dtype) * scores[None, :])
+    else:
+        target = _resolve_target(target, scores)
+        relevance, residual = pull(jax.nn.one_hot(target, spec.n_classes, dtype=scores.dtype) * scores)
+    return scores, target, relevance, residual
+
+
+def _has_residual(m: Method) -> bool:
+    """Whether a method's explanations have a conservation residual: LRP on a model with zero taps."""
+    return m.fn is _explain._lrp_fn and hasattr(getattr(m.apply, "__self__", None), "zero_taps")
+
+
 def _generic_relevance(m: Method, spec: _Spec, params, x, mask, target, index):
     """Scores, explained class and relevance of any method through its per-example ``fn``."""
     scores = m.apply(params, x, None, mask=mask)
@@ -302,14 +346,19 @@ def _generic_relevance(m: Method, spec: _Spec, params, x, mask, target, index):
 
 
 def _explain_one(spec: _Spec, params, x, mask, target, index):
-    """``(x (L, E), mask (L,), target, index) -> (scores, targets, relevance)``.
+    """``(x (L, E), mask (L,), target, index) -> (scores, targets, relevance[, residuals])``.
 
     Vector outputs: scores (C,), target (), relevance ([K,] [C,] L[, E]). Per-step outputs: scores (L, C),
-    targets (L,) (the class explained at each step), relevance ([K,] L, [C,] L[, E]).
+    targets (L,) (the class explained at each step), relevance ([K,] L, [C,] L[, E]). With
+    ``spec.residual`` the conservation residuals follow: ([K,] [C]), per-step ([K,] L[, C]).
     """
-    results = []
+    results, residuals = [], []
     for m in spec.methods:
-        if m.fn in _SEEDED:
+        if spec.residual:
+            *result, residual = _lrp_residual(m, spec, params, x, mask, target)
+            results.append(tuple(result))
+            residuals.append(residual)
+        elif m.fn in _SEEDED:
             results.append(_seeded_relevance(m, spec, params, x, mask, target))
         else:
             results.append(_generic_relevance(m, spec, params, x, mask, target, index))
@@ -323,6 +372,8 @@ def _explain_one(spec: _Spec, params, x, mask, target, index):
     relevance = jnp.stack(relevances) if spec.stacked else relevances[0]
     if spec.all_classes:
         target = jnp.full(scores.shape[:-1], -1, jnp.int32)
+    if spec.residual:
+        return scores, target.astype(jnp.int32), relevance, jnp.stack(residuals) if spec.stacked else residuals[0]
     return scores, target.astype(jnp.int32), relevance
 
 
@@ -443,7 +494,9 @@ def _check_methods(method) -> tuple:
     return methods
 
 
-def _check_sequences(sequences) -> tuple[list, np.ndarray]:
+def _check_sequences(sequences, dtype=None) -> tuple[list, np.ndarray]:
+    """The sequences as host arrays of one floating dtype -- the parameters' ``dtype``, else the first
+    sequence's -- checked for finiteness before the cast and for overflow by it; and their lengths."""
     if isinstance(sequences, (str, bytes)) or not hasattr(sequences, "__len__"):
         raise TypeError(f"`sequences` must be a list of (T, E) arrays; got {type(sequences).__name__}.")
     if len(sequences) == 0:
@@ -456,10 +509,9 @@ def _check_sequences(sequences) -> tuple[list, np.ndarray]:
         if a.shape[1] != first.shape[1]:
             raise ValueError(f"`sequences[{i}]` must have shape (T, E) with E = {first.shape[1]} (as "
                              f"sequences[0]); got {a.shape}.")
-        if not np.issubdtype(a.dtype, np.floating):
-            raise TypeError(f"`sequences[{i}]` must be floating point; got dtype {a.dtype}.")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"`sequences[{i}]` contains non-finite values (NaN or inf).")
+        _explain._as_floating(f"sequences[{i}]", a, dtype)
+    target = jax.dtypes.canonicalize_dtype(first.dtype) if dtype is None else dtype
+    arrays = [_explain._cast_input(f"sequences[{i}]", a, target) for i, a in enumerate(arrays)]
     return arrays, np.asarray([a.shape[0] for a in arrays], dtype=np.int64)
 
 
@@ -562,10 +614,28 @@ class _Plan(NamedTuple):
     params: Params
 
 
-def _plan(method, params, sequences, targets, buckets, chunk_size, devices, tokens) -> _Plan:
+def _check_residual(residual, methods: tuple) -> bool:
+    """Whether the chunk programs compute residuals: asked for, and every method has one.
+
+    Raises:
+        TypeError: ``residual`` not a bool.
+        ValueError: a list mixing methods with and without a residual.
+    """
+    if not isinstance(residual, bool):
+        raise TypeError(f"`residual` must be a bool; got {type(residual).__name__}.")
+    has = [_has_residual(m) for m in methods]
+    if residual and any(has) and not all(has):
+        names = [m.name for m, h in zip(methods, has) if not h]
+        raise ValueError(f"`residual=True`: the methods {names} have no conservation residual (only LRP on a "
+                         "model of lrpjax.models has one); list them separately.")
+    return residual and all(has)
+
+
+def _plan(method, params, sequences, targets, buckets, chunk_size, devices, tokens, residual=False) -> _Plan:
     methods = _check_methods(method)
+    with_residual = _check_residual(residual, methods)
     devices = _check_devices(devices, chunk_size)
-    arrays, lengths = _check_sequences(sequences)
+    arrays, lengths = _check_sequences(sequences, _explain.floating_dtype(params))
     _explain._check_finite("params", params)
     C, sequence_output = _output_kind(methods, params, arrays[0])
     targets, all_classes = _check_targets(targets, len(arrays), C)
@@ -576,7 +646,7 @@ def _plan(method, params, sequences, targets, buckets, chunk_size, devices, toke
     for L in np.unique(padded):
         rows = np.flatnonzero(padded == L)
         chunks.extend((int(L), rows[s:s + chunk_size]) for s in range(0, len(rows), chunk_size))
-    spec = _Spec(methods, not isinstance(method, Method), all_classes, tokens, C, sequence_output)
+    spec = _Spec(methods, not isinstance(method, Method), all_classes, tokens, C, sequence_output, with_residual)
     return _Plan(spec, arrays, lengths, targets, edges, chunks, int(chunk_size), devices, params)
 
 
@@ -602,9 +672,10 @@ def _run(plan: _Plan) -> Iterator[tuple[Chunk, _Program]]:
 
 
 def _collect(rows, outputs, program) -> tuple[Chunk, _Program]:
-    scores, targets, relevance = outputs
+    scores, targets, relevance, *residuals = outputs
     n = len(rows)
-    return Chunk(rows, _fetch(relevance)[:n], _fetch(scores)[:n], _fetch(targets)[:n]), program
+    residual = _fetch(residuals[0])[:n] if residuals else None
+    return Chunk(rows, _fetch(relevance)[:n], _fetch(scores)[:n], _fetch(targets)[:n], residual), program
 
 
 # --- public entry points --------------------------------------------------------------------------
@@ -616,7 +687,9 @@ _ARGS_DOC = """
             for K = 1). Stacking needs equal shapes: (T, E) methods and position-wise ones (occlusion,
             CD, random) mix only with ``tokens=True``.
         params: the model's parameters.
-        sequences: N embedded sequences, each (T_i, E), one floating dtype (that of the first).
+        sequences: N embedded sequences, each (T_i, E), floating point; cast to the parameters'
+            floating dtype (half precision up, float64 down to float32 parameters: a value beyond
+            float32's range is refused), or to the first's dtype when the parameters have several.
         targets: ``"pred"`` (each sequence's predicted class), ``"all"`` (every class: (C, T_i, ...)),
             one class index for all, or (N,) class indices.
         buckets: bucket edges (padded lengths, ascending; longer sequences are padded to the next
@@ -626,17 +699,21 @@ _ARGS_DOC = """
         devices: the devices to shard each chunk over: None (all that JAX sees, every process's under
             ``jax.distributed``), a number of them, or a list of devices.
         tokens: sum (T, E) relevance over E on the device (word-level relevance, (T_i,) per sequence).
+        residual: also compute each explanation's conservation residual in the chunk programs (LRP
+            on a model of :mod:`lrpjax.models`; other methods have none: None).
 
     Raises:
-        ValueError: an empty dataset or sequence, sequences of different E, non-finite values, targets
-            of the wrong length or out of range, bad buckets, a chunk size that is not a positive
-            multiple of the device count.
+        ValueError: an empty dataset or sequence, sequences of different E, non-finite values or values
+            that overflow the parameters' dtype, targets of the wrong length or out of range, bad
+            buckets, a chunk size that is not a positive multiple of the device count, ``residual``
+            for a list mixing LRP with other methods.
         TypeError: a method that is not a Method, non-float sequences, non-integer targets.
 """
 
 
 def iter_chunks(method, params: Params, sequences: Sequence[ArrayLike], targets="pred", *,
-                buckets=None, chunk_size: int = 128, devices=None, tokens: bool = False) -> Iterator[Chunk]:
+                buckets=None, chunk_size: int = 128, devices=None, tokens: bool = False,
+                residual: bool = False) -> Iterator[Chunk]:
     """Explains a dataset chunk by chunk, yielding each chunk's results as soon as they are ready.
 
     Memory stays bounded by the chunk size whatever the dataset size (nothing is accumulated);
@@ -645,13 +722,14 @@ def iter_chunks(method, params: Params, sequences: Sequence[ArrayLike], targets=
     Yields:
         :class:`Chunk` values, bucket by bucket (shortest first); each sequence appears once.
     """
-    plan = _plan(method, params, sequences, targets, buckets, chunk_size, devices, tokens)
+    plan = _plan(method, params, sequences, targets, buckets, chunk_size, devices, tokens, residual)
     for chunk, _ in _run(plan):
         yield chunk
 
 
 def explain_dataset(method, params: Params, sequences: Sequence[ArrayLike], targets="pred", *,
-                    buckets=None, chunk_size: int = 128, devices=None, tokens: bool = False) -> DatasetExplanation:
+                    buckets=None, chunk_size: int = 128, devices=None, tokens: bool = False,
+                    residual: bool = False) -> DatasetExplanation:
     """Explains N variable-length sequences in length buckets and fixed-size chunks.
 
     Results equal explaining each sequence on its own (padding is masked); they come back in input
@@ -661,7 +739,7 @@ def explain_dataset(method, params: Params, sequences: Sequence[ArrayLike], targ
     Returns:
         A :class:`DatasetExplanation`.
     """
-    plan = _plan(method, params, sequences, targets, buckets, chunk_size, devices, tokens)
+    plan = _plan(method, params, sequences, targets, buckets, chunk_size, devices, tokens, residual)
     N = len(plan.arrays)
     before = compilations()
     relevance: list = [None] * N
@@ -670,6 +748,7 @@ def explain_dataset(method, params: Params, sequences: Sequence[ArrayLike], targ
     per_step = plan.spec.sequence_output
     if per_step:
         scores, explained = [None] * N, [None] * N
+    residuals: list | None = [None] * N if plan.spec.residual else None
     for chunk, program in _run(plan):
         if scores is None:
             scores = np.zeros((N,) + chunk.scores.shape[1:], chunk.scores.dtype)
@@ -683,10 +762,16 @@ def explain_dataset(method, params: Params, sequences: Sequence[ArrayLike], targ
             else:
                 crop = (slice(None),) * (lead + inner) + (slice(0, T),)
             relevance[i] = np.ascontiguousarray(chunk.relevance[row][crop])
+            if residuals is not None:   # ([K,] [L,] [C]): crop the output steps of per-step outputs
+                step = ((slice(None),) * lead + (slice(0, T),)) if per_step else ()
+                residuals[i] = np.array(chunk.residuals[row][step])
         if not per_step:
             scores[chunk.indices] = chunk.scores
             explained[chunk.indices] = chunk.targets
-    return DatasetExplanation(relevance, plan.lengths, scores, explained, compilations() - before, plan.edges)
+    if residuals is not None and not per_step:
+        residuals = np.stack(residuals)
+    return DatasetExplanation(relevance, plan.lengths, scores, explained, compilations() - before, plan.edges,
+                              residuals)
 
 
 def eps_sweep(apply, name: str = "lrp-all", eps: Sequence[float] = (0.0, 1e-3, 1e-2, 1e-1),

@@ -155,15 +155,20 @@ def _field_templates(spec, params, E: int, dtype) -> dict:
     return fields
 
 
-def _setup(method, params, x0: np.ndarray, targets, buckets, chunk_size, devices, tokens) -> _Setup:
+def _setup(method, params, x0: np.ndarray, targets, buckets, chunk_size, devices, tokens,
+           residual: bool = False) -> _Setup:
     methods = scale._check_methods(method)
+    with_residual = scale._check_residual(residual, methods)
     devices = scale._check_devices(devices, chunk_size, local=True)
     _explain._check_finite("params", params)
     scale._check_tokens(tokens)
-    C, sequence_output = scale._output_kind(methods, params, x0)
+    dtype = _explain.floating_dtype(params)   # every sequence is cast to it (_Engine.add)
+    dtype = x0.dtype if dtype is None else dtype
+    C, sequence_output = scale._output_kind(methods, params, jax.ShapeDtypeStruct(x0.shape, dtype))
     target_of, all_classes, _ = _target_rule(targets, C)
-    spec = scale._Spec(methods, not isinstance(method, Method), all_classes, tokens, C, sequence_output)
-    E, dtype = x0.shape[1], x0.dtype
+    spec = scale._Spec(methods, not isinstance(method, Method), all_classes, tokens, C, sequence_output,
+                       with_residual)
+    E = x0.shape[1]
     return _Setup(spec, params, int(chunk_size), devices, E, dtype, _bucket_rule(buckets), target_of,
                   _field_templates(spec, params, E, dtype))
 
@@ -232,11 +237,12 @@ class _Open:
         self.xs: list[np.ndarray] = []
         self.crc = 0
 
-    def add(self, item: _Item) -> None:
+    def add(self, item: _Item, x: np.ndarray) -> None:
+        """Adds ``item``; ``x`` is its array in the parameters' dtype (the crc is of the input as given)."""
         self.indices.append(item.index)
         self.lengths.append(item.x.shape[0])
         if self.owned:
-            self.xs.append(item.x)
+            self.xs.append(x)
             self.crc = zlib.crc32(np.ascontiguousarray(item.x).tobytes(),
                                   zlib.crc32(np.asarray([item.index, item.x.shape[0]], np.int64).tobytes(), self.crc))
 
@@ -258,10 +264,13 @@ class _Engine:
     def add(self, item: _Item) -> Iterator[tuple[ChunkInfo, scale.Chunk | None]]:
         L = self.setup.bucket(item.x.shape[0])
         chunk = self.open.get(L)
+        owned = self.owns(self.serial) if chunk is None else chunk.owned
+        x = _explain._cast_input("items", item.x, self.setup.dtype, f" (sequence {item.index})",
+                                 check_finite=False) if owned else item.x
         if chunk is None:
-            chunk = self.open[L] = _Open(self.serial, L, self.owns(self.serial))
+            chunk = self.open[L] = _Open(self.serial, L, owned)
             self.serial += 1
-        chunk.add(item)
+        chunk.add(item, x)
         if len(chunk.indices) == self.setup.chunk_size:
             del self.open[L]
             yield from self._submit(chunk)
@@ -357,17 +366,21 @@ _ARGS_DOC = """
             them every ``window`` sequences, so every result is out within ``window`` sequences of its
             input and memory is bounded by the window as well.
         check_finite: refuse inputs holding NaN or infinity (False lets them through; their results
-            are then not finite).
+            are then not finite). Values that the cast to the parameters' dtype would turn into
+            infinity (float64 beyond float32's range) are refused either way.
 """
 
 
 def iter_stream(method, params: Params, items: Iterable, targets="pred", *, buckets=None, chunk_size: int = 128,
                 devices=None, tokens: bool = False, window: int | None = None,
-                check_finite: bool = True) -> Iterator[scale.Chunk]:
+                check_finite: bool = True, residual: bool = False) -> Iterator[scale.Chunk]:
     """Explains an iterable of sequences, yielding each chunk's results as soon as they are fetched.
 
     Memory is bounded by one chunk per bucket (and by ``window``), whatever the length of the input.
     """ + _ARGS_DOC + """
+        residual: also compute the conservation residual of every explanation (``Chunk.residuals``,
+            as :func:`lrpjax.scale.explain_dataset`; :func:`explain_stream` does not store it).
+
     Yields:
         :class:`lrpjax.scale.Chunk` values whose ``indices`` are the sequences' indices; their
         relevance is padded to the bucket length (crop row i to its length).
@@ -379,7 +392,7 @@ def iter_stream(method, params: Params, items: Iterable, targets="pred", *, buck
     first, rest = _start(items, check_finite)
     if first is None:
         return
-    setup = _setup(method, params, first.x, targets, buckets, chunk_size, devices, tokens)
+    setup = _setup(method, params, first.x, targets, buckets, chunk_size, devices, tokens, residual)
     for _, chunk in _run(setup, first, rest, window, lambda serial: True, lambda info: True):
         yield chunk
 
@@ -394,8 +407,8 @@ class Batcher:
     """
 
     def __init__(self, method, params: Params, targets="pred", *, buckets=None, chunk_size: int = 128,
-                 devices=None, tokens: bool = False, check_finite: bool = True):
-        self._arguments = (method, params, targets, buckets, chunk_size, devices, tokens)
+                 devices=None, tokens: bool = False, check_finite: bool = True, residual: bool = False):
+        self._arguments = (method, params, targets, buckets, chunk_size, devices, tokens, residual)
         _bucket_rule(buckets)
         self._check_finite = check_finite
         self._engine: _Engine | None = None
@@ -410,8 +423,8 @@ class Batcher:
         """
         item = _parse((index, x), index, self._last, self._first, self._check_finite)
         if self._engine is None:
-            method, params, targets, buckets, chunk_size, devices, tokens = self._arguments
-            setup = _setup(method, params, item.x, targets, buckets, chunk_size, devices, tokens)
+            method, params, targets, buckets, chunk_size, devices, tokens, residual = self._arguments
+            setup = _setup(method, params, item.x, targets, buckets, chunk_size, devices, tokens, residual)
             self._engine, self._first = _Engine(setup, lambda serial: True, lambda info: True), item
         self._last = item.index
         return [cast(scale.Chunk, chunk) for _, chunk in self._engine.add(item)]  # every chunk is computed

@@ -1078,3 +1078,301 @@ def test_no_traceback_reaches_the_terminal_from_a_broken_checkpoint(tmp_path):
     done = run_cli("explain", "--checkpoint", str(path), "a film")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith("lrpjax: error: cannot load the model: checkpoint")
+
+
+# ===================================================================== 8. inputs: dtypes and precision
+
+
+def small_model(dtype=jnp.float64, sequences=False):
+    """A bidirectional LSTM classifier (E=4, H=3, C=3), or a GRU tagger (one output per step); random
+    biases (they absorb relevance)."""
+    from lrpjax.cells import GRUCell, StandardCell
+    from lrpjax.models import Dense, Recurrent, Sequential
+
+    if sequences:
+        model = Sequential((Recurrent(GRUCell(), 2, sequences=True), Dense(2)))
+    else:
+        model = Sequential((Recurrent(StandardCell(), 3, bidirectional=True), Dense(3)))
+    params = model.init(jax.random.PRNGKey(0), 4, dtype)
+    rng = np.random.default_rng(7)
+    return model, {layer: {name: (a + jnp.asarray(0.3 * rng.normal(size=a.shape), dtype) if name == "b" else a)
+                           for name, a in leaves.items()} for layer, leaves in params.items()}
+
+
+ENTRY_POINTS = {
+    "call": lambda m, p, x: m(p, x, 1),
+    "tokens": lambda m, p, x: m.tokens(p, x, 1),
+    "full": lambda m, p, x: m.full(p, x, 1).relevance,
+    "all": lambda m, p, x: m.all(p, x),
+    "batch": lambda m, p, x: m.batch(p, x[None], 1),
+}
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_float64_values_that_overflow_float32_parameters_are_refused_at_every_entry_point(entry):
+    import lrpjax
+
+    model, params = small_model(jnp.float32)
+    x = np.ones((3, 4))
+    x[1, 2] = -1e39
+    name = "X" if entry == "batch" else "x"
+    with pytest.raises(ValueError, match=rf"^`{name}` has values up to 1e\+39 that overflow float32, the parameters' "
+                                         rf"dtype \(`{name}` is float64\); scale the input"):
+        ENTRY_POINTS[entry](lrpjax.lrp(model.apply, "lrp-all"), params, x)
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float64])
+def test_inputs_are_cast_to_the_parameters_dtype(entry, dtype):
+    import lrpjax
+
+    model, params = small_model(jnp.float32)
+    x = np.asarray(np.random.default_rng(0).normal(size=(3, 4)), np.float32)
+    method = lrpjax.lrp(model.apply, "lrp-all")
+    given = jnp.asarray(x).astype(dtype)
+    got = ENTRY_POINTS[entry](method, params, given)
+    want = ENTRY_POINTS[entry](method, params, np.asarray(given.astype(jnp.float32)))
+    assert got.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_float32_inputs_are_cast_up_to_float64_parameters_exactly():
+    import lrpjax
+
+    model, params = small_model(jnp.float64)
+    x = np.asarray(np.random.default_rng(1).normal(size=(5, 4)), np.float32)
+    method = lrpjax.lrp(model.apply, "lrp-prop")
+    got = method(params, x, 0)
+    assert got.dtype == jnp.float64
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(method(params, x.astype(np.float64), 0)))
+
+
+def test_inputs_overflowing_float16_parameters_are_refused():
+    import lrpjax
+
+    model, params = small_model(jnp.float16)
+    with pytest.raises(ValueError, match=r"`x` has values up to 7e\+04 that overflow float16, the parameters' dtype "
+                                         r"\(`x` is float32\)"):
+        lrpjax.gradient(model.apply)(params, np.full((2, 4), 7e4, np.float32), 0)
+
+
+@pytest.mark.parametrize("x, name, dtype", [
+    (np.ones((3, 4), np.int32), "x", "int32"),
+    (np.ones((3, 4), bool), "x", "bool"),
+    (np.ones((1, 3, 4), np.int64), "X", "int64"),
+])
+def test_integer_and_boolean_inputs_name_the_expected_floating_dtype(x, name, dtype):
+    import lrpjax
+
+    model, params = small_model(jnp.float64)
+    method = lrpjax.lrp(model.apply, "lrp-all")
+    with pytest.raises(TypeError, match=rf"^`{name}` must be floating point \(float64, the parameters' dtype\); got "
+                                        rf"dtype {dtype}\.$"):
+        method.batch(params, x, 0) if name == "X" else method(params, x, 0)
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_non_finite_values_in_the_input_itself_are_named_as_such_not_as_overflow(bad):
+    import lrpjax
+
+    model, params = small_model(jnp.float32)
+    x = np.ones((3, 4))
+    x[0, 0] = bad
+    with pytest.raises(ValueError, match=r"^`x` contains non-finite values \(NaN or inf\)\.$"):
+        lrpjax.lrp(model.apply, "lrp-all")(params, x, 0)
+
+
+def test_the_model_refuses_an_input_narrower_than_its_parameters_with_a_readable_error():
+    model, params = small_model(jnp.float32)
+    with pytest.raises(TypeError, match=r"^`x` has dtype float16, narrower than the parameters' float32; cast it "
+                                        r"\(x.astype\('float32'\)\)"):
+        model.apply(params, np.ones((3, 4), np.float16))
+    assert model.apply(params, np.ones((3, 4), np.float32)).dtype == jnp.float32
+
+
+def test_a_traced_half_precision_input_is_cast_under_jit():
+    import lrpjax
+
+    model, params = small_model(jnp.float32)
+    method = lrpjax.lrp(model.apply, "lrp-half")
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(4, 4)), jnp.bfloat16)
+    got = jax.jit(lambda x_: method(params, x_, 2))(x)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(method(params, x.astype(jnp.float32), 2)))
+
+
+def test_explain_dataset_casts_sequences_and_refuses_one_that_overflows():
+    import lrpjax
+    from lrpjax import scale
+
+    model, params = small_model(jnp.float32)
+    method = lrpjax.lrp(model.apply, "lrp-all")
+    rng = np.random.default_rng(3)
+    xs = [rng.normal(size=(t, 4)).astype(np.float32) for t in (2, 5)]
+    half = scale.explain_dataset(method, params, [x.astype(np.float16) for x in xs], chunk_size=2)
+    want = scale.explain_dataset(method, params, [x.astype(np.float16).astype(np.float32) for x in xs], chunk_size=2)
+    assert all(a.dtype == np.float32 and np.array_equal(a, b) for a, b in zip(half.relevance, want.relevance))
+    big = [xs[0].astype(np.float64), np.full((3, 4), 5e38)]
+    with pytest.raises(ValueError, match=r"^`sequences\[1\]` has values up to 5e\+38 that overflow float32"):
+        scale.explain_dataset(method, params, big, chunk_size=2)
+    with pytest.raises(TypeError, match=r"^`sequences\[0\]` must be floating point \(float32, the parameters' dtype\)"):
+        scale.explain_dataset(method, params, [np.ones((2, 4), np.int32)])
+
+
+@pytest.mark.parametrize("check_finite", [True, False])
+def test_a_streamed_item_that_overflows_is_refused_even_without_the_finiteness_check(check_finite):
+    import lrpjax
+    from lrpjax import stream
+
+    model, params = small_model(jnp.float32)
+    items = [np.ones((2, 4)), np.full((2, 4), -2e39)]
+    with pytest.raises(ValueError, match=r"^`items` \(sequence 1\) has values up to 2e\+39 that overflow float32"):
+        list(stream.iter_stream(lrpjax.gradient(model.apply), params, items, chunk_size=2, check_finite=check_finite))
+
+
+def test_a_batcher_that_refused_an_item_keeps_working():
+    import lrpjax
+    from lrpjax import stream
+
+    model, params = small_model(jnp.float32)
+    batcher = stream.Batcher(lrpjax.gradient(model.apply), params, chunk_size=2)
+    assert batcher.add(0, np.ones((2, 4))) == []
+    with pytest.raises(ValueError, match="overflow float32"):
+        batcher.add(1, np.full((20, 4), 1e39))     # a new bucket: nothing of it may stay behind
+    chunks = batcher.flush()
+    assert [c.indices.tolist() for c in chunks] == [[0]]
+
+
+# ===================================================================== 9. conservation residuals
+
+
+def residual_data():
+    rng = np.random.default_rng(4)
+    return [rng.normal(size=(t, 4)) for t in (1, 3, 7, 9, 12)]
+
+
+@pytest.mark.parametrize("share", [False, True])
+@pytest.mark.parametrize("name", ["lrp-all", "lrp-prop", "lrp-abs", "lrp-half"])
+def test_dataset_residuals_equal_full_per_sequence_whatever_the_padding(name, share):
+    import lrpjax
+    from lrpjax import scale
+
+    model, params = small_model()
+    method = lrpjax.lrp(model.apply, rules.preset(name, 0.2 if name == "lrp-prop" else 1e-2, share))
+    xs = residual_data()
+    plain = scale.explain_dataset(method, params, xs, chunk_size=2)
+    d = scale.explain_dataset(method, params, xs, chunk_size=2, residual=True)
+    wide = scale.explain_dataset(method, params, xs, chunk_size=2, buckets=(16,), residual=True)
+    want = np.array([float(method.full(params, x, int(t)).residual) for x, t in zip(xs, d.targets)])
+    assert d.residuals.shape == (5,) and d.residuals.dtype == np.float64
+    np.testing.assert_allclose(d.residuals, want, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(wide.residuals, want, rtol=1e-9, atol=1e-12)
+    assert plain.residuals is None
+    assert all(np.array_equal(a, b) for a, b in zip(plain.relevance, d.relevance))   # relevance unchanged
+    if share:
+        assert np.abs(d.residuals).max() < 1e-12
+    else:
+        assert np.abs(d.residuals).min() > 1e-8
+
+
+def test_dataset_residuals_for_every_class_and_for_a_list_of_methods():
+    import lrpjax
+    from lrpjax import scale
+
+    model, params = small_model()
+    xs = residual_data()[:3]
+    sweep = scale.eps_sweep(model.apply, "lrp-all", (0.0, 0.1))
+    d = scale.explain_dataset(sweep, params, xs, "all", chunk_size=2, residual=True)
+    assert d.residuals.shape == (3, 2, 3)
+    want = np.array([[[float(m.full(params, x, c).residual) for c in range(3)] for m in sweep] for x in xs])
+    np.testing.assert_allclose(d.residuals, want, rtol=1e-9, atol=1e-12)
+    assert np.abs(d.residuals[:, 0]).max() < 1e-12 < np.abs(d.residuals[:, 1]).min()
+
+
+def test_dataset_residuals_of_a_per_step_model_are_one_per_step():
+    import lrpjax
+    from lrpjax import scale
+
+    model, params = small_model(sequences=True)
+    method = lrpjax.lrp(model.apply, rules.preset("lrp-abs", 1e-2))
+    xs = residual_data()[:3]
+    d = scale.explain_dataset(method, params, xs, chunk_size=2, residual=True)
+    assert [r.shape for r in d.residuals] == [(1,), (3,), (7,)]
+    for x, r, t in zip(xs, d.residuals, d.targets):
+        want = [float(method.full(params, x, (s, int(t[s]))).residual) for s in range(len(x))]
+        np.testing.assert_allclose(r, want, rtol=1e-9, atol=1e-12)
+
+
+def test_streamed_residuals_equal_the_dataset_residuals():
+    import lrpjax
+    from lrpjax import scale, stream
+
+    model, params = small_model()
+    method = lrpjax.lrp(model.apply, rules.preset("lrp-all", 1e-2))
+    xs = residual_data()
+    d = scale.explain_dataset(method, params, xs, chunk_size=2, residual=True)
+    streamed = np.zeros(len(xs))
+    for chunk in stream.iter_stream(method, params, xs, chunk_size=2, residual=True):
+        streamed[chunk.indices] = chunk.residuals
+    np.testing.assert_array_equal(streamed, d.residuals)
+
+
+def test_residual_is_none_for_methods_without_one_and_a_mixed_list_is_refused():
+    import lrpjax
+    from lrpjax import scale
+
+    model, params = small_model()
+    xs = residual_data()[:2]
+    assert scale.explain_dataset(lrpjax.gradient(model.apply), params, xs, residual=True).residuals is None
+    with pytest.raises(ValueError, match=r"^`residual=True`: the methods \['occlusion-f'\] have no conservation "
+                                         r"residual \(only LRP on a model of lrpjax.models has one\)"):
+        scale.explain_dataset([lrpjax.lrp(model.apply), lrpjax.occlusion(model.apply)], params, xs, tokens=True,
+                              residual=True)
+    with pytest.raises(TypeError, match=r"^`residual` must be a bool; got str\.$"):
+        scale.explain_dataset(lrpjax.lrp(model.apply), params, xs, residual="yes")
+
+
+@pytest.mark.parametrize("name", ["lrp-all", "lrp-prop", "lrp-abs", "lrp-half"])
+def test_without_a_stabiliser_every_preset_conserves_with_the_bias_shares(name):
+    import lrpjax
+
+    model, params = small_model()
+    full = lrpjax.lrp(model.apply, rules.preset(name)).full(params, residual_data()[2], 0)
+    bias = sum(float(np.sum(leaf)) for leaf in jax.tree_util.tree_leaves(full.params))
+    assert abs(bias) > 1e-6                                       # the biases absorb a part
+    assert abs(float(full.residual)) < 1e-12 * max(1.0, float(jnp.abs(full.relevance).sum()))
+
+
+@pytest.mark.parametrize("z, eps", [(0.8, 1e-2), (-0.8, 1e-1), (1e-6, 1e-3)])
+def test_the_residual_of_the_epsilon_rule_is_the_stabilisers_share(z, eps):
+    import lrpjax
+    from lrpjax.models import MLP
+
+    mlp = MLP((3, 2))
+    x = np.array([0.5, -1.0, 2.0])
+    W = np.array([[0.4, 1.0], [0.2, -1.0], [0.3, 0.5]])
+    b = np.array([z - x @ W[:, 0], 0.0])                        # output 0 has pre-activation z
+    params = {"out": {"W": W, "b": b}}
+    full = lrpjax.lrp(mlp.apply, rules.RuleSet(linear=rules.Epsilon(eps))).full(params, x, 0)
+    sign = 1.0 if z >= 0 else -1.0
+    # rtol: z = 1e-6 is itself the difference of numbers near 1, good to about 1e-10 relative
+    np.testing.assert_allclose(float(full.residual), z * eps * sign / (z + eps * sign), rtol=1e-8)
+    if z == 1e-6:   # a denominator small against eps: the stabiliser keeps nearly all of R
+        assert float(full.residual) > 0.99 * float(full.target_score)
+
+
+def test_an_output_without_positive_contributions_loses_its_relevance_under_zplus():
+    import lrpjax
+    from lrpjax.models import MLP
+
+    mlp = MLP((2, 1))
+    params = {"out": {"W": np.array([[-1.0], [-2.0]]), "b": np.array([0.0])}}
+    full = lrpjax.lrp(mlp.apply, rules.RuleSet(linear=rules.ZPlus())).full(params, np.array([1.0, 0.5]), 0)
+    assert float(full.target_score) == -2.0
+    assert float(full.residual) == -2.0 and not np.any(np.asarray(full.relevance))
+
+
+def test_lrp_prop_shares_are_unbounded_near_cancelling_pre_activations():
+    gate = rules.Gate("prop")
+    r_g, r_s = gate.split(jnp.array([1.0]), jnp.array([-1.0 + 1e-9]), jnp.array([1.0]))
+    assert float(r_g[0]) > 1e8 and float(r_s[0]) < -1e8          # each share far beyond the relevance
+    assert abs(float(r_g[0] + r_s[0]) - 1.0) < 1e-6                # they still sum to it, up to rounding

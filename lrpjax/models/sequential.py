@@ -35,18 +35,34 @@ from lrpjax._types import Array, ArrayLike, Params
 from lrpjax.models.layers import Dense, Recurrent, Spec, layer_from_config
 from lrpjax.rules import RuleSet
 
-__all__ = ["Sequential", "check_inputs", "network_of"]
+__all__ = ["Sequential", "check_inputs", "floating_dtype", "network_of"]
 
 
-def check_inputs(x: Any, mask: Any, E: int | None = None) -> None:
+def floating_dtype(params: Any) -> np.dtype | None:
+    """The one floating dtype of the parameters' leaves, as JAX computes with it (float64 leaves are
+    float32 unless ``jax_enable_x64`` is on); None when they have none, or several."""
+    dtypes = {jax.dtypes.canonicalize_dtype(jnp.result_type(leaf)) for leaf in jax.tree_util.tree_leaves(params)
+              if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)}
+    return dtypes.pop() if len(dtypes) == 1 else None
+
+
+def check_inputs(x: Any, mask: Any, E: int | None = None, dtype: Any = None) -> None:
     """Static checks of an embedded sequence and its mask (free under ``jit``).
 
     A concrete mask must mark a valid prefix (``[T, T, F, F]``): padding goes at the end, and the
     backward direction of a bidirectional layer reverses that prefix.
 
+    Args:
+        x: embedded sequence, (T, E).
+        mask: valid steps, (T,) bool, or None.
+        E: the model's input size, if known.
+        dtype: the parameters' floating dtype, if known: ``x`` of a narrower (or equally wide, other)
+            floating dtype is refused, since the recurrent state would take ``x``'s dtype and the step
+            the parameters' (the explanation methods of :mod:`lrpjax.explain` cast ``x`` first).
+
     Raises:
         ValueError: ``x`` not (T, E) with T >= 1, ``mask`` not (T,), or a mask that is not a prefix.
-        TypeError: ``x`` not floating point, ``mask`` not boolean.
+        TypeError: ``x`` not floating point, or narrower than ``dtype``; ``mask`` not boolean.
     """
     shape = jnp.shape(x)
     if len(shape) != 2:
@@ -55,14 +71,24 @@ def check_inputs(x: Any, mask: Any, E: int | None = None) -> None:
         raise ValueError("`x` is an empty sequence (T = 0); at least one step is needed.")
     if E is not None and shape[1] != E:
         raise ValueError(f"`x` must have shape (T, E) with E = {E} (the model's input size); got {shape}.")
-    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-        raise TypeError(f"`x` must be floating point; got dtype {jnp.result_type(x)}.")
+    _check_dtype(x, dtype)
     if mask is not None:
         if tuple(jnp.shape(mask)) != (shape[0],):
             raise ValueError(f"`mask` must have shape (T,) = ({shape[0]},) to match `x`; got {jnp.shape(mask)}.")
         if jnp.result_type(mask) != jnp.bool_:
             raise TypeError(f"`mask` must be boolean; got dtype {jnp.result_type(mask)}.")
         check_prefix(mask)
+
+
+def _check_dtype(x: Any, dtype: Any) -> None:
+    """``x`` floating point and, given the parameters' ``dtype``, not narrower than it."""
+    got = np.dtype(jnp.result_type(x))
+    expected = "" if dtype is None else f" ({np.dtype(dtype).name}, the parameters' dtype)"
+    if not jnp.issubdtype(got, jnp.floating):
+        raise TypeError(f"`x` must be floating point{expected}; got dtype {got}.")
+    if dtype is not None and got != dtype and got.itemsize <= np.dtype(dtype).itemsize:
+        raise TypeError(f"`x` has dtype {got}, narrower than the parameters' {np.dtype(dtype).name}; cast it "
+                        f"(x.astype({np.dtype(dtype).name!r})) -- the explanation methods of lrpjax.explain do.")
 
 
 def check_prefix(mask: Any, name: str = "mask") -> None:
@@ -223,20 +249,19 @@ class Sequential:
 
     # --- the model -------------------------------------------------------------------------------
 
-    def check_inputs(self, x: Any, mask: Any = None, E: int | None = None) -> None:
+    def check_inputs(self, x: Any, mask: Any = None, E: int | None = None, dtype: Any = None) -> None:
         """Static checks of one input and its mask (see :func:`check_inputs`).
 
         Raises:
             ValueError, TypeError: as :func:`check_inputs`; for a vector model, ``x`` not (D,) or a mask.
         """
         if self.sequence_input:
-            check_inputs(x, mask, E)
+            check_inputs(x, mask, E, dtype)
             return
         if len(jnp.shape(x)) != 1 or (E is not None and jnp.shape(x)[0] != E):
             raise ValueError(f"`x` must be one input vector of shape (D,) = ({E or 'D'},); got "
                              f"{tuple(jnp.shape(x))} (batch with jax.vmap).")
-        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-            raise TypeError(f"`x` must be floating point; got dtype {jnp.result_type(x)}.")
+        _check_dtype(x, dtype)
         if mask is not None:
             raise ValueError("`mask` must be None: this model reads one vector, which has no padded steps.")
 
@@ -255,7 +280,7 @@ class Sequential:
             The last layer's output: (C,), or (T, C) for a per-step head.
         """
         specs = self.specs(params)
-        self.check_inputs(x, mask, specs[0].size)
+        self.check_inputs(x, mask, specs[0].size, floating_dtype(params))
         parts = (jnp.asarray(x),)
         mask = None if mask is None else jnp.asarray(mask)
         for layer, spec in zip(self.layers, specs):
