@@ -38,7 +38,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Sequence, cast
 
 import jax
 import jax.numpy as jnp
@@ -300,7 +300,7 @@ def _seeded_relevance(m: Method, spec: _Spec, params, x, mask, target):
 def _lrp_residual(m: Method, spec: _Spec, params, x, mask, target):
     """Scores, explained class, relevance and conservation residual of LRP, from one ``jax.vjp`` through
     the model with zero taps, as :meth:`lrpjax.explain.Method.full` (the residual is its formula)."""
-    taps = m.apply.__self__.zero_taps(params, x)
+    taps = m.apply.__self__.zero_taps(params, x)  # type: ignore[attr-defined]  # a bound method of the model
     scores, pullback = jax.vjp(lambda p, x_, t: m.apply(p, x_, m.rules, mask=mask, taps=t), params, x, taps)
 
     def pull(seed):
@@ -680,7 +680,16 @@ def _collect(rows, outputs, program) -> tuple[Chunk, _Program]:
 
 # --- public entry points --------------------------------------------------------------------------
 
-_ARGS_DOC = """
+
+
+def iter_chunks(method, params: Params, sequences: Sequence[ArrayLike], targets="pred", *,
+                buckets=None, chunk_size: int = 128, devices=None, tokens: bool = False,
+                residual: bool = False) -> Iterator[Chunk]:
+    """Explains a dataset chunk by chunk, yielding each chunk's results as soon as they are ready.
+
+    Memory stays bounded by the chunk size whatever the dataset size (nothing is accumulated);
+    :func:`explain_dataset` collects the chunks into per-sequence arrays.
+
     Args:
         method: a :class:`~lrpjax.explain.Method`, or a list of K Methods of the same model run in one
             compiled call (e.g. :func:`eps_sweep`); their results are stacked on a leading K axis (also
@@ -708,17 +717,7 @@ _ARGS_DOC = """
             buckets, a chunk size that is not a positive multiple of the device count, ``residual``
             for a list mixing LRP with other methods.
         TypeError: a method that is not a Method, non-float sequences, non-integer targets.
-"""
 
-
-def iter_chunks(method, params: Params, sequences: Sequence[ArrayLike], targets="pred", *,
-                buckets=None, chunk_size: int = 128, devices=None, tokens: bool = False,
-                residual: bool = False) -> Iterator[Chunk]:
-    """Explains a dataset chunk by chunk, yielding each chunk's results as soon as they are ready.
-
-    Memory stays bounded by the chunk size whatever the dataset size (nothing is accumulated);
-    :func:`explain_dataset` collects the chunks into per-sequence arrays.
-    """ + _ARGS_DOC + """
     Yields:
         :class:`Chunk` values, bucket by bucket (shortest first); each sequence appears once.
     """
@@ -735,7 +734,35 @@ def explain_dataset(method, params: Params, sequences: Sequence[ArrayLike], targ
     Results equal explaining each sequence on its own (padding is masked); they come back in input
     order, one (T_i, ...) array per sequence. Programs are compiled once per (bucket length, chunk
     size, ...) and cached across calls: the result's ``compilations`` counts the new ones.
-    """ + _ARGS_DOC + """
+
+    Args:
+        method: a :class:`~lrpjax.explain.Method`, or a list of K Methods of the same model run in one
+            compiled call (e.g. :func:`eps_sweep`); their results are stacked on a leading K axis (also
+            for K = 1). Stacking needs equal shapes: (T, E) methods and position-wise ones (occlusion,
+            CD, random) mix only with ``tokens=True``.
+        params: the model's parameters.
+        sequences: N embedded sequences, each (T_i, E), floating point; cast to the parameters'
+            floating dtype (half precision up, float64 down to float32 parameters: a value beyond
+            float32's range is refused), or to the first's dtype when the parameters have several.
+        targets: ``"pred"`` (each sequence's predicted class), ``"all"`` (every class: (C, T_i, ...)),
+            one class index for all, or (N,) class indices.
+        buckets: bucket edges (padded lengths, ascending; longer sequences are padded to the next
+            multiple of the last edge), a number of buckets (edges chosen by :func:`bucket_edges` for
+            these lengths), or None for powers of two from 8.
+        chunk_size: sequences per compiled call, B; a multiple of the number of devices.
+        devices: the devices to shard each chunk over: None (all that JAX sees, every process's under
+            ``jax.distributed``), a number of them, or a list of devices.
+        tokens: sum (T, E) relevance over E on the device (word-level relevance, (T_i,) per sequence).
+        residual: also compute each explanation's conservation residual in the chunk programs (LRP
+            on a model of :mod:`lrpjax.models`; other methods have none: None).
+
+    Raises:
+        ValueError: an empty dataset or sequence, sequences of different E, non-finite values or values
+            that overflow the parameters' dtype, targets of the wrong length or out of range, bad
+            buckets, a chunk size that is not a positive multiple of the device count, ``residual``
+            for a list mixing LRP with other methods.
+        TypeError: a method that is not a Method, non-float sequences, non-integer targets.
+
     Returns:
         A :class:`DatasetExplanation`.
     """
@@ -748,7 +775,7 @@ def explain_dataset(method, params: Params, sequences: Sequence[ArrayLike], targ
     per_step = plan.spec.sequence_output
     if per_step:
         scores, explained = [None] * N, [None] * N
-    residuals: list | None = [None] * N if plan.spec.residual else None
+    residuals: Any = [None] * N if plan.spec.residual else None  # a list, stacked to (N, ...) at the end
     for chunk, program in _run(plan):
         if scores is None:
             scores = np.zeros((N,) + chunk.scores.shape[1:], chunk.scores.dtype)
@@ -764,7 +791,7 @@ def explain_dataset(method, params: Params, sequences: Sequence[ArrayLike], targ
             relevance[i] = np.ascontiguousarray(chunk.relevance[row][crop])
             if residuals is not None:   # ([K,] [L,] [C]): crop the output steps of per-step outputs
                 step = ((slice(None),) * lead + (slice(0, T),)) if per_step else ()
-                residuals[i] = np.array(chunk.residuals[row][step])
+                residuals[i] = np.array(cast(np.ndarray, chunk.residuals)[row][step])
         if not per_step:
             scores[chunk.indices] = chunk.scores
             explained[chunk.indices] = chunk.targets

@@ -65,10 +65,12 @@ class StreamError(ValueError):
 
 
 def log_name(process: int, count: int) -> str:
+    """The file name of process ``process``'s log among ``count`` processes, e.g. ``_log-00000-of-00002.jsonl``."""
     return f"_log-{process:05d}-of-{count:05d}.jsonl"
 
 
 def shard_name(process: int, serial: int, shard_format: str) -> str:
+    """The file name of a process's shard number ``serial``, e.g. ``part-00001-000007.npz``."""
     return f"part-{process:05d}-{serial:06d}.{shard_format}"
 
 

@@ -207,6 +207,21 @@ def test_every_public_module_has_an_api_page():
     assert not unlisted, f"API pages missing from the nav of mkdocs.yml: {unlisted}"
 
 
+def test_every_public_function_and_class_has_a_runtime_docstring():
+    """What ``help()`` and notebooks show: a docstring built at run time (say by ``+``) is none at all."""
+    import importlib
+    import inspect
+
+    missing = []
+    for name in _public_modules():
+        module = importlib.import_module(name)
+        for attr in getattr(module, "__all__", ()):
+            obj = getattr(module, attr)
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and not inspect.getdoc(obj):
+                missing.append(f"{name}.{attr}")
+    assert not missing, f"public functions or classes without a docstring: {missing}"
+
+
 def test_every_top_level_name_is_on_the_api_index():
     index = (DOCS / "api" / "index.md").read_text(encoding="utf-8")
     missing = [name for name in lrpjax.__all__ if f"lrpjax.{name}" not in index]

@@ -14,10 +14,6 @@ reads double backticks as code already; this extension rewrites the rest, outsid
 * square brackets in prose, e.g. ``(B, [K,] [C,] L)`` or ``params["left"]["W"]`` outside backticks,
   are escaped, since Markdown would read them as reference links (the docstrings hold no Markdown
   links);
-* a function whose body opens with a string built by ``+`` from literals and module-level string
-  constants (``"Summary." + _ARGS_DOC + "Returns: ..."``) has no docstring for Python, whose
-  docstrings are literals only; the documentation shows the string it builds (and the build log says
-  so, since ``help()`` shows nothing for such a function);
 * a docstring is dedented by the column of its opening quotes, not by its smallest indentation, so
   a docstring whose body is only an indented example keeps it as a code block;
 * a Google entry naming several parameters at once (``gate_fn, signal_fn: ...``) becomes one entry
@@ -29,7 +25,6 @@ Nothing in the package changes; the rewrite applies to the documentation build o
 from __future__ import annotations
 
 import ast
-from inspect import cleandoc as inspect_cleandoc
 import logging
 import re
 
@@ -169,23 +164,6 @@ def rewrite(obj: griffe.Object, text: str) -> str:
     return "\n".join(out)
 
 
-def _concatenated(node: ast.AST, module: griffe.Module) -> str | None:
-    """The value of ``"..." + NAME + "..."`` when every part is a literal or a module-level string."""
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    if isinstance(node, ast.Name) and node.id in module.members:
-        member = module.members[node.id]
-        try:
-            value = ast.literal_eval(str(member.value))
-        except (ValueError, SyntaxError, AttributeError):
-            return None
-        return value if isinstance(value, str) else None
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-        left, right = _concatenated(node.left, module), _concatenated(node.right, module)
-        return None if left is None or right is None else left + right
-    return None
-
-
 def _relative_to_quotes(raw: str, column: int) -> str:
     """A docstring dedented by the column of its opening quotes (not by its smallest indentation).
 
@@ -215,21 +193,6 @@ class RstToMarkdown(griffe.Extension):
         first = body[0]
         if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
             obj.docstring.value = _relative_to_quotes(first.value.value, first.col_offset)
-
-    def on_function_instance(self, *, node, func: griffe.Function, agent, **kwargs) -> None:
-        if func.docstring is not None or not isinstance(node, ast.AST) or not node.body:
-            return
-        first = node.body[0]
-        if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.BinOp)):
-            return
-        text = _concatenated(first.value, func.module)
-        if text is None:
-            return
-        _log.info("griffe_rst: %s has no runtime docstring (its opening string is built with +); "
-                  "the documentation shows the built string", func.path)
-        func.docstring = griffe.Docstring(inspect_cleandoc(text), lineno=first.lineno, endlineno=first.end_lineno,
-                                          parent=func, parser=agent.docstring_parser,
-                                          parser_options=agent.docstring_options)
 
     def on_package(self, *, pkg: griffe.Module, **kwargs) -> None:
         self._visit(pkg, set())
