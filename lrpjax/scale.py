@@ -688,35 +688,8 @@ def iter_chunks(method, params: Params, sequences: Sequence[ArrayLike], targets=
     """Explains a dataset chunk by chunk, yielding each chunk's results as soon as they are ready.
 
     Memory stays bounded by the chunk size whatever the dataset size (nothing is accumulated);
-    :func:`explain_dataset` collects the chunks into per-sequence arrays.
-
-    Args:
-        method: a :class:`~lrpjax.explain.Method`, or a list of K Methods of the same model run in one
-            compiled call (e.g. :func:`eps_sweep`); their results are stacked on a leading K axis (also
-            for K = 1). Stacking needs equal shapes: (T, E) methods and position-wise ones (occlusion,
-            CD, random) mix only with ``tokens=True``.
-        params: the model's parameters.
-        sequences: N embedded sequences, each (T_i, E), floating point; cast to the parameters'
-            floating dtype (half precision up, float64 down to float32 parameters: a value beyond
-            float32's range is refused), or to the first's dtype when the parameters have several.
-        targets: ``"pred"`` (each sequence's predicted class), ``"all"`` (every class: (C, T_i, ...)),
-            one class index for all, or (N,) class indices.
-        buckets: bucket edges (padded lengths, ascending; longer sequences are padded to the next
-            multiple of the last edge), a number of buckets (edges chosen by :func:`bucket_edges` for
-            these lengths), or None for powers of two from 8.
-        chunk_size: sequences per compiled call, B; a multiple of the number of devices.
-        devices: the devices to shard each chunk over: None (all that JAX sees, every process's under
-            ``jax.distributed``), a number of them, or a list of devices.
-        tokens: sum (T, E) relevance over E on the device (word-level relevance, (T_i,) per sequence).
-        residual: also compute each explanation's conservation residual in the chunk programs (LRP
-            on a model of :mod:`lrpjax.models`; other methods have none: None).
-
-    Raises:
-        ValueError: an empty dataset or sequence, sequences of different E, non-finite values or values
-            that overflow the parameters' dtype, targets of the wrong length or out of range, bad
-            buckets, a chunk size that is not a positive multiple of the device count, ``residual``
-            for a list mixing LRP with other methods.
-        TypeError: a method that is not a Method, non-float sequences, non-integer targets.
+    :func:`explain_dataset` collects the chunks into per-sequence arrays. The arguments, their checks
+    and the errors they raise are those of :func:`explain_dataset`.
 
     Yields:
         :class:`Chunk` values, bucket by bucket (shortest first); each sequence appears once.

@@ -376,7 +376,6 @@ def iter_stream(method, params: Params, items: Iterable, targets="pred", *, buck
         check_finite: refuse inputs holding NaN or infinity (False lets them through; their results
             are then not finite). Values that the cast to the parameters' dtype would turn into
             infinity (float64 beyond float32's range) are refused either way.
-
         residual: also compute the conservation residual of every explanation (``Chunk.residuals``,
             as :func:`lrpjax.scale.explain_dataset`; :func:`explain_stream` does not store it).
 
@@ -642,30 +641,11 @@ def explain_stream(method, params: Params, items: Iterable, out: str | os.PathLi
                    progress: Callable[[int], None] | None = None, check_finite: bool = True) -> StreamSummary:
     """Explains an iterable of sequences into a directory of shards, resumably (see the module docstring).
 
-    Memory is bounded by one chunk per bucket plus one shard (``shard_bytes`` of results).
+    Memory is bounded by one chunk per bucket plus one shard (``shard_bytes`` of results). ``method``,
+    ``params``, ``items``, ``targets``, ``buckets``, ``chunk_size``, ``devices``, ``tokens``, ``window``
+    and ``check_finite`` are those of :func:`iter_stream`.
 
     Args:
-        method: a :class:`~lrpjax.explain.Method`, or a list of Methods of one model (e.g.
-            :func:`lrpjax.scale.eps_sweep`), as for :func:`lrpjax.scale.explain_dataset`.
-        params: the model's parameters.
-        items: an iterable of (T_i, E) floating arrays (numbered 0, 1, ...) or of ``(index, array)``
-            pairs with increasing int indices (e.g. line numbers, or positions in a larger dataset); the
-            dtype of the first is used for all. :data:`FLUSH` items run the partly filled chunks.
-        targets: ``"pred"``, ``"all"`` (every class), one class index, or class indices (N,) indexed by
-            the sequences' indices.
-        buckets: bucket edges (ascending; beyond the last edge its multiples), or None for powers of two
-            from 8 (as :func:`lrpjax.scale.explain_dataset`; a number of buckets needs the lengths in
-            advance and is refused).
-        chunk_size: sequences per compiled call; a multiple of the number of devices.
-        devices: this process's devices to shard each chunk over: None (all of ``jax.local_devices()``),
-            a number of them, or a list.
-        tokens: sum (T, E) relevance over E on the device (word-level relevance).
-        window: None (partly filled chunks run at the end: the chunks of ``explain_dataset``), or run
-            them every ``window`` sequences, so every result is out within ``window`` sequences of its
-            input and memory is bounded by the window as well.
-        check_finite: refuse inputs holding NaN or infinity (False lets them through; their results
-            are then not finite). Values that the cast to the parameters' dtype would turn into
-            infinity (float64 beyond float32's range) are refused either way.
         out: the output directory (created if missing).
         resume: continue the run whose output is in ``out`` (same arguments, same input), or start one
             if there is none; without it, an ``out`` that holds a run is refused (nothing is destroyed).

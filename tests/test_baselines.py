@@ -14,6 +14,7 @@ from lrpjax import cd as cdmod
 from lrpjax import explain, scale
 from lrpjax.cells import StandardCell
 from lrpjax.models import Dense, Pool, Recurrent, Sequential, bilstm, lstm
+from reference_cd import sigmoid, split_tanh, split_three
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -215,20 +216,6 @@ def test_explain_dataset_equals_the_padded_batch_and_single_calls(name):
 
 # --- phrase-level Contextual Decomposition against the oracle ---------------------------------------------
 
-def _sig(v):
-    return 1.0 / (1.0 + np.exp(-v))
-
-
-def _three(a, b, c, act):
-    a_part = 0.5 * (act(a + c) - act(c) + act(a + b + c) - act(b + c))
-    b_part = 0.5 * (act(b + c) - act(c) + act(a + b + c) - act(a + c))
-    return a_part, b_part, act(c)
-
-
-def _two(a, b):
-    return 0.5 * (np.tanh(a) + np.tanh(a + b) - np.tanh(b)), 0.5 * (np.tanh(b) + np.tanh(a + b) - np.tanh(a))
-
-
 def oracle_phrase_direction(cell, x, first, last, rule):
     """Relevant final output of one direction (explicit loops, the authors' equations): inputs at steps
     ``first <= i <= last`` are relevant (inclusive, as in ``sent_util.CD``); the product L(b_i) L(b_g) is
@@ -247,9 +234,9 @@ def oracle_phrase_direction(cell, x, first, last, rule):
                 rel[g] = rel[g] + x[i] @ Ws[g]
             else:
                 irr[g] = irr[g] + x[i] @ Ws[g]
-        ri, ii, bi = _three(rel[0], irr[0], bs[0], _sig)
-        rg, ig, bg = _three(rel[1], irr[1], bs[1], np.tanh)
-        rf, if_, bf = _three(rel[2], irr[2], bs[2], _sig)
+        ri, ii, bi = split_three(rel[0], irr[0], bs[0], sigmoid)
+        rg, ig, bg = split_three(rel[1], irr[1], bs[1], np.tanh)
+        rf, if_, bf = split_three(rel[2], irr[2], bs[2], sigmoid)
         new_rel = ri * (rg + bg) + bi * rg
         new_irr = ii * (rg + ig + bg) + (ri + bi) * ig
         bias_relevant = {"authors": first <= i < last, "inside": first <= i <= last, "gamma": False}[rule]
@@ -260,8 +247,8 @@ def oracle_phrase_direction(cell, x, first, last, rule):
         if i > 0:
             new_rel = new_rel + (rf + bf) * rel_c
             new_irr = new_irr + (rf + if_ + bf) * irr_c + if_ * rel_c
-        o = _sig(x[i] @ Ws[3] + (rel_h + irr_h) @ Us[3] + bs[3])
-        h_rel, h_irr = _two(new_rel, new_irr)
+        o = sigmoid(x[i] @ Ws[3] + (rel_h + irr_h) @ Us[3] + bs[3])
+        h_rel, h_irr = split_tanh(new_rel, new_irr)
         rel_c, irr_c, rel_h, irr_h = new_rel, new_irr, o * h_rel, o * h_irr
     return rel_h
 

@@ -13,23 +13,10 @@ from lrpjax import cd as cdmod
 from lrpjax.cells import StandardCell
 from lrpjax.models import bilstm, lstm
 from lrpjax.models.lstm import LSTM
+from reference_cd import sigmoid, split_tanh, split_three
 
 
 # --- oracle: explicit loops, one relevant position, no code shared with the library -----------------
-
-def _sig(v):
-    return 1.0 / (1.0 + np.exp(-v))
-
-
-def _three(a, b, c, act):
-    a_part = 0.5 * (act(a + c) - act(c) + act(a + b + c) - act(b + c))
-    b_part = 0.5 * (act(b + c) - act(c) + act(a + b + c) - act(a + c))
-    return a_part, b_part, act(c)
-
-
-def _tanh_two(a, b):
-    return 0.5 * (np.tanh(a) + np.tanh(a + b) - np.tanh(b)), 0.5 * (np.tanh(b) + np.tanh(a + b) - np.tanh(a))
-
 
 def oracle_direction(cell, x, start):
     """CD of one direction over an unpadded sequence x (T, E), position `start` relevant.
@@ -54,22 +41,22 @@ def oracle_direction(cell, x, start):
                 rel[g] = rel[g] + x[i] @ Wg
             else:
                 irr[g] = irr[g] + x[i] @ Wg
-        ri, ii, bi = _three(rel["i"], irr["i"], b_i, _sig)
-        rg, ig, bg = _three(rel["g"], irr["g"], b_g, np.tanh)
+        ri, ii, bi = split_three(rel["i"], irr["i"], b_i, sigmoid)
+        rg, ig, bg = split_three(rel["g"], irr["g"], b_g, np.tanh)
         rel_c[i] = ri * (rg + bg) + bi * rg
         irr_c[i] = ii * (rg + ig + bg) + (ri + bi) * ig + bi * bg
         if i > 0:
-            rf, if_, bf = _three(rel["f"], irr["f"], b_f, _sig)
+            rf, if_, bf = split_three(rel["f"], irr["f"], b_f, sigmoid)
             rel_c[i] += (rf + bf) * rel_c[i - 1]
             irr_c[i] += (rf + if_ + bf) * irr_c[i - 1] + if_ * rel_c[i - 1]
-        o = _sig(x[i] @ W_o + (prev_rh + prev_ih) @ U_o + b_o)
-        new_rh, new_ih = _tanh_two(rel_c[i], irr_c[i])
+        o = sigmoid(x[i] @ W_o + (prev_rh + prev_ih) @ U_o + b_o)
+        new_rh, new_ih = split_tanh(rel_c[i], irr_c[i])
         rel_h[i], irr_h[i] = o * new_rh, o * new_ih
         # The plain forward pass, Eqs. (11.1)-(11.6), for the completeness property.
         prev_h = true_h[i - 1] if i > 0 else np.zeros(H)
         prev_c = true_c[i - 1] if i > 0 else np.zeros(H)
         pre = x[i] @ W + prev_h @ U + b
-        gi, gz, gf, go = _sig(pre[:H]), np.tanh(pre[H:2 * H]), _sig(pre[2 * H:3 * H]), _sig(pre[3 * H:])
+        gi, gz, gf, go = sigmoid(pre[:H]), np.tanh(pre[H:2 * H]), sigmoid(pre[2 * H:3 * H]), sigmoid(pre[3 * H:])
         true_c[i] = gf * prev_c + gi * gz
         true_h[i] = go * np.tanh(true_c[i])
     return rel_h, irr_h, rel_c, irr_c, true_h, true_c

@@ -17,6 +17,7 @@ from lrpjax import interop  # noqa: E402
 from lrpjax.cells import GRUCell, StandardCell  # noqa: E402
 from lrpjax.models import Dense, Recurrent, Sequential  # noqa: E402
 from lrpjax.rules import preset  # noqa: E402
+from framework_parity import numpy_promotion as flax_context, rel_err  # noqa: E402
 
 E, H, T, C = 4, 3, 5, 2
 CELLS = {"lstm": nn.LSTMCell, "optimized_lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}
@@ -27,25 +28,6 @@ def _release_programs():
     yield
     jax.clear_caches()
     gc.collect()
-
-
-class flax_context:
-    """flax relies on NumPy-style promotion (ranks, and float32 carries meeting float64 inputs), which
-    the suite's strict settings forbid elsewhere."""
-
-    def __enter__(self):
-        self.contexts = (jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"))
-        for c in self.contexts:
-            c.__enter__()
-
-    def __exit__(self, *exc):
-        for c in reversed(self.contexts):
-            c.__exit__(*exc)
-
-
-def rel_err(got, want) -> float:
-    want = np.asarray(want)
-    return float(np.max(np.abs(np.asarray(got) - want)) / max(np.max(np.abs(want)), 1e-300))
 
 
 def randomised(variables, seed, dtype):

@@ -24,6 +24,7 @@ if keras.backend.backend() != "jax":
 import lrpjax  # noqa: E402
 from lrpjax import interop  # noqa: E402
 from lrpjax.rules import preset  # noqa: E402
+from framework_parity import numpy_promotion as keras_context, rel_err  # noqa: E402
 
 L = keras.layers
 E, H, T, C = 4, 3, 5, 3
@@ -36,29 +37,6 @@ def _release_programs():
     keras.backend.clear_session()
     jax.clear_caches()
     gc.collect()
-
-
-def keras_context():
-    """Keras relies on NumPy-style promotion, which the suite's strict settings forbid elsewhere."""
-    return _Both(jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"))
-
-
-class _Both:
-    def __init__(self, *contexts):
-        self.contexts = contexts
-
-    def __enter__(self):
-        for c in self.contexts:
-            c.__enter__()
-
-    def __exit__(self, *exc):
-        for c in reversed(self.contexts):
-            c.__exit__(*exc)
-
-
-def rel_err(got, want) -> float:
-    want = np.asarray(want)
-    return float(np.max(np.abs(np.asarray(got) - want)) / max(np.max(np.abs(want)), 1e-300))
 
 
 def recurrent(cell, bidirectional, return_sequences, dtype):

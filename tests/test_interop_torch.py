@@ -20,6 +20,7 @@ torch = pytest.importorskip("torch")
 import lrpjax  # noqa: E402
 from lrpjax import interop  # noqa: E402
 from lrpjax.rules import preset  # noqa: E402
+from framework_parity import rel_err  # noqa: E402
 
 E, H, T, C = 4, 3, 5, 3
 
@@ -30,12 +31,6 @@ def _release_programs():
     yield
     jax.clear_caches()
     gc.collect()
-
-
-def rel_err(got, want) -> float:
-    """max |got - want| / max |want|: the relative difference of two arrays."""
-    want = np.asarray(want)
-    return float(np.max(np.abs(np.asarray(got) - want)) / max(np.max(np.abs(want)), 1e-300))
 
 
 def make(kind, bidirectional, layers, head, dtype=torch.float64, seed=0, bias=True):
