@@ -9,7 +9,7 @@
 3. explains a few test sentences with every method that applies to a GRU (LRP-all/-prop/-abs/-half,
    Gradient, Sensitivity, Gradient x Input, Occlusion f-diff / P-diff, random; Contextual
    Decomposition is defined for LSTMs only) and draws them as one heatmap per sentence;
-4. explains the whole test set with ``lrpjax.scale.explain_dataset`` (the four LRP presets and
+4. explains the whole test set with ``lrpjax.datasets.explain_dataset`` (the four LRP presets and
    Gradient x Input in one compiled call per length bucket) and lists the words most often the most
    relevant one for a positive or a negative prediction.
 
@@ -40,7 +40,9 @@ import jax  # noqa: E402
 import torch  # noqa: E402
 
 import lrpjax  # noqa: E402
-from lrpjax import interop, plot, scale  # noqa: E402
+from lrpjax import interop  # noqa: E402
+from lrpjax.viz import plot  # noqa: E402
+from lrpjax import datasets as scale  # noqa: E402
 from lrpjax.data.sst import LABEL_NAMES, Vocabulary, binary_accuracy, five_class_accuracy, load_sst  # noqa: E402
 from lrpjax.rules import preset  # noqa: E402
 

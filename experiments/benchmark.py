@@ -1,4 +1,4 @@
-"""Benchmark: explaining the SST test set (2210 sentences) at scale with ``lrpjax.scale.explain_dataset``.
+"""Benchmark: explaining the SST test set (2210 sentences) at scale with ``lrpjax.datasets.explain_dataset``.
 
 Measured in one run, float32, on the devices JAX sees (normally the CPU); every figure of
 ``benchmark.{json,md}`` comes from that run, with the load average at the start of each part:
@@ -13,7 +13,7 @@ Measured in one run, float32, on the devices JAX sees (normally the CPU); every 
   warm, on a few hundred sentences);
 * peak memory explaining the test set replicated 10x vs 1x, streamed chunk by chunk
   (``iter_chunks``: bounded by the chunk) and collected (``explain_dataset``: plus the results);
-* Contextual Decomposition (``lrpjax.cd.cd``) through ``explain_dataset`` and LRP-all on the same
+* Contextual Decomposition (``lrpjax.methods.decomposition.cd``) through ``explain_dataset`` and LRP-all on the same
   sentences (the whole test set, or an evenly spaced subset with ``--cd-sentences``);
 * ``SSTModel.embed`` over every test sentence;
 * the command line: wall time of ``lrpjax explain "<sentence>"`` in fresh processes with an empty
@@ -57,7 +57,7 @@ QUICK_CONFIGS = ("forward", "gradient", "lrp-all")
 TORCH_CONFIGS = ("forward", "gradient", "lrp-all", "lrp-prop")
 QUICK_SENTENCES = 400       # --quick: the first 400 test sentences
 QUICK_CD_SENTENCES = 16     # --quick: CD on an evenly spaced subset of those
-# The command-line sentences: 8 and 6 tokens, both padded to the same bucket (lrpjax.sst.bucket_length).
+# The command-line sentences: 8 and 6 tokens, both padded to the same bucket (lrpjax.app.sst.bucket_length).
 CLI_SENTENCE = "a gorgeous , witty , seductive movie ."
 CLI_OTHER_SENTENCE = "a fine , witty film ."
 
@@ -73,7 +73,7 @@ def load_setup(quick: bool):
     examples = load_sst("test")
     checkpoint = ROOT / "checkpoints" / "sst_bilstm.npz"
     if checkpoint.is_file():
-        from lrpjax.sst import SSTModel
+        from lrpjax.app.sst import SSTModel
         model = SSTModel.load(checkpoint)
         embed = np.asarray(model.params["embed"], np.float32)
         params = model.params["model"]
@@ -107,11 +107,11 @@ def _forward_only_fn(method, params, x, target, mask, index):
 
 def make_method(name: str, apply=None):
     """The method of a configuration name for ``apply`` (default the BiLSTM's ``bilstm.apply``)."""
-    from lrpjax import explain
-    from lrpjax.cd import cd
+    from lrpjax import methods as explain
+    from lrpjax.methods.decomposition import cd
     from lrpjax.models import bilstm
     from lrpjax.rules import preset
-    from lrpjax.sst import DEFAULT_EPS
+    from lrpjax.app.sst import DEFAULT_EPS
 
     apply = bilstm.apply if apply is None else apply
     if name == "forward":
@@ -131,7 +131,7 @@ def _maxrss_mb() -> float:
 
 def timed_dataset(method, params, sentences, options: dict, repeats: int) -> dict:
     """First call (compilation included) and warm calls (min over ``repeats``) of ``explain_dataset``."""
-    from lrpjax import scale
+    from lrpjax import datasets as scale
 
     start = time.perf_counter()
     first = scale.explain_dataset(method, params, sentences, "pred", **options)
@@ -161,13 +161,13 @@ def worker_throughput(job: dict) -> dict:
 
 
 def _padded_steps(result, chunk_size: int) -> int:
-    from lrpjax.scale import assign_buckets
+    from lrpjax.datasets import assign_buckets
     padded = assign_buckets(result.lengths, result.edges)
     return int(sum(-(-np.sum(padded == L) // chunk_size) * chunk_size * L for L in np.unique(padded)))
 
 
 def worker_memory(job: dict) -> dict:
-    from lrpjax import scale
+    from lrpjax import datasets as scale
 
     params, sentences, _ = load_setup(job["quick"])
     # The edges of the 1x test set for every replica count: the same programs, so that only the data
@@ -196,7 +196,7 @@ def grad_ratios(apply, params, sentences, job: dict, presets) -> dict:
     same jitted vmap for both, min over interleaved repeats; the median over the bucket lengths."""
     import jax
     import jax.numpy as jnp
-    from lrpjax import scale
+    from lrpjax import datasets as scale
 
     B = job["chunk_size"]
     lengths = np.asarray([len(s) for s in sentences])
@@ -243,7 +243,7 @@ def worker_ratios(job: dict) -> dict:
 
 def _one_at_a_time(params, sentences, job: dict) -> dict:
     import jax
-    from lrpjax import scale
+    from lrpjax import datasets as scale
 
     method = make_method("lrp-all")
     chosen = sentences
@@ -284,7 +284,7 @@ def worker_cd(job: dict) -> dict:
 def worker_embed(job: dict) -> dict:
     """``SSTModel.embed`` over every test sentence (token lists, as the dataset holds them)."""
     from lrpjax.data.sst import load_sst
-    from lrpjax.sst import SSTModel, default_checkpoint
+    from lrpjax.app.sst import SSTModel, default_checkpoint
 
     checkpoint = default_checkpoint()
     if not checkpoint.is_file():
@@ -353,10 +353,10 @@ def cli_latency(warm_runs: int) -> dict:
     """Wall time of ``lrpjax explain`` in fresh processes: an empty compilation cache, then warm; and of
     ``python -c "import lrpjax"``."""
     from lrpjax.data.sst import tokenize
-    from lrpjax.sst import bucket_length
+    from lrpjax.app.sst import bucket_length
 
     script = Path(sys.executable).with_name("lrpjax")
-    command = [str(script)] if script.is_file() else [sys.executable, "-m", "lrpjax.cli"]
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "lrpjax.app.cli"]
     with tempfile.TemporaryDirectory(prefix="lrpjax-bench-cache-") as cache:
         env = {**os.environ, "LRPJAX_CACHE_DIR": cache}
         cold = _timed_command(command + ["explain", CLI_SENTENCE], env)
@@ -427,7 +427,7 @@ def _cd_lines(report: dict) -> list[str]:
     which = (f"an evenly spaced subset of {cd['sentences']} of the {cd['of']} sentences (chosen by "
              f"`{report['cd_subset_reason']}`)" if cd["subset"] else f"all {cd['sentences']} sentences")
     return ["## Contextual Decomposition", "",
-            "`lrpjax.cd.cd(bilstm.apply)` (one relevance per word, every position of a sentence in one vmapped "
+            "`lrpjax.methods.decomposition.cd(bilstm.apply)` (one relevance per word, every position of a sentence in one vmapped "
             f"call) and LRP-all through `explain_dataset` on the same sentences: {which}; {_load(report, 'cd')}. "
             "Target: CD within 3x of LRP-all's warm throughput.", "",
             *_throughput_table([cd["cd"], cd["lrp-all"]], memory=False), "",

@@ -1,4 +1,4 @@
-"""Benchmark: streaming explanation of a million synthetic sentences to disk (``lrpjax.stream``).
+"""Benchmark: streaming explanation of a million synthetic sentences to disk (``lrpjax.datasets.stream``).
 
 The input: N synthetic sentences whose lengths follow the SST test set's length distribution
 (``load_sst("test")``, 2210 sentences, 1..56 tokens), each token a random embedding of the shipped
@@ -80,10 +80,11 @@ def worker(args) -> None:
                                    initialization_timeout=300)
     import jax
 
-    from lrpjax import explain, stream
+    from lrpjax import methods as explain
+    from lrpjax.datasets import stream
     from lrpjax.models import bilstm
     from lrpjax.rules import preset
-    from lrpjax.sst import SSTModel
+    from lrpjax.app.sst import SSTModel
 
     model = SSTModel.load()
     method = explain.lrp(bilstm.apply, preset("lrp-all", 1e-3))
@@ -177,7 +178,7 @@ def two_processes(n: int, directory: Path, timeout: float) -> dict:
 
 def digest(directory: Path) -> str:
     """sha256 over every row (index, length, scores, target, relevance) in input order."""
-    from lrpjax import stream
+    from lrpjax.datasets import stream
 
     h = hashlib.sha256()
     for row in stream.open_results(directory):
@@ -301,7 +302,7 @@ def main(argv=None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     command = "python experiments/benchmark_streaming.py" + (" --quick" if args.quick else "")
     result["command"] = command
-    from lrpjax._files import atomic_write_text
+    from lrpjax.io.files import atomic_write_text
 
     atomic_write_text(out / "benchmark_streaming.json", json.dumps(result, indent=1) + "\n")
     text = markdown(result, command)

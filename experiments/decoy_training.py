@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 import lrpjax  # noqa: E402
 from lrpjax import train  # noqa: E402
-from lrpjax._files import atomic_write_text  # noqa: E402
+from lrpjax.io.files import atomic_write_text  # noqa: E402
 from lrpjax.cells import StandardCell  # noqa: E402
 from lrpjax.models.lstm import LSTM  # noqa: E402
 from lrpjax.rules import preset  # noqa: E402

@@ -20,7 +20,7 @@ report LRP 0.722 > Sensitivity 0.691 > Random 0.523. This script does that with 
     python experiments/digits_pixel_flipping.py                       # full size (a few minutes)
     python experiments/digits_pixel_flipping.py --quick --out /tmp/q  # about a minute
 
-``--checkpoint PATH`` also saves the trained MLP (``lrpjax.checkpoints`` .npz).
+``--checkpoint PATH`` also saves the trained MLP (``lrpjax.io.checkpoints`` .npz).
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import lrpjax  # noqa: E402
-from lrpjax import checkpoints, train  # noqa: E402
+from lrpjax import train  # noqa: E402
+from lrpjax.io import checkpoints  # noqa: E402
 from lrpjax.data import digits  # noqa: E402
 from lrpjax.evaluate import Score, aopc, perturbation_curves  # noqa: E402
 from lrpjax.models.mlp import MLP  # noqa: E402
@@ -140,7 +141,7 @@ def load_model(path: str) -> tuple[MLP, dict, dict]:
 
 @partial(jax.jit, static_argnums=(0,))
 def _explain_batch(method, params, X, targets):
-    # Method.fn is the per-example relevance function (see lrpjax.explain); vmapped here because
+    # Method.fn is the per-example relevance function (see lrpjax.methods); vmapped here because
     # Method.batch expects padded sequences (B, T, E).
     index = jnp.arange(X.shape[0])
     return jax.vmap(lambda x, t, i: method.fn(method, params, x, t, None, i))(X, targets, index)

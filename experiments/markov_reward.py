@@ -33,7 +33,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from lrpjax import checkpoints, lrp, train  # noqa: E402
+from lrpjax import lrp, train  # noqa: E402
+from lrpjax.io import checkpoints  # noqa: E402
 from lrpjax.cells import MarkovCell  # noqa: E402
 from lrpjax.data.gridworld import FEATURES, POLICIES, GridWorld, Episodes, splits  # noqa: E402
 from lrpjax.models.lstm import LSTM  # noqa: E402

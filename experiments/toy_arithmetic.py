@@ -37,11 +37,12 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import lrpjax  # noqa: E402
-from lrpjax import checkpoints, train  # noqa: E402
-from lrpjax.cd import cd  # noqa: E402
+from lrpjax import train  # noqa: E402
+from lrpjax.io import checkpoints  # noqa: E402
+from lrpjax.methods.decomposition import cd  # noqa: E402
 from lrpjax.cells import StandardCell  # noqa: E402
 from lrpjax.data import toy  # noqa: E402
-from lrpjax.explain import integrated_gradients, smoothgrad  # noqa: E402
+from lrpjax.methods import integrated_gradients, smoothgrad  # noqa: E402
 from lrpjax.models.lstm import LSTM  # noqa: E402
 from lrpjax.rules import preset  # noqa: E402
 

@@ -38,7 +38,7 @@ def _release_compiled_programs():
     of its own, and one process of this suite compiles thousands: without this the process reaches the
     kernel's limit on mappings (vm.max_map_count, 65530 by default) and the next compilation fails."""
     yield
-    from lrpjax import scale
+    from lrpjax import datasets as scale
 
     scale.clear_cache()
     jax.clear_caches()

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import lrpjax
-from lrpjax import cd as cdmod
-from lrpjax import explain, scale
+from lrpjax.methods import decomposition as cdmod
+from lrpjax import methods as explain
+from lrpjax import datasets as scale
 from lrpjax.cells import StandardCell
 from lrpjax.models import Dense, Pool, Recurrent, Sequential, bilstm, lstm
 from reference_cd import sigmoid, split_tanh, split_three
@@ -396,7 +397,7 @@ def test_the_command_line_explains_with_ig_and_smoothgrad():
     env.pop("JAX_ENABLE_X64", None)
     outputs = {}
     for method, extra in (("ig", ()), ("smoothgrad", ("--seed", "3")), ("smoothgrad", ("--seed", "4"))):
-        done = subprocess.run([sys.executable, "-m", "lrpjax.cli", "explain", "--method", method, *extra,
+        done = subprocess.run([sys.executable, "-m", "lrpjax.app.cli", "explain", "--method", method, *extra,
                                "the plot is dull but the actors are wonderful"], capture_output=True, text=True,
                               env=env, timeout=300)
         assert done.returncode == 0, done.stderr
@@ -405,6 +406,6 @@ def test_the_command_line_explains_with_ig_and_smoothgrad():
         outputs[(method, extra)] = lines[2]
         assert len(lines[2].split()) == 9
     assert outputs[("smoothgrad", ("--seed", "3"))] != outputs[("smoothgrad", ("--seed", "4"))]
-    help_text = subprocess.run([sys.executable, "-m", "lrpjax.cli", "explain", "--help"], capture_output=True,
+    help_text = subprocess.run([sys.executable, "-m", "lrpjax.app.cli", "explain", "--help"], capture_output=True,
                                text=True, env=env, timeout=300).stdout
     assert "ig" in help_text and "smoothgrad" in help_text

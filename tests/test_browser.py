@@ -14,7 +14,8 @@ import sys
 import numpy as np
 import pytest
 
-from lrpjax import plot, report
+from lrpjax.viz import plot
+from lrpjax.viz import report
 
 from browser import Browser, find_chromium
 
@@ -147,7 +148,7 @@ def test_the_command_line_report_renders_in_the_browser(tmp_path, browser):
     source.write_text("a gorgeous , witty , seductive movie .\n\nthe plot is dull but the actors are wonderful\n")
     env = dict(os.environ, NO_COLOR="1")
     env.pop("JAX_ENABLE_X64", None)
-    done = subprocess.run([sys.executable, "-m", "lrpjax.cli", "report", "--input", str(source), "--output",
+    done = subprocess.run([sys.executable, "-m", "lrpjax.app.cli", "report", "--input", str(source), "--output",
                            str(out), "--methods", "lrp-all,gi"], capture_output=True, text=True, env=env,
                           timeout=300)
     assert done.returncode == 0, done.stderr

@@ -17,11 +17,11 @@ SCRIPT = textwrap.dedent("""
     hits = []
     jax.monitoring.register_event_listener(lambda event, **kw: hits.append(event)
                                            if event == "/jax/compilation_cache/cache_hits" else None)
-    import lrpjax, lrpjax.cache
+    import lrpjax, lrpjax.io.cache
     from lrpjax.models import bilstm
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        where = lrpjax.cache.enable_compilation_cache()
+        where = lrpjax.io.cache.enable_compilation_cache()
         params = bilstm.init(jax.random.PRNGKey(0), 3, 4, 2)
         x = jnp.ones((5, 3), jnp.float32)
         R = lrpjax.lrp(bilstm.apply, lrpjax.rules.preset("lrp-all", eps=1e-3))(params, x, 1)
@@ -82,11 +82,11 @@ def test_an_unusable_cache_directory_warns_and_compiles(tmp_path, kind):
 
 
 def test_the_cache_is_turned_off_by_an_empty_setting(monkeypatch):
-    import lrpjax.cache
+    import lrpjax.io.cache
 
     monkeypatch.setenv("LRPJAX_CACHE_DIR", "")
-    assert lrpjax.cache.default_cache_dir() is None
-    assert lrpjax.cache.enable_compilation_cache() is None
+    assert lrpjax.io.cache.default_cache_dir() is None
+    assert lrpjax.io.cache.enable_compilation_cache() is None
     monkeypatch.delenv("LRPJAX_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", "/somewhere")
-    assert lrpjax.cache.default_cache_dir() == Path("/somewhere/lrpjax/jax")
+    assert lrpjax.io.cache.default_cache_dir() == Path("/somewhere/lrpjax/jax")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import lrpjax
-from lrpjax import cd as cdmod
+from lrpjax.methods import decomposition as cdmod
 from lrpjax.cells import StandardCell
 from lrpjax.models import bilstm, lstm
 from lrpjax.models.lstm import LSTM

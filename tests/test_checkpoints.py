@@ -1,4 +1,4 @@
-"""Tests for .npz checkpoints (lrpjax.checkpoints): bit-exact round trips and clear errors."""
+"""Tests for .npz checkpoints (lrpjax.io.checkpoints): bit-exact round trips and clear errors."""
 
 import json
 import zipfile
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lrpjax import checkpoints as ck
+from lrpjax.io import checkpoints as ck
 
 
 def nested_params(rng):

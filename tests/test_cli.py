@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from lrpjax import cli
+from lrpjax.app import cli
 
 
 def run_cli(*args, env_extra=None, stdin=None):
     env = dict(os.environ, NO_COLOR="1", **(env_extra or {}))
     env.pop("JAX_ENABLE_X64", None)
-    return subprocess.run([sys.executable, "-m", "lrpjax.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "lrpjax.app.cli", *args], capture_output=True, text=True,
                           env=env, input=stdin, timeout=300)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import lrpjax
-from lrpjax import cli
+from lrpjax.app import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_cli(*args):
     env = dict(os.environ, NO_COLOR="1")
     env.pop("JAX_ENABLE_X64", None)
-    return subprocess.run([sys.executable, "-m", "lrpjax.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "lrpjax.app.cli", *args], capture_output=True, text=True, env=env,
                           timeout=300)
 
 

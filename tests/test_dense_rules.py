@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import lrpjax
-from lrpjax import ops
+from lrpjax.core import ops
 from lrpjax.models import bilstm
 from lrpjax.rules import (LINEAR_RULES, AlphaBeta, Epsilon, Flat, Gamma, RuleSet, WSquare, Z, ZB, ZPlus,
                           composite, preset)

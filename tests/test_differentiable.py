@@ -4,7 +4,7 @@ functionals against central finite differences in float64, with respect to input
 Functionals of a relevance ``R`` with word-level relevance ``r`` (``per_token``): a weighted sum
 ``sum(w * r)``, one position ``r[k]`` and the squared norm ``sum(R^2)``. Inputs and parameters are
 random with nonzero biases, so no rule meets a branch point (``z = 0`` of a stabiliser, a zero
-denominator, a tie of ``max``/``argmax``; see the ``lrpjax.explain`` docstring) within the finite
+denominator, a tie of ``max``/``argmax``; see the ``lrpjax.methods`` docstring) within the finite
 difference steps. Every method, the dense rules on an MLP, CD, IG and SmoothGrad; the standard LSTM
 (uni- and bidirectional, the reference BiLSTM), a stacked bidirectional GRU composition with a dense
 layer and pooling, and the LRP-friendly cells.
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 import lrpjax
-from lrpjax import cd as cdmod
-from lrpjax import explain
+from lrpjax.methods import decomposition as cdmod
+from lrpjax import methods as explain
 from lrpjax.cells import GatelessCell, GRUCell, MarkovCell, NondecreasingCell, StandardCell
 from lrpjax.models import Dense, Pool, Recurrent, Sequential, bilstm
 from lrpjax.models.lstm import LSTM

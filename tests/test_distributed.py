@@ -20,7 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrpjax import explain, scale, stream
+from lrpjax import methods as explain
+from lrpjax import datasets as scale
+from lrpjax.datasets import stream
 from lrpjax.models import bilstm
 from lrpjax.rules import preset
 
@@ -35,7 +37,8 @@ CHILD = textwrap.dedent("""
                                initialization_timeout=120)
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp, numpy as np
-    from lrpjax import explain, stream
+    from lrpjax import methods as explain
+    from lrpjax.datasets import stream
     from lrpjax.models import bilstm
     from lrpjax.rules import preset
 

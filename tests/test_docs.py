@@ -363,7 +363,7 @@ def hooks():
 
 
 def test_help_markers_become_the_parsers_help(hooks):
-    from lrpjax.cli import build_parser
+    from lrpjax.app.cli import build_parser
 
     text = hooks.on_page_markdown("before\n<!-- lrpjax-help: info -->\nafter\n", None, None, None)
     assert text.startswith("before\n```text\nusage: lrpjax info") and text.endswith("```\nafter\n")

@@ -290,7 +290,7 @@ def _dataset(T_list=(3, 6, 2, 5), seed=0):
 
 
 def test_explain_dataset_on_a_gru_stack_equals_each_sequence_alone():
-    from lrpjax import scale
+    from lrpjax import datasets as scale
 
     model, _ = _case("gru", True, 2, "pool-max", seed=1)
     net, params = to_lrpjax(model)
@@ -305,7 +305,7 @@ def test_explain_dataset_on_a_gru_stack_equals_each_sequence_alone():
 
 
 def test_explain_dataset_on_a_per_step_model_gives_the_step_by_step_relevance_matrix():
-    from lrpjax import scale
+    from lrpjax import datasets as scale
 
     model, _ = _case("lstm", True, 1, "per-step", seed=2)
     net, params = to_lrpjax(model)
@@ -333,7 +333,7 @@ def test_explain_dataset_on_a_per_step_model_gives_the_step_by_step_relevance_ma
 
 @pytest.mark.parametrize("head", ("mlp", "pool-max", "pool-mean", "per-step"))
 def test_contextual_decomposition_through_stacks_and_heads_is_complete(head):
-    from lrpjax import cd
+    from lrpjax.methods import decomposition as cd
 
     model, x = _case("lstm", True, 2, head, seed=6, T=6)
     net, params = to_lrpjax(model)
@@ -358,7 +358,7 @@ def test_contextual_decomposition_through_stacks_and_heads_is_complete(head):
 
 
 def test_contextual_decomposition_of_the_composition_equals_the_reference_bilstm():
-    from lrpjax import cd
+    from lrpjax.methods import decomposition as cd
     from lrpjax.models import bilstm
 
     params = bilstm.init(jax.random.PRNGKey(0), 4, 3, 5, jnp.float64)
@@ -369,7 +369,7 @@ def test_contextual_decomposition_of_the_composition_equals_the_reference_bilstm
 
 
 def test_contextual_decomposition_refuses_a_gru():
-    from lrpjax import cd
+    from lrpjax.methods import decomposition as cd
 
     net = Sequential((Recurrent(GRUCell(), 3), Dense(2)))
     with pytest.raises(TypeError, match="standard LSTM cell; layer 'gru_0' has cell GRUCell"):

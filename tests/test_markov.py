@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lrpjax import checkpoints, lrp
+from lrpjax import lrp
+from lrpjax.io import checkpoints
 from lrpjax.cells import MarkovCell
 from lrpjax.data.gridworld import LEFT, RIGHT, GridWorld, explore
 from lrpjax.models.lstm import LSTM

@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrpjax import explain, scale
+from lrpjax import methods as explain
+from lrpjax import datasets as scale
 from lrpjax.models import bilstm
 from lrpjax.rules import preset
 
@@ -25,7 +26,8 @@ SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, jax.numpy as jnp, numpy as np
     jax.config.update("jax_enable_x64", True)
-    from lrpjax import explain, scale
+    from lrpjax import methods as explain
+    from lrpjax import datasets as scale
     from lrpjax.models import bilstm
     from lrpjax.rules import preset
 

@@ -7,7 +7,7 @@ import pytest
 
 import lrpjax
 import reference as ref
-from lrpjax import ops
+from lrpjax.core import ops
 from lrpjax.models import bilstm, lstm
 from lrpjax.rules import Epsilon, Gate, RuleSet
 

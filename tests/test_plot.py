@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from lrpjax import plot
+from lrpjax.viz import plot
 
 
 def test_colors_are_white_at_zero_red_for_positive_blue_for_negative():

@@ -100,7 +100,7 @@ def _lrpjax_command() -> list[str]:
     script = Path(sys.executable).with_name("lrpjax")
     if script.is_file():
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from lrpjax.cli import main; sys.exit(main())"]
+    return [sys.executable, "-c", "import sys; from lrpjax.app.cli import main; sys.exit(main())"]
 
 
 def _run_lrpjax(command_line: str) -> subprocess.CompletedProcess:

@@ -25,12 +25,13 @@ import numpy as np
 import optax
 import pytest
 
-from lrpjax import checkpoints as ck
-from lrpjax import cli, rules
+from lrpjax.io import checkpoints as ck
+from lrpjax.app import cli
+from lrpjax.core import rules
 from lrpjax import train as tr
 from lrpjax.data.sst import PAD, UNK, Vocabulary, read_trees
 from lrpjax.models import bilstm
-from lrpjax.sst import SSTModel
+from lrpjax.app.sst import SSTModel
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = ("good", "bad", "movie", "not", "a", "film", "very", "dull", "fun", ".")
@@ -70,7 +71,7 @@ def strict_json(line):
 def run_cli(*args, stdin=None, env_extra=None, timeout=300):
     env = dict(os.environ, NO_COLOR="1", **(env_extra or {}))
     env.pop("JAX_ENABLE_X64", None)
-    return subprocess.run([sys.executable, "-m", "lrpjax.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "lrpjax.app.cli", *args], capture_output=True, text=True,
                           env=env, input=stdin, timeout=timeout, cwd=ROOT)
 
 
@@ -417,7 +418,7 @@ def test_single_sentence_mode_refuses_a_non_finite_result(capsys, nan_checkpoint
 
 
 def test_a_sink_refuses_to_write_nan(tmp_path):
-    from lrpjax.sinks import JsonlSink
+    from lrpjax.io.sinks import JsonlSink
 
     with JsonlSink(tmp_path / "o.jsonl") as sink:
         with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
@@ -781,7 +782,7 @@ def test_an_output_that_is_the_input_or_in_a_missing_directory_is_refused_before
 
 
 def test_the_jsonl_sink_scans_trims_and_enforces_order(tmp_path):
-    from lrpjax.sinks import JsonlSink, SinkError, open_sink
+    from lrpjax.io.sinks import JsonlSink, SinkError, open_sink
 
     path = tmp_path / "o.jsonl"
     path.write_bytes(b'{"line": 1, "x": 1}\n{"line": 2, "failed": true}\n{"line": 3, "x"')
@@ -804,7 +805,7 @@ def _interrupted_run(tmp_path, checkpoint, feed, records_before_signal, signals=
     env = dict(os.environ, NO_COLOR="1")
     env.pop("JAX_ENABLE_X64", None)
     out = tmp_path / "out.jsonl"
-    process = subprocess.Popen([sys.executable, "-m", "lrpjax.cli", "explain", "--checkpoint", str(checkpoint),
+    process = subprocess.Popen([sys.executable, "-m", "lrpjax.app.cli", "explain", "--checkpoint", str(checkpoint),
                                 "--method", "random", "--input", "-", "--output", str(out), "--chunk-size", "4"],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=env, cwd=ROOT)
@@ -844,7 +845,7 @@ def test_two_interruptions_then_resume_equal_one_uninterrupted_run(tmp_path, tin
     # a second run goes on from the same prefix through stdin and is interrupted again, after 12 records
     env = dict(os.environ, NO_COLOR="1")
     env.pop("JAX_ENABLE_X64", None)
-    process = subprocess.Popen([sys.executable, "-m", "lrpjax.cli", "explain", "--checkpoint", str(tiny_checkpoint),
+    process = subprocess.Popen([sys.executable, "-m", "lrpjax.app.cli", "explain", "--checkpoint", str(tiny_checkpoint),
                                 "--method", "random", "--input", "-", "--output", str(out), "--chunk-size", "4",
                                 "--resume"], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
@@ -1202,7 +1203,7 @@ def test_a_traced_half_precision_input_is_cast_under_jit():
 
 def test_explain_dataset_casts_sequences_and_refuses_one_that_overflows():
     import lrpjax
-    from lrpjax import scale
+    from lrpjax import datasets as scale
 
     model, params = small_model(jnp.float32)
     method = lrpjax.lrp(model.apply, "lrp-all")
@@ -1221,7 +1222,7 @@ def test_explain_dataset_casts_sequences_and_refuses_one_that_overflows():
 @pytest.mark.parametrize("check_finite", [True, False])
 def test_a_streamed_item_that_overflows_is_refused_even_without_the_finiteness_check(check_finite):
     import lrpjax
-    from lrpjax import stream
+    from lrpjax.datasets import stream
 
     model, params = small_model(jnp.float32)
     items = [np.ones((2, 4)), np.full((2, 4), -2e39)]
@@ -1231,7 +1232,7 @@ def test_a_streamed_item_that_overflows_is_refused_even_without_the_finiteness_c
 
 def test_a_batcher_that_refused_an_item_keeps_working():
     import lrpjax
-    from lrpjax import stream
+    from lrpjax.datasets import stream
 
     model, params = small_model(jnp.float32)
     batcher = stream.Batcher(lrpjax.gradient(model.apply), params, chunk_size=2)
@@ -1254,7 +1255,7 @@ def residual_data():
 @pytest.mark.parametrize("name", ["lrp-all", "lrp-prop", "lrp-abs", "lrp-half"])
 def test_dataset_residuals_equal_full_per_sequence_whatever_the_padding(name, share):
     import lrpjax
-    from lrpjax import scale
+    from lrpjax import datasets as scale
 
     model, params = small_model()
     method = lrpjax.lrp(model.apply, rules.preset(name, 0.2 if name == "lrp-prop" else 1e-2, share))
@@ -1276,7 +1277,7 @@ def test_dataset_residuals_equal_full_per_sequence_whatever_the_padding(name, sh
 
 def test_dataset_residuals_for_every_class_and_for_a_list_of_methods():
     import lrpjax
-    from lrpjax import scale
+    from lrpjax import datasets as scale
 
     model, params = small_model()
     xs = residual_data()[:3]
@@ -1290,7 +1291,7 @@ def test_dataset_residuals_for_every_class_and_for_a_list_of_methods():
 
 def test_dataset_residuals_of_a_per_step_model_are_one_per_step():
     import lrpjax
-    from lrpjax import scale
+    from lrpjax import datasets as scale
 
     model, params = small_model(sequences=True)
     method = lrpjax.lrp(model.apply, rules.preset("lrp-abs", 1e-2))
@@ -1304,7 +1305,8 @@ def test_dataset_residuals_of_a_per_step_model_are_one_per_step():
 
 def test_streamed_residuals_equal_the_dataset_residuals():
     import lrpjax
-    from lrpjax import scale, stream
+    from lrpjax import datasets as scale
+    from lrpjax.datasets import stream
 
     model, params = small_model()
     method = lrpjax.lrp(model.apply, rules.preset("lrp-all", 1e-2))
@@ -1318,7 +1320,7 @@ def test_streamed_residuals_equal_the_dataset_residuals():
 
 def test_residual_is_none_for_methods_without_one_and_a_mixed_list_is_refused():
     import lrpjax
-    from lrpjax import scale
+    from lrpjax import datasets as scale
 
     model, params = small_model()
     xs = residual_data()[:2]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import lrpjax
-from lrpjax import report
+from lrpjax.viz import report
 from lrpjax.models import bilstm
-from lrpjax.sst import SentenceExplanation, SSTModel
+from lrpjax.app.sst import SentenceExplanation, SSTModel
 
 
 def _record(tokens, relevance, pred=3, method="m"):

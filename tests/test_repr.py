@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 import lrpjax
-from lrpjax import explain, scale
-from lrpjax.explain import Attribution, Explanation
+from lrpjax import methods as explain
+from lrpjax import datasets as scale
+from lrpjax.methods import Attribution, Explanation
 from lrpjax.models import bilstm
 from lrpjax.models.mlp import MLP
 from lrpjax.rules import preset
-from lrpjax.scale import DatasetExplanation
+from lrpjax.datasets import DatasetExplanation
 
 E, H, C, T = 6, 3, 5, 4
 FIELDS = ("relevance", "scores", "target_score", "params", "initial", "states", "residual")

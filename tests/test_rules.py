@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lrpjax import rules
+from lrpjax.core import rules
 from lrpjax.rules import Epsilon, Gate, RuleSet, preset
 
 

@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lrpjax import explain, scale
-from lrpjax.cd import cd
+from lrpjax import methods as explain
+from lrpjax import datasets as scale
+from lrpjax.methods.decomposition import cd
 from lrpjax.models import bilstm, lstm
 from lrpjax.rules import preset
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import lrpjax
-from lrpjax import checkpoints
+from lrpjax.io import checkpoints
 from lrpjax.data.sst import LABEL_NAMES, PAD, UNK, Vocabulary
 from lrpjax.models import bilstm
-from lrpjax.sst import (DEFAULT_CHECKPOINT, DEFAULT_EPS, KIND, METHODS, SSTModel, bucket_length, buckets,
+from lrpjax.app.sst import (DEFAULT_CHECKPOINT, DEFAULT_EPS, KIND, METHODS, SSTModel, bucket_length, buckets,
                         make_method, resolve_target)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,7 +191,7 @@ def test_quick_training_run_writes_a_loadable_checkpoint(tmp_path):
 
 
 def test_default_checkpoint_follows_the_environment(monkeypatch, tmp_path):
-    from lrpjax import sst
+    from lrpjax.app import sst
 
     monkeypatch.delenv("LRPJAX_SST_CHECKPOINT", raising=False)
     assert sst.default_checkpoint() == DEFAULT_CHECKPOINT
@@ -202,8 +202,8 @@ def test_default_checkpoint_follows_the_environment(monkeypatch, tmp_path):
 
 
 def test_integrated_gradients_and_smoothgrad_methods():
-    from lrpjax import explain as _explain
-    from lrpjax.sst import IG_STEPS, SMOOTHGRAD_SAMPLES
+    from lrpjax import methods as _explain
+    from lrpjax.app.sst import IG_STEPS, SMOOTHGRAD_SAMPLES
 
     ig = make_method("ig")
     assert ig.fn is _explain._ig_fn and ig.config.steps == IG_STEPS and ig.config.baseline == 0.0

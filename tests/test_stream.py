@@ -17,11 +17,14 @@ import numpy as np
 import pytest
 
 import lrpjax
-from lrpjax import explain, scale, shards, stream
-from lrpjax.cd import cd
+from lrpjax import methods as explain
+from lrpjax import datasets as scale
+from lrpjax.datasets import shards
+from lrpjax.datasets import stream
+from lrpjax.methods.decomposition import cd
 from lrpjax.models import Dense, Recurrent, Sequential, bilstm
 from lrpjax.rules import preset
-from lrpjax.stream import StreamError
+from lrpjax.datasets.stream import StreamError
 
 ROOT = Path(__file__).resolve().parents[1]
 E, H, C = 4, 3, 3
@@ -109,7 +112,7 @@ def test_a_per_step_model_equals_explain_dataset(tmp_path, sequences):
 
 def test_the_sst_test_set_equals_explain_dataset(tmp_path):
     from lrpjax.data.sst import load_sst
-    from lrpjax.sst import SSTModel
+    from lrpjax.app.sst import SSTModel
 
     model = SSTModel.load()
     sentences = [np.asarray(model.embed(example.tokens)) for example in load_sst("test")]
@@ -255,7 +258,8 @@ KILLED_CHILD = textwrap.dedent("""
     import sys
     import jax, jax.numpy as jnp, numpy as np
     jax.config.update("jax_enable_x64", True)
-    from lrpjax import explain, stream
+    from lrpjax import methods as explain
+    from lrpjax.datasets import stream
     from lrpjax.models import bilstm
     from lrpjax.rules import preset
 

@@ -10,11 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lrpjax import cli, explain, scale, stream
+from lrpjax.app import cli
+from lrpjax import methods as explain
+from lrpjax import datasets as scale
+from lrpjax.datasets import stream
 from lrpjax.data.sst import PAD, UNK, Vocabulary
 from lrpjax.models import bilstm
-from lrpjax.sinks import ParquetSink, SinkError, read_records
-from lrpjax.sst import SSTModel
+from lrpjax.io.sinks import ParquetSink, SinkError, read_records
+from lrpjax.app.sst import SSTModel
 
 WORDS = ["good", "bad", "film", "dull", "fun", "not", "very", "a", "the", "."]
 TEXTS = [f"{'a ' * (i % 9)}{WORDS[i % len(WORDS)]} film" if i % 7 else "" for i in range(1, 41)]   # 40, 5 empty

@@ -1,4 +1,4 @@
-"""Tests for the optax trainer (lrpjax.train) and the progress bar (lrpjax.progress)."""
+"""Tests for the optax trainer (lrpjax.train) and the progress bar (lrpjax.io.progress)."""
 
 import io
 
@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from lrpjax import train as tr
-from lrpjax.progress import ProgressBar, track
+from lrpjax.io.progress import ProgressBar, track
 
 T, E, H, C = 5, 3, 4, 1
 

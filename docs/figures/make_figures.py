@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from lrpjax import plot
+from lrpjax.viz import plot
 from lrpjax.data.sst import LABEL_NAMES, load_sst
-from lrpjax.sst import SSTModel
+from lrpjax.app.sst import SSTModel
 
 METHODS = {"lrp-all": "LRP-all", "gi": "Gradient × Input", "occlusion-f": "Occlusion (f-diff)"}
 SHORT = "the plot is dull , but the actors are wonderful and the ending is a treat ."

@@ -33,7 +33,7 @@ def on_files(files, config):
 
 
 def _parser_for(command: str) -> argparse.ArgumentParser:
-    from lrpjax.cli import build_parser
+    from lrpjax.app.cli import build_parser
 
     parser = build_parser()
     if not command:

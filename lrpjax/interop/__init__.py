@@ -7,7 +7,7 @@
     model, params = interop.from_keras(keras_model)        # keras.Sequential of LSTM / GRU / Bidirectional / Dense
     cell, cell_params = interop.from_flax_cell(variables["params"]["cell"], "lstm")   # one flax cell
     scores = model.apply(params, x)                        # x (T, E) -> what the framework computes (logits)
-    R = lrpjax.lrp(model.apply, lrpjax.rules.preset("lrp-all", eps=1e-3))(params, x, target)
+    R = lrpjax.lrp(model.apply, lrpjax.core.rules.preset("lrp-all", eps=1e-3))(params, x, target)
 
 Each importer returns a :class:`~lrpjax.models.Sequential` and its parameters (plain numpy arrays of the
 framework's dtype), so every method, rule set, ``.full()``, masks and dataset explanation apply. The

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from lrpjax._types import Params
-from lrpjax.cells import GRUCell, StandardCell
+from lrpjax.core.cells import GRUCell, StandardCell
 from lrpjax.interop._common import as_weight, check_dtypes
 from lrpjax.models import Recurrent
 

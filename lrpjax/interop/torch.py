@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from lrpjax._types import Params
-from lrpjax.cells import GRUCell, StandardCell
+from lrpjax.core.cells import GRUCell, StandardCell
 from lrpjax.interop._common import Parts, as_weight, check_dtypes, dense_params, gate_blocks
 from lrpjax.models import Dense, Recurrent, Sequential
 

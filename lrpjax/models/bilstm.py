@@ -12,7 +12,7 @@ from typing import Mapping
 import numpy as np
 
 from lrpjax._types import Params
-from lrpjax.cells import StandardCell
+from lrpjax.core.cells import StandardCell
 from lrpjax.models.lstm import LSTM
 
 __all__ = ["model", "apply", "init", "from_reference", "REFERENCE_KEYS"]

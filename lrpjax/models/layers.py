@@ -10,7 +10,7 @@ A part is (T, D_k) for a sequence (all steps) or (D_k,) for a vector.
 
 Layers of this module:
 
-* :class:`Recurrent` -- a recurrent layer: any cell of :mod:`lrpjax.cells`, uni- or bidirectional,
+* :class:`Recurrent` -- a recurrent layer: any cell of :mod:`lrpjax.core.cells`, uni- or bidirectional,
   all steps or the final state(s);
 * :class:`Dense` -- ``act(sum_k x_k W_k + b)``, with or without bias, on a vector or at every step;
 * :class:`Pool` -- mean, sum or max over the valid steps of a sequence.
@@ -30,10 +30,10 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lrpjax import ops
+from lrpjax.core import ops
 from lrpjax._types import Array, Params
-from lrpjax.cells import CELLS, StandardCell, check_cell_params, unroll, zero_layer_taps
-from lrpjax.rules import RuleSet
+from lrpjax.core.cells import CELLS, StandardCell, check_cell_params, unroll, zero_layer_taps
+from lrpjax.core.rules import RuleSet
 
 __all__ = ["Spec", "Recurrent", "Dense", "Pool", "LAYERS", "reverse_valid", "layer_from_config"]
 
@@ -136,7 +136,7 @@ class Recurrent(_Named):
     Parameters: the cell's dict (see the cell) under each direction's key, :meth:`keys`.
 
     Attributes:
-        cell: a cell of :mod:`lrpjax.cells` (``StandardCell``, ``GRUCell``, an LRP-friendly cell).
+        cell: a cell of :mod:`lrpjax.core.cells` (``StandardCell``, ``GRUCell``, an LRP-friendly cell).
         units: H per direction (needed by :meth:`init`; checked against the parameters), or None.
         bidirectional: add the backward direction.
         sequences: output all steps instead of the final state(s).
@@ -156,7 +156,7 @@ class Recurrent(_Named):
 
     def __post_init__(self):
         if type(self.cell) not in CELLS.values() and not hasattr(self.cell, "step"):
-            raise TypeError(f"`cell` of Recurrent must be a cell of lrpjax.cells; got {type(self.cell).__name__}.")
+            raise TypeError(f"`cell` of Recurrent must be a cell of lrpjax.core.cells; got {type(self.cell).__name__}.")
         _check_units("Recurrent", self.units)
         for field in ("bidirectional", "sequences"):
             if not isinstance(getattr(self, field), bool):

@@ -27,10 +27,10 @@ import jax
 import jax.numpy as jnp
 
 from lrpjax._types import Array, ArrayLike, Params
-from lrpjax.cells import StandardCell
+from lrpjax.core.cells import StandardCell
 from lrpjax.models.layers import Dense, Recurrent, Spec, reverse_valid
 from lrpjax.models.sequential import Sequential, check_inputs
-from lrpjax.rules import RuleSet
+from lrpjax.core.rules import RuleSet
 
 __all__ = ["LSTM", "apply", "init", "model", "check_inputs", "reverse_valid"]
 
@@ -40,7 +40,7 @@ class LSTM:
     """An LSTM sequence model with a linear output layer without bias.
 
     Attributes:
-        cell: the memory cell (``StandardCell`` or an LRP-friendly variant of ``lrpjax.cells``).
+        cell: the memory cell (``StandardCell`` or an LRP-friendly variant of ``lrpjax.core.cells``).
         bidirectional: add a right-to-left encoder (the reference's BiLSTM).
     """
 

@@ -4,13 +4,13 @@
 (C,) through dense layers ``z = x @ W + b`` (``ops.linear``) with ReLU or tanh between them
 (``ops.activation``, which passes relevance through) and a linear output layer: a composition of
 :class:`~lrpjax.models.layers.Dense` layers (:attr:`MLP.network`). Layer names, which
-are also the keys of ``params`` and of :meth:`lrpjax.rules.RuleSet.at`::
+are also the keys of ``params`` and of :meth:`lrpjax.core.rules.RuleSet.at`::
 
     "dense_0", "dense_1", ..., "out"          each {"W": (D_in, D_out), "b": (D_out,)}
 
 (with a ``prefix``, e.g. ``"pre_dense_0"``, ``"pre_out"``, so that an MLP can sit inside another
 model without name clashes). The same model gives true gradients (``rules=None``), LRP with any
-rule per layer (:func:`lrpjax.rules.composite`) and, through :meth:`MLP.zero_taps`, the relevance at
+rule per layer (:func:`lrpjax.core.rules.composite`) and, through :meth:`MLP.zero_taps`, the relevance at
 every layer's input in one backward pass (the LRP toolbox's ``lrp_layerwise``; see :func:`layerwise`).
 """
 
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from lrpjax._types import Array, ArrayLike, Params
 from lrpjax.models.layers import Dense
 from lrpjax.models.sequential import Sequential
-from lrpjax.rules import RuleSet
+from lrpjax.core.rules import RuleSet
 
 __all__ = ["MLP", "layerwise"]
 

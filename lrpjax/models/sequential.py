@@ -7,7 +7,7 @@ the layers' keys; the layers (:mod:`lrpjax.models.layers`) are written only with
 computations, so every rule set, the gradient, masks, ``jit``/``vmap``, ``.full()`` and dataset
 explanation work for every composition::
 
-    from lrpjax.cells import GRUCell
+    from lrpjax.core.cells import GRUCell
     from lrpjax.models import Dense, Recurrent, Sequential
 
     model = Sequential((Recurrent(GRUCell(), 32, bidirectional=True, sequences=True),
@@ -33,7 +33,7 @@ import numpy as np
 
 from lrpjax._types import Array, ArrayLike, Params
 from lrpjax.models.layers import Dense, Recurrent, Spec, layer_from_config
-from lrpjax.rules import RuleSet
+from lrpjax.core.rules import RuleSet
 
 __all__ = ["Sequential", "check_inputs", "floating_dtype", "network_of"]
 
@@ -58,7 +58,7 @@ def check_inputs(x: Any, mask: Any, E: int | None = None, dtype: Any = None) -> 
         E: the model's input size, if known.
         dtype: the parameters' floating dtype, if known: ``x`` of a narrower (or equally wide, other)
             floating dtype is refused, since the recurrent state would take ``x``'s dtype and the step
-            the parameters' (the explanation methods of :mod:`lrpjax.explain` cast ``x`` first).
+            the parameters' (the explanation methods of :mod:`lrpjax.methods` cast ``x`` first).
 
     Raises:
         ValueError: ``x`` not (T, E) with T >= 1, ``mask`` not (T,), or a mask that is not a prefix.
@@ -88,7 +88,7 @@ def _check_dtype(x: Any, dtype: Any) -> None:
         raise TypeError(f"`x` must be floating point{expected}; got dtype {got}.")
     if dtype is not None and got != dtype and got.itemsize <= np.dtype(dtype).itemsize:
         raise TypeError(f"`x` has dtype {got}, narrower than the parameters' {np.dtype(dtype).name}; cast it "
-                        f"(x.astype({np.dtype(dtype).name!r})) -- the explanation methods of lrpjax.explain do.")
+                        f"(x.astype({np.dtype(dtype).name!r})) -- the explanation methods of lrpjax.methods do.")
 
 
 def check_prefix(mask: Any, name: str = "mask") -> None:

@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from lrpjax import ops
+from lrpjax.core import ops
 from lrpjax._types import Array, Params
-from lrpjax.rules import RuleSet
+from lrpjax.core.rules import RuleSet
 
 __all__ = ["StandardCell", "NondecreasingCell", "MarkovCell", "GatelessCell", "GRUCell", "CELLS", "unroll",
            "check_cell_params", "zero_layer_taps"]
@@ -66,7 +66,7 @@ class StandardCell:
         matrix product outside the scan instead of T small ones).
 
         Without rules ``x W + b`` (T, 4H). Under a rule set whose linear rule splits across time
-        (:func:`lrpjax.ops.splits_across_time`: epsilon or z without sharing) ``ops.project``, whose
+        (:func:`lrpjax.core.ops.splits_across_time`: epsilon or z without sharing) ``ops.project``, whose
         backward turns the per-step ``q`` of ``ops.recurrent_linear`` into the inputs' relevance: for
         all four columns blocks (T, 4H), or under LRP-all, where the gates receive nothing, a pair
         (cell input (T, H) with the rule, gates (T, 3H) without relevance). For other linear rules None:

@@ -13,7 +13,7 @@ be explained (its record carries the error); 130 when interrupted (Ctrl-C). The 
 only after the options are checked, so ``--help`` and option errors are quick. An unexpected error prints
 one line and a hint, never a traceback, unless ``LRPJAX_DEBUG=1`` is set.
 
-Batch mode streams (:meth:`lrpjax.sst.SSTModel.explain_stream`, on the :mod:`lrpjax.stream` engine):
+Batch mode streams (:meth:`lrpjax.app.sst.SSTModel.explain_stream`, on the :mod:`lrpjax.datasets.stream` engine):
 each line goes into the batch of its length bucket, full batches run as they fill, and every
 ``--chunk-size`` lines the partly filled ones run and the records so far are written in line order and
 flushed, so memory is bounded by the chunk and an interruption leaves a valid prefix (JSON lines, or
@@ -60,7 +60,7 @@ Red marks relevance for the explained class, blue against it. Colour is used on 
 NO_COLOR is set; otherwise each word is followed by its relevance, e.g. good[+1.2].
 
 eps: the command line uses eps 0.001 for the LRP methods (0.2 for lrp-prop) and prints the eps it
-used in its header. The Python API's lrpjax.rules.preset(name, eps=0.0) defaults to eps 0 (the
+used in its header. The Python API's lrpjax.core.rules.preset(name, eps=0.0) defaults to eps 0 (the
 plain z-rule); pass eps=1e-3 there to get the command line's numbers.
 """
 
@@ -83,7 +83,7 @@ def _target(value: str) -> str:
         f"({', '.join(_CLASS_NAMES)})")
 
 
-_MAX_EPS = 1e30  # lrpjax.rules.MAX_EPS, repeated so that option errors need no jax import
+_MAX_EPS = 1e30  # lrpjax.core.rules.MAX_EPS, repeated so that option errors need no jax import
 _SEED_RANGE = (-(2**31), 2**32 - 1)  # what jax.random.PRNGKey holds: int32 or uint32
 _DEFAULT_CHUNK = 4096
 
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--eps", type=_eps, default=None,
                          help="LRP stabiliser eps (default 0.001, the reference implementation's value; "
                               "0.2 for lrp-prop as in the chapter; the word-deletion study uses 0.0019). "
-                              "Note: the Python API's lrpjax.rules.preset(name, eps=0.0) defaults to 0")
+                              "Note: the Python API's lrpjax.core.rules.preset(name, eps=0.0) defaults to 0")
     explain.add_argument("--checkpoint", default=None,
                          help="model checkpoint (.npz; default: $LRPJAX_SST_CHECKPOINT, else the shipped "
                               "checkpoints/sst_bilstm.npz)")
@@ -234,8 +234,8 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _enable_cache() -> None:
-    """The persistent compilation cache (lrpjax.cache): later runs load the compiled programs."""
-    from lrpjax.cache import enable_compilation_cache
+    """The persistent compilation cache (lrpjax.io.cache): later runs load the compiled programs."""
+    from lrpjax.io.cache import enable_compilation_cache
 
     enable_compilation_cache()
 
@@ -300,8 +300,8 @@ def _check_writable(option: str, path: str, input_path: str | None) -> None:
 
 
 def _load_model(path: str | None):
-    from lrpjax.checkpoints import CheckpointError
-    from lrpjax.sst import SSTModel
+    from lrpjax.io.checkpoints import CheckpointError
+    from lrpjax.app.sst import SSTModel
 
     try:
         return SSTModel.load(path)
@@ -343,7 +343,7 @@ _NONFINITE = ("the model gives non-finite scores or relevance (NaN or infinity) 
 
 
 def _explain_one(model, args: argparse.Namespace) -> int:
-    from lrpjax import plot
+    from lrpjax.viz import plot
 
     text = " ".join(args.sentence)
     tokens, _, unknown = model.encode(text)
@@ -393,14 +393,14 @@ def _check_figure_path(path: str | None) -> None:
 
 def _conservation(model, result) -> dict | None:
     """LRP bookkeeping for --table and --html (None for the other methods)."""
-    from lrpjax.report import conservation
+    from lrpjax.viz.report import conservation
 
     return conservation(model, result)
 
 
 def _write_explanation(model, result, args: argparse.Namespace) -> None:
     """--table (with the LRP bookkeeping), --html, --figure and --latex for one explained sentence."""
-    from lrpjax import plot
+    from lrpjax.viz import plot
 
     names = _CLASS_NAMES
     needs = args.table or args.html
@@ -466,7 +466,7 @@ def _add_report_parser(commands) -> argparse.ArgumentParser:
 
 
 def _report_command(args: argparse.Namespace) -> int:
-    from lrpjax.report import write_report
+    from lrpjax.viz.report import write_report
 
     from lrpjax.data.lines import LineReader
 
@@ -562,7 +562,7 @@ def _first_interrupt_only():
 
 
 def _open_output(args: argparse.Namespace):
-    from lrpjax.sinks import SinkError, open_sink
+    from lrpjax.io.sinks import SinkError, open_sink
 
     try:
         return open_sink(args.output, resume=args.resume)
@@ -574,7 +574,7 @@ def _open_output(args: argparse.Namespace):
 
 def _check_resume_point(args: argparse.Namespace, line, last: dict) -> None:
     """The last record kept from the previous run must be this input line's, with the same options."""
-    from lrpjax.sst import DEFAULT_EPS
+    from lrpjax.app.sst import DEFAULT_EPS
 
     where = f"cannot resume {args.output!r}"
     if last.get("sentence") != line.text:
@@ -630,7 +630,7 @@ def _explain_file(model, args: argparse.Namespace, reader) -> int:
     import itertools
 
     from lrpjax.data.lines import count_lines
-    from lrpjax.progress import ProgressBar
+    from lrpjax.io.progress import ProgressBar
 
     total = count_lines(args.input) if os.path.isfile(args.input) else None
     reader = iter(reader)
@@ -664,7 +664,7 @@ def _explain_file(model, args: argparse.Namespace, reader) -> int:
 
 
 def _batch_summary(args: argparse.Namespace, tally: _Tally, sink, kept: int, where: str) -> None:
-    from lrpjax import plot
+    from lrpjax.viz import plot
 
     if tally.n_empty:
         sys.stderr.write(f"lrpjax: warning: {tally.n_empty} empty line(s) ({_shown(tally.empty, tally.n_empty)}): "
@@ -680,7 +680,7 @@ def _batch_summary(args: argparse.Namespace, tally: _Tally, sink, kept: int, whe
 
 
 def _read_records(path: str) -> list[dict]:
-    from lrpjax.sinks import read_records
+    from lrpjax.io.sinks import read_records
 
     return read_records(path)
 
@@ -692,7 +692,7 @@ def _warn_unknown(words: list[str]) -> None:
 
 
 def _write_text(path: str, text: str) -> None:
-    from lrpjax._files import atomic_write_text
+    from lrpjax.io.files import atomic_write_text
 
     try:
         atomic_write_text(path, text)

@@ -1,6 +1,6 @@
 """An offline HTML report: many sentences, several explanation methods side by side.
 
-    from lrpjax import report
+    from lrpjax.viz import report
     report.write_report("report.html", ["a fine film", "a dull , boring film"],
                         methods=("lrp-all", "gi", "occlusion-f"))
 
@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from lrpjax import render
+from lrpjax.viz import render
 
 __all__ = ["SCALES", "conservation", "explain_report", "report_html", "write_report"]
 
@@ -33,8 +33,8 @@ def conservation(model: Any, result: Any) -> dict[str, float] | None:
     """The LRP bookkeeping of one explained sentence: ``.full()`` on its embedded words.
 
     Args:
-        model: the :class:`lrpjax.sst.SSTModel` that explained it.
-        result: its :class:`lrpjax.sst.SentenceExplanation` (an LRP method; others give None).
+        model: the :class:`lrpjax.app.sst.SSTModel` that explained it.
+        result: its :class:`lrpjax.app.sst.SentenceExplanation` (an LRP method; others give None).
 
     Returns:
         ``{"target_score", "relevance_sum", "bias", "initial", "residual"}``: the explained class's
@@ -45,7 +45,7 @@ def conservation(model: Any, result: Any) -> dict[str, float] | None:
     """
     import jax.numpy as jnp
 
-    from lrpjax import sst
+    from lrpjax.app import sst
 
     if not str(result.method).startswith("lrp-"):
         return None
@@ -199,8 +199,8 @@ def explain_report(sentences: Sequence[str], methods: Sequence[str] = ("lrp-all"
 
     Args:
         sentences: raw sentences; empty ones become error messages.
-        methods: names from :data:`lrpjax.sst.METHODS`, distinct.
-        model: an :class:`lrpjax.sst.SSTModel` (None: the shipped one).
+        methods: names from :data:`lrpjax.app.sst.METHODS`, distinct.
+        model: an :class:`lrpjax.app.sst.SSTModel` (None: the shipped one).
         target: ``"pred"`` or a class for every sentence.
         eps: LRP stabiliser (None: each LRP method's default).
         batch_size: sentences per compiled batch.
@@ -213,7 +213,7 @@ def explain_report(sentences: Sequence[str], methods: Sequence[str] = ("lrp-all"
     Raises:
         ValueError: no methods, a repeated or unknown method, a bad target.
     """
-    from lrpjax import sst
+    from lrpjax.app import sst
 
     methods = list(methods)
     if not methods:

@@ -1,6 +1,6 @@
 """The on-disk form of a streamed explanation: shards, per-process logs, a manifest, and the reader.
 
-A run of :func:`lrpjax.stream.explain_stream` writes one directory::
+A run of :func:`lrpjax.datasets.stream.explain_stream` writes one directory::
 
     out/
       _log-00000-of-00001.jsonl      what process 0 of 1 has finished: a header line (the run's
@@ -46,7 +46,7 @@ from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
-from lrpjax._files import atomic_write, atomic_write_text
+from lrpjax.io.files import atomic_write, atomic_write_text
 
 __all__ = ["FORMAT", "VERSION", "FIELDS", "Part", "StreamError", "StreamRow", "StreamResults", "open_results",
            "log_name", "shard_name", "read_log", "dumps", "scan_directory", "check_shard_format", "write_shard",
@@ -513,9 +513,9 @@ class StreamResults:
             yield self._row(k, r)
 
     def load(self):
-        """Everything, in input order, as a :class:`lrpjax.scale.DatasetExplanation` (for results that fit
+        """Everything, in input order, as a :class:`lrpjax.datasets.DatasetExplanation` (for results that fit
         in memory; ``compilations`` is 0, ``edges`` the run's bucket edges or ())."""
-        from lrpjax.scale import DatasetExplanation
+        from lrpjax.datasets.memory import DatasetExplanation
 
         rows = list(self)
         per_step = _ragged(self.fields["scores"]["shape"])

@@ -3,12 +3,12 @@
 :func:`iter_stream` explains an iterable of sequences of unknown length -- ``(T_i, E)`` arrays, or
 ``(index, array)`` pairs -- with bounded memory: each sequence goes into the buffer of its length bucket;
 a buffer that holds ``chunk_size`` sequences runs as one compiled chunk (the programs of
-:mod:`lrpjax.scale`), and the partly filled buffers run at the end (or every ``window`` sequences). Memory
+:mod:`lrpjax.datasets`), and the partly filled buffers run at the end (or every ``window`` sequences). Memory
 is bounded by one buffer per bucket, not by the input. The chunks are exactly those that
-:func:`lrpjax.scale.explain_dataset` forms for the same sequences (its buckets hold their sequences in
+:func:`lrpjax.datasets.explain_dataset` forms for the same sequences (its buckets hold their sequences in
 input order too), so the results are bit-identical to it.
 
-:func:`explain_stream` writes the results to a directory of shards (:mod:`lrpjax.shards`) as they are
+:func:`explain_stream` writes the results to a directory of shards (:mod:`lrpjax.datasets.shards`) as they are
 finished, and continues an interrupted run (``resume=True``) where it stopped, ending with the same
 bytes as an uninterrupted run: chunks and shards are a deterministic function of the input and the
 options, a finished shard is recorded in the process's log only after it is on disk, and a resumed run
@@ -24,7 +24,7 @@ and keeps only the sequences of its chunks (chunk k of the stream belongs to pro
 merged output equals the single-process output bit for bit; with ``partition="given"`` each process
 is given its own part of the input, as ``(index, array)`` pairs with global indices.
 
-    from lrpjax import stream
+    from lrpjax.datasets import stream
     summary = stream.explain_stream(method, params, sequences, "out/", targets="pred", tokens=True)
     results = stream.open_results("out/")
     results.get(17).relevance         # by index
@@ -46,12 +46,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrpjax import explain as _explain
-from lrpjax import scale
-from lrpjax import shards as _shards
+from lrpjax.methods import base as _explain
+from lrpjax.datasets import memory as scale
+from lrpjax.datasets import shards as _shards
 from lrpjax._types import Params
-from lrpjax.explain import Method
-from lrpjax.shards import StreamError, StreamResults, StreamRow, open_results
+from lrpjax.methods.base import Method
+from lrpjax.datasets.shards import StreamError, StreamResults, StreamRow, open_results
 
 __all__ = ["FLUSH", "Batcher", "ChunkInfo", "StreamSummary", "StreamError", "StreamResults", "StreamRow",
            "iter_stream", "explain_stream", "open_results", "DEFAULT_SHARD_BYTES"]
@@ -62,7 +62,7 @@ _MAX_INDEX = 2**31 - 1   # chunk programs number sequences with int32
 
 class _Flush:
     def __repr__(self) -> str:
-        return "lrpjax.stream.FLUSH"
+        return "lrpjax.datasets.stream.FLUSH"
 
 
 FLUSH = _Flush()
@@ -104,12 +104,12 @@ class _Setup(NamedTuple):
 
 def _bucket_rule(buckets) -> Callable[[int], int]:
     """Padded length of a T-step sequence: powers of two from 8 (None), or the smallest edge >= T and
-    beyond the last edge its multiples (as :func:`lrpjax.scale.assign_buckets`)."""
+    beyond the last edge its multiples (as :func:`lrpjax.datasets.assign_buckets`)."""
     if buckets is None:
         return lambda T: max(8, 1 << (int(T) - 1).bit_length())
     if isinstance(buckets, (int, np.integer)) and not isinstance(buckets, bool):
         raise ValueError("`buckets` as a number of buckets needs every length in advance; give the edges "
-                         "(e.g. lrpjax.scale.bucket_edges(lengths of a sample, n)) or None for powers of two.")
+                         "(e.g. lrpjax.datasets.bucket_edges(lengths of a sample, n)) or None for powers of two.")
     edges = scale._resolve_edges(buckets, np.ones(1, np.int64), 1)
 
     def bucket(T: int) -> int:
@@ -355,8 +355,8 @@ def iter_stream(method, params: Params, items: Iterable, targets="pred", *, buck
     Memory is bounded by one chunk per bucket (and by ``window``), whatever the length of the input.
 
     Args:
-        method: a :class:`~lrpjax.explain.Method`, or a list of Methods of one model (e.g.
-            :func:`lrpjax.scale.eps_sweep`), as for :func:`lrpjax.scale.explain_dataset`.
+        method: a :class:`~lrpjax.methods.Method`, or a list of Methods of one model (e.g.
+            :func:`lrpjax.datasets.eps_sweep`), as for :func:`lrpjax.datasets.explain_dataset`.
         params: the model's parameters.
         items: an iterable of (T_i, E) floating arrays (numbered 0, 1, ...) or of ``(index, array)``
             pairs with increasing int indices (e.g. line numbers, or positions in a larger dataset); the
@@ -364,7 +364,7 @@ def iter_stream(method, params: Params, items: Iterable, targets="pred", *, buck
         targets: ``"pred"``, ``"all"`` (every class), one class index, or class indices (N,) indexed by
             the sequences' indices.
         buckets: bucket edges (ascending; beyond the last edge its multiples), or None for powers of two
-            from 8 (as :func:`lrpjax.scale.explain_dataset`; a number of buckets needs the lengths in
+            from 8 (as :func:`lrpjax.datasets.explain_dataset`; a number of buckets needs the lengths in
             advance and is refused).
         chunk_size: sequences per compiled call; a multiple of the number of devices.
         devices: this process's devices to shard each chunk over: None (all of ``jax.local_devices()``),
@@ -377,14 +377,14 @@ def iter_stream(method, params: Params, items: Iterable, targets="pred", *, buck
             are then not finite). Values that the cast to the parameters' dtype would turn into
             infinity (float64 beyond float32's range) are refused either way.
         residual: also compute the conservation residual of every explanation (``Chunk.residuals``,
-            as :func:`lrpjax.scale.explain_dataset`; :func:`explain_stream` does not store it).
+            as :func:`lrpjax.datasets.explain_dataset`; :func:`explain_stream` does not store it).
 
     Yields:
-        :class:`lrpjax.scale.Chunk` values whose ``indices`` are the sequences' indices; their
+        :class:`lrpjax.datasets.Chunk` values whose ``indices`` are the sequences' indices; their
         relevance is padded to the bucket length (crop row i to its length).
 
     Raises:
-        ValueError, TypeError: as :func:`lrpjax.scale.explain_dataset`, naming the item.
+        ValueError, TypeError: as :func:`lrpjax.datasets.explain_dataset`, naming the item.
     """
     _check_window(window)
     first, rest = _start(items, check_finite)
@@ -734,7 +734,7 @@ def _finalize(directory: str, header: dict) -> str | None:
 
         # The name must be equal on every host (their paths to the directory may differ): the run's header.
         run = zlib.crc32(_shards.dumps({k: v for k, v in header.items() if k != "process_index"}).encode())
-        multihost_utils.sync_global_devices(f"lrpjax.stream.explain_stream:{run:08x}")
+        multihost_utils.sync_global_devices(f"lrpjax.datasets.stream.explain_stream:{run:08x}")
         if header["process_index"] != 0:
             return None
     _, logs = _shards.scan_directory(directory)

@@ -3,7 +3,7 @@
 An :class:`SSTModel` holds everything needed to classify and explain a sentence of the Stanford
 Sentiment Treebank (Sec. 11.5.1): the :class:`~lrpjax.data.sst.Vocabulary`, the embedding table
 ``params["embed"]`` (V, E) and the BiLSTM parameters ``params["model"]`` (see
-:mod:`lrpjax.models.bilstm`). It is stored as one ``.npz`` checkpoint (:mod:`lrpjax.checkpoints`):
+:mod:`lrpjax.models.bilstm`). It is stored as one ``.npz`` checkpoint (:mod:`lrpjax.io.checkpoints`):
 the vocabulary is a numpy unicode array, the metadata (accuracies, training command) JSON.
 
     model = SSTModel.load()                      # the shipped checkpoints/sst_bilstm.npz
@@ -31,12 +31,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrpjax import checkpoints
-from lrpjax import explain as _explain
+from lrpjax.io import checkpoints
+from lrpjax.methods import base as _explain
 from lrpjax._types import Array, ArrayLike, Params
 from lrpjax.data.sst import LABEL_NAMES, Vocabulary, label_index, pad_batch, tokenize
 from lrpjax.models import bilstm
-from lrpjax.rules import preset
+from lrpjax.core.rules import preset
 
 __all__ = [
     "KIND",
@@ -57,10 +57,10 @@ __all__ = [
 
 KIND = "sst-bilstm"
 # The shipped model: in the repository's checkpoints/ (editable installs and checkouts).
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "sst_bilstm.npz"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "sst_bilstm.npz"
 # A copy inside the package (lrpjax/_assets/, packaged as package data) is used when the repository
 # file is absent, e.g. after a non-editable install.
-_PACKAGED_CHECKPOINT = Path(__file__).resolve().parent / "_assets" / "sst_bilstm.npz"
+_PACKAGED_CHECKPOINT = Path(__file__).resolve().parents[1] / "_assets" / "sst_bilstm.npz"
 
 
 def default_checkpoint() -> Path:
@@ -127,7 +127,7 @@ def buckets(lengths: Sequence[int], batch_size: int, grid: Sequence[int] = _BUCK
 
 
 def layout(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The arrays of an SST checkpoint (:class:`lrpjax.checkpoints.ArraySpec` leaves, floating point):
+    """The arrays of an SST checkpoint (:class:`lrpjax.io.checkpoints.ArraySpec` leaves, floating point):
     ``embed`` (V, E) and the BiLSTM's ``model`` (cell weights per direction, output (H, C)), with V, E
     and H from the metadata written by :meth:`SSTModel.save` ("vocabulary_size", "embedding_size",
     "hidden_size") or, where absent, any size consistent across the arrays."""
@@ -184,7 +184,7 @@ def make_method(name: str, eps: float | None = None, seed: int = 0) -> _explain.
 
     Raises:
         ValueError: an unknown name (listing the valid ones), a negative or too large ``eps`` (see
-            :data:`lrpjax.rules.MAX_EPS`) or a seed outside the range of :func:`check_seed`.
+            :data:`lrpjax.core.rules.MAX_EPS`) or a seed outside the range of :func:`check_seed`.
     """
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}.")
@@ -204,7 +204,7 @@ def make_method(name: str, eps: float | None = None, seed: int = 0) -> _explain.
     if name.startswith("occlusion-"):
         return _explain.occlusion(apply, name[-1])
     if name == "cd":
-        from lrpjax.cd import cd  # written alongside; imported late so the rest works without it
+        from lrpjax.methods.decomposition import cd  # written alongside; imported late so the rest works without it
         return cd(apply)
     if name == "ig":
         return _explain.integrated_gradients(apply, IG_STEPS)
@@ -245,7 +245,7 @@ class SentenceExplanation:
         target: the explained class.
         method: the method's name; ``eps``: its stabiliser (LRP) or None.
         relevance: word-level relevance, (T,).
-        conservation: the LRP bookkeeping when known (``lrpjax.report.conservation``):
+        conservation: the LRP bookkeeping when known (``lrpjax.viz.report.conservation``):
             ``{"target_score", "relevance_sum", "bias", "initial", "residual"}``, else None.
 
     In a notebook it shows as coloured words with their numbers (``_repr_html_``); ``repr`` gives
@@ -265,7 +265,7 @@ class SentenceExplanation:
     conservation: dict[str, float] | None = None
 
     def __repr__(self) -> str:
-        from lrpjax.plot import plain_sentence
+        from lrpjax.viz.plot import plain_sentence
 
         eps = f", eps {self.eps:g}" if self.eps is not None else ""
         lines = [f"SentenceExplanation(prediction: {LABEL_NAMES[self.prediction]} ({self.prediction}), "
@@ -281,7 +281,7 @@ class SentenceExplanation:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        from lrpjax.plot import HTML_CSS, html_legend, html_sentence, shared_scale
+        from lrpjax.viz.plot import HTML_CSS, html_legend, html_sentence, shared_scale
 
         scale = shared_scale(self.relevance) or 1.0
         eps = f", eps {self.eps:g}" if self.eps is not None else ""
@@ -384,7 +384,7 @@ class SSTModel:
         sizes from the metadata), so a damaged or foreign file fails naming the array.
 
         Raises:
-            lrpjax.checkpoints.CheckpointError: a missing or damaged file, another kind of model, no
+            lrpjax.io.checkpoints.CheckpointError: a missing or damaged file, another kind of model, no
                 vocabulary ('extra/vocab') in it, or an array that is missing, unexpected, of another
                 shape or not floating point ("... array 'params/model/left/W' has shape ...").
         """
@@ -550,7 +550,7 @@ class SSTModel:
                        devices=None) -> Iterator[tuple[int, SentenceExplanation | str]]:
         """Explains a stream of numbered sentences, yielding the results in input order.
 
-        The sentences go through :class:`lrpjax.stream.Batcher` (length buckets :data:`_BUCKETS`, then
+        The sentences go through :class:`lrpjax.datasets.stream.Batcher` (length buckets :data:`_BUCKETS`, then
         multiples of 64; compiled batches of ``batch_size``); memory is bounded by the window, whatever
         the number of sentences. A sentence's result depends only on the sentence and its index, not on
         the batch it lands in, so a stream explained in pieces (or resumed) gives the same results.
@@ -571,7 +571,7 @@ class SSTModel:
         Raises:
             ValueError: an unknown method, a bad target, seed or window, or indices that do not increase.
         """
-        from lrpjax import stream
+        from lrpjax.datasets import stream
 
         if not isinstance(window, (int, np.integer)) or isinstance(window, bool) or window < 1:
             raise ValueError(f"`window` must be an int >= 1; got {window!r}.")

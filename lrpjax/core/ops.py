@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from lrpjax._types import Array
-from lrpjax.rules import RuleSet, safe_divide, stabilize
+from lrpjax.core.rules import RuleSet, safe_divide, stabilize
 
 __all__ = ["Activation", "SIGMOID", "ONE_MINUS_SIGMOID", "TANH", "IDENTITY", "RELU", "linear", "gated",
            "accumulate", "pool", "no_relevance", "activation", "project", "recurrent_linear",
@@ -123,7 +123,7 @@ _linear.defvjp(_linear_fwd, _linear_bwd)
 def splits_across_time(rules: RuleSet | None) -> bool:
     """Whether ``rules.linear`` can be computed by :func:`project` + :func:`recurrent_linear`: the
     epsilon and z rules without sharing (their relevance per input is ``x_j w_j q``)."""
-    from lrpjax.rules import Epsilon, Z
+    from lrpjax.core.rules import Epsilon, Z
 
     linear = None if rules is None else rules.linear
     return isinstance(linear, (Epsilon, Z)) and type(linear) in (Epsilon, Z) and not linear.share
@@ -286,7 +286,7 @@ def pool(rules: RuleSet | None, x: Array, weights: Array) -> Array:
     """``z = sum_t weights[t] * x[t]``: sum or mean pooling over the steps of a sequence.
 
     An accumulation over time whose terms are ``weights[t] * x[t]`` (Sec. 11.3.3); relevance by
-    ``rules.accumulate`` (:meth:`lrpjax.rules.Epsilon.pool`): ``R_td = w_t x_td / (z_d + eps sign(z_d)) R_d``.
+    ``rules.accumulate`` (:meth:`lrpjax.core.rules.Epsilon.pool`): ``R_td = w_t x_td / (z_d + eps sign(z_d)) R_d``.
     A step with weight 0 (padding) is not a term and receives nothing.
 
     Args:

@@ -1,7 +1,7 @@
 """Explaining whole datasets: length buckets, fixed-size chunks, many targets at once, several devices.
 
 :func:`explain_dataset` explains a list of variable-length sequences (T_i, E) with any
-:class:`~lrpjax.explain.Method` (LRP presets, gradient, Sensitivity, Gradient x Input, occlusion,
+:class:`~lrpjax.methods.Method` (LRP presets, gradient, Sensitivity, Gradient x Input, occlusion,
 Contextual Decomposition, random baseline):
 
 * **Buckets** -- each sequence is padded (with a mask) to the smallest bucket edge >= its length, so
@@ -23,7 +23,7 @@ Contextual Decomposition, random baseline):
   every process's devices; each process passes the same dataset and receives all results.
 
 Inputs that do not fit in memory, results written to disk as they finish, resumable runs and several
-processes each explaining its own part on its own devices: :mod:`lrpjax.stream`, which runs the same
+processes each explaining its own part on its own devices: :mod:`lrpjax.datasets.stream`, which runs the same
 chunk programs (and forms the same chunks, so its results are bit-identical).
 
 Gradient-type methods (LRP, gradient, Sensitivity, Gradient x Input) run as one ``jax.vjp`` that also
@@ -45,10 +45,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from lrpjax import explain as _explain
+from lrpjax.methods import base as _explain
 from lrpjax._types import Array, ArrayLike, Params
-from lrpjax.explain import Method
-from lrpjax.rules import preset
+from lrpjax.methods.base import Method
+from lrpjax.core.rules import preset
 
 __all__ = ["DatasetExplanation", "Chunk", "explain_dataset", "iter_chunks", "bucket_edges", "assign_buckets",
            "eps_sweep", "compilations", "clear_cache"]
@@ -87,7 +87,7 @@ class DatasetExplanation(NamedTuple):
             padding changes nothing): (N,), (N, C) with ``targets="all"``, (N, K, ...) for a list of K
             methods; per-step outputs: a list of (T_i,) ((T_i, C) with ``"all"``; (K, ...) in front).
             None when not requested, or when no method has a residual (only LRP on a model of
-            :mod:`lrpjax.models` has one; see :attr:`lrpjax.explain.Explanation.residual`).
+            :mod:`lrpjax.models` has one; see :attr:`lrpjax.methods.Explanation.residual`).
     """
 
     relevance: list
@@ -299,7 +299,7 @@ def _seeded_relevance(m: Method, spec: _Spec, params, x, mask, target):
 
 def _lrp_residual(m: Method, spec: _Spec, params, x, mask, target):
     """Scores, explained class, relevance and conservation residual of LRP, from one ``jax.vjp`` through
-    the model with zero taps, as :meth:`lrpjax.explain.Method.full` (the residual is its formula)."""
+    the model with zero taps, as :meth:`lrpjax.methods.Method.full` (the residual is its formula)."""
     taps = m.apply.__self__.zero_taps(params, x)  # type: ignore[attr-defined]  # a bound method of the model
     scores, pullback = jax.vjp(lambda p, x_, t: m.apply(p, x_, m.rules, mask=mask, taps=t), params, x, taps)
 
@@ -709,7 +709,7 @@ def explain_dataset(method, params: Params, sequences: Sequence[ArrayLike], targ
     size, ...) and cached across calls: the result's ``compilations`` counts the new ones.
 
     Args:
-        method: a :class:`~lrpjax.explain.Method`, or a list of K Methods of the same model run in one
+        method: a :class:`~lrpjax.methods.Method`, or a list of K Methods of the same model run in one
             compiled call (e.g. :func:`eps_sweep`); their results are stacked on a leading K axis (also
             for K = 1). Stacking needs equal shapes: (T, E) methods and position-wise ones (occlusion,
             CD, random) mix only with ``tokens=True``.

@@ -67,8 +67,8 @@ import numpy as np
 from jax import lax
 
 from lrpjax._types import Array, ArrayLike, Params
-from lrpjax.cells import StandardCell
-from lrpjax.explain import Method, _check_target, _check_targets, _select
+from lrpjax.core.cells import StandardCell
+from lrpjax.methods.base import Method, _check_target, _check_targets, _select
 from lrpjax.models.layers import _DENSE_ACTIVATIONS, Dense, Pool, Recurrent, Spec, _concat, _zero_padding, reverse_valid
 from lrpjax.models.sequential import Sequential, check_inputs, check_prefix, network_of
 
@@ -364,7 +364,7 @@ def phrase(apply: Callable, params: Params, x: ArrayLike, spans: ArrayLike, targ
         x: embedded sequence, shape (T, E).
         spans: one span ``(start, stop)``, shape (2,), or S spans, shape (S, 2); half-open, within the
             valid steps (``0 <= start < stop <= L``).
-        target: what is explained (a class index, weights, ...; :mod:`lrpjax.explain`).
+        target: what is explained (a class index, weights, ...; :mod:`lrpjax.methods`).
         mask: valid steps, shape (T,) bool; None means all valid.
         bias_product: ``"authors"`` (the authors' ``sent_util.CD``), ``"inside"`` or ``"gamma"``.
 

@@ -44,9 +44,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lrpjax import _guards
+from lrpjax.train import guards as _guards
 from lrpjax._types import Array, ArrayLike
-from lrpjax.progress import ProgressBar
+from lrpjax.io.progress import ProgressBar
 
 __all__ = [
     "NonFiniteLossError",
@@ -216,8 +216,8 @@ def explanation_penalty(
     * ``"score"``: the label's score ``s_y`` alone. A model can then move the decision through the
       *other* classes' scores, which this penalty does not see.
 
-    ``w`` depends on the parameters and is differentiated through. Any method of :mod:`lrpjax.explain`
-    or :func:`lrpjax.cd.cd` works, since explanations differentiate truly with respect to the
+    ``w`` depends on the parameters and is differentiated through. Any method of :mod:`lrpjax.methods`
+    or :func:`lrpjax.methods.decomposition.cd` works, since explanations differentiate truly with respect to the
     parameters. Pass the penalty to `make_loss` (``penalty=...``); it is a pure function of one model's
     parameters, so `fit_many` vmaps it over models.
 
@@ -242,7 +242,7 @@ def explanation_penalty(
         TypeError: `method` not an explanation Method, `inputs` not callable, a key not a string.
         ValueError: a negative or non-finite `weight`, an unknown `explain`, `norm` or `level`.
     """
-    from lrpjax.explain import Method  # the trainer needs the explanation methods only here
+    from lrpjax.methods import Method  # the trainer needs the explanation methods only here
 
     if not isinstance(method, Method):
         raise TypeError(f"`method` must be an lrpjax explanation Method; got {type(method).__name__}.")
@@ -856,7 +856,7 @@ def _save(result: TrainResult, path: Any, metadata: dict | None, strict: bool = 
     run (`strict`) the OSError is raised with the result attached."""
     if path is None:
         return result
-    from lrpjax import checkpoints  # the trainer needs the file format only here
+    from lrpjax.io import checkpoints  # the trainer needs the file format only here
 
     error = result.error
     meta = {"kind": "trained-params", **(metadata or {}), "training": {
@@ -913,7 +913,7 @@ def fit(
         stop_when: ``stop_when(values) -> bool`` on the evaluation's values {"train_loss": float,
             <metric>: float}; training stops when it returns True (e.g. ``lambda m: m["mse"] < 1e-4``).
         frozen: leaves not to train (see `make_optimizer`): predicate on the path "a/b" or a pytree of bools.
-        checkpoint: a ``.npz`` path (`lrpjax.checkpoints`, written atomically) for the returned parameters.
+        checkpoint: a ``.npz`` path (`lrpjax.io.checkpoints`, written atomically) for the returned parameters.
         checkpoint_metadata: metadata of that checkpoint (its "kind" defaults to "trained-params"); a
             "training" entry (steps, best step and metric, interruption, error) is added.
 

@@ -8,8 +8,8 @@ shapes them (program, shapes, jax/XLA versions, device): deleting it at any time
 again. A directory that cannot be used (not writable, not a directory) gives a warning and no cache;
 an unreadable entry in it (a corrupt or truncated file) gives a warning and is compiled anew.
 
-    import lrpjax.cache
-    lrpjax.cache.enable_compilation_cache()          # $LRPJAX_CACHE_DIR or ~/.cache/lrpjax/jax
+    import lrpjax.io.cache
+    lrpjax.io.cache.enable_compilation_cache()          # $LRPJAX_CACHE_DIR or ~/.cache/lrpjax/jax
 
 Where: ``$LRPJAX_CACHE_DIR`` if set (an empty value turns the cache off), else
 ``$XDG_CACHE_HOME/lrpjax/jax``, else ``~/.cache/lrpjax/jax``.

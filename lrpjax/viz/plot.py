@@ -4,7 +4,7 @@ Text heatmaps draw each word as a box coloured by its relevance (red for the exp
 against it, white at 0), wrapping long sentences at a fixed figure width, several methods as
 labelled rows, with a colour bar; written as PNG, PDF or SVG by the file's extension (text stays
 text in PDF and SVG). The colour scale, terminal text, LaTeX and HTML forms live in
-:mod:`lrpjax.render` (numpy only) and are re-exported here, so ``lrpjax.plot`` is the one place to
+:mod:`lrpjax.viz.render` (numpy only) and are re-exported here, so ``lrpjax.viz.plot`` is the one place to
 look. matplotlib is imported only when a figure is drawn (the non-interactive Agg backend).
 """
 
@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from lrpjax.render import (HTML_CSS, _check, _check_scale, _rows, ansi_sentence, explanation_html,
+from lrpjax.viz.render import (HTML_CSS, _check, _check_scale, _rows, ansi_sentence, explanation_html,
                            explanation_summary, explanation_text, html_legend, html_page, html_sentence,
                            latex_escape, latex_heatmap, plain_sentence, relevance_colors, relevance_table,
                            shared_scale, text_colors, use_color, write_atomic)

@@ -22,7 +22,7 @@ import os
 import sys
 from typing import IO, Any
 
-from lrpjax._files import atomic_write
+from lrpjax.io.files import atomic_write
 
 __all__ = ["JsonlSink", "ParquetSink", "SinkError", "open_sink", "read_records", "RECORD_FIELDS"]
 
@@ -143,7 +143,7 @@ class JsonlSink:
         self.close()
 
 
-# The fields of a batch record (lrpjax.sst.SentenceExplanation.to_json, with "line", and "error" and
+# The fields of a batch record (lrpjax.app.sst.SentenceExplanation.to_json, with "line", and "error" and
 # "failed" for lines that could not be explained), in the order of the Parquet columns.
 RECORD_FIELDS = (("line", "int64"), ("sentence", "string"), ("tokens", "strings"), ("unknown", "strings"),
                  ("prediction", "int32"), ("prediction_name", "string"), ("probabilities", "floats"),

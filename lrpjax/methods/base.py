@@ -39,7 +39,7 @@ Differentiating explanations
 An explanation is an ordinary JAX function of the parameters and the input: ``jax.grad``, ``jax.jvp``,
 ``jax.jacfwd``/``jax.jacrev`` and ``jax.hessian`` of any functional of ``method.fn(method, params, x,
 target, mask, index)`` (or of ``method(...)``, ``method.batch(...)``, ``method.full(...)``) give its true
-derivatives, for every method here and :func:`lrpjax.cd.cd`. The relevance rules are the backward
+derivatives, for every method here and :func:`lrpjax.methods.decomposition.cd`. The relevance rules are the backward
 passes of the ``custom_vjp`` ops, but their forward passes compute the primal with plain ``jnp``
 code and the rules themselves are ``jnp`` code, so an outer derivative differentiates the forward
 pass and the rule as written (it never follows a relevance rule); gates under LRP-all pass through
@@ -53,13 +53,13 @@ switches branch. There JAX returns the derivative of one branch, never NaN:
   rule): at ``z = 0`` the quotient ``r / (z + eps sign(z))`` jumps from ``-r / eps`` to ``+r / eps``; the
   value and the derivative there are those of the ``z >= 0`` side (``sign(0) = +1``), and ``sign``
   itself contributes 0;
-* :func:`lrpjax.rules.safe_divide` (every rule's division): where a denominator is exactly 0 the
+* :func:`lrpjax.core.rules.safe_divide` (every rule's division): where a denominator is exactly 0 the
   share is 0 and so is its derivative, with respect to numerator and denominator;
 * ``|.|`` (LRP-abs): JAX's derivative of ``abs`` at 0 is +1;
 * ``max(., 0)``, ``min(., 0)`` (z+, alpha-beta, zB, the positive weights of Gamma): at a tie JAX
   gives each side half the derivative (0.5); ``relu`` in a model's dense layer: 0 at 0;
 * ``argmax`` (max pooling in a model and in CD; ``targets="pred"`` and the predicted class in
-  :mod:`lrpjax.scale`): the selection is piecewise constant; the derivative follows the selected
+  :mod:`lrpjax.datasets`): the selection is piecewise constant; the derivative follows the selected
   element (the first maximal one at a tie) and ignores the jump;
 * SmoothGrad with ``noise="relative"``: the noise scale is ``sigma * (max(x) - min(x))`` over the valid
   steps, differentiated like ``max``/``min`` above; the noise draw itself is fixed by the seed;
@@ -72,7 +72,7 @@ differences agree with ``jax.grad`` and ``jax.jvp`` to about 1e-8 relative in fl
 ``apply(params, x, rules)``: its ops are ``custom_vjp`` functions, so ``jax.jvp`` of it raises JAX's
 ``TypeError: can't apply forward-mode autodiff (jvp) to a custom_vjp function`` (its reverse mode is
 the relevance itself); an explanation built from it has all derivatives, ``jax.hessian`` included.
-The dataset driver :func:`lrpjax.scale.explain_dataset` returns NumPy arrays and is not for
+The dataset driver :func:`lrpjax.datasets.explain_dataset` returns NumPy arrays and is not for
 differentiation; differentiate ``method.batch`` or ``method.fn`` under ``jax.vmap`` instead.
 """
 
@@ -88,7 +88,7 @@ import numpy as np
 
 from lrpjax._types import Array, ArrayLike, Params
 from lrpjax.models.sequential import check_inputs, check_prefix, floating_dtype, network_of
-from lrpjax.rules import RuleSet, preset
+from lrpjax.core.rules import RuleSet, preset
 
 __all__ = ["Method", "Explanation", "Attribution", "IntegratedGradients", "SmoothGrad", "lrp", "gradient",
            "sensitivity", "gradient_x_input", "occlusion", "integrated_gradients", "smoothgrad",
@@ -193,7 +193,7 @@ class Explanation(NamedTuple):
             (``{"h"}`` for a GRU), and at the input of every dense and pooling layer, ``{name: (D,)}``
             or (T, D).
         residual: ``target_score - sum(relevance) - sum(params) - sum(initial)``, a scalar: the
-            relevance that no input, bias or initial state received (:func:`lrpjax.scale.explain_dataset`
+            relevance that no input, bias or initial state received (:func:`lrpjax.datasets.explain_dataset`
             with ``residual=True`` gives it for every sequence of a dataset).
 
     When ``residual`` is 0 (up to rounding; every rule conserves exactly in exact arithmetic):
@@ -251,7 +251,7 @@ class Explanation(NamedTuple):
         conservation figures and, for a sequence input (T, E), a heatmap of the relevance per position."""
         import html
 
-        from lrpjax import render  # only notebooks need it
+        from lrpjax.viz import render  # only notebooks need it
 
         numbers = _scalars(self.target_score, self.residual)
         if numbers is None or not _is_concrete(self.relevance, self.scores):

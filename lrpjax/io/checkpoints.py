@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from lrpjax._files import atomic_write
+from lrpjax.io.files import atomic_write
 
 __all__ = ["FORMAT_VERSION", "MAX_BYTES", "ArraySpec", "Checkpoint", "CheckpointError", "flatten", "load",
            "save", "unflatten"]

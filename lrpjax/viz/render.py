@@ -4,7 +4,7 @@ Relevance is shown on one diverging scale everywhere: red for positive relevance
 explained class), blue for negative (evidence against), white for zero, linear in ``R_t / s`` where
 ``s`` is the scale (by default the largest absolute relevance shown together; pass ``scale=`` to
 share one scale across pictures). Words are drawn as coloured boxes, the usual form of LRP text
-heatmaps (Arras et al. 2017). :mod:`lrpjax.plot` re-exports every public name here beside the
+heatmaps (Arras et al. 2017). :mod:`lrpjax.viz.plot` re-exports every public name here beside the
 matplotlib figures. Files are written to a temporary file beside the target and renamed over it
 (:func:`write_atomic`), so a failed write leaves the previous file intact.
 """
@@ -17,7 +17,7 @@ from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
-from lrpjax._files import atomic_write
+from lrpjax.io.files import atomic_write
 
 __all__ = [
     "HTML_CSS",
@@ -477,7 +477,7 @@ def explanation_html(explanation: Any, tokens: Sequence[str] | None = None, targ
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
     """Writes ``data`` (str as UTF-8) to a temporary file beside ``path``, then renames it over
-    ``path``: the previous file survives any failure (:func:`lrpjax._files.atomic_write`).
+    ``path``: the previous file survives any failure (:func:`lrpjax.io.files.atomic_write`).
 
     Raises:
         OSError: the directory is missing or not writable.
