@@ -94,6 +94,46 @@ def test_load_errors_name_the_problem(tmp_path):
         SSTModel.load(no_vocab)
 
 
+def test_a_new_save_holds_the_bilstm_config_and_saves_again(tmp_path):
+    model = tiny_model()
+    path = model.save(tmp_path / "m.npz")
+    saved = checkpoints.load_model(path, KIND)
+    assert saved.metadata[checkpoints.MODEL_CONFIG] == bilstm.model.network.config()
+    assert saved.metadata[checkpoints.MODEL_KEY] == "model" and set(saved.beside) == {"embed"}
+    again = SSTModel.load(SSTModel.load(path).save(tmp_path / "again.npz"))   # the config is written anew
+    for a, b in zip(jax.tree_util.tree_leaves(model.params), jax.tree_util.tree_leaves(again.params)):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_a_checkpoint_written_before_configs_loads_the_same(tmp_path):
+    model = tiny_model()
+    meta = {"kind": KIND, "embedding_size": 4, "hidden_size": 3, "vocabulary_size": len(model.vocab)}
+    old = checkpoints.save(tmp_path / "old.npz", jax.tree_util.tree_map(np.asarray, model.params), meta,
+                           extra={"vocab": model.vocab.to_array()})   # what SSTModel.save wrote before
+    back = SSTModel.load(old)
+    assert checkpoints.MODEL_CONFIG not in back.metadata and back.vocab == model.vocab
+    for a, b in zip(jax.tree_util.tree_leaves(model.params), jax.tree_util.tree_leaves(back.params)):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_the_shipped_checkpoint_loads_as_the_bilstm(shipped):
+    plain = checkpoints.load(DEFAULT_CHECKPOINT)
+    assert checkpoints.MODEL_CONFIG not in plain.metadata   # recognised by its kind
+    for a, b in zip(jax.tree_util.tree_leaves(plain.params), jax.tree_util.tree_leaves(shipped.params)):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    np.testing.assert_array_equal(shipped.vocab.to_array(), plain.extra["vocab"])
+
+
+def test_a_checkpoint_of_another_model_is_refused(tmp_path):
+    model = tiny_model()
+    lstm = lrpjax.models.LSTM()
+    path = checkpoints.save_model(tmp_path / "uni.npz", lstm, lstm.init(jax.random.PRNGKey(0), 4, 3, 5),
+                                  {"kind": KIND}, key="model", beside={"embed": model.params["embed"]},
+                                  extra={"vocab": model.vocab.to_array()})
+    with pytest.raises(checkpoints.CheckpointError, match=r"uni\.npz.*BiLSTM"):
+        SSTModel.load(path)
+
+
 def test_constructor_checks_embedding_shape():
     model = tiny_model()
     with pytest.raises(ValueError, match="embed"):

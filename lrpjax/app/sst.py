@@ -126,20 +126,20 @@ def buckets(lengths: Sequence[int], batch_size: int, grid: Sequence[int] = _BUCK
     return out
 
 
-def layout(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The arrays of an SST checkpoint (:class:`lrpjax.io.checkpoints.ArraySpec` leaves, floating point):
-    ``embed`` (V, E) and the BiLSTM's ``model`` (cell weights per direction, output (H, C)), with V, E
-    and H from the metadata written by :meth:`SSTModel.save` ("vocabulary_size", "embedding_size",
-    "hidden_size") or, where absent, any size consistent across the arrays."""
-    spec = checkpoints.ArraySpec
-    V = metadata.get("vocabulary_size", "V")
-    E = metadata.get("embedding_size", "E")
-    H = metadata.get("hidden_size", "H")
-    four_h = 4 * H if isinstance(H, int) and not isinstance(H, bool) else None
-    cell = {"W": spec((E, four_h), "floating"), "U": spec((H, four_h), "floating"), "b": spec((four_h,), "floating")}
-    out = spec((H, len(LABEL_NAMES)), "floating")
-    return {"embed": spec((V, E), "floating"),
-            "model": {"left": cell, "right": cell, "out": {"W_left": out, "W_right": out}}}
+def layout(metadata: dict[str, Any]) -> dict[str, Any] | None:
+    """The arrays an SST checkpoint's metadata announces (:class:`lrpjax.io.checkpoints.ArraySpec` leaves,
+    floating point): ``embed`` (V, E) and under ``model`` the BiLSTM's parameters for E, H and C classes,
+    derived from the model (``bilstm.init``), with V, E and H from the metadata written by
+    :meth:`SSTModel.save` ("vocabulary_size", "embedding_size", "hidden_size"). None where the metadata
+    lacks them: the checkpoint's model itself still checks its parameters (:func:`checkpoints.load_model`).
+    """
+    sizes: list[Any] = [metadata.get(name) for name in ("vocabulary_size", "embedding_size", "hidden_size")]
+    if not all(isinstance(size, int) and not isinstance(size, bool) for size in sizes):
+        return None
+    V, E, H = sizes
+    shapes = jax.eval_shape(lambda: bilstm.init(jax.random.PRNGKey(0), E, H, len(LABEL_NAMES)))
+    return {"embed": checkpoints.ArraySpec((V, E), "floating"),
+            "model": jax.tree_util.tree_map(lambda s: checkpoints.ArraySpec(s.shape, "floating"), shapes)}
 
 
 def check_seed(seed: Any) -> int:
@@ -380,31 +380,43 @@ class SSTModel:
     def load(cls, path: str | os.PathLike | None = None) -> SSTModel:
         """Reads a checkpoint written by :meth:`save`; default :func:`default_checkpoint`.
 
-        Before any weight is read, the arrays are checked against the BiLSTM layout (:func:`layout`,
-        sizes from the metadata), so a damaged or foreign file fails naming the array.
+        The model is the one the checkpoint states (:func:`lrpjax.io.checkpoints.load_model`: its
+        config, or for checkpoints written before configs were stored, its kind), and must be the BiLSTM;
+        its parameters are under "params/model/", the embeddings beside them ("params/embed"). Before any
+        weight is read, the arrays are checked against the model and against the sizes the metadata
+        announces (:func:`layout`), so a damaged or foreign file fails naming the array.
 
         Raises:
-            lrpjax.io.checkpoints.CheckpointError: a missing or damaged file, another kind of model, no
-                vocabulary ('extra/vocab') in it, or an array that is missing, unexpected, of another
-                shape or not floating point ("... array 'params/model/left/W' has shape ...").
+            lrpjax.io.checkpoints.CheckpointError: a missing or damaged file, another kind of model or a
+                model other than the BiLSTM, no vocabulary ('extra/vocab') in it, or an array that is
+                missing, unexpected, of another shape or not floating point ("... array
+                'params/model/left/W' has shape ...").
         """
         path = default_checkpoint() if path is None else Path(path)
-        ckpt = checkpoints.load(path, expect_kind=KIND, expect=layout,
-                                expect_extra={"vocab": checkpoints.ArraySpec((None,), "unicode")})
+        saved = checkpoints.load_model(path, expect_kind=KIND, expect=layout,
+                                       expect_extra={"vocab": checkpoints.ArraySpec((None,), "unicode")})
+        if saved.model != bilstm.model.network:
+            layers = ", ".join(" ".join(line.split()) for line in saved.model.summary().splitlines())
+            raise checkpoints.CheckpointError(f"checkpoint {str(path)!r} holds the model [{layers}]; the SST bundle "
+                                              "explains the BiLSTM (lrpjax.models.bilstm).")
         try:
-            return cls(Vocabulary.from_array(ckpt.extra["vocab"]), ckpt.params, ckpt.metadata)
+            return cls(Vocabulary.from_array(saved.extra["vocab"]), {**saved.beside, "model": saved.params},
+                       saved.metadata)
         except (ValueError, TypeError, KeyError) as error:
             raise checkpoints.CheckpointError(f"checkpoint {str(path)!r}: {error}") from error
 
     def save(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> str:
-        """Writes weights (as stored, e.g. float32), vocabulary and ``metadata`` to one ``.npz``."""
-        meta = {k: v for k, v in {**self.metadata, **(metadata or {})}.items()
-                if k not in ("format_version", "lrpjax_version")}
+        """Writes weights (as stored, e.g. float32), vocabulary and ``metadata`` to one ``.npz``, with the
+        BiLSTM's config (:func:`lrpjax.io.checkpoints.save_model`, its parameters under "model", the
+        embeddings beside them)."""
+        written = ("format_version", "lrpjax_version", checkpoints.MODEL_CONFIG, checkpoints.MODEL_KEY)
+        meta = {k: v for k, v in {**self.metadata, **(metadata or {})}.items() if k not in written}
         E, H, C = self.sizes
         meta.update(kind=KIND, embedding_size=E, hidden_size=H, classes=list(LABEL_NAMES),
                     vocabulary_size=len(self.vocab))
         params = jax.tree_util.tree_map(np.asarray, self.params)
-        return checkpoints.save(path, params, meta, extra={"vocab": self.vocab.to_array()})
+        return checkpoints.save_model(path, bilstm.model, params["model"], meta, key="model",
+                                      beside={"embed": params["embed"]}, extra={"vocab": self.vocab.to_array()})
 
     # --- inputs ------------------------------------------------------------------------------
 

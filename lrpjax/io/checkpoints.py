@@ -18,6 +18,13 @@ and checked before any array data is read: every member's declared size and thei
 (a tiny file cannot make numpy allocate gigabytes), and ``expect`` / ``expect_extra`` describe the arrays
 the caller needs (`ArraySpec`): a missing, unexpected or ill-shaped array is an error naming the file and
 the array, e.g. "checkpoint 'm.npz': array 'params/left/W' is missing".
+
+Models: `save_model` also stores the model's config (:meth:`~lrpjax.models.Sequential.config`) in the
+metadata (`MODEL_CONFIG`), and `load_model` rebuilds the model from it and checks the parameters against
+the model itself, so any composition of layers saves and loads as a model, with no hand-written layout.
+A checkpoint may hold more than the model: with ``key="model"`` the model's parameters are stored under
+"params/model/" (`MODEL_KEY` says so) and other arrays beside them ("params/embed"), as in the SST bundle.
+Checkpoints written before configs were stored are recognised by their kind (:mod:`lrpjax.io.legacy`).
 """
 
 from __future__ import annotations
@@ -27,16 +34,18 @@ import math
 import os
 import sys
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from lrpjax.io.files import atomic_write
+from lrpjax.io.legacy import LEGACY_KINDS, legacy_config
+from lrpjax.models.sequential import Sequential, network_of
 
-__all__ = ["FORMAT_VERSION", "MAX_BYTES", "ArraySpec", "Checkpoint", "CheckpointError", "flatten", "load",
-           "save", "unflatten"]
+__all__ = ["FORMAT_VERSION", "MAX_BYTES", "MODEL_CONFIG", "MODEL_KEY", "ArraySpec", "Checkpoint", "CheckpointError",
+           "ModelCheckpoint", "flatten", "load", "load_model", "save", "save_model", "unflatten"]
 
 FORMAT_VERSION = 1
 MAX_BYTES = 1 << 30
@@ -44,6 +53,10 @@ MAX_BYTES = 1 << 30
 METADATA_KEY = "__metadata__"
 PARAMS_PREFIX = "params/"
 EXTRA_PREFIX = "extra/"
+MODEL_CONFIG = "model_config"
+"""Metadata key of the model's config (:meth:`~lrpjax.models.Sequential.config`), written by `save_model`."""
+MODEL_KEY = "model_key"
+"""Metadata key naming where the model's parameters are ("params/<model_key>/..."); absent: all of "params/"."""
 _RESERVED_METADATA = ("format_version", "lrpjax_version")
 # Only plain numeric, boolean and unicode data: nothing that would need pickle to read back.
 _ALLOWED_KINDS = frozenset("biufcU")
@@ -121,7 +134,7 @@ def flatten(params: dict[str, Any]) -> dict[str, np.ndarray]:
     return flat
 
 
-def unflatten(flat: dict[str, np.ndarray]) -> dict[str, Any]:
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
     """Inverse of `flatten`: {"a/b": x} -> {"a": {"b": x}}.
 
     Raises:
@@ -455,13 +468,16 @@ def _read_metadata(path: str, archive: zipfile.ZipFile, members: dict[str, zipfi
     return _parse_metadata(path, _read_array(path, archive, METADATA_KEY, members[METADATA_KEY]))
 
 
-def _resolve_layout(path: str, expect: Any, metadata: dict[str, Any], prefix: str) -> dict[str, ArraySpec]:
+def _resolve_layout(path: str, expect: Any, metadata: dict[str, Any], prefix: str) -> dict[str, ArraySpec] | None:
+    """The flat layout `expect` describes; None when a callable `expect` returns None (nothing to check)."""
     if callable(expect):
         try:
             expect = expect(metadata)
         except (KeyError, TypeError, ValueError, IndexError) as error:
             raise CheckpointError(f"checkpoint {path!r}: its metadata does not describe the expected arrays "
                                   f"({type(error).__name__}: {error}).") from error
+        if expect is None:
+            return None
     return _flatten_layout(expect, prefix)
 
 
@@ -509,6 +525,46 @@ def _split_entries(path: str, keys: list[str]) -> None:
             raise CheckpointError(f"checkpoint {path!r} has an unexpected entry {key!r}.")
 
 
+def _read(path: str, expect_kind: str | None, max_bytes: int | None,
+          check: Callable[[dict[str, Any], dict[str, _Header]], Any]) -> tuple[dict[str, Any], dict[str, np.ndarray], Any]:
+    """Opens `path`, checks the bounds, the headers, the metadata and its kind, then `check(metadata,
+    headers)` (before any array data is read), then reads every array.
+
+    Returns:
+        (metadata, arrays by entry name such as "params/left/W", what `check` returned).
+    """
+    if max_bytes is not None and (not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1):
+        raise ValueError(f"`max_bytes` must be a positive int or None; got {max_bytes!r}.")
+    with _open_archive(path) as archive:
+        members = _members(path, archive, max_bytes)
+        headers = {key: _read_header(path, archive, key, info) for key, info in members.items()}
+        metadata = _read_metadata(path, archive, members, headers)
+        if expect_kind is not None and metadata["kind"] != expect_kind:
+            raise CheckpointError(
+                f"checkpoint {path!r} holds a model of kind {metadata['kind']!r}; expected {expect_kind!r}."
+            )
+        _split_entries(path, list(members))
+        checked = check(metadata, headers)
+        arrays = {key: _read_array(path, archive, key, info) for key, info in members.items() if key != METADATA_KEY}
+    return metadata, arrays, checked
+
+
+def _check_layouts(path: str, metadata: dict[str, Any], headers: dict[str, _Header], expect: Any,
+                   expect_extra: Any) -> None:
+    for prefix, layout, strict in ((PARAMS_PREFIX, expect, True), (EXTRA_PREFIX, expect_extra, False)):
+        flat = None if layout is None else _resolve_layout(path, layout, metadata, prefix)
+        if flat is not None:
+            _check_layout(path, flat, headers, prefix, strict)
+
+
+def _tree(path: str, arrays: dict[str, np.ndarray], prefix: str) -> dict[str, Any]:
+    """The arrays under `prefix` as a nested dict."""
+    try:
+        return unflatten({key[len(prefix):]: array for key, array in arrays.items() if key.startswith(prefix)})
+    except ValueError as error:
+        raise CheckpointError(f"checkpoint {path!r}: {error}") from error
+
+
 def load(
     path: str | os.PathLike[str],
     expect_kind: str | None = None,
@@ -525,8 +581,9 @@ def load(
         expect: the parameter layout the caller needs: a nested dict shaped like the params whose leaves
             are `ArraySpec`, ``(shape, dtype)`` pairs or objects with ``.shape`` and ``.dtype`` (e.g. the
             ``jax.ShapeDtypeStruct`` tree of ``jax.eval_shape(init, ...)``); or a callable
-            ``expect(metadata) -> that dict``, for sizes the metadata states. Every array must be present
-            with a fitting shape and dtype, and no other "params/" array may be stored. None: no check.
+            ``expect(metadata) -> that dict``, for sizes the metadata states (returning None: no check).
+            Every array must be present with a fitting shape and dtype, and no other "params/" array may
+            be stored. None: no check.
         expect_extra: the same for the extra arrays (by name); arrays not listed are allowed.
         max_bytes: bound on the uncompressed size, checked on the sizes the archive declares for each
             member and for all of them before anything is decompressed (default `MAX_BYTES`, 1 GiB);
@@ -546,25 +603,199 @@ def load(
         TypeError: `expect` or `expect_extra` is not a layout (a programming error, not a bad file).
     """
     path = os.fspath(path)
-    if max_bytes is not None and (not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1):
-        raise ValueError(f"`max_bytes` must be a positive int or None; got {max_bytes!r}.")
-    with _open_archive(path) as archive:
-        members = _members(path, archive, max_bytes)
-        headers = {key: _read_header(path, archive, key, info) for key, info in members.items()}
-        metadata = _read_metadata(path, archive, members, headers)
-        if expect_kind is not None and metadata["kind"] != expect_kind:
-            raise CheckpointError(
-                f"checkpoint {path!r} holds a model of kind {metadata['kind']!r}; expected {expect_kind!r}."
-            )
-        _split_entries(path, list(members))
-        for prefix, layout, strict in ((PARAMS_PREFIX, expect, True), (EXTRA_PREFIX, expect_extra, False)):
-            if layout is not None:
-                _check_layout(path, _resolve_layout(path, layout, metadata, prefix), headers, prefix, strict)
-        arrays = {key: _read_array(path, archive, key, info) for key, info in members.items() if key != METADATA_KEY}
-    flat = {key[len(PARAMS_PREFIX):]: array for key, array in arrays.items() if key.startswith(PARAMS_PREFIX)}
+    metadata, arrays, _ = _read(path, expect_kind, max_bytes, lambda metadata, headers: _check_layouts(
+        path, metadata, headers, expect, expect_extra))
     extra = {key[len(EXTRA_PREFIX):]: array for key, array in arrays.items() if key.startswith(EXTRA_PREFIX)}
+    return Checkpoint(params=_tree(path, arrays, PARAMS_PREFIX), metadata=metadata, extra=extra)
+
+
+# --- models ----------------------------------------------------------------------------------------------
+
+
+class ModelCheckpoint(NamedTuple):
+    """What `load_model` returns.
+
+    Attributes:
+        model: the :class:`~lrpjax.models.Sequential` rebuilt from the checkpoint's config.
+        params: the model's parameters, numpy arrays exactly as saved (dtypes and bits preserved).
+        metadata: the JSON metadata, including "kind", "format_version", "lrpjax_version" and, for files
+            written by `save_model`, `MODEL_CONFIG` (and `MODEL_KEY`).
+        beside: the parameter arrays stored beside the model's under "params/" (e.g. ``{"embed": (V, E)}``
+            of the SST bundle); empty when the model's parameters are all of them.
+        extra: the extra arrays by name.
+    """
+
+    model: Sequential
+    params: dict[str, Any]
+    metadata: dict[str, Any]
+    beside: dict[str, Any]
+    extra: dict[str, np.ndarray]
+
+
+def _rebuildable_config(network: Sequential) -> dict[str, Any]:
+    """``network.config()``, after checking that it survives JSON and rebuilds the same model."""
+    config = network.config()
     try:
-        params = unflatten(flat)
-    except ValueError as error:
-        raise CheckpointError(f"checkpoint {path!r}: {error}") from error
-    return Checkpoint(params=params, metadata=metadata, extra=extra)
+        rebuilt = Sequential.from_config(json.loads(json.dumps(config, allow_nan=False)))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"the model's config cannot be stored and rebuilt ({type(error).__name__}: {error}); "
+                         "save_model stores models of the layers and cells lrpjax knows.") from error
+    if rebuilt != network:
+        raise ValueError("the model's config does not describe it: Sequential.from_config(model.config()) differs "
+                         "from the model (a layer or cell outside lrpjax.models.layers and lrpjax.core.cells?).")
+    return config
+
+
+def save_model(
+    path: str | os.PathLike[str],
+    model: Any,
+    params: dict[str, Any],
+    metadata: dict[str, Any] | None = None,
+    *,
+    key: str | None = None,
+    beside: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Writes a model's parameters and its config to one ``.npz`` file, atomically (as `save`).
+
+    The metadata gets the model's config under `MODEL_CONFIG` (:meth:`Sequential.config`; for a named
+    model such as ``LSTM`` or ``MLP`` that of its ``network``), so that `load_model` rebuilds the model
+    from the file alone. A checkpoint may hold more than the model: with `key` the model's parameters
+    are stored under "params/<key>/" and the arrays of `beside` next to them ("params/<name>"), e.g. an
+    embedding table; `extra` arrays (a vocabulary) go to "extra/" as with `save`.
+
+    Args:
+        path: file to write; ".npz" is appended when missing.
+        model: a :class:`~lrpjax.models.Sequential` or a named model with a ``network`` (``LSTM``, ``MLP``).
+        params: the model's parameters; checked against the model before anything is written.
+        metadata: JSON-able dict as for `save`; "kind" defaults to the model's ``kind``.
+        key: where the model's parameters go under "params/" (None: they are all of "params/").
+        beside: other parameter arrays or sub-trees stored beside the model's (needs `key`).
+        extra: extra arrays, as for `save`.
+
+    Returns:
+        The path written, as a string.
+
+    Raises:
+        TypeError: `model` has no Sequential network, or an argument of the wrong type.
+        ValueError: `params` that do not fit the model (naming the key), a model whose config does not
+            rebuild it, metadata that sets `MODEL_CONFIG` or `MODEL_KEY`, `beside` without `key` or
+            holding `key`, or any error of `save`.
+        OSError: the file cannot be written; the previous file is intact.
+    """
+    network = network_of(model)
+    if network is None:
+        raise TypeError(f"`model` must be a Sequential or a named model with a Sequential `network` (LSTM, MLP); "
+                        f"got {type(model).__name__}.")
+    metadata = {} if metadata is None else metadata
+    if not isinstance(metadata, dict):
+        raise TypeError(f"`metadata` must be a dict; got {type(metadata).__name__}.")
+    reserved = [name for name in (MODEL_CONFIG, MODEL_KEY) if name in metadata]
+    if reserved:
+        raise ValueError(f"`metadata` must not set {reserved}: save_model() writes them.")
+    network.specs(params)
+    meta = {"kind": getattr(model, "kind", network.kind), **metadata, MODEL_CONFIG: _rebuildable_config(network)}
+    beside = {} if beside is None else beside
+    if not isinstance(beside, dict):
+        raise TypeError(f"`beside` must be a dict of arrays; got {type(beside).__name__}.")
+    if key is None:
+        if beside:
+            raise ValueError("`beside` needs `key`: the arrays beside the model's parameters go next to "
+                             "'params/<key>/'.")
+        return save(path, params, meta, extra=extra)
+    _check_key(key, "key")
+    if key in beside:
+        raise ValueError(f"`beside` must not hold {key!r}, the key of the model's parameters.")
+    meta[MODEL_KEY] = key
+    return save(path, {**beside, key: params}, meta, extra=extra)
+
+
+def _reason(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}" if isinstance(error, KeyError) else str(error)
+
+
+def _model_of(path: str, metadata: dict[str, Any]) -> tuple[Sequential, str | None]:
+    """The model a checkpoint states (its `MODEL_CONFIG`, else its legacy kind) and its parameter key."""
+    if MODEL_CONFIG in metadata:
+        config, key = metadata[MODEL_CONFIG], metadata.get(MODEL_KEY)
+    else:
+        kind = metadata["kind"]
+        try:
+            found = legacy_config(metadata)
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"checkpoint {path!r} (legacy kind {kind!r}, no model config): its metadata does "
+                                  f"not describe the model: {_reason(error)}") from error
+        if found is None:
+            raise CheckpointError(f"checkpoint {path!r} holds no model config (metadata {MODEL_CONFIG!r}) and its "
+                                  f"kind {kind!r} is none of the legacy kinds {sorted(LEGACY_KINDS)}; a file of "
+                                  "parameters only (written by save) is read with load.")
+        config, key = found
+    if key is not None and (not isinstance(key, str) or not key or "/" in key):
+        raise CheckpointError(f"checkpoint {path!r}: metadata {MODEL_KEY!r} must be a key without '/' or null; "
+                              f"got {key!r}.")
+    try:
+        return Sequential.from_config(config), key
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path!r}: its model config cannot be rebuilt: {_reason(error)}") from error
+
+
+def _check_model_arrays(path: str, model: Sequential, key: str | None, headers: dict[str, _Header]) -> None:
+    """The stored parameters fit the model (``model.specs`` on the headers: no data is read)."""
+    prefix = PARAMS_PREFIX + ("" if key is None else key + "/")
+    stored = {name: header for name, header in headers.items() if name.startswith(prefix)}
+    for name, header in stored.items():
+        if header.dtype.kind != "f":
+            raise CheckpointError(f"checkpoint {path!r}: array {name!r} has dtype {header.dtype}; the model's "
+                                  "parameters must be floating point.")
+    try:
+        model.specs(unflatten({name[len(prefix):]: header for name, header in stored.items()}))
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path!r}: the arrays under {prefix!r} do not fit the model of its "
+                              f"config: {error}") from error
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    expect_kind: str | None = None,
+    *,
+    expect: Any = None,
+    expect_extra: Any = None,
+    max_bytes: int | None = MAX_BYTES,
+) -> ModelCheckpoint:
+    """Reads a checkpoint as a model: the model rebuilt from its config, and its parameters.
+
+    The model comes from the metadata's `MODEL_CONFIG` (written by `save_model`) or, for a checkpoint
+    written before configs were stored, from its kind (:data:`lrpjax.io.legacy.LEGACY_KINDS`). Before
+    any array data is read, the stored parameters are checked against the model itself
+    (``model.specs``: every layer's keys and shapes) and must be floating point; `expect` and
+    `expect_extra` add the caller's own checks, as in `load`.
+
+    Args:
+        path: the ``.npz`` file.
+        expect_kind: if given, the metadata "kind" must equal it.
+        expect: optional layout of all "params/" arrays (the model's and those beside it), as in `load`.
+        expect_extra: optional layout of the extra arrays, as in `load`.
+        max_bytes: bound on the uncompressed size, as in `load`.
+
+    Returns:
+        A `ModelCheckpoint` ``(model, params, metadata, beside, extra)``; arrays are numpy, as saved.
+
+    Raises:
+        CheckpointError (a ValueError) naming the file: every error of `load`; no config and a kind that
+            is none of the legacy kinds; a config naming an unknown layer type or cell kind (named); or
+            parameters that do not fit the model (naming the key and the shape).
+    """
+    path = os.fspath(path)
+
+    def check(metadata: dict[str, Any], headers: dict[str, _Header]) -> tuple[Sequential, str | None]:
+        _check_layouts(path, metadata, headers, expect, expect_extra)
+        model, key = _model_of(path, metadata)
+        _check_model_arrays(path, model, key, headers)
+        return model, key
+
+    metadata, arrays, (model, key) = _read(path, expect_kind, max_bytes, check)
+    params = _tree(path, arrays, PARAMS_PREFIX)
+    extra = {name[len(EXTRA_PREFIX):]: array for name, array in arrays.items() if name.startswith(EXTRA_PREFIX)}
+    if key is None:
+        return ModelCheckpoint(model, params, metadata, {}, extra)
+    return ModelCheckpoint(model, params.pop(key), metadata, params, extra)
