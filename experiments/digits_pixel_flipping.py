@@ -139,14 +139,6 @@ def load_model(path: str) -> tuple[MLP, dict, dict]:
 
 # --- explanations ------------------------------------------------------------------------------------
 
-@partial(jax.jit, static_argnums=(0,))
-def _explain_batch(method, params, X, targets):
-    # Method.fn is the per-example relevance function (see lrpjax.methods); vmapped here because
-    # Method.batch expects padded sequences (B, T, E).
-    index = jnp.arange(X.shape[0])
-    return jax.vmap(lambda x, t, i: method.fn(method, params, x, t, None, i))(X, targets, index)
-
-
 def methods(model: MLP, config: Config) -> dict[str, list[lrpjax.Method]]:
     """name -> methods (several seeds for random, whose curves are averaged)."""
     out = {name: [lrpjax.lrp(model.apply, rules)] for name, rules in rule_sets().items()}
@@ -172,7 +164,7 @@ def evaluate(model, params, config, data):
     for name, ms in methods(model, config).items():
         per_seed = []
         for m in ms:
-            R = _explain_batch(m, params, X, targets)
+            R = m.batch(params, X, targets)
             per_seed.append(R)
         heatmaps[name] = np.asarray(per_seed[0][:config.n_heatmaps])
         entry = {"aopc": {}, "aopc_16": {}, "curve": {}, "accuracy_curve": {}}

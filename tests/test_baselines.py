@@ -144,12 +144,12 @@ def test_smoothgrad_is_the_mean_gradient_at_the_documented_noise():
     noise *= sigma * float(x.max() - x.min())
     gradient = lrpjax.gradient(lstm.apply)
     want = np.mean([np.asarray(gradient(params, x + noise[s], 1)) for s in range(samples)], axis=0)
-    got = method.fn(method, params, x, 1, None, index)
+    got = method.relevance(params, x, 1, None, index)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-13)
     absolute = explain.smoothgrad(lstm.apply, 0.05, samples, seed, noise="absolute")
     want = np.mean([np.asarray(gradient(params, x + noise[s] * 0.05 / (sigma * float(x.max() - x.min())), 1))
                     for s in range(samples)], axis=0)
-    np.testing.assert_allclose(absolute.fn(absolute, params, x, 1, None, index), want, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(absolute.relevance(params, x, 1, None, index), want, rtol=1e-10, atol=1e-13)
 
 
 def test_smoothgrad_draw_depends_on_seed_and_index_not_on_padding():
@@ -161,7 +161,7 @@ def test_smoothgrad_draw_depends_on_seed_and_index_not_on_padding():
     batch = method.batch(params, X, jnp.asarray([0, 1, 0]), mask=mask)
     # Row b draws with index b: the same sequence at rows 0 and 2 gets different noise.
     assert not np.allclose(batch[0], batch[2])
-    np.testing.assert_allclose(batch[2], method.fn(method, params, jnp.asarray(seqs[2]), 0, None, 2),
+    np.testing.assert_allclose(batch[2], method.relevance(params, jnp.asarray(seqs[2]), 0, None, 2),
                                rtol=1e-10, atol=1e-13)
     # Padding more does not change the draw of the valid steps, and padded steps get 0.
     X8, mask8 = lrpjax.pad(seqs, length=8)

@@ -79,7 +79,7 @@ def check_derivatives(method, params, x, target, mask=None, *, seed=0, h=1e-4, r
     T = x.shape[0]
     w = jnp.asarray(np.random.default_rng(seed + 1).normal(size=T))
     k = T // 2
-    F = lambda p, x_: _functionals(method.fn(method, p, x_, target, mask, 0), x_, w, k)  # noqa: E731
+    F = lambda p, x_: _functionals(method.relevance(p, x_, target, mask, 0), x_, w, k)  # noqa: E731
     jvp = jax.jit(lambda p, x_, tp, tx: jax.jvp(F, (p, x_), (tp, tx)))
     dx, dp = _direction(x, seed + 2), _direction(params, seed + 3)
     zero_p, zero_x = jax.tree.map(jnp.zeros_like, params), jnp.zeros_like(x)
@@ -142,7 +142,7 @@ def test_derivatives_of_masked_explanations_ignore_padding():
     mask = jnp.asarray([True] * 4 + [False] * 2)
     check_derivatives(method, params, x, 1, mask)
     # The padded steps carry no relevance and no derivative.
-    grad = jax.grad(lambda x_: jnp.sum(method.fn(method, params, x_, 1, mask, 0) ** 2))(jnp.asarray(x))
+    grad = jax.grad(lambda x_: jnp.sum(method.relevance(params, x_, 1, mask, 0) ** 2))(jnp.asarray(x))
     assert np.all(np.asarray(grad[4:]) == 0)
 
 
@@ -150,7 +150,7 @@ def test_the_random_baseline_has_zero_derivative():
     method = lrpjax.random_baseline(LSTM_MODEL.apply, seed=4)
     params = _lstm_params(LSTM_MODEL, 3, 3, 2, 2)
     x = jnp.asarray(np.random.default_rng(3).normal(size=(4, 3)))
-    grad_p, grad_x = jax.grad(lambda p, x_: jnp.sum(method.fn(method, p, x_, 1, None, 0) ** 2), argnums=(0, 1))(params, x)
+    grad_p, grad_x = jax.grad(lambda p, x_: jnp.sum(method.relevance(p, x_, 1, None, 0) ** 2), argnums=(0, 1))(params, x)
     assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves((grad_p, grad_x)))
 
 
@@ -242,7 +242,7 @@ def test_hessian_of_an_explanation_functional_matches_finite_differences_of_its_
     method = cdmod.cd(apply) if name == "cd" else lrpjax.lrp(apply, preset(name, 0.01))
     params = _lstm_params(LSTM_MODEL, 10, 2, 2, 2)
     x = jnp.asarray(np.random.default_rng(10).normal(0, 0.8, (3, 2)))
-    f = lambda x_: jnp.sum(method.fn(method, params, x_, 1, None, 0) ** 2)  # noqa: E731
+    f = lambda x_: jnp.sum(method.relevance(params, x_, 1, None, 0) ** 2)  # noqa: E731
     H = jax.jit(jax.hessian(f))(x)
     assert H.shape == (3, 2, 3, 2)
     np.testing.assert_allclose(H, jnp.transpose(H, (2, 3, 0, 1)), rtol=1e-9, atol=1e-12)
@@ -259,7 +259,7 @@ def test_batched_explanations_differentiate_as_the_sum_of_their_examples():
     X, mask = lrpjax.pad([rng.normal(size=(T, 3)) for T in (4, 2, 3)])
     targets = jnp.asarray([0, 1, 1])
     batch = jax.grad(lambda p: jnp.sum(method.batch(p, X, targets, mask=mask) ** 2))(params)
-    single = [jax.grad(lambda p, b=b: jnp.sum(method.fn(method, p, X[b], targets[b], mask[b], 0) ** 2))(params)
+    single = [jax.grad(lambda p, b=b: jnp.sum(method.relevance(p, X[b], targets[b], mask[b], 0) ** 2))(params)
               for b in range(3)]
     for got, *want in zip(jax.tree.leaves(batch), *(jax.tree.leaves(s) for s in single)):
         np.testing.assert_allclose(got, sum(want), rtol=1e-10, atol=1e-13)
@@ -286,5 +286,5 @@ def test_the_model_under_rules_has_no_forward_mode_but_its_explanation_has():
     with pytest.raises(TypeError, match="custom_vjp"):
         jax.jvp(lambda x_: LSTM_MODEL.apply(params, x_, rules), (x,), (x,))
     method = lrpjax.lrp(LSTM_MODEL.apply, rules)
-    _, tangent = jax.jvp(lambda x_: method.fn(method, params, x_, 1, None, 0), (x,), (x,))
+    _, tangent = jax.jvp(lambda x_: method.relevance(params, x_, 1, None, 0), (x,), (x,))
     assert tangent.shape == x.shape and np.all(np.isfinite(np.asarray(tangent)))

@@ -38,7 +38,8 @@ SCRIPT = textwrap.dedent("""
     methods = [explain.lrp(bilstm.apply, preset("lrp-prop", 0.2)), explain.gradient_x_input(bilstm.apply)]
     sharded = scale.explain_dataset(methods, params, sequences, "all", buckets=(4, 8), chunk_size=4)
     single = scale.explain_dataset(methods, params, sequences, "all", buckets=(4, 8), chunk_size=4, devices=1)
-    program = next(iter(scale._CACHE.values()))
+    from lrpjax.datasets import driver
+    program = next(iter(driver._CACHE.values()))
     diff = max(float(np.max(np.abs(a - b))) for a, b in zip(sharded.relevance, single.relevance))
     np.savez(sys.argv[1], scores=sharded.scores, *sharded.relevance)
     print(json.dumps({"devices": len(jax.devices()), "mesh": int(program.batch.mesh.size),

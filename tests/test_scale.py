@@ -56,7 +56,7 @@ def _predicted(params, x):
 def _per_sequence(methods, params, x, target):
     """Each method on one unpadded sequence, as ``method(params, x, target)`` computes it (one
     compilation per length for all methods, to keep the tests fast)."""
-    return tuple(m.fn(m, params, x, target, None, 0) for m in methods)
+    return tuple(m.relevance(params, x, target, None, 0) for m in methods)
 
 
 # Methods giving (T, E) and position-wise (T,) relevance, each group explained in one call.

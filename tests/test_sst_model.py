@@ -242,14 +242,14 @@ def test_default_checkpoint_follows_the_environment(monkeypatch, tmp_path):
 
 
 def test_integrated_gradients_and_smoothgrad_methods():
-    from lrpjax import methods as _explain
     from lrpjax.app.sst import IG_STEPS, SMOOTHGRAD_SAMPLES
+    from lrpjax.methods import IntegratedGradients, SmoothGrad
 
     ig = make_method("ig")
-    assert ig.fn is _explain._ig_fn and ig.config.steps == IG_STEPS and ig.config.baseline == 0.0
+    assert isinstance(ig, IntegratedGradients) and ig.steps == IG_STEPS and ig.baseline == 0.0
     smooth = make_method("smoothgrad", seed=4)
-    assert smooth.fn is _explain._smoothgrad_fn and smooth.seed == 4
-    assert smooth.config.samples == SMOOTHGRAD_SAMPLES and smooth.config.noise == "relative"
+    assert isinstance(smooth, SmoothGrad) and smooth.seed == 4
+    assert smooth.samples == SMOOTHGRAD_SAMPLES and smooth.noise == "relative"
     model = SSTModel.load()
     sentence = "a gorgeous , witty , seductive movie ."
     result = model.explain_sentence(sentence, "ig")

@@ -33,31 +33,28 @@ is given its own part of the input, as ``(index, array)`` pairs with global indi
 
 from __future__ import annotations
 
-import bisect
 import glob
 import json
 import os
 import zlib
 from collections import deque
-from functools import partial
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrpjax.methods import base as _explain
-from lrpjax.datasets import memory as scale
-from lrpjax.datasets import shards as _shards
 from lrpjax._types import Params
-from lrpjax.methods.base import Method
+from lrpjax.datasets import shards as _shards
+from lrpjax.datasets.buckets import resolve_edges
+from lrpjax.datasets.driver import MAX_INDEX, Chunk, ChunkDriver, OpenChunk, Run, compilations, plan_run
 from lrpjax.datasets.shards import StreamError, StreamResults, StreamRow, open_results
+from lrpjax.methods.program import explain_example
 
 __all__ = ["FLUSH", "Batcher", "ChunkInfo", "StreamSummary", "StreamError", "StreamResults", "StreamRow",
            "iter_stream", "explain_stream", "open_results", "DEFAULT_SHARD_BYTES"]
 
 DEFAULT_SHARD_BYTES = 8 << 20
-_MAX_INDEX = 2**31 - 1   # chunk programs number sequences with int32
 
 
 class _Flush:
@@ -87,35 +84,23 @@ class ChunkInfo(NamedTuple):
     lengths: np.ndarray
     crc: int
 
+    @classmethod
+    def of(cls, chunk: OpenChunk) -> ChunkInfo:
+        """The info of a driver's chunk; the crc is of its input as given (only an owned chunk has it)."""
+        crc = 0
+        for index, x in zip(chunk.indices, chunk.xs):
+            crc = zlib.crc32(np.ascontiguousarray(x).tobytes(),
+                             zlib.crc32(np.asarray([index, x.shape[0]], np.int64).tobytes(), crc))
+        return cls(chunk.serial, chunk.L, np.asarray(chunk.indices, np.int64), np.asarray(chunk.lengths, np.int64), crc)
+
 
 # --- setup: what the first sequence tells ------------------------------------------------------------
 
 class _Setup(NamedTuple):
-    spec: Any                 # scale._Spec
-    params: Params
-    chunk_size: int
-    devices: tuple
-    E: int
-    dtype: np.dtype
-    bucket: Callable[[int], int]
+    run: Run
     targets: Callable[[int], int]
     fields: dict              # shape templates and dtypes of scores, target, relevance
-
-
-def _bucket_rule(buckets) -> Callable[[int], int]:
-    """Padded length of a T-step sequence: powers of two from 8 (None), or the smallest edge >= T and
-    beyond the last edge its multiples (as :func:`lrpjax.datasets.assign_buckets`)."""
-    if buckets is None:
-        return lambda T: max(8, 1 << (int(T) - 1).bit_length())
-    if isinstance(buckets, (int, np.integer)) and not isinstance(buckets, bool):
-        raise ValueError("`buckets` as a number of buckets needs every length in advance; give the edges "
-                         "(e.g. lrpjax.datasets.bucket_edges(lengths of a sample, n)) or None for powers of two.")
-    edges = scale._resolve_edges(buckets, np.ones(1, np.int64), 1)
-
-    def bucket(T: int) -> int:
-        position = bisect.bisect_left(edges, T)
-        return edges[position] if position < len(edges) else -(-T // edges[-1]) * edges[-1]
-    return bucket
+    edges: tuple | None
 
 
 def _target_rule(targets, C: int) -> tuple[Callable[[int], int], bool, Any]:
@@ -140,12 +125,12 @@ def _target_rule(targets, C: int) -> tuple[Callable[[int], int], bool, Any]:
     return given, False, {"n": len(array), "crc32": zlib.crc32(np.ascontiguousarray(array, np.int64).tobytes())}
 
 
-def _field_templates(spec, params, E: int, dtype) -> dict:
+def _field_templates(run: Run) -> dict:
     """Shape templates of a row's fields: traced at two lengths, the axes that follow the length are "T"."""
     def shapes(L):
-        x = jax.ShapeDtypeStruct((L, E), dtype)
+        x = jax.ShapeDtypeStruct((L, run.E), run.dtype)
         one = jax.ShapeDtypeStruct((), jnp.int32)
-        return jax.eval_shape(partial(scale._explain_one, spec), params, x,
+        return jax.eval_shape(lambda p, x_, m, t, i: explain_example(run.program, p, x_, m, t, i), run.params, x,
                               jax.ShapeDtypeStruct((L,), jnp.bool_), one, one)
     a, b = shapes(2), shapes(3)
     fields = {}
@@ -157,20 +142,12 @@ def _field_templates(spec, params, E: int, dtype) -> dict:
 
 def _setup(method, params, x0: np.ndarray, targets, buckets, chunk_size, devices, tokens,
            residual: bool = False) -> _Setup:
-    methods = scale._check_methods(method)
-    with_residual = scale._check_residual(residual, methods)
-    devices = scale._check_devices(devices, chunk_size, local=True)
-    _explain._check_finite("params", params)
-    scale._check_tokens(tokens)
-    dtype = _explain.floating_dtype(params)   # every sequence is cast to it (_Engine.add)
-    dtype = x0.dtype if dtype is None else dtype
-    C, sequence_output = scale._output_kind(methods, params, jax.ShapeDtypeStruct(x0.shape, dtype))
-    target_of, all_classes, _ = _target_rule(targets, C)
-    spec = scale._Spec(methods, not isinstance(method, Method), all_classes, tokens, C, sequence_output,
-                       with_residual)
-    E = x0.shape[1]
-    return _Setup(spec, params, int(chunk_size), devices, E, dtype, _bucket_rule(buckets), target_of,
-                  _field_templates(spec, params, E, dtype))
+    edges = resolve_edges(buckets)
+    all_classes = isinstance(targets, str) and targets == "all"
+    run = plan_run(method, params, x0.shape[1], x0.dtype, all_classes, edges, chunk_size, devices, tokens, residual,
+                   local=True)
+    target_of, _, _ = _target_rule(targets, run.n_classes)
+    return _Setup(run, target_of, _field_templates(run), edges)
 
 
 # --- input items -------------------------------------------------------------------------------------
@@ -180,21 +157,22 @@ class _Item(NamedTuple):
     x: np.ndarray
 
 
-def _parse(item, position: int, last: int, first: _Item | None, check_finite: bool) -> _Item:
-    """Checks one input item: a (T, E) array, or an (index, array) pair with a growing index."""
+def _parse(item, position: int, last: int, first: _Item | None) -> _Item:
+    """Checks one input item: a (T, E) array, or an (index, array) pair with a growing index (its values
+    are checked, with its chunk, by the driver)."""
     where = f"`items[{position}]`"
     if isinstance(item, tuple):
         if len(item) != 2 or not isinstance(item[0], (int, np.integer)) or isinstance(item[0], bool):
             raise TypeError(f"{where} must be a (T, E) array or an (index, array) pair with an int index; got a "
                             f"tuple of {len(item)}.")
         index, x = int(item[0]), item[1]
-        if not 0 <= index <= _MAX_INDEX:
+        if not 0 <= index <= MAX_INDEX:
             raise ValueError(f"{where}: the index must lie in [0, 2**31); got {index}.")
         if index <= last:
             raise ValueError(f"{where}: indices must increase; got {index} after {last}.")
     else:
         index, x = position, item
-        if index > _MAX_INDEX:
+        if index > MAX_INDEX:
             raise ValueError(f"{where}: at most 2**31 sequences can be numbered; give (index, array) pairs.")
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[0] == 0:
@@ -203,14 +181,12 @@ def _parse(item, position: int, last: int, first: _Item | None, check_finite: bo
         raise TypeError(f"{where} must be floating point; got dtype {x.dtype}.")
     if first is not None and x.shape[1] != first.x.shape[1]:
         raise ValueError(f"{where} must have shape (T, E) with E = {first.x.shape[1]} (as the first); got {x.shape}.")
-    if check_finite and not np.all(np.isfinite(x)):
-        raise ValueError(f"{where} (sequence {index}) contains non-finite values (NaN or inf).")
     if first is None:
         x = x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False)
     return _Item(index, x)
 
 
-def _items(items: Iterable, check_finite: bool) -> Iterator[_Item | _Flush]:
+def _items(items: Iterable) -> Iterator[_Item | _Flush]:
     if isinstance(items, (str, bytes, np.ndarray)) or not hasattr(items, "__iter__"):
         raise TypeError("`items` must be an iterable of (T, E) arrays or (index, array) pairs; got "
                         f"{type(items).__name__}.")
@@ -219,7 +195,7 @@ def _items(items: Iterable, check_finite: bool) -> Iterator[_Item | _Flush]:
         if item is FLUSH:
             yield FLUSH
             continue
-        parsed = _parse(item, position, last, first, check_finite)
+        parsed = _parse(item, position, last, first)
         first = first or parsed
         position, last = position + 1, parsed.index
         yield parsed
@@ -227,103 +203,34 @@ def _items(items: Iterable, check_finite: bool) -> Iterator[_Item | _Flush]:
 
 # --- the engine --------------------------------------------------------------------------------------
 
-class _Open:
-    """A bucket's buffer: the chunk being filled."""
-
-    def __init__(self, serial: int, L: int, owned: bool):
-        self.serial, self.L, self.owned = serial, L, owned
-        self.indices: list[int] = []
-        self.lengths: list[int] = []
-        self.xs: list[np.ndarray] = []
-        self.crc = 0
-
-    def add(self, item: _Item, x: np.ndarray) -> None:
-        """Adds ``item``; ``x`` is its array in the parameters' dtype (the crc is of the input as given)."""
-        self.indices.append(item.index)
-        self.lengths.append(item.x.shape[0])
-        if self.owned:
-            self.xs.append(x)
-            self.crc = zlib.crc32(np.ascontiguousarray(item.x).tobytes(),
-                                  zlib.crc32(np.asarray([item.index, item.x.shape[0]], np.int64).tobytes(), self.crc))
-
-    def info(self) -> ChunkInfo:
-        return ChunkInfo(self.serial, self.L, np.asarray(self.indices, np.int64), np.asarray(self.lengths, np.int64),
-                         self.crc)
+def _driver(setup: _Setup, owns, compute: Callable[[ChunkInfo], bool], finite: bool) -> ChunkDriver:
+    """The chunk driver of a stream: chunks named by their :class:`ChunkInfo`, sequences by their index."""
+    return ChunkDriver(setup.run, owns, lambda chunk: compute(ChunkInfo.of(chunk)),
+                       lambda index: f"`items` (sequence {index})", finite)
 
 
-class _Engine:
-    """Buckets, chunk launching (each chunk dispatched before the previous one is fetched) and flushing."""
-
-    def __init__(self, setup: _Setup, owns: Callable[[int], bool], compute: Callable[[ChunkInfo], bool]):
-        self.setup, self.owns, self.compute = setup, owns, compute
-        self.open: dict[int, _Open] = {}
-        self.serial = 0
-        self.launched: deque = deque()
-        self.placed: dict[Any, Params] = {}  # replicated sharding -> parameters placed with it
-
-    def add(self, item: _Item) -> Iterator[tuple[ChunkInfo, scale.Chunk | None]]:
-        L = self.setup.bucket(item.x.shape[0])
-        chunk = self.open.get(L)
-        owned = self.owns(self.serial) if chunk is None else chunk.owned
-        x = _explain._cast_input("items", item.x, self.setup.dtype, f" (sequence {item.index})",
-                                 check_finite=False) if owned else item.x
-        if chunk is None:
-            chunk = self.open[L] = _Open(self.serial, L, owned)
-            self.serial += 1
-        chunk.add(item, x)
-        if len(chunk.indices) == self.setup.chunk_size:
-            del self.open[L]
-            yield from self._submit(chunk)
-
-    def flush(self) -> Iterator[tuple[ChunkInfo, scale.Chunk | None]]:
-        """Runs every partly filled chunk (in the order they were opened) and fetches every result."""
-        for chunk in sorted(self.open.values(), key=lambda c: c.serial):
-            yield from self._submit(chunk)
-        self.open.clear()
-        while self.launched:
-            yield self._collect(self.launched.popleft())
-
-    def _submit(self, chunk: _Open):
-        if not chunk.owned:
-            return
-        info = chunk.info()
-        handle = self._launch(chunk, info) if self.compute(info) else None
-        self.launched.append((info, handle))
-        while self.launched and (len(self.launched) > 1 or self.launched[0][1] is None):
-            yield self._collect(self.launched.popleft())
-
-    def _launch(self, chunk: _Open, info: ChunkInfo):
-        s = self.setup
-        program = scale._program(s.spec, s.params, chunk.L, s.chunk_size, s.E, s.dtype, s.devices)
-        if program.replicated not in self.placed:
-            self.placed[program.replicated] = jax.tree_util.tree_map(
-                lambda a: scale._put(np.asarray(a), program.replicated), s.params)
-        targets = [s.targets(i) for i in chunk.indices]
-        host = scale._fill_rows(chunk.xs, chunk.L, s.chunk_size, targets, info.indices, s.dtype)
-        outputs = program.compiled(self.placed[program.replicated], *(scale._put(a, program.batch) for a in host))
-        return outputs, program
-
-    @staticmethod
-    def _collect(entry) -> tuple[ChunkInfo, scale.Chunk | None]:
-        info, handle = entry
-        if handle is None:
-            return info, None
-        outputs, program = handle
-        return info, scale._collect(info.indices, outputs, program)[0]
+def _add(driver: ChunkDriver, setup: _Setup, item: _Item) -> Iterator[tuple[ChunkInfo, Chunk | None]]:
+    for chunk, result in driver.add(item.index, item.x, setup.targets(item.index)):
+        yield ChunkInfo.of(chunk), result
 
 
-def _run(setup: _Setup, first: _Item, rest: Iterator, window, owns, compute):
-    engine = _Engine(setup, owns, compute)
+def _flush(driver: ChunkDriver) -> Iterator[tuple[ChunkInfo, Chunk | None]]:
+    for chunk, result in driver.flush():
+        yield ChunkInfo.of(chunk), result
+
+
+def _run(setup: _Setup, first: _Item, rest: Iterator, window, owns, compute, finite: bool):
+    driver = _driver(setup, owns, compute, finite)
     count = 0
     for item in _chain(first, rest):
         if item is FLUSH:
-            yield from engine.flush()
+            yield from _flush(driver)
             continue
-        yield from engine.add(item)
+        yield from _add(driver, setup, cast(_Item, item))
         count += 1
         if window and count % window == 0:
-            yield from engine.flush()
-    yield from engine.flush()
+            yield from _flush(driver)
+    yield from _flush(driver)
 
 
 def _chain(first, rest):
@@ -331,9 +238,9 @@ def _chain(first, rest):
     yield from rest
 
 
-def _start(items, check_finite: bool) -> tuple[_Item | None, Iterator]:
+def _start(items) -> tuple[_Item | None, Iterator]:
     """The first sequence (FLUSH items before it mean nothing) and the rest of the parsed input."""
-    parsed = _items(items, check_finite)
+    parsed = _items(items)
     for item in parsed:
         if item is not FLUSH:
             return cast(_Item, item), parsed
@@ -349,7 +256,7 @@ def _check_window(window) -> None:
 
 def iter_stream(method, params: Params, items: Iterable, targets="pred", *, buckets=None, chunk_size: int = 128,
                 devices=None, tokens: bool = False, window: int | None = None,
-                check_finite: bool = True, residual: bool = False) -> Iterator[scale.Chunk]:
+                check_finite: bool = True, residual: bool = False) -> Iterator[Chunk]:
     """Explains an iterable of sequences, yielding each chunk's results as soon as they are fetched.
 
     Memory is bounded by one chunk per bucket (and by ``window``), whatever the length of the input.
@@ -387,12 +294,12 @@ def iter_stream(method, params: Params, items: Iterable, targets="pred", *, buck
         ValueError, TypeError: as :func:`lrpjax.datasets.explain_dataset`, naming the item.
     """
     _check_window(window)
-    first, rest = _start(items, check_finite)
+    first, rest = _start(items)
     if first is None:
         return
     setup = _setup(method, params, first.x, targets, buckets, chunk_size, devices, tokens, residual)
-    for _, chunk in _run(setup, first, rest, window, lambda serial: True, lambda info: True):
-        yield chunk
+    for _, chunk in _run(setup, first, rest, window, None, lambda info: True, check_finite):
+        yield cast(Chunk, chunk)   # every chunk is computed
 
 
 class Batcher:
@@ -407,29 +314,32 @@ class Batcher:
     def __init__(self, method, params: Params, targets="pred", *, buckets=None, chunk_size: int = 128,
                  devices=None, tokens: bool = False, check_finite: bool = True, residual: bool = False):
         self._arguments = (method, params, targets, buckets, chunk_size, devices, tokens, residual)
-        _bucket_rule(buckets)
+        resolve_edges(buckets)
         self._check_finite = check_finite
-        self._engine: _Engine | None = None
+        self._setup: _Setup | None = None
+        self._driver: ChunkDriver | None = None
         self._first: _Item | None = None
         self._last = -1
 
-    def add(self, index: int, x) -> list[scale.Chunk]:
+    def add(self, index: int, x) -> list[Chunk]:
         """Adds sequence ``index`` (indices increase), x (T, E); returns the chunks it completed.
 
         Raises:
             ValueError, TypeError: a bad index or array (as :func:`iter_stream`).
         """
-        item = _parse((index, x), index, self._last, self._first, self._check_finite)
-        if self._engine is None:
+        item = _parse((index, x), index, self._last, self._first)
+        if self._driver is None:
             method, params, targets, buckets, chunk_size, devices, tokens, residual = self._arguments
-            setup = _setup(method, params, item.x, targets, buckets, chunk_size, devices, tokens, residual)
-            self._engine, self._first = _Engine(setup, lambda serial: True, lambda info: True), item
+            self._setup = _setup(method, params, item.x, targets, buckets, chunk_size, devices, tokens, residual)
+            self._driver = _driver(self._setup, None, lambda info: True, self._check_finite)
+            self._first = item
         self._last = item.index
-        return [cast(scale.Chunk, chunk) for _, chunk in self._engine.add(item)]  # every chunk is computed
+        assert self._setup is not None
+        return [cast(Chunk, chunk) for _, chunk in _add(self._driver, self._setup, item)]  # every chunk is computed
 
-    def flush(self) -> list[scale.Chunk]:
+    def flush(self) -> list[Chunk]:
         """Runs every partly filled chunk; returns every chunk not returned yet."""
-        return [] if self._engine is None else [cast(scale.Chunk, chunk) for _, chunk in self._engine.flush()]
+        return [] if self._driver is None else [cast(Chunk, chunk) for _, chunk in _flush(self._driver)]
 
 
 # --- writing to disk ---------------------------------------------------------------------------------
@@ -455,16 +365,6 @@ class StreamSummary(NamedTuple):
     manifest: str | None
 
 
-def _describe(m: Method) -> dict:
-    """A method as stable JSON (no object addresses): what makes two runs' results equal."""
-    apply = m.apply
-    owner = getattr(apply, "__self__", None)
-    model = f"{type(owner).__module__}.{owner!r}.{apply.__name__}" if owner is not None else \
-        f"{getattr(apply, '__module__', '')}.{getattr(apply, '__qualname__', repr(apply))}"
-    return {"name": m.name, "fn": f"{m.fn.__module__}.{m.fn.__qualname__}", "model": model,
-            "rules": repr(m.rules), "option": m.option, "seed": m.seed}
-
-
 def _params_fingerprint(params) -> dict:
     crc = 0
     shapes = []
@@ -477,24 +377,29 @@ def _params_fingerprint(params) -> dict:
 
 def _header(setup: _Setup, method, targets, buckets, window, shard_bytes, shard_format, partition,
             process_index, process_count) -> dict:
-    methods = setup.spec.methods
-    C = setup.spec.n_classes
-    config = {"methods": [_describe(m) for m in methods], "stacked": setup.spec.stacked,
-              "targets": _target_rule(targets, C)[2], "tokens": setup.spec.tokens,
-              "buckets": None if buckets is None else [int(e) for e in buckets], "chunk_size": setup.chunk_size,
+    run = setup.run
+    C = run.n_classes
+    config = {"methods": [m.identity() for m in run.program.methods], "stacked": run.program.stacked,
+              "targets": _target_rule(targets, C)[2], "tokens": run.program.tokens,
+              "buckets": None if setup.edges is None else list(setup.edges), "chunk_size": run.chunk_size,
               "window": None if window is None else int(window), "shard_bytes": int(shard_bytes),
-              "E": int(setup.E), "dtype": np.dtype(setup.dtype).name, "classes": int(C),
-              "sequence_output": setup.spec.sequence_output, "params": _params_fingerprint(setup.params)}
+              "E": int(run.E), "dtype": np.dtype(run.dtype).name, "classes": int(C),
+              "sequence_output": run.sequence_output, "params": _params_fingerprint(run.params)}
     return {"format": _shards.FORMAT, "version": _shards.VERSION, "shard_format": shard_format,
             "partition": partition, "process_index": process_index, "process_count": process_count,
             "config": config, "fields": setup.fields}
 
 
 def _first_difference(a: Any, b: Any, where: str = "") -> str:
+    """Where two headers differ, as ``config.methods[0].steps: 32 before, 64 now``."""
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
                 return _first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else key)
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for k, (p, q) in enumerate(zip(a, b)):
+            if p != q:
+                return _first_difference(p, q, f"{where}[{k}]")
     return f"{where}: {json.dumps(a)[:80]} before, {json.dumps(b)[:80]} now"
 
 
@@ -570,7 +475,7 @@ class _Shards:
             self.serial, self.size = self.serial + 1, 0
         return serial not in self.done
 
-    def arrived(self, info: ChunkInfo, chunk: scale.Chunk | None) -> None:
+    def arrived(self, info: ChunkInfo, chunk: Chunk | None) -> None:
         shard = self.pending[0]
         if chunk is not None:
             shard[2].append(_shards.Part(info.indices, info.lengths, chunk.scores, chunk.targets, chunk.relevance))
@@ -673,7 +578,7 @@ def explain_stream(method, params: Params, items: Iterable, out: str | os.PathLi
         raise ValueError(f"`shard_bytes` must be an int >= 1; got {shard_bytes!r}.")
     process_index, process_count = _process(process_index, process_count)
     directory = os.fspath(out)
-    first, rest = _start(items, check_finite)
+    first, rest = _start(items)
     if first is None:
         raise ValueError("`items` is empty; at least one sequence is needed.")
     setup = _setup(method, params, first.x, targets, buckets, chunk_size, devices, tokens)
@@ -682,17 +587,18 @@ def explain_stream(method, params: Params, items: Iterable, out: str | os.PathLi
     _prepare_directory(directory, process_index, process_count)
     log = _Log(directory, header, resume)
     try:
-        return _write(setup, header, log, directory, first, rest, window, shard_bytes, partition, progress)
+        return _write(setup, header, log, directory, first, rest, window, shard_bytes, partition, progress,
+                      check_finite)
     finally:
         log.close()
 
 
-def _write(setup, header, log: _Log, directory, first, rest, window, shard_bytes, partition, progress):
+def _write(setup, header, log: _Log, directory, first, rest, window, shard_bytes, partition, progress, finite):
     process_index, process_count = header["process_index"], header["process_count"]
     owns = (lambda serial: serial % process_count == process_index) if partition == "chunks" else \
         (lambda serial: True)
     shards = _Shards(directory, header, log, int(shard_bytes), progress)
-    before = scale.compilations()
+    before = compilations()
     seen = 0
 
     def counted(items):
@@ -704,7 +610,7 @@ def _write(setup, header, log: _Log, directory, first, rest, window, shard_bytes
                                   "sequences, and this input holds more; it was written from another input.")
             yield item
 
-    for info, chunk in _run(setup, first, counted(rest), window, owns, shards.compute):
+    for info, chunk in _run(setup, first, counted(rest), window, owns, shards.compute, finite):
         shards.arrived(info, chunk)
     shards.finish()
     seen += 1   # the first item
@@ -721,7 +627,7 @@ def _write(setup, header, log: _Log, directory, first, rest, window, shard_bytes
                           f"sequences; this input has {seen}; it was written from another input.")
     manifest = _finalize(directory, header)
     return StreamSummary(directory, shards.sequences, shards.explained, shards.count, shards.kept,
-                         scale.compilations() - before, manifest)
+                         compilations() - before, manifest)
 
 
 def _finalize(directory: str, header: dict) -> str | None:

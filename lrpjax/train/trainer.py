@@ -269,7 +269,7 @@ def explanation_penalty(
         scores = method.apply(model_params, model_x, None, mask=mask)
         if y is None:
             y = jnp.argmax(jax.lax.stop_gradient(scores).reshape(-1)).astype(jnp.int32)
-        relevance = method.fn(method, model_params, model_x, _penalty_target(explain, scores, y), mask, index)
+        relevance = method.relevance(model_params, model_x, _penalty_target(explain, scores, y), mask, index)
         if relevance.ndim > marked.ndim and level == "token":
             relevance = relevance.sum(axis=tuple(range(marked.ndim, relevance.ndim)))
         values = relevance ** 2 if norm == "squared" else jnp.abs(relevance)
