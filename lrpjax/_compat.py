@@ -25,7 +25,7 @@ MOVED = {
     "lrpjax.shards": "lrpjax.datasets.shards",
     "lrpjax.plot": "lrpjax.viz.plot",
     "lrpjax.render": "lrpjax.viz.render",
-    "lrpjax.report": "lrpjax.viz.report",
+    "lrpjax.report": "lrpjax.app.report",
     "lrpjax.checkpoints": "lrpjax.io.checkpoints",
     "lrpjax.sinks": "lrpjax.io.sinks",
     "lrpjax.cache": "lrpjax.io.cache",

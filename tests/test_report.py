@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import lrpjax
-from lrpjax.viz import report
+from lrpjax.app import report
 from lrpjax.models import bilstm
 from lrpjax.app.sst import SentenceExplanation, SSTModel
 

@@ -393,7 +393,7 @@ def _check_figure_path(path: str | None) -> None:
 
 def _conservation(model, result) -> dict | None:
     """LRP bookkeeping for --table and --html (None for the other methods)."""
-    from lrpjax.viz.report import conservation
+    from lrpjax.app.report import conservation
 
     return conservation(model, result)
 
@@ -466,7 +466,7 @@ def _add_report_parser(commands) -> argparse.ArgumentParser:
 
 
 def _report_command(args: argparse.Namespace) -> int:
-    from lrpjax.viz.report import write_report
+    from lrpjax.app.report import write_report
 
     from lrpjax.data.lines import LineReader
 
@@ -589,6 +589,16 @@ def _check_resume_point(args: argparse.Namespace, line, last: dict) -> None:
     if last["method"] != args.method or last.get("eps") != eps or last.get("target") != target:
         raise _InputError(f"{where}: it was written with --method {last['method']}, eps {last.get('eps')}, target "
                           f"{last.get('target_name')!r}; give the same options to resume, or start afresh")
+    from lrpjax.app.sst import SEEDED, make_method
+
+    if args.method in SEEDED and last.get("seed") != args.seed:
+        raise _InputError(f"{where}: it was written with --seed {last.get('seed')}, and this run has --seed "
+                          f"{args.seed}; give the same options to resume, or start afresh")
+    method_id = make_method(args.method, args.eps, args.seed).digest()
+    if last.get("method_id") is not None and last["method_id"] != method_id:
+        raise _InputError(f"{where}: it was written with other settings of --method {args.method} (method "
+                          f"fingerprint {last['method_id']}, this run's {method_id}: another version of lrpjax or "
+                          "another model); start afresh")
 
 
 def _stream(model, args: argparse.Namespace, reader, sink, tally: _Tally, bar) -> int:

@@ -23,17 +23,17 @@ import html
 import os
 from collections import deque
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lrpjax.io import checkpoints
-from lrpjax.methods import base as _explain
-from lrpjax._types import Array, ArrayLike, Params
+from lrpjax import methods as _explain
+from lrpjax.datasets.buckets import assign_buckets
+from lrpjax.datasets.driver import ChunkDriver, plan_run
+from lrpjax._types import Array, Params
 from lrpjax.data.sst import LABEL_NAMES, Vocabulary, label_index, pad_batch, tokenize
 from lrpjax.models import bilstm
 from lrpjax.core.rules import preset
@@ -52,7 +52,6 @@ __all__ = [
     "layout",
     "make_method",
     "resolve_target",
-    "word_relevance",
 ]
 
 KIND = "sst-bilstm"
@@ -81,25 +80,24 @@ SMOOTHGRAD_SAMPLES = 32
 # Stabiliser defaults: 0.001 is the reference implementation's eps (Arras et al. 2017); LRP-prop
 # needs a larger one to stay numerically stable, the chapter takes 0.2 (Sec. 11.5.1, footnote 9).
 DEFAULT_EPS = {"lrp-all": 0.001, "lrp-prop": 0.2, "lrp-abs": 0.001, "lrp-half": 0.001}
+SEEDED = ("random", "smoothgrad")
+"""The methods whose results depend on ``seed``."""
 
 # Padded lengths: sentences are rounded up to the next of these, then to a multiple of 64.
 _BUCKETS = (8, 16, 24, 32, 48, 64)
 
 
 def bucket_length(T: int, grid: Sequence[int] = _BUCKETS) -> int:
-    """The padded length for a sequence of T tokens: the smallest grid value >= T, beyond the grid
-    the next multiple of its last value.
+    """The padded length for a sequence of T tokens (the package's bucketing rule,
+    :func:`lrpjax.datasets.assign_buckets`): the smallest grid value >= T, beyond the grid the next
+    multiple of its last value.
 
     Raises:
         ValueError: if ``T < 1``.
     """
     if T < 1:
         raise ValueError(f"`T` must be >= 1; got {T}.")
-    for length in grid:
-        if T <= length:
-            return int(length)
-    step = grid[-1]
-    return int(-(-T // step) * step)
+    return int(assign_buckets([T], grid)[0])
 
 
 def buckets(lengths: Sequence[int], batch_size: int, grid: Sequence[int] = _BUCKETS) -> list[tuple[int, np.ndarray]]:
@@ -115,9 +113,8 @@ def buckets(lengths: Sequence[int], batch_size: int, grid: Sequence[int] = _BUCK
     """
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1; got {batch_size}.")
-    groups: dict[int, list[int]] = {}
-    for index, T in enumerate(lengths):
-        groups.setdefault(bucket_length(int(T), grid), []).append(index)
+    padded = assign_buckets(lengths, grid) if len(lengths) else np.zeros((0,), np.int64)
+    groups = {int(L): np.flatnonzero(padded == L).tolist() for L in np.unique(padded)}
     out = []
     for length in sorted(groups):
         members = np.asarray(groups[length], dtype=np.int64)
@@ -155,16 +152,6 @@ def check_seed(seed: Any) -> int:
         raise ValueError(f"`seed` must fit int32 or uint32, [{-(2**31)}, {2**32 - 1}], as jax's PRNGKey needs; "
                          f"got {seed}.")
     return int(seed)
-
-
-def word_relevance(method_name: str, relevance: ArrayLike) -> Array:
-    """Per-token relevance (..., T) from a method's output: (..., T, E) summed over E, position-wise
-    outputs (occlusion, CD, random) unchanged. Sensitivity Analysis is already squared, so its sum
-    is the squared L2 norm of the gradient."""
-    relevance = jnp.asarray(relevance)
-    if method_name in ("occlusion-f", "occlusion-p", "cd", "random"):
-        return relevance
-    return relevance.sum(-1)
 
 
 def make_method(name: str, eps: float | None = None, seed: int = 0) -> _explain.Method:
@@ -245,7 +232,10 @@ class SentenceExplanation:
         target: the explained class.
         method: the method's name; ``eps``: its stabiliser (LRP) or None.
         relevance: word-level relevance, (T,).
-        conservation: the LRP bookkeeping when known (``lrpjax.viz.report.conservation``):
+        seed: the seed of a method that draws (random, SmoothGrad), else None.
+        method_id: the fingerprint of the method with all its options (:meth:`lrpjax.methods.Method.digest`),
+            by which a resumed run recognises the method it continues.
+        conservation: the LRP bookkeeping when known (``lrpjax.app.report.conservation``):
             ``{"target_score", "relevance_sum", "bias", "initial", "residual"}``, else None.
 
     In a notebook it shows as coloured words with their numbers (``_repr_html_``); ``repr`` gives
@@ -263,6 +253,8 @@ class SentenceExplanation:
     eps: float | None
     relevance: np.ndarray
     conservation: dict[str, float] | None = None
+    seed: int | None = None
+    method_id: str | None = None
 
     def __repr__(self) -> str:
         from lrpjax.viz.plot import plain_sentence
@@ -320,6 +312,8 @@ class SentenceExplanation:
             "eps": self.eps,
             "relevance": [float(r) for r in self.relevance],
             **({"conservation": dict(self.conservation)} if self.conservation else {}),
+            **({"seed": self.seed} if self.seed is not None else {}),
+            **({"method_id": self.method_id} if self.method_id is not None else {}),
         }
 
 
@@ -330,20 +324,6 @@ def _scores(params: Params, ids: Array, mask: Array) -> Array:
     """Class scores of a padded batch: ids, mask (B, T) -> (B, C)."""
     X = params["embed"][ids]
     return jax.vmap(lambda x, m: bilstm.apply(params["model"], x, mask=m))(X, mask)
-
-
-@partial(jax.jit, static_argnums=(0,))
-def _explain_batch(method: _explain.Method, params: Params, ids: Array, mask: Array,
-                   targets: Array, index: Array) -> tuple[Array, Array]:
-    """Scores (B, C) and word-level relevance (B, T) of a padded batch; ``targets`` (B,), -1 means
-    the predicted class; ``index`` (B,) numbers the sentences (the random baseline's draw depends on
-    it, so a sentence gets the same draw whatever batch it lands in)."""
-    X = params["embed"][ids]
-    scores = jax.vmap(lambda x, m: bilstm.apply(params["model"], x, mask=m))(X, mask)
-    targets = jnp.where(targets < 0, jnp.argmax(scores, axis=-1).astype(targets.dtype), targets)
-    relevance = jax.vmap(lambda x, t, m, i: method.fn(method, params["model"], x, t, m, i))(X, targets, mask, index)
-    per_word = relevance if relevance.ndim == 2 else relevance.sum(-1)
-    return scores, jnp.where(mask, per_word, jnp.zeros((), per_word.dtype))
 
 
 class SSTModel:
@@ -528,32 +508,38 @@ class SSTModel:
                              f"got {first_index!r} for {len(sentences)} sentence(s).")
         m = make_method(method, eps, seed)
         used_eps = (DEFAULT_EPS[method] if eps is None else float(eps)) if method.startswith("lrp-") else None
+        used_seed, method_id = (seed if method in SEEDED else None), m.digest()
         targets = self._targets(target, len(sentences))
         encoded = [self.encode(s) for s in sentences]
         results: list[SentenceExplanation | str] = ["empty sentence: nothing to explain"] * len(sentences)
         valid = [i for i, (tokens, _, _) in enumerate(encoded) if tokens]
-        params = {"embed": jnp.asarray(self.params["embed"]), "model": self.params["model"]}
-        for length, chunk in buckets([len(encoded[i][0]) for i in valid], batch_size):
-            index = [valid[j] for j in chunk]
-            ids, mask = pad_batch([encoded[i][1] for i in index], length)
-            ids, mask = _pad_rows(ids, mask, batch_size if full_batches else _rows(len(valid), batch_size))
-            t = np.full((ids.shape[0],), -1, dtype=np.int32)
-            t[: len(index)] = targets[index]
-            number = np.zeros((ids.shape[0],), dtype=np.int32)
-            number[: len(index)] = np.asarray(index, dtype=np.int64) + first_index
-            scores, relevance = _explain_batch(m, params, ids, mask, t, number)
-            scores, relevance = np.asarray(scores), np.asarray(relevance)
-            for row, i in enumerate(index):
-                tokens, _, unknown = encoded[i]
-                probs = _softmax(scores[row])
-                pred = int(np.argmax(scores[row]))
-                results[i] = SentenceExplanation(
-                    text=sentences[i] if isinstance(sentences[i], str) else " ".join(sentences[i]),
-                    tokens=tokens, unknown=unknown, scores=scores[row], probabilities=probs,
-                    prediction=pred, target=pred if targets[i] < 0 else int(targets[i]), method=method,
-                    eps=used_eps, relevance=relevance[row, : len(tokens)])
-            if progress is not None:
-                progress(len(index))
+        embed = self._embedding_table()
+        rows = batch_size if full_batches else _rows(len(valid), batch_size)
+        run = plan_run(m, self.params["model"], embed.shape[1], embed.dtype, False, _BUCKETS, rows, 1, True, False)
+        driver = ChunkDriver(run, finite=False)
+
+        def finished(chunks) -> None:
+            for _, chunk in chunks:
+                for row, number in enumerate(chunk.indices.tolist()):
+                    i = number - first_index
+                    tokens, _, unknown = encoded[i]
+                    scores = chunk.scores[row]
+                    results[i] = SentenceExplanation(
+                        text=sentences[i] if isinstance(sentences[i], str) else " ".join(sentences[i]),
+                        tokens=tokens, unknown=unknown, scores=scores, probabilities=_softmax(scores),
+                        prediction=int(np.argmax(scores)), target=int(chunk.targets[row]), method=method,
+                        eps=used_eps, relevance=chunk.relevance[row, :len(tokens)], seed=used_seed,
+                        method_id=method_id)
+                if progress is not None:
+                    progress(len(chunk.indices))
+
+        # Bucket by bucket (shortest first), each bucket's sentences in input order: the chunks of
+        # lrpjax.datasets.explain_dataset for these sentences.
+        padded = assign_buckets([len(encoded[i][0]) for i in valid], _BUCKETS) if valid else []
+        for L in np.unique(padded):
+            for i in np.asarray(valid)[np.asarray(padded) == L].tolist():
+                finished(driver.add(first_index + i, embed[encoded[i][1]], int(targets[i])))
+            finished(driver.flush())
         return results
 
     def explain_stream(self, sentences: Iterable[tuple[int, str | Sequence[str]]], method: str = "lrp-all",
@@ -589,6 +575,7 @@ class SSTModel:
             raise ValueError(f"`window` must be an int >= 1; got {window!r}.")
         m = make_method(method, eps, seed)
         used_eps = (DEFAULT_EPS[method] if eps is None else float(eps)) if method.startswith("lrp-") else None
+        used_seed, method_id = (seed if method in SEEDED else None), m.digest()
         if not isinstance(target, (str, int, np.integer)) or isinstance(target, bool):
             raise ValueError(f"`target` must be 'pred', a class index or a class name; got {target!r}.")
         index_of_target = resolve_target(target)
@@ -609,7 +596,8 @@ class SSTModel:
                     ready[index] = SentenceExplanation(
                         text=text, tokens=tokens, unknown=unknown, scores=scores, probabilities=_softmax(scores),
                         prediction=int(np.argmax(scores)), target=int(chunk.targets[row]), method=method,
-                        eps=used_eps, relevance=chunk.relevance[row, :len(tokens)])
+                        eps=used_eps, relevance=chunk.relevance[row, :len(tokens)], seed=used_seed,
+                        method_id=method_id)
             while order and order[0] in ready:
                 index = order.popleft()
                 yield index, ready.pop(index)

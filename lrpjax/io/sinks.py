@@ -148,8 +148,10 @@ class JsonlSink:
 RECORD_FIELDS = (("line", "int64"), ("sentence", "string"), ("tokens", "strings"), ("unknown", "strings"),
                  ("prediction", "int32"), ("prediction_name", "string"), ("probabilities", "floats"),
                  ("scores", "floats"), ("target", "int32"), ("target_name", "string"), ("method", "string"),
-                 ("eps", "float64"), ("relevance", "floats"), ("error", "string"), ("failed", "bool"))
-_RESUME_FIELDS = ("line", "sentence", "method", "eps", "target", "target_name", "prediction", "failed")
+                 ("eps", "float64"), ("relevance", "floats"), ("error", "string"), ("failed", "bool"),
+                 ("seed", "int64"), ("method_id", "string"))
+_RESUME_FIELDS = ("line", "sentence", "method", "eps", "target", "target_name", "prediction", "failed", "seed",
+                  "method_id")
 
 
 def _pyarrow():

@@ -93,6 +93,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import json
+import zlib
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, ClassVar
@@ -105,7 +107,7 @@ from lrpjax._types import Array, ArrayLike, Params
 from lrpjax.core.rules import RuleSet
 from lrpjax.methods.inputs import as_floating, cast_input, check_finite, floating_dtype, per_token
 from lrpjax.methods.program import Program, explain_chunk, explain_example
-from lrpjax.methods.results import Attribution, Explanation, is_concrete
+from lrpjax.methods.results import is_concrete
 from lrpjax.methods.targets import check_target, check_targets, weights
 from lrpjax.models.sequential import check_inputs, check_prefix, network_of
 
@@ -206,7 +208,13 @@ class Method(abc.ABC):
         """Everything that makes two runs' results equal, as stable JSON: the method's class and every
         field (the model by its configuration, rules by their values, every option)."""
         fields = {f.name: describe(getattr(self, f.name)) for f in dataclasses.fields(self)}
-        return {"method": f"{type(self).__module__}.{type(self).__qualname__}", "name": self.name, **fields}
+        return {"method": f"{type(self).__module__}.{type(self).__qualname__}", **fields}
+
+    def digest(self) -> str:
+        """A short fingerprint of :meth:`identity` (8 hex digits of its CRC-32): equal for equal methods,
+        different (but for CRC collisions) when any option differs."""
+        text = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return f"{zlib.crc32(text.encode()):08x}"
 
     # --- calls ----------------------------------------------------------------------------------
 

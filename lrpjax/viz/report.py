@@ -1,10 +1,11 @@
 """An offline HTML report: many sentences, several explanation methods side by side.
 
     from lrpjax.viz import report
-    report.write_report("report.html", ["a fine film", "a dull , boring film"],
-                        methods=("lrp-all", "gi", "occlusion-f"))
+    page = report.report_html(sentences, {"lrp-all": records, "gi": other_records})
 
-The page is one self-contained file (inline CSS and JavaScript, nothing fetched): a row per
+``records`` are one dict per sentence (``tokens``, ``relevance`` and, when known, ``prediction``,
+``probabilities``, ``scores``, ``target``, ``conservation``) or an error message; the SST application
+writes such pages from raw sentences (:func:`lrpjax.app.report.write_report`, ``lrpjax report``). The page is one self-contained file (inline CSS and JavaScript, nothing fetched): a row per
 sentence with the prediction, its probability, the explained class's score and one heatmap per
 method (each word's relevance printed under it), a colour legend per method, the conservation
 figures of the LRP methods (sum of relevance, what the biases absorbed, the residual), a search box
@@ -16,48 +17,16 @@ again to reverse).
 from __future__ import annotations
 
 import html
-import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from lrpjax.viz import render
 
-__all__ = ["SCALES", "conservation", "explain_report", "report_html", "write_report"]
+__all__ = ["SCALES", "report_html"]
 
 # "method": one colour scale per method for the whole page; "sentence": each heatmap its own.
 SCALES = ("method", "sentence")
-
-
-def conservation(model: Any, result: Any) -> dict[str, float] | None:
-    """The LRP bookkeeping of one explained sentence: ``.full()`` on its embedded words.
-
-    Args:
-        model: the :class:`lrpjax.app.sst.SSTModel` that explained it.
-        result: its :class:`lrpjax.app.sst.SentenceExplanation` (an LRP method; others give None).
-
-    Returns:
-        ``{"target_score", "relevance_sum", "bias", "initial", "residual"}``: the explained class's
-        score, the total input relevance, what the biases absorbed, what reached the initial states
-        and what the stabilisers absorbed (``target_score = relevance_sum + bias + initial +
-        residual``); None for a method that is not LRP. The sentence is padded to its bucket length
-        (the same few lengths as batch explanation), so only a handful of compilations happen.
-    """
-    import jax.numpy as jnp
-
-    from lrpjax.app import sst
-
-    if not str(result.method).startswith("lrp-"):
-        return None
-    method = sst.make_method(result.method, result.eps)
-    x = model.embed(result.tokens)
-    T = x.shape[0]
-    length = sst.bucket_length(T)
-    x = jnp.concatenate([x, jnp.zeros((length - T, x.shape[1]), x.dtype)])
-    mask = jnp.arange(length) < T
-    full = method.full(model.params["model"], x, int(result.target), mask=mask)
-    summary = render.explanation_summary(full, int(result.target))
-    return {key: summary[key] for key in ("target_score", "relevance_sum", "bias", "initial", "residual")}
 
 
 def _record(item: Any) -> dict[str, Any]:
@@ -189,84 +158,6 @@ def _data(values: Mapping[str, Any]) -> str:
         text = format(value, ".9g") if isinstance(value, float) else str(value)
         out.append(f'data-{key}="{html.escape(text, quote=True)}"')
     return " ".join(out)
-
-
-def explain_report(sentences: Sequence[str], methods: Sequence[str] = ("lrp-all", "gi", "occlusion-f"), *,
-                   model: Any = None, target: int | str = "pred", eps: float | None = None,
-                   batch_size: int = 64, with_conservation: bool = True,
-                   progress: Callable[[int], None] | None = None) -> dict[str, list[Any]]:
-    """Explains every sentence with every method (batched, :meth:`SSTModel.explain_many`).
-
-    Args:
-        sentences: raw sentences; empty ones become error messages.
-        methods: names from :data:`lrpjax.app.sst.METHODS`, distinct.
-        model: an :class:`lrpjax.app.sst.SSTModel` (None: the shipped one).
-        target: ``"pred"`` or a class for every sentence.
-        eps: LRP stabiliser (None: each LRP method's default).
-        batch_size: sentences per compiled batch.
-        with_conservation: add the LRP bookkeeping (:func:`conservation`) to each LRP record.
-        progress: called with the number of sentences finished, per method and batch.
-
-    Returns:
-        ``{method: [record dict or error str per sentence]}``.
-
-    Raises:
-        ValueError: no methods, a repeated or unknown method, a bad target.
-    """
-    from lrpjax.app import sst
-
-    methods = list(methods)
-    if not methods:
-        raise ValueError("`methods` must name at least one method.")
-    unknown = [m for m in methods if m not in sst.METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(map(repr, unknown))} in `methods`; choose from "
-                         f"{', '.join(sst.METHODS)}.")
-    if len(set(methods)) != len(methods):
-        raise ValueError(f"`methods` must be distinct; got {', '.join(methods)}.")
-    model = sst.SSTModel.load() if model is None else model
-    out: dict[str, list[Any]] = {}
-    for name in methods:
-        results = model.explain_many(list(sentences), name, target, eps if name.startswith("lrp-") else None,
-                                     batch_size=batch_size, progress=progress)
-        records: list[Any] = []
-        for result in results:
-            if isinstance(result, str):
-                records.append(result)
-                continue
-            record = result.to_json()
-            if with_conservation and name.startswith("lrp-"):
-                record["conservation"] = conservation(model, result)
-            records.append(record)
-        out[name] = records
-    return out
-
-
-def write_report(path: str | os.PathLike, sentences: Sequence[str],
-                 methods: Sequence[str] = ("lrp-all", "gi", "occlusion-f"), *, model: Any = None,
-                 target: int | str = "pred", eps: float | None = None, scale: str = "method",
-                 title: str | None = None, batch_size: int = 64, with_conservation: bool = True,
-                 progress: Callable[[int], None] | None = None) -> dict[str, int]:
-    """Explains ``sentences`` with ``methods`` and writes the offline report page to ``path``.
-
-    The arguments are those of :func:`explain_report` and :func:`report_html`. The page is written
-    to a temporary file and renamed, so a previous report survives a failure.
-
-    Returns:
-        ``{"sentences": N, "errors": number of sentences that could not be explained}``.
-    """
-    if scale not in SCALES:
-        raise ValueError(f"`scale` must be one of {', '.join(SCALES)}; got {scale!r}.")
-    results = explain_report(sentences, methods, model=model, target=target, eps=eps, batch_size=batch_size,
-                             with_conservation=with_conservation, progress=progress)
-    first = results[next(iter(results))]
-    errors = sum(isinstance(r, str) for r in first)
-    target_text = "the predicted class" if target == "pred" else f"class {target}"
-    notes = [f"{len(sentences)} sentence(s), methods: {', '.join(results)}; explained class: {target_text}; "
-             f"colour scale: {'one per method' if scale == 'method' else 'per sentence'}."]
-    page = report_html(sentences, results, title=title or "lrpjax report", scale=scale, notes=notes)
-    render.write_atomic(path, page)
-    return {"sentences": len(sentences), "errors": errors}
 
 
 _PAGE = """<!DOCTYPE html>
