@@ -31,7 +31,7 @@ import pytest
 
 import lrpjax
 from lrpjax.models import bilstm
-from lrpjax.rules import Epsilon, Gate, RuleSet, preset
+from lrpjax.core.rules import Epsilon, Gate, RuleSet, preset
 
 from markdown_blocks import blocks
 
@@ -313,16 +313,16 @@ def griffe_rst():
 
 def test_roles_become_links_or_code(griffe_rst):
     module, package = griffe_rst
-    rules = package["rules"]
-    text = module.rewrite(rules, "see :class:`Epsilon` and :func:`~lrpjax.rules.preset`, :meth:`nothing_here`.")
-    assert '<autoref identifier="lrpjax.rules.Epsilon" optional><code>Epsilon</code></autoref>' in text
-    assert '<autoref identifier="lrpjax.rules.preset" optional><code>preset</code></autoref>' in text
+    rules = package["core"]["rules"]
+    text = module.rewrite(rules, "see :class:`Epsilon` and :func:`~lrpjax.core.rules.preset`, :meth:`nothing_here`.")
+    assert '<autoref identifier="lrpjax.core.rules.Epsilon" optional><code>Epsilon</code></autoref>' in text
+    assert '<autoref identifier="lrpjax.core.rules.preset" optional><code>preset</code></autoref>' in text
     assert "`nothing_here`" in text and ":meth:" not in text
 
 
 def test_brackets_are_escaped_outside_code_only(griffe_rst):
     module, package = griffe_rst
-    text = module.rewrite(package["scale"], 'shape (B, [K,] [C,] L) and ``params["a"]["b"]``')
+    text = module.rewrite(package["datasets"], 'shape (B, [K,] [C,] L) and ``params["a"]["b"]``')
     assert text == 'shape (B, \\[K,\\] \\[C,\\] L) and ``params["a"]["b"]``'
 
 
