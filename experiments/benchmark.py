@@ -100,22 +100,34 @@ def evenly_spaced(n_total: int, n: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_total - 1, n).round().astype(np.int64))
 
 
-def _forward_only_fn(method, params, x, target, mask, index):
-    """No relevance: with the scores the dataset driver computes anyway, this times the forward pass."""
-    return jnp.zeros((x.shape[0],), x.dtype)
+def forward_only(apply):
+    """A method without relevance: with the scores every driver computes anyway, it times the forward pass."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from lrpjax.methods import Method
+
+    @dataclass(frozen=True)
+    class ForwardOnly(Method):
+        per_position: ClassVar[bool] = True
+
+        def relevance(self, params, x, target, mask, index):
+            return jnp.zeros((x.shape[0],), x.dtype)
+
+    return ForwardOnly(apply)
 
 
 def make_method(name: str, apply=None):
     """The method of a configuration name for ``apply`` (default the BiLSTM's ``bilstm.apply``)."""
     from lrpjax import methods as explain
+    from lrpjax.app.sst import DEFAULT_EPS
     from lrpjax.methods.decomposition import cd
     from lrpjax.models import bilstm
     from lrpjax.rules import preset
-    from lrpjax.app.sst import DEFAULT_EPS
 
     apply = bilstm.apply if apply is None else apply
     if name == "forward":
-        return explain.Method("forward", _forward_only_fn, apply)
+        return forward_only(apply)
     if name == "gradient":
         return explain.gradient(apply)
     if name == "cd":
@@ -168,11 +180,12 @@ def _padded_steps(result, chunk_size: int) -> int:
 
 def worker_memory(job: dict) -> dict:
     from lrpjax import datasets as scale
+    from lrpjax.datasets.buckets import resolve_edges
 
     params, sentences, _ = load_setup(job["quick"])
     # The edges of the 1x test set for every replica count: the same programs, so that only the data
     # size changes (a number of buckets would otherwise be re-optimised for the replicated lengths).
-    edges = scale._resolve_edges(job["buckets"], np.asarray([len(s) for s in sentences]), job["chunk_size"])
+    edges = resolve_edges(job["buckets"], np.asarray([len(s) for s in sentences]), job["chunk_size"])
     sentences = sentences * job["replicas"]  # the list repeats references: the inputs are not copied
     method = make_method("lrp-all")
     options = dict(buckets=edges, chunk_size=job["chunk_size"])
@@ -196,16 +209,17 @@ def grad_ratios(apply, params, sentences, job: dict, presets) -> dict:
     same jitted vmap for both, min over interleaved repeats; the median over the bucket lengths."""
     import jax
     import jax.numpy as jnp
-    from lrpjax import datasets as scale
+    from lrpjax.datasets.buckets import assign_buckets, resolve_edges
+    from lrpjax.datasets.driver import pack
 
     B = job["chunk_size"]
     lengths = np.asarray([len(s) for s in sentences])
-    edges = scale._resolve_edges(job["buckets"], lengths, B)
-    padded = scale.assign_buckets(lengths, edges)
+    edges = resolve_edges(job["buckets"], lengths, B)
+    padded = assign_buckets(lengths, edges)
     rows = []
     for L in np.unique(padded):
         members = np.flatnonzero(padded == L)[:B]
-        X, mask, _, _ = scale._fill_chunk(sentences, lengths, members, int(L), B, np.zeros(len(sentences), np.int32))
+        X, mask, _, _ = pack([sentences[i] for i in members], int(L), B, np.zeros(len(members), np.int32), members)
         X, mask = jnp.asarray(X), jnp.asarray(mask)
         targets = jnp.argmax(jax.vmap(lambda x, k: apply(params, x, mask=k))(X, mask), -1).astype(jnp.int32)
 
@@ -215,7 +229,7 @@ def grad_ratios(apply, params, sentences, job: dict, presets) -> dict:
         fns = {"jax.grad": jax.jit(jax.vmap(grad_one))}
         for name in presets:
             m = make_method(name, apply)
-            fns[name] = jax.jit(jax.vmap(lambda x, k, t, m=m: m.fn(m, params, x, t, k, 0)))
+            fns[name] = jax.jit(jax.vmap(lambda x, k, t, m=m: m.relevance(params, x, t, k, 0)))
         times = {name: [] for name in fns}
         for fn in fns.values():
             jax.block_until_ready(fn(X, mask, targets))
@@ -229,6 +243,82 @@ def grad_ratios(apply, params, sentences, job: dict, presets) -> dict:
                      "ratio_to_grad": {n: best[n] / best["jax.grad"] for n in presets}})
     return {"per_bucket": rows,
             "ratio_to_grad": {n: float(np.median([r["ratio_to_grad"][n] for r in rows])) for n in presets}}
+
+
+def worker_driver(job: dict) -> dict:
+    """The dataset driver's overhead and the forward pass's limit, on the same padded chunks.
+
+    * ``explain_dataset`` LRP-all on the sentences, warm (min over repeats), against the same method's
+      per-example program (``lrpjax.methods.program.explain_chunk``) jit-compiled once per bucket and
+      called on the same chunks, packed and placed on the device beforehand (pure compute);
+    * the fastest forward pass over those chunks: ``jax.vmap`` of ``apply`` with the chunk's mask;
+    * the forward pass with and without a mask on one batch of equal-length sentences (no padding).
+    """
+    import jax
+    import jax.numpy as jnp
+    from lrpjax import datasets
+    from lrpjax.datasets.buckets import assign_buckets, resolve_edges
+    from lrpjax.datasets.driver import pack
+    from lrpjax.methods.program import Program, explain_chunk
+    from lrpjax.models import bilstm
+
+    params, sentences, _ = load_setup(job["quick"])
+    B = job["chunk_size"]
+    lengths = np.asarray([len(s) for s in sentences])
+    edges = resolve_edges(job["buckets"], lengths, B)
+    padded = assign_buckets(lengths, edges)
+    method = make_method("lrp-all")
+    chunks = []   # the chunks explain_dataset forms: bucket by bucket, input order within a bucket
+    for L in np.unique(padded):
+        members = np.flatnonzero(padded == L)
+        for start in range(0, len(members), B):
+            rows = members[start:start + B]
+            X, mask, targets, index = pack([sentences[i] for i in rows], int(L), B, np.full(len(rows), -1), rows)
+            chunks.append(tuple(jax.device_put(a) for a in (X, mask, targets, index)))
+    program = jax.jit(lambda p, X, k, t, i: explain_chunk(Program((method,), "index"), p, X, k, t, i))
+    forward = jax.jit(jax.vmap(lambda x, k: bilstm.apply(params, x, mask=k)))
+
+    def run_program():
+        return [program(params, *c).relevance for c in chunks]
+
+    def run_forward():
+        return [forward(c[0], c[1]) for c in chunks]
+
+    def run_dataset():
+        return datasets.explain_dataset(method, params, sentences, "pred", buckets=edges, chunk_size=B)
+
+    times = {"dataset": [], "program": [], "forward": []}
+    fns = {"dataset": run_dataset, "program": run_program, "forward": run_forward}
+    for fn in fns.values():
+        jax.block_until_ready(fn() if fn is not run_dataset else 0)
+    for _ in range(job["repeats"]):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            out = fn()
+            if name != "dataset":
+                jax.block_until_ready(out)
+            times[name].append(time.perf_counter() - start)
+    best = {name: min(t) for name, t in times.items()}
+    # One batch of equal-length sentences, forward with an all-true mask and without one.
+    values, counts = np.unique(lengths, return_counts=True)
+    T = int(values[np.argmax(counts)])
+    X = jnp.asarray(np.stack([s for s in sentences if len(s) == T]))
+    full = jnp.ones(X.shape[:2], bool)
+    with_mask = jax.jit(jax.vmap(lambda x, k: bilstm.apply(params, x, mask=k)))
+    without = jax.jit(jax.vmap(lambda x: bilstm.apply(params, x)))
+    jax.block_until_ready((with_mask(X, full), without(X)))
+    mask_times = {"with_mask": [], "without_mask": []}
+    for _ in range(20 * job["repeats"]):
+        for name, call in (("with_mask", lambda: with_mask(X, full)), ("without_mask", lambda: without(X))):
+            start = time.perf_counter()
+            jax.block_until_ready(call())
+            mask_times[name].append(time.perf_counter() - start)
+    mask_best = {name: float(np.median(t)) for name, t in mask_times.items()}
+    return {"sentences": len(sentences), "chunks": len(chunks), "seconds": best,
+            "driver_overhead": best["dataset"] / best["program"] - 1.0,
+            "lrp_over_forward": best["forward"] / best["program"],
+            "mask_batch": {"sentences": int(X.shape[0]), "length": T, "median_s": mask_best,
+                           "without_over_with": mask_best["without_mask"] / mask_best["with_mask"]}}
 
 
 def worker_ratios(job: dict) -> dict:
@@ -336,7 +426,8 @@ def worker_torch(job: dict) -> dict:
             "torch": torch.__version__, "sentences": len(sentences), "throughput": throughput, "ratios": ratios}
 
 
-WORKERS = {"throughput": worker_throughput, "memory": worker_memory, "ratios": worker_ratios, "cd": worker_cd,
+WORKERS = {"throughput": worker_throughput, "memory": worker_memory, "ratios": worker_ratios, "driver": worker_driver,
+           "cd": worker_cd,
            "embed": worker_embed, "torch": worker_torch}
 
 
@@ -422,6 +513,29 @@ def _ratio_table(ratios: dict) -> list[str]:
     return lines
 
 
+def _driver_lines(report: dict) -> list[str]:
+    d = report["driver"]
+    s, m = d["seconds"], d["mask_batch"]
+    return ["## The dataset driver and the forward pass", "",
+            f"LRP-all on the same {d['chunks']} padded chunks of the {d['sentences']} sentences (warm, min over "
+            f"interleaved repeats; {_load(report, 'driver')}): through `explain_dataset` (checks, packing, transfers, "
+            "results cropped per sentence), as the per-example program jit-compiled and called on the chunks already "
+            "on the device (`lrpjax.methods.program.explain_chunk`), and the forward pass alone on the same chunks "
+            "(`jax.vmap` of `bilstm.apply` with the chunk's mask).", "",
+            "| | seconds | |", "| --- | ---: | --- |",
+            f"| `explain_dataset` LRP-all | {s['dataset']:.3f} | |",
+            f"| the same program on the same chunks | {s['program']:.3f} | |",
+            f"| forward pass on the same chunks | {s['forward']:.3f} | |",
+            f"| driver overhead (`explain_dataset` / program - 1) | **{100 * d['driver_overhead']:+.1f} %** | target ≤ 5 %: "
+            f"{_met(d['driver_overhead'], 0.05)} |",
+            f"| LRP-all / forward throughput on the same chunks | **{d['lrp_over_forward']:.2f}** | target ≥ 0.75: "
+            f"{_met(d['lrp_over_forward'], 0.75, True)} |", "",
+            f"The forward pass on one batch of {m['sentences']} test sentences of {m['length']} words (no padding), "
+            f"median over repeats: with an all-true mask {1e3 * m['median_s']['with_mask']:.2f} ms, without a mask "
+            f"{1e3 * m['median_s']['without_mask']:.2f} ms; without / with **{m['without_over_with']:.2f}** "
+            f"(target: the same cost, ≤ 1.10: {_met(m['without_over_with'], 1.10)}).", ""]
+
+
 def _cd_lines(report: dict) -> list[str]:
     cd = report["cd"]
     which = (f"an evenly spaced subset of {cd['sentences']} of the {cd['of']} sentences (chosen by "
@@ -501,6 +615,7 @@ def markdown(report: dict) -> str:
         ratio = report["lrp_over_forward"]
         lines += [f"LRP-all / forward warm throughput: **{ratio:.2f}** "
                   f"(target ≥ 0.85: {_met(ratio, 0.85, True)}).", ""]
+    lines += _driver_lines(report)
     lines += ["## LRP / jax.grad", "",
               "Each LRP preset against `jax.grad` of the target score on identical padded batches (one full "
               f"chunk per bucket length; min over interleaved repeats); {_load(report, 'ratios')}.", "",
@@ -598,6 +713,10 @@ def main(argv=None) -> int:
     part("ratios")
     ratios = run_worker({**base, "kind": "ratios", "configs": list(configs), "repeats": 2 * repeats,
                          "singles": 100 if args.quick else 300, "single_lengths": 3 if args.quick else None})
+    part("driver")
+    driver = run_worker({**base, "kind": "driver", "repeats": 2 * repeats})
+    print(f"  driver overhead {100 * driver['driver_overhead']:+.1f} %, LRP-all / forward "
+          f"{driver['lrp_over_forward']:.2f}", file=sys.stderr)
     part("memory")
     memory = [run_worker({**base, "kind": "memory", "mode": mode, "replicas": replicas})
               for mode in ("stream", "collect") for replicas in ((1, 3) if args.quick else (1, 10))]
@@ -618,7 +737,8 @@ def main(argv=None) -> int:
               "repeats": repeats,
               "command": "python experiments/benchmark.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
               "load_before": load_before, "load_after": os.getloadavg(), "load": load, "throughput": throughput,
-              "lrp_over_forward": lrp_over_forward(throughput), "ratios": ratios, "memory": memory, "cd": cd,
+              "lrp_over_forward": lrp_over_forward(throughput), "ratios": ratios, "driver": driver,
+              "memory": memory, "cd": cd,
               "cd_subset_reason": cd_subset_reason,
               "embed": embed, "cli": cli, "torch": torch_part}
     print(write_report(report, Path(args.out)))

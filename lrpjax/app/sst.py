@@ -539,7 +539,8 @@ class SSTModel:
         for L in np.unique(padded):
             for i in np.asarray(valid)[np.asarray(padded) == L].tolist():
                 finished(driver.add(first_index + i, embed[encoded[i][1]], int(targets[i])))
-            finished(driver.flush())
+            finished(driver.close(int(L)))
+        finished(driver.flush())
         return results
 
     def explain_stream(self, sentences: Iterable[tuple[int, str | Sequence[str]]], method: str = "lrp-all",

@@ -34,7 +34,7 @@ from lrpjax.methods.base import Method
 from lrpjax.methods.inputs import check_finite, floating_dtype
 from lrpjax.methods.program import Program, explain_chunk
 
-__all__ = ["Chunk", "Run", "ChunkDriver", "OpenChunk", "plan_run", "compilations", "clear_cache", "compile_buckets",
+__all__ = ["Chunk", "Run", "ChunkDriver", "OpenChunk", "plan_run", "pack", "compilations", "clear_cache", "compile_buckets",
            "check_methods", "check_devices", "put", "fetch"]
 
 MAX_INDEX = 2**31 - 1
@@ -123,14 +123,28 @@ def check_devices(devices, chunk_size: int, local: bool = False) -> tuple:
     return devices
 
 
+def _signature(params) -> tuple:
+    """The parameters' tree structure, shapes and dtypes (what a compiled program depends on)."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    return treedef, tuple((np.shape(a), str(jnp.result_type(a))) for a in leaves)
+
+
+_KINDS: dict = {}
+
+
 def _output_kind(method: Method, params, E: int, dtype) -> tuple[int, bool]:
-    """(C, whether the model outputs one score vector per step) for a sequence of a few steps.
+    """(C, whether the model outputs one score vector per step) for a sequence of a few steps; traced once
+    per model, parameter signature and input.
 
     Raises:
         ValueError: an output other than (C,) or (T, C).
     """
     T = 3
-    scores = jax.eval_shape(lambda p, x_: method.apply(p, x_, None), params, jax.ShapeDtypeStruct((T, E), dtype))
+    key = (method.apply, _signature(params), E, str(dtype))
+    if key not in _KINDS:
+        _KINDS[key] = jax.eval_shape(lambda p, x_: method.apply(p, x_, None), params,
+                                     jax.ShapeDtypeStruct((T, E), dtype)).shape
+    scores = jax.ShapeDtypeStruct(_KINDS[key], dtype)
     sequence_output = len(scores.shape) == 2
     if len(scores.shape) not in (1, 2) or (sequence_output and scores.shape[0] != T):
         raise ValueError(f"`method`: the model's output for a sequence of {T} steps has shape {tuple(scores.shape)}; "
@@ -220,8 +234,9 @@ def compilations() -> int:
 
 
 def clear_cache() -> None:
-    """Forgets the compiled chunk programs (the counter keeps counting)."""
+    """Forgets the compiled chunk programs and the traced output shapes (the counter keeps counting)."""
     _CACHE.clear()
+    _KINDS.clear()
 
 
 def _abstract(tree, sharding):
@@ -231,8 +246,7 @@ def _abstract(tree, sharding):
 
 def _compiled(run: Run, L: int) -> _Compiled:
     """The compiled program of a (bucket length L, chunk size B), from the cache or compiled now."""
-    leaves, treedef = jax.tree_util.tree_flatten(run.params)
-    signature = (treedef, tuple((np.shape(a), str(jnp.result_type(a))) for a in leaves))
+    signature = _signature(run.params)
     B = run.chunk_size
     key = (run.program, L, B, run.E, str(run.dtype), signature, tuple(d.id for d in run.devices))
     if key not in _CACHE:
@@ -265,10 +279,14 @@ def compile_buckets(run: Run, lengths: Sequence[int]) -> None:
 
 
 def put(host, sharding):
-    """Places a host array on the devices of ``sharding`` (every process holds the whole array)."""
+    """Places host arrays (an array or a pytree of them) on the devices of ``sharding`` (every process
+    holds the whole arrays)."""
     if jax.process_count() == 1 or sharding.is_fully_addressable:
-        return jax.device_put(host, sharding)
-    return jax.make_array_from_callback(np.shape(host), sharding, lambda index: np.asarray(host)[index])
+        # The chunk's host arrays are fresh and never written again: the devices may use them in place
+        # (on the CPU this saves a copy of every chunk).
+        return jax.device_put(host, sharding, may_alias=True)
+    return jax.tree_util.tree_map(
+        lambda a: jax.make_array_from_callback(np.shape(a), sharding, lambda index: np.asarray(a)[index]), host)
 
 
 def fetch(array) -> np.ndarray:
@@ -297,6 +315,24 @@ class OpenChunk:
         if self.owned:
             self.xs.append(x)
             self.targets.append(target)
+
+
+def pack(xs: Sequence[np.ndarray], L: int, B: int, targets: Sequence[int], indices: Sequence[int]):
+    """Host arrays of one chunk of ``len(xs) <= B`` sequences (T_i, E): X (B, L, E) in the sequences'
+    common dtype, mask (B, L), targets (B,) and index (B,) int32. Dummy rows (beyond ``len(xs)``) hold one
+    valid zero step, so that no row is empty; their results are dropped."""
+    rows = len(xs)
+    X = np.zeros((B, L, xs[0].shape[1]), np.result_type(*xs))
+    mask = np.zeros((B, L), bool)
+    mask[rows:, 0] = True
+    for r, x in enumerate(xs):
+        X[r, :x.shape[0]] = x
+        mask[r, :x.shape[0]] = True
+    chunk_targets = np.zeros((B,), np.int32)
+    chunk_targets[:rows] = targets
+    index = np.zeros((B,), np.int32)
+    index[:rows] = indices
+    return X, mask, chunk_targets, index
 
 
 def _check_chunk(X: np.ndarray, rows: int, indices: Sequence[int], dtype, where: Callable[[int], str],
@@ -359,6 +395,13 @@ class ChunkDriver:
             del self.open[L]
             yield from self._submit(chunk)
 
+    def close(self, L: int) -> Iterator[tuple[OpenChunk, Chunk | None]]:
+        """Launches the partly filled chunk of bucket ``L`` now (if there is one), without waiting for the
+        chunks still running; yields the chunks that finished."""
+        chunk = self.open.pop(L, None)
+        if chunk is not None:
+            yield from self._submit(chunk)
+
     def flush(self) -> Iterator[tuple[OpenChunk, Chunk | None]]:
         """Runs every partly filled chunk (in the order they were opened) and fetches every result."""
         for chunk in sorted(self.open.values(), key=lambda c: c.serial):
@@ -376,29 +419,16 @@ class ChunkDriver:
             yield self._collect(self.launched.popleft())
 
     def _pack(self, chunk: OpenChunk):
-        """Host arrays of the chunk: X (B, L, E) in the run's dtype, mask (B, L), targets (B,), index (B,)."""
-        run, rows = self.run, len(chunk.xs)
-        B, L = run.chunk_size, chunk.L
-        X = np.zeros((B, L, run.E), np.result_type(*chunk.xs))
-        mask = np.zeros((B, L), bool)
-        mask[rows:, 0] = True   # dummy rows: one valid zero step, so no row is empty; dropped
-        for r, x in enumerate(chunk.xs):
-            X[r, :x.shape[0]] = x
-            mask[r, :x.shape[0]] = True
-        X = _check_chunk(X, rows, chunk.indices, run.dtype, self.where, self.finite)
-        targets = np.zeros((B,), np.int32)
-        targets[:rows] = chunk.targets
-        index = np.zeros((B,), np.int32)
-        index[:rows] = chunk.indices
-        return X, mask, targets, index
+        X, mask, targets, index = pack(chunk.xs, chunk.L, self.run.chunk_size, chunk.targets, chunk.indices)
+        return _check_chunk(X, len(chunk.xs), chunk.indices, self.run.dtype, self.where, self.finite), mask, targets, index
 
     def _launch(self, chunk: OpenChunk):
         compiled = _compiled(self.run, chunk.L)
         if compiled.replicated not in self.placed:
             self.placed[compiled.replicated] = jax.tree_util.tree_map(
                 lambda a: put(np.asarray(a), compiled.replicated), self.run.params)
-        host = self._pack(chunk)
-        return compiled.call(self.placed[compiled.replicated], *(put(a, compiled.batch) for a in host))
+        placed = put(self._pack(chunk), compiled.batch)   # one transfer call for the chunk's four arrays
+        return compiled.call(self.placed[compiled.replicated], *placed)
 
     @staticmethod
     def _collect(entry) -> tuple[OpenChunk, Chunk | None]:

@@ -184,8 +184,10 @@ def _chunks(plan: _Plan) -> Iterator[Chunk]:
         for i in np.flatnonzero(plan.padded == L):
             for _, chunk in driver.add(int(i), plan.arrays[i], int(plan.targets[i])):
                 yield chunk  # type: ignore[misc]  # every chunk is computed
-        for _, chunk in driver.flush():
+        for _, chunk in driver.close(int(L)):
             yield chunk  # type: ignore[misc]
+    for _, chunk in driver.flush():
+        yield chunk  # type: ignore[misc]
 
 
 def iter_chunks(method, params: Params, sequences: Sequence[ArrayLike], targets="pred", *,
