@@ -71,7 +71,7 @@ def report_html(sentences: Sequence[str], results: Mapping[str, Sequence[Any]], 
     Args:
         sentences: the N sentences as given (shown for empty ones, searched by the search box).
         results: ``{method name: N results}``, each a ``SentenceExplanation``, its ``to_json()``
-            dict (optionally with a "conservation" entry, see :func:`conservation`) or an error
+            dict (optionally with a "conservation" entry, see :func:`lrpjax.app.report.conservation`) or an error
             message (str) for a sentence that could not be explained. Prediction, probabilities
             and scores are read from the first method's results.
         title: the page's title.
