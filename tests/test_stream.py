@@ -391,7 +391,7 @@ def test_parquet_without_pyarrow_names_the_extra(tmp_path, monkeypatch, params, 
     ([np.ones(E)], ValueError, r"must have shape \(T, E\)"),
     ([np.ones((2, E), np.int32)], TypeError, "must be floating point"),
     ([np.ones((2, E)), np.ones((2, E + 1))], ValueError, r"`items\[1\]` must have shape \(T, E\) with E = 4"),
-    ([np.ones((2, E)), np.full((2, E), np.nan)], ValueError, r"`items\[1\]` \(sequence 1\) contains non-finite"),
+    ([np.ones((2, E)), np.full((2, E), np.nan)], ValueError, r"`items` \(sequence 1\) contains non-finite"),
 ])
 def test_bad_items_are_refused_naming_the_item(params, items, error, message):
     with pytest.raises(error, match=message):
