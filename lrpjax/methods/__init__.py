@@ -18,9 +18,8 @@ from lrpjax.methods.occlusion import Occlusion, occlusion
 from lrpjax.methods.random_baseline import RandomBaseline, random_baseline
 from lrpjax.methods.results import Attribution, Explanation
 from lrpjax.methods.smoothgrad import SmoothGrad, smoothgrad
-from lrpjax.methods.targets import target_weights
 
 __all__ = ["LRP", "Attribution", "ContextualDecomposition", "Explanation", "Gradient", "GradientXInput",
            "IntegratedGradients", "Method", "Occlusion", "Pullback", "RandomBaseline", "Sensitivity", "SmoothGrad",
            "cd", "gradient", "gradient_x_input", "integrated_gradients", "lrp", "occlusion", "pad", "per_token",
-           "random_baseline", "sensitivity", "smoothgrad", "target_weights"]
+           "random_baseline", "sensitivity", "smoothgrad"]

@@ -122,7 +122,7 @@ class Explanation(NamedTuple):
                         "initial": _leaf_sum(self.initial), "residual": residual}
         return (f'<div class="lrpjax-explanation"><style>{render.HTML_CSS}</style>'
                 f'<div><b>Explanation</b>: {" &middot; ".join(head)}</div>{body}'
-                f"{render._conservation_html(conservation, _leaf_sum(self.relevance))}</div>")
+                f"{render.conservation_html(conservation, _leaf_sum(self.relevance))}</div>")
 
 
 class Attribution(NamedTuple):

@@ -19,11 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrpjax._types import Array, ArrayLike
+from lrpjax._types import Array
 from lrpjax.methods.inputs import check_finite
 from lrpjax.methods.results import is_concrete
 
-__all__ = ["weights", "select", "check_target", "check_targets", "target_weights"]
+__all__ = ["weights", "select", "check_target", "check_targets"]
 
 
 def weights(target, output: Array) -> Array:
@@ -122,13 +122,3 @@ def check_targets(targets, B: int, shape: tuple[int, ...]):
                          f"{tuple(jnp.shape(array))}.")
     check_finite("targets", array)
     return array
-
-
-def target_weights(target, output: ArrayLike) -> Array:
-    """The weights ``w`` (output's shape) of the quantity ``sum(w * output)`` that ``target`` explains.
-
-    Args:
-        target: a flat index (an int), weights of the output's shape, or a function of the output.
-        output: the model's output, e.g. (C,) or (T, C).
-    """
-    return weights(target, jnp.asarray(output))

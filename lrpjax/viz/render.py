@@ -32,6 +32,7 @@ __all__ = [
     "latex_heatmap",
     "html_sentence",
     "html_legend",
+    "conservation_html",
     "html_page",
     "explanation_summary",
     "explanation_text",
@@ -287,7 +288,7 @@ def html_legend(scale: float, label: str = "relevance") -> str:
             f'<span>+{s:.3g}</span><span>(blue: against, white: 0, red: for)</span></span>')
 
 
-def _conservation_html(conservation: Mapping[str, float] | None, relevance_sum: float) -> str:
+def conservation_html(conservation: Mapping[str, float] | None, relevance_sum: float) -> str:
     """One line: the sum of relevance and, when known, the target's score, biases, residual."""
     parts = [f"sum of relevance <b>{relevance_sum:+.4g}</b>"]
     parts += [f"{html.escape(label)} <b>{value:+.4g}</b>" for label, value in _conservation_rows(conservation)]
@@ -366,7 +367,7 @@ def _html_item(record: Mapping[str, Any], relevance: np.ndarray, scale: float) -
     body = "".join(f'<div class="lrp-meta">{line}</div>' for line in lines)
     words = html_sentence(record["tokens"], relevance, scale, unknown=record.get("unknown", ()))
     return (f'<div class="item"><div>{words}</div>{body}'
-            f'{_conservation_html(record.get("conservation"), float(np.sum(relevance)))}</div>')
+            f'{conservation_html(record.get("conservation"), float(np.sum(relevance)))}</div>')
 
 
 # --- library explanations (notebook reprs) ---------------------------------------------------------
@@ -470,7 +471,7 @@ def explanation_html(explanation: Any, tokens: Sequence[str] | None = None, targ
     return (f'<div class="lrpjax-explanation"><style>{HTML_CSS}</style>'
             f'<div><b>Explanation</b>: {head}, score {summary["target_score"]:+.4g} &nbsp; {html_legend(s)}</div>'
             f'<div>{html_sentence(labels, words, s)}</div>'
-            f'{_conservation_html(conservation, summary["relevance_sum"])}</div>')
+            f'{conservation_html(conservation, summary["relevance_sum"])}</div>')
 
 
 # --- files -----------------------------------------------------------------------------------------
