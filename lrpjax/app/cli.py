@@ -603,7 +603,7 @@ def _check_resume_point(args: argparse.Namespace, line, last: dict) -> None:
 
 def _stream(model, args: argparse.Namespace, reader, sink, tally: _Tally, bar) -> int:
     """Explains and writes, in line order, every line after the `sink.done` lines kept; returns the last
-    line number. The lines stream through :meth:`SSTModel.explain_stream`: every --chunk-size lines its
+    line number. The lines stream through :meth:`~lrpjax.app.sst.SSTModel.explain_stream`: every --chunk-size lines its
     partly filled batches run and the records written so far are flushed, so memory is bounded by the
     chunk and an interruption leaves a valid prefix."""
     kept = sink.done

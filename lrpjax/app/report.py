@@ -51,7 +51,7 @@ def explain_report(sentences: Sequence[str], methods: Sequence[str] = ("lrp-all"
                    model: Any = None, target: int | str = "pred", eps: float | None = None,
                    batch_size: int = 64, with_conservation: bool = True,
                    progress: Callable[[int], None] | None = None) -> dict[str, list[Any]]:
-    """Explains every sentence with every method (batched, :meth:`SSTModel.explain_many`).
+    """Explains every sentence with every method (batched, :meth:`~lrpjax.app.sst.SSTModel.explain_many`).
 
     Args:
         sentences: raw sentences; empty ones become error messages.

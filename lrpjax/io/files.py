@@ -48,7 +48,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
     Raises:
         OSError: the temporary file cannot be created or written (e.g. ENOSPC), or the rename fails; the
             previous file at ``path`` is intact and no temporary file is left behind.
-        Any exception of ``write``, after the same clean-up.
+        Exception: any exception of ``write``, after the same clean-up.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))

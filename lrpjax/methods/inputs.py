@@ -67,6 +67,12 @@ def cast_input(name: str, x, dtype, where: str = "", finite: bool = True):
 
 
 def check_finite(name: str, value, where: str = "") -> None:
+    """Refuses NaN or infinity in a concrete floating array (or pytree of them) ``value``; traced values are
+    not checked.
+
+    Raises:
+        ValueError: naming ``name``, the leaf's path and ``where`` (e.g. " (sequence 17)").
+    """
     if not is_concrete(value):
         return
     for path, leaf in jax.tree_util.tree_leaves_with_path(value):
