@@ -57,7 +57,7 @@ QUICK_CONFIGS = ("forward", "gradient", "lrp-all")
 TORCH_CONFIGS = ("forward", "gradient", "lrp-all", "lrp-prop")
 QUICK_SENTENCES = 400       # --quick: the first 400 test sentences
 QUICK_CD_SENTENCES = 16     # --quick: CD on an evenly spaced subset of those
-# The command-line sentences: 8 and 6 tokens, both padded to the same bucket (lrpjax.app.sst.bucket_length).
+# The command-line sentences: 8 and 6 tokens, both padded to the same bucket (lrpjax.app.model.bucket_length).
 CLI_SENTENCE = "a gorgeous , witty , seductive movie ."
 CLI_OTHER_SENTENCE = "a fine , witty film ."
 
@@ -73,7 +73,7 @@ def load_setup(quick: bool):
     examples = load_sst("test")
     checkpoint = ROOT / "checkpoints" / "sst_bilstm.npz"
     if checkpoint.is_file():
-        from lrpjax.app.sst import SSTModel
+        from lrpjax.app.model import SSTModel
         model = SSTModel.load(checkpoint)
         embed = np.asarray(model.params["embed"], np.float32)
         params = model.params["model"]
@@ -120,7 +120,7 @@ def forward_only(apply):
 def make_method(name: str, apply=None):
     """The method of a configuration name for ``apply`` (default the BiLSTM's ``bilstm.apply``)."""
     from lrpjax import methods as explain
-    from lrpjax.app.sst import DEFAULT_EPS
+    from lrpjax.app.model import DEFAULT_EPS
     from lrpjax.methods.decomposition import cd
     from lrpjax.models import bilstm
     from lrpjax.rules import preset
@@ -374,7 +374,7 @@ def worker_cd(job: dict) -> dict:
 def worker_embed(job: dict) -> dict:
     """``SSTModel.embed`` over every test sentence (token lists, as the dataset holds them)."""
     from lrpjax.data.sst import load_sst
-    from lrpjax.app.sst import SSTModel, default_checkpoint
+    from lrpjax.app.model import SSTModel, default_checkpoint
 
     checkpoint = default_checkpoint()
     if not checkpoint.is_file():
@@ -444,7 +444,7 @@ def cli_latency(warm_runs: int) -> dict:
     """Wall time of ``lrpjax explain`` in fresh processes: an empty compilation cache, then warm; and of
     ``python -c "import lrpjax"``."""
     from lrpjax.data.sst import tokenize
-    from lrpjax.app.sst import bucket_length
+    from lrpjax.app.model import bucket_length
 
     script = Path(sys.executable).with_name("lrpjax")
     command = [str(script)] if script.is_file() else [sys.executable, "-m", "lrpjax.app.cli"]

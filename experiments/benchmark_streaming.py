@@ -84,7 +84,7 @@ def worker(args) -> None:
     from lrpjax.datasets import stream
     from lrpjax.models import bilstm
     from lrpjax.rules import preset
-    from lrpjax.app.sst import SSTModel
+    from lrpjax.app.model import SSTModel
 
     model = SSTModel.load()
     method = explain.lrp(bilstm.apply, preset("lrp-all", 1e-3))

@@ -7,8 +7,8 @@ correctly, the least relevant first for those it initially gets wrong. The accur
 deletions is reported per group: a steep decline (correct) and a steep incline (false) indicate
 selective relevance. LRP uses eps = 0.0019 (0.2 for LRP-prop, as in the chapter); the random baseline
 is averaged over 10 seeded runs (its std is reported too). Beyond the chapter's methods, two baselines:
-Integrated Gradients (all-zero embeddings as baseline, ``lrpjax.app.sst.IG_STEPS`` points) and SmoothGrad
-(the mean gradient over ``lrpjax.app.sst.SMOOTHGRAD_SAMPLES`` noisy copies, summed over the embedding; seed 0).
+Integrated Gradients (all-zero embeddings as baseline, ``lrpjax.app.model.IG_STEPS`` points) and SmoothGrad
+(the mean gradient over ``lrpjax.app.model.SMOOTHGRAD_SAMPLES`` noisy copies, summed over the embedding; seed 0).
 
     python experiments/sst_word_deletion.py                 # full size, writes experiments/results/
     python experiments/sst_word_deletion.py --quick --out /tmp/deletion
@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lrpjax.data.sst import load_sst  # noqa: E402
-from lrpjax.app.sst import SSTModel  # noqa: E402
+from lrpjax.app.model import SSTModel  # noqa: E402
 
-METHODS = (  # (label in the results, method name of lrpjax.app.sst, eps)
+METHODS = (  # (label in the results, method name of lrpjax.app.model, eps)
     ("LRP-all", "lrp-all", 0.0019),
     ("LRP-prop", "lrp-prop", 0.2),
     ("LRP-abs", "lrp-abs", 0.0019),

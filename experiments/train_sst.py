@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from lrpjax import train  # noqa: E402
 from lrpjax.data.sst import Vocabulary, binary_accuracy, five_class_accuracy, load_sst, pad_batch  # noqa: E402
 from lrpjax.models import bilstm  # noqa: E402
-from lrpjax.app.sst import SSTModel, buckets  # noqa: E402
+from lrpjax.app.model import SSTModel, buckets  # noqa: E402
 
 # Length buckets for training (phrases are short: median 5 tokens, longest 52); few, since each
 # compiles once (~10 s on two cores) while padding costs little.

@@ -30,7 +30,7 @@ MOVED = {
     "lrpjax.sinks": "lrpjax.io.sinks",
     "lrpjax.cache": "lrpjax.io.cache",
     "lrpjax.progress": "lrpjax.io.progress",
-    "lrpjax.sst": "lrpjax.app.sst",
+    "lrpjax.sst": "lrpjax.app.model",
     "lrpjax.cli": "lrpjax.app.cli",
 }
 """Old module path -> the module that holds its public names now."""

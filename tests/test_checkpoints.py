@@ -327,7 +327,7 @@ def current_loading(path, metadata):
     """The model each shipped checkpoint was loaded as before it held a config, and its params' key."""
     kind = metadata["kind"]
     if kind == "sst-bilstm":
-        return bilstm.model, "model"          # lrpjax.app.sst: bilstm.apply(params["model"], ...)
+        return bilstm.model, "model"          # lrpjax.app.model: bilstm.apply(params["model"], ...)
     if kind == "lstm":
         return LSTM(StandardCell()), None     # experiments/toy_arithmetic.py: MODEL
     if kind == "lstm-markov":               # experiments/markov_reward.py: make_model(config)

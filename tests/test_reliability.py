@@ -31,7 +31,7 @@ from lrpjax.core import rules
 from lrpjax import train as tr
 from lrpjax.data.sst import PAD, UNK, Vocabulary, read_trees
 from lrpjax.models import bilstm
-from lrpjax.app.sst import SSTModel
+from lrpjax.app.model import SSTModel
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = ("good", "bad", "movie", "not", "a", "film", "very", "dull", "fun", ".")

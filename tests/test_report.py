@@ -8,7 +8,7 @@ import pytest
 import lrpjax
 from lrpjax.app import report
 from lrpjax.models import bilstm
-from lrpjax.app.sst import SentenceExplanation, SSTModel
+from lrpjax.app.model import SentenceExplanation, SSTModel
 
 
 def _record(tokens, relevance, pred=3, method="m"):

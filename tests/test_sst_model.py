@@ -12,7 +12,7 @@ import lrpjax
 from lrpjax.io import checkpoints
 from lrpjax.data.sst import LABEL_NAMES, PAD, UNK, Vocabulary
 from lrpjax.models import bilstm
-from lrpjax.app.sst import (DEFAULT_CHECKPOINT, DEFAULT_EPS, KIND, METHODS, SSTModel, bucket_length, buckets,
+from lrpjax.app.model import (DEFAULT_CHECKPOINT, DEFAULT_EPS, KIND, METHODS, SSTModel, bucket_length, buckets,
                         make_method, resolve_target)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,7 +231,7 @@ def test_quick_training_run_writes_a_loadable_checkpoint(tmp_path):
 
 
 def test_default_checkpoint_follows_the_environment(monkeypatch, tmp_path):
-    from lrpjax.app import sst
+    from lrpjax.app import model as sst
 
     monkeypatch.delenv("LRPJAX_SST_CHECKPOINT", raising=False)
     assert sst.default_checkpoint() == DEFAULT_CHECKPOINT
@@ -242,7 +242,7 @@ def test_default_checkpoint_follows_the_environment(monkeypatch, tmp_path):
 
 
 def test_integrated_gradients_and_smoothgrad_methods():
-    from lrpjax.app.sst import IG_STEPS, SMOOTHGRAD_SAMPLES
+    from lrpjax.app.model import IG_STEPS, SMOOTHGRAD_SAMPLES
     from lrpjax.methods import IntegratedGradients, SmoothGrad
 
     ig = make_method("ig")

@@ -112,7 +112,7 @@ def test_a_per_step_model_equals_explain_dataset(tmp_path, sequences):
 
 def test_the_sst_test_set_equals_explain_dataset(tmp_path):
     from lrpjax.data.sst import load_sst
-    from lrpjax.app.sst import SSTModel
+    from lrpjax.app.model import SSTModel
 
     model = SSTModel.load()
     sentences = [np.asarray(model.embed(example.tokens)) for example in load_sst("test")]

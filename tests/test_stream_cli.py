@@ -17,7 +17,7 @@ from lrpjax.datasets import stream
 from lrpjax.data.sst import PAD, UNK, Vocabulary
 from lrpjax.models import bilstm
 from lrpjax.io.sinks import ParquetSink, SinkError, read_records
-from lrpjax.app.sst import SSTModel
+from lrpjax.app.model import SSTModel
 
 WORDS = ["good", "bad", "film", "dull", "fun", "not", "very", "a", "the", "."]
 TEXTS = [f"{'a ' * (i % 9)}{WORDS[i % len(WORDS)]} film" if i % 7 else "" for i in range(1, 41)]   # 40, 5 empty

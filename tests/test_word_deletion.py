@@ -11,7 +11,7 @@ import pytest
 
 from lrpjax.data.sst import PAD, UNK, Vocabulary
 from lrpjax.models import bilstm
-from lrpjax.app.sst import SSTModel
+from lrpjax.app.model import SSTModel
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("sst_word_deletion", ROOT / "experiments" / "sst_word_deletion.py")

@@ -14,7 +14,7 @@ import os
 
 from lrpjax.viz import plot
 from lrpjax.data.sst import LABEL_NAMES, load_sst
-from lrpjax.app.sst import SSTModel
+from lrpjax.app.model import SSTModel
 
 METHODS = {"lrp-all": "LRP-all", "gi": "Gradient × Input", "occlusion-f": "Occlusion (f-diff)"}
 SHORT = "the plot is dull , but the actors are wonderful and the ending is a treat ."

@@ -13,7 +13,7 @@ be explained (its record carries the error); 130 when interrupted (Ctrl-C). The 
 only after the options are checked, so ``--help`` and option errors are quick. An unexpected error prints
 one line and a hint, never a traceback, unless ``LRPJAX_DEBUG=1`` is set.
 
-Batch mode streams (:meth:`lrpjax.app.sst.SSTModel.explain_stream`, on the :mod:`lrpjax.datasets.stream` engine):
+Batch mode streams (:meth:`lrpjax.app.model.SSTModel.explain_stream`, on the :mod:`lrpjax.datasets.stream` engine):
 each line goes into the batch of its length bucket, full batches run as they fill, and every
 ``--chunk-size`` lines the partly filled ones run and the records so far are written in line order and
 flushed, so memory is bounded by the chunk and an interruption leaves a valid prefix (JSON lines, or
@@ -301,7 +301,7 @@ def _check_writable(option: str, path: str, input_path: str | None) -> None:
 
 def _load_model(path: str | None):
     from lrpjax.io.checkpoints import CheckpointError
-    from lrpjax.app.sst import SSTModel
+    from lrpjax.app.model import SSTModel
 
     try:
         return SSTModel.load(path)
@@ -574,7 +574,7 @@ def _open_output(args: argparse.Namespace):
 
 def _check_resume_point(args: argparse.Namespace, line, last: dict) -> None:
     """The last record kept from the previous run must be this input line's, with the same options."""
-    from lrpjax.app.sst import DEFAULT_EPS
+    from lrpjax.app.model import DEFAULT_EPS
 
     where = f"cannot resume {args.output!r}"
     if last.get("sentence") != line.text:
@@ -589,7 +589,7 @@ def _check_resume_point(args: argparse.Namespace, line, last: dict) -> None:
     if last["method"] != args.method or last.get("eps") != eps or last.get("target") != target:
         raise _InputError(f"{where}: it was written with --method {last['method']}, eps {last.get('eps')}, target "
                           f"{last.get('target_name')!r}; give the same options to resume, or start afresh")
-    from lrpjax.app.sst import SEEDED, make_method
+    from lrpjax.app.model import SEEDED, make_method
 
     if args.method in SEEDED and last.get("seed") != args.seed:
         raise _InputError(f"{where}: it was written with --seed {last.get('seed')}, and this run has --seed "
@@ -603,7 +603,7 @@ def _check_resume_point(args: argparse.Namespace, line, last: dict) -> None:
 
 def _stream(model, args: argparse.Namespace, reader, sink, tally: _Tally, bar) -> int:
     """Explains and writes, in line order, every line after the `sink.done` lines kept; returns the last
-    line number. The lines stream through :meth:`~lrpjax.app.sst.SSTModel.explain_stream`: every --chunk-size lines its
+    line number. The lines stream through :meth:`~lrpjax.app.model.SSTModel.explain_stream`: every --chunk-size lines its
     partly filled batches run and the records written so far are flushed, so memory is bounded by the
     chunk and an interruption leaves a valid prefix."""
     kept = sink.done

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Sequence
 
-from lrpjax.app import sst
+from lrpjax.app import model as sst
 from lrpjax.viz import render
 from lrpjax.viz.report import SCALES, report_html
 
@@ -22,8 +22,8 @@ def conservation(model: Any, result: Any) -> dict[str, float] | None:
     """The LRP bookkeeping of one explained sentence: ``.full()`` on its embedded words.
 
     Args:
-        model: the :class:`lrpjax.app.sst.SSTModel` that explained it.
-        result: its :class:`lrpjax.app.sst.SentenceExplanation` (an LRP method; others give None).
+        model: the :class:`lrpjax.app.model.SSTModel` that explained it.
+        result: its :class:`lrpjax.app.model.SentenceExplanation` (an LRP method; others give None).
 
     Returns:
         ``{"target_score", "relevance_sum", "bias", "initial", "residual"}``: the explained class's
@@ -51,12 +51,12 @@ def explain_report(sentences: Sequence[str], methods: Sequence[str] = ("lrp-all"
                    model: Any = None, target: int | str = "pred", eps: float | None = None,
                    batch_size: int = 64, with_conservation: bool = True,
                    progress: Callable[[int], None] | None = None) -> dict[str, list[Any]]:
-    """Explains every sentence with every method (batched, :meth:`~lrpjax.app.sst.SSTModel.explain_many`).
+    """Explains every sentence with every method (batched, :meth:`~lrpjax.app.model.SSTModel.explain_many`).
 
     Args:
         sentences: raw sentences; empty ones become error messages.
-        methods: names from :data:`lrpjax.app.sst.METHODS`, distinct.
-        model: an :class:`lrpjax.app.sst.SSTModel` (None: the shipped one).
+        methods: names from :data:`lrpjax.app.model.METHODS`, distinct.
+        model: an :class:`lrpjax.app.model.SSTModel` (None: the shipped one).
         target: ``"pred"`` or a class for every sentence.
         eps: LRP stabiliser (None: each LRP method's default).
         batch_size: sentences per compiled batch.

@@ -143,7 +143,7 @@ class JsonlSink:
         self.close()
 
 
-# The fields of a batch record (lrpjax.app.sst.SentenceExplanation.to_json, with "line", and "error" and
+# The fields of a batch record (lrpjax.app.model.SentenceExplanation.to_json, with "line", and "error" and
 # "failed" for lines that could not be explained), in the order of the Parquet columns.
 RECORD_FIELDS = (("line", "int64"), ("sentence", "string"), ("tokens", "strings"), ("unknown", "strings"),
                  ("prediction", "int32"), ("prediction_name", "string"), ("probabilities", "floats"),
