@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import sys
 from types import ModuleType
@@ -43,7 +44,7 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return importlib.util.spec_from_loader(name, self) if name in MOVED else None
 
     def __init__(self):
-        self._specs: dict[str, object] = {}
+        self._specs: dict[str, importlib.machinery.ModuleSpec | None] = {}
 
     def create_module(self, spec):
         module = importlib.import_module(MOVED[spec.name])

@@ -535,7 +535,7 @@ class SSTModel:
 
         # Bucket by bucket (shortest first), each bucket's sentences in input order: the chunks of
         # lrpjax.datasets.explain_dataset for these sentences.
-        padded = assign_buckets([len(encoded[i][0]) for i in valid], _BUCKETS) if valid else []
+        padded = assign_buckets([len(encoded[i][0]) for i in valid], _BUCKETS) if valid else np.zeros(0, np.int64)
         for L in np.unique(padded):
             for i in np.asarray(valid)[np.asarray(padded) == L].tolist():
                 finished(driver.add(first_index + i, embed[encoded[i][1]], int(targets[i])))

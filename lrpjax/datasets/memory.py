@@ -268,9 +268,9 @@ def explain_dataset(method, params: Params, sequences: Sequence[ArrayLike], targ
             else:
                 crop = (slice(None),) * (lead + inner) + (slice(0, T),)
             relevance[i] = chunk.relevance[row][crop]
-            if residuals is not None:   # ([K,] [L,] [C]): crop the output steps of per-step outputs
+            if residuals is not None and chunk.residuals is not None:   # crop the output steps of per-step outputs
                 residuals[i] = chunk.residuals[row][(slice(None),) * lead + (slice(0, T),)] if per_step \
-                    else chunk.residuals[row]  # type: ignore[index]
+                    else chunk.residuals[row]
         if not per_step:
             scores[chunk.indices] = chunk.scores
             explained[chunk.indices] = chunk.targets

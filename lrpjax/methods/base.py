@@ -236,7 +236,7 @@ class Method(abc.ABC):
         """
         X, targets, mask = check_batch(self, params, X, targets, mask)
         program, data = _program_of(self, targets, batch=True)
-        index = jnp.arange(X.shape[0], dtype=jnp.int32)
+        index = jnp.arange(jnp.shape(X)[0], dtype=jnp.int32)
         return _chunk(program, params, X, mask, data, index).relevance
 
     def tokens(self, params: Params, x: ArrayLike, target, *, mask: ArrayLike | None = None) -> Array:
