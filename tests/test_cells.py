@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lrpjax import lrp
-from lrpjax.cells import GatelessCell, MarkovCell, NondecreasingCell, StandardCell, unroll
+from lrpjax.cells import GatelessCell, GRUCell, MarkovCell, NondecreasingCell, StandardCell, unroll
 from lrpjax.models.lstm import LSTM
 from lrpjax.rules import PRESETS, preset
 import reference as ref  # tests/ is on sys.path (rootdir conftest, no __init__.py)
@@ -333,3 +333,65 @@ def test_gateless_relevance_independent_of_product_rule(key):
     first = lrp(model.apply, "lrp-all")(params, x, 0)
     for name in PRESETS[1:]:
         np.testing.assert_array_equal(np.asarray(lrp(model.apply, name)(params, x, 0)), np.asarray(first))
+
+
+# --- capabilities, one program with and without a mask, the recorded forward ---------------------------
+
+def test_the_gate_rule_states_whether_gates_receive_relevance():
+    from lrpjax.rules import Gate
+
+    assert Gate("all").gates_receive_relevance is False      # signal-take-all, Table 11.1
+    for mode in ("prop", "abs", "half"):
+        assert Gate(mode).gates_receive_relevance is True
+    assert [preset(name).gate.gates_receive_relevance for name in PRESETS] == [name != "lrp-all" for name in PRESETS]
+
+
+@pytest.mark.parametrize("cell", [StandardCell(), GRUCell(), NondecreasingCell()], ids=["standard", "gru", "nondec"])
+def test_no_mask_is_the_all_valid_mask_bit_for_bit(cell, key):
+    from lrpjax.models import Dense, Recurrent, Sequential
+
+    net = Sequential((Recurrent(cell, 3, bidirectional=True, sequences=True), Recurrent(cell, 2, bidirectional=True),
+                      Dense(2)))
+    params = net.init(key, 4, jnp.float32)
+    X = jax.random.normal(jax.random.fold_in(key, 1), (3, 6, 4), jnp.float32)
+    ones = jnp.ones((3, 6), bool)
+    plain = jax.jit(jax.vmap(lambda x: net.apply(params, x)))(X)
+    masked = jax.jit(jax.vmap(lambda x, m: net.apply(params, x, mask=m)))(X, ones)
+    np.testing.assert_array_equal(plain, masked)
+    p = params["lstm_0_forward" if cell.kind != "gru" else "gru_0_forward"]
+    x = X[0, :, :]
+    np.testing.assert_array_equal(jax.jit(lambda x: unroll(cell, p, x)[1])(x),
+                                  jax.jit(lambda x, m: unroll(cell, p, x, mask=m)[1])(x, ones[0]))
+    # under a rule set too: the relevance of the two calls is the same
+    rules = preset("lrp-prop", 0.01)
+
+    def relevance(*mask):
+        out, vjp = jax.vjp(lambda x: net.apply(params, x, rules, mask=mask[0] if mask else None), X[1])
+        return vjp(out)[0]
+
+    np.testing.assert_array_equal(jax.jit(relevance)(), jax.jit(relevance)(ones[1]))
+
+
+def test_the_recorded_forward_is_the_forward(key):
+    from lrpjax.cells import unroll_record
+
+    cell = StandardCell()
+    params = jax.tree.map(lambda w: w + 0.1, cell.init(key, 3, 4, jnp.float64))
+    x = jax.random.normal(jax.random.fold_in(key, 1), (5, 3), jnp.float64)
+    mask = jnp.arange(5) < 4
+    (y, c), records = unroll_record(cell, params, x, mask)
+    final, ys = unroll(cell, params, x, mask=mask)
+    # the same computation in another program (XLA may fuse it differently): equal to rounding
+    np.testing.assert_allclose(y, ys, rtol=1e-13, atol=1e-16)
+    np.testing.assert_array_equal(y[-1], y[3])        # padded steps repeat the last valid state
+    np.testing.assert_allclose(y[-1], final, rtol=1e-13, atol=1e-16)
+    # the record holds the pre-activations i, z, f, o of Eqs. (11.1)-(11.5), their activations, and h(c)
+    pre = x[1] @ params["W"] + y[0] @ params["U"] + params["b"]
+    H = 4
+    for k, (z, act) in enumerate(zip(records["z"], (_sigmoid, np.tanh, _sigmoid, _sigmoid))):
+        np.testing.assert_allclose(z[1], pre[k * H:(k + 1) * H], rtol=1e-12)
+        np.testing.assert_allclose(records["gates"][k][1], act(np.asarray(pre[k * H:(k + 1) * H])), rtol=1e-12)
+    np.testing.assert_allclose(records["tanh_c"][:4], np.tanh(c[:4]), rtol=1e-12)
+    # only the standard cell itself has a Contextual Decomposition (a subclass may change the equations)
+    assert cell.decomposable and not getattr(GRUCell(), "decomposable", False)
+    assert not type("Sub", (StandardCell,), {})().decomposable

@@ -1,8 +1,10 @@
 """Compositions of layers against the float64 oracle: GRUs, stacks, bidirectional layers, dense heads
 with bias, pooling and per-step outputs; conservation, masks, jit/vmap and the gradient path."""
 
+import dataclasses
 import gc
 import itertools
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -11,8 +13,10 @@ import pytest
 
 import lrpjax
 import reference_layers as oracle
-from lrpjax.cells import GRUCell, StandardCell
+from lrpjax.cells import GRUCell, NondecreasingCell, StandardCell
+from lrpjax.core import ops
 from lrpjax.models import Dense, Pool, Recurrent, Sequential
+from lrpjax.models.layers import Decomposable, Layer, Spec
 from lrpjax.rules import Epsilon, composite, preset
 
 PRESETS = ("lrp-all", "lrp-prop", "lrp-abs", "lrp-half")
@@ -372,5 +376,154 @@ def test_contextual_decomposition_refuses_a_gru():
     from lrpjax.methods import decomposition as cd
 
     net = Sequential((Recurrent(GRUCell(), 3), Dense(2)))
-    with pytest.raises(TypeError, match="standard LSTM cell; layer 'gru_0' has cell GRUCell"):
+    with pytest.raises(TypeError, match=r"cannot decompose layer 'gru_0' \(Recurrent\): its cell GRUCell \(kind "
+                                         r"'gru'\) has no decomposition; it is defined for the standard LSTM cell"):
         cd.cd(net.apply)
+    with pytest.raises(TypeError, match="cannot decompose layer 'lstm_0'.*NondecreasingCell"):
+        cd.decompose(Sequential((Recurrent(NondecreasingCell(), 3), Dense(2))).apply, {}, jnp.ones((2, 4)),
+                     jnp.ones(2, bool))
+
+
+# --- the layer protocol: a layer answers questions about itself ----------------------------------------
+
+def test_every_layer_follows_the_protocol_and_answers_for_itself():
+    layers = (Recurrent(StandardCell(), 3, bidirectional=True, sequences=True, name="r"),
+              Recurrent(GRUCell(), 3, name="g"), Dense(4, "tanh", name="d"), Pool("max", name="p"))
+    for layer in layers:
+        assert isinstance(layer, Layer) and isinstance(layer, Decomposable)
+    r, g, d, p = layers
+    assert [layer.needs_sequence for layer in layers] == [True, True, False, True]
+    assert [layer.sequence_output(True) for layer in layers] == [True, False, True, False]
+    assert d.sequence_output(False) is False
+    assert [layer.default_output for layer in layers] == [False, False, True, False]
+    assert [layer.describe() for layer in layers] == ["Recurrent(standard, bidirectional, sequences)",
+                                                      "Recurrent(gru)", "Dense(tanh, bias)", "Pool(max)"]
+    assert not isinstance(StandardCell(), Layer) and not isinstance(object(), Layer)
+    # a layer is only the last "out" by default when it says so
+    assert Sequential((Recurrent(units=2), Dense(2))).names[-1] == "out"
+    assert Sequential((Recurrent(units=2, sequences=True), Pool())).names[-1] == "pool_0"
+
+
+def test_sequential_refuses_what_is_not_a_layer_and_a_vector_where_a_sequence_is_needed():
+    with pytest.raises(TypeError, match="members of lrpjax.models.layers.Layer"):
+        Sequential((Recurrent(), StandardCell()))
+    with pytest.raises(ValueError, match=r"layer 'pool_0' \(Pool\) needs a sequence"):
+        Sequential((Dense(3), Pool()), sequence_input=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """A toy layer defined only here: ``x * s`` element-wise, ``s`` (D,) its parameters. It composes in a
+    Sequential without any change to the model, because it has the members of ``Layer``."""
+
+    name: str | None = None
+
+    default_name: ClassVar[str] = "scale"
+    default_output: ClassVar[bool] = False
+    needs_sequence: ClassVar[bool] = False
+
+    def sequence_output(self, sequence_input):
+        return sequence_input
+
+    def keys(self):
+        return (self.name,)
+
+    def rule_names(self):
+        return (self.name,)
+
+    def input_size(self, params):
+        return params[self.name]["s"].shape[0]
+
+    def output_spec(self, params, spec):
+        if params[self.name]["s"].shape != (spec.size,):
+            raise ValueError(f"`params[{self.name!r}]['s']` must have shape ({spec.size},).")
+        return Spec((self.name,), (spec.size,), spec.sequence)
+
+    def init(self, key, spec, dtype=jnp.float32):
+        return {self.name: {"s": jax.random.uniform(key, (spec.size,), dtype, 0.5, 1.5)}}
+
+    def apply(self, params, parts, spec, mask, rules, taps):
+        x = jnp.concatenate(parts, axis=-1)
+        W = jnp.diag(params[self.name]["s"])
+        rules = None if rules is None else rules.at(self.name)
+        scale = lambda v: ops.linear(rules, (v,), (W,))   # noqa: E731
+        return (jax.vmap(scale)(x) if spec.sequence else scale(x),)
+
+    def zero_taps(self, params, spec, T, dtype):
+        return {}, {}
+
+    def describe(self):
+        return "Scale()"
+
+    def config(self):
+        return {"type": "scale", "name": self.name}
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleCD(Scale):
+    """The toy layer with its own Contextual Decomposition: a linear map splits exactly."""
+
+    def check_decomposable(self):
+        pass
+
+    def decompose(self, params, spec, beta, total, mask, relevant, bias_product, reads_input, record):
+        s = params[self.name]["s"]
+        return (jnp.concatenate(beta, axis=-1) * s,), (jnp.concatenate(total, axis=-1) * s,)
+
+
+def _scaled_and_folded(layer):
+    """A model with the toy layer between pooling and the output, and the same model with the scale folded
+    into the output weights (mean pooling is linear: mean(x * s) W = mean(x) (diag(s) W))."""
+    net = Sequential((Recurrent(StandardCell(), 3, bidirectional=True, sequences=True), Pool("mean"), layer,
+                      Dense(2)))
+    params = net.init(jax.random.PRNGKey(3), 4, jnp.float64)
+    s = params["scale_0"]["s"]
+    folded = Sequential((Recurrent(StandardCell(), 3, bidirectional=True, sequences=True), Pool("mean"), Dense(2)))
+    folded_params = {k: v for k, v in params.items() if k != "scale_0"}
+    W = s[:, None] * params["out"]["W"]   # the pooled parts are the two directions, 3 features each
+    folded_params["out"] = {"W_lstm_0_forward": W[:3], "W_lstm_0_backward": W[3:], "b": params["out"]["b"]}
+    return net, params, folded, folded_params
+
+
+def test_a_new_layer_composes_without_changing_the_model():
+    net, params, folded, folded_params = _scaled_and_folded(Scale())
+    assert net.names == ("lstm_0", "lstm_0_forward", "lstm_0_backward", "pool_0", "scale_0", "out")
+    assert "scale_0          Scale()  -> (6,), 6 parameters" in net.summary(params)
+    assert net.sequence_output is False
+    x = jax.random.normal(jax.random.PRNGKey(4), (5, 4), jnp.float64)
+    mask = jnp.arange(5) < 4
+    np.testing.assert_allclose(net.apply(params, x, mask=mask), folded.apply(folded_params, x, mask=mask),
+                               rtol=1e-12, atol=1e-14)
+    grad = jax.grad(lambda x: net.apply(params, x, mask=mask)[1])(x)
+    np.testing.assert_allclose(grad, jax.grad(lambda x: folded.apply(folded_params, x, mask=mask)[1])(x),
+                               rtol=1e-10, atol=1e-13)
+    # relevance follows the rule set through the toy layer's diagonal linear mapping, which passes it on
+    # unchanged (R_j = x_j s_j / (x_j s_j) R_j): the same as through the folded model
+    rules = preset("lrp-all")
+
+    def relevance(model, p):
+        out, vjp = jax.vjp(lambda x: model.apply(p, x, rules, mask=mask), x)
+        return vjp(jnp.zeros_like(out).at[1].set(out[1]))[0]
+
+    np.testing.assert_allclose(relevance(net, params), relevance(folded, folded_params), rtol=1e-9, atol=1e-12)
+
+
+def test_contextual_decomposition_refuses_a_layer_without_one_by_name():
+    from lrpjax.methods import decomposition as cd
+
+    net, params, _, _ = _scaled_and_folded(Scale())
+    with pytest.raises(TypeError, match=r"cannot decompose layer 'scale_0' \(Scale\): it has no decomposition"):
+        cd.decompose(net.apply, params, jnp.ones((5, 4)), jnp.ones(5, bool))
+
+
+def test_contextual_decomposition_goes_through_a_new_layer_that_decomposes_itself():
+    from lrpjax.methods import decomposition as cd
+
+    net, params, folded, folded_params = _scaled_and_folded(ScaleCD())
+    x = jax.random.normal(jax.random.PRNGKey(5), (5, 4), jnp.float64)
+    mask = jnp.arange(5) < 4
+    relevant = jnp.array([False, True, True, False, False])
+    dec = cd.decompose(net.apply, params, x, relevant, mask=mask)
+    want = cd.decompose(folded.apply, folded_params, x, relevant, mask=mask)
+    np.testing.assert_allclose(dec.beta, want.beta, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dec.beta + dec.gamma, net.apply(params, x, mask=mask), rtol=1e-12, atol=1e-14)

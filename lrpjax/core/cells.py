@@ -10,7 +10,7 @@ for the GRU, named by ``cell.state_names``); batching is ``jax.vmap`` at the edg
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +21,34 @@ from lrpjax._types import Array, Params
 from lrpjax.core.rules import RuleSet
 
 __all__ = ["StandardCell", "NondecreasingCell", "MarkovCell", "GatelessCell", "GRUCell", "CELLS", "unroll",
-           "check_cell_params", "zero_layer_taps"]
+           "unroll_record", "all_valid", "check_cell_params", "zero_layer_taps", "linearise"]
+
+
+def _gates(stacked: Array) -> tuple[Array, Array, Array, Array]:
+    """The blocks ``(i, z, f, o)`` of an array stacked in the standard cell's gate order along its last
+    axis (4H): the columns of ``W`` and ``U``, the bias, a pre-activation. The one place that order is
+    written; the step, its relevance shortcuts and its Contextual Decomposition all split through it."""
+    i, z, f, o = jnp.split(stacked, 4, axis=-1)
+    return i, z, f, o
+
+
+def linearise(rel: Array, rest: Array, bias: Array, full: Array, act) -> Array:
+    """Contextual Decomposition's relevant part ``L(rel)`` of ``full = act(rel + irr + bias)``.
+
+    Murdoch et al.'s linearisation, the bias entering first::
+
+        L(rel) = [act(rel + bias) - act(bias) + act(rel + irr + bias) - act(irr + bias)] / 2
+
+    ``L(bias) = act(bias)`` and ``L(irr) = full - act(bias) - L(rel)`` complete it.
+
+    Args:
+        rel: the relevant part of the pre-activation.
+        rest: everything else, ``irr + bias`` (``full``'s pre-activation minus ``rel``).
+        bias: the bias.
+        full: the true activation ``act(rel + rest)``.
+        act: the element-wise activation.
+    """
+    return 0.5 * (act(rel + bias) - act(bias) + full - act(rest))
 
 
 @dataclass(frozen=True)
@@ -76,10 +103,9 @@ class StandardCell:
             return x @ params["W"] + params["b"][None]
         if not ops.splits_across_time(rules):
             return None
-        if rules.gate.mode == "all":
+        if not rules.gate.gates_receive_relevance:
             W_g, _, _ = _gate_columns(params)
-            H = params["U"].shape[0]
-            return ops.project(rules, x, params["W"][:, H:2 * H]), ops.no_relevance(x @ W_g)
+            return ops.project(rules, x, _gates(params["W"])[1]), ops.no_relevance(x @ W_g)
         return ops.project(rules, x, params["W"])
 
     def step(self, params: Params, rules: RuleSet | None, carry: tuple[Array, Array],
@@ -91,37 +117,126 @@ class StandardCell:
         ``y_t``; their cotangents are the relevance arriving at the states (see ``unroll``).
         ``projected`` is this step's row of :meth:`project`, when the caller computed it.
         """
+        return self._step(params, rules, carry, x_t, taps, projected)[0]
+
+    def step_record(self, params: Params, rules: RuleSet | None, carry: tuple[Array, Array],
+                    x_t: Array, taps: dict[str, Array] | None = None,
+                    projected: Array | None = None) -> tuple[tuple[Array, Array], dict[str, Any]]:
+        """:meth:`step` and what it computed on the way, ``(carry', record)``.
+
+        ``record``: ``"z"`` the pre-activations ``(z_i, z_z, z_f, z_o)`` and ``"gates"`` their activations
+        ``(i, z, f, o)`` of Eqs. (11.1)-(11.5), (H,) each; ``"tanh_c"`` ``h(c_t)`` of Eq. (11.6).
+        Contextual Decomposition reads them (:meth:`decompose`, through :func:`unroll_record`).
+        """
+        (y, c), (z_i, z_z, z_f, z_o) = self._step(params, rules, carry, x_t, taps, projected)
+        gates = (ops.SIGMOID(z_i), ops.TANH(z_z), ops.SIGMOID(z_f), ops.SIGMOID(z_o))
+        return (y, c), {"z": (z_i, z_z, z_f, z_o), "gates": gates, "tanh_c": ops.TANH(c)}
+
+    def _step(self, params: Params, rules: RuleSet | None, carry: tuple[Array, Array], x_t: Array,
+              taps: dict[str, Array] | None, projected: Array | None):
+        """:meth:`step` and its pre-activations, ``((y_t, c_t), (z_i, z_z, z_f, z_o))``."""
         y_prev, c_prev = carry
-        if rules is None and projected is not None:
-            z_i, z_z, z_f, z_o = jnp.split(projected + y_prev @ params["U"], 4)
-        elif rules is not None and projected is not None:
-            z_i, z_z, z_f, z_o = self._split_preactivations(params, rules, projected, y_prev)
-        elif rules is not None and rules.gate.mode == "all":
-            z_i, z_z, z_f, z_o = _preactivations_signal_take_all(params, rules, x_t, y_prev)
-        else:
-            pre = ops.linear(rules, (x_t, y_prev), (params["W"], params["U"]), params["b"])
-            z_i, z_z, z_f, z_o = jnp.split(pre, 4)
+        z_i, z_z, z_f, z_o = self._preactivations(params, rules, x_t, y_prev, projected)
         p_in = ops.gated(rules, z_i, z_z, ops.SIGMOID, ops.TANH)
         # The forget product is a gated interaction whose signal is the previous cell state.
         p_f = ops.gated(rules, z_f, c_prev, ops.SIGMOID, ops.IDENTITY)
         c = ops.accumulate(rules, p_f, p_in)
         c = c if taps is None else c + taps["c"]
         y = ops.gated(rules, z_o, c, ops.SIGMOID, ops.TANH)
-        return _tapped(y, taps, "y"), c
+        return (_tapped(y, taps, "y"), c), (z_i, z_z, z_f, z_o)
+
+    def _preactivations(self, params: Params, rules: RuleSet | None, x_t: Array, y_prev: Array,
+                        projected) -> tuple[Array, Array, Array, Array]:
+        """``(z_i, z_z, z_f, z_o)``, the four pre-activations ``W x_t + U y_{t-1} + b``, (H,) each."""
+        if rules is None and projected is not None:
+            return _gates(projected + y_prev @ params["U"])
+        if rules is not None and projected is not None:
+            return self._split_preactivations(params, rules, projected, y_prev)
+        if rules is not None and not rules.gate.gates_receive_relevance:
+            return _preactivations_signal_take_all(params, rules, x_t, y_prev)
+        return _gates(ops.linear(rules, (x_t, y_prev), (params["W"], params["U"]), params["b"]))
 
     def _split_preactivations(self, params: Params, rules: RuleSet, projected, y_prev: Array):
         """The four pre-activations from a projection of :meth:`project` under a rule set."""
         U, b = params["U"], params["b"]
         if not isinstance(projected, tuple):
-            return jnp.split(ops.recurrent_linear(rules, projected, y_prev, U, b), 4)
+            return _gates(ops.recurrent_linear(rules, projected, y_prev, U, b))
         # LRP-all: only the cell input's mapping carries relevance (Table 11.1: the gates get none).
         a_z, a_g = projected
-        H = U.shape[0]
-        z = slice(H, 2 * H)
-        z_z = ops.recurrent_linear(rules, a_z, y_prev, U[:, z], b[z])
+        z_z = ops.recurrent_linear(rules, a_z, y_prev, _gates(U)[1], _gates(b)[1])
         _, U_g, b_g = _gate_columns(params)
         z_i, z_f, z_o = jnp.split(ops.no_relevance(a_g + y_prev @ U_g + b_g), 3)
         return z_i, z_z, z_f, z_o
+
+    # --- Contextual Decomposition (lrpjax.methods.decomposition) ----------------------------------
+
+    @property
+    def decomposable(self) -> bool:
+        """Whether :meth:`decompose` is this cell's Contextual Decomposition: it is derived for exactly
+        Eqs. (11.1)-(11.6), which a subclass may change, so a subclass has none unless it says so."""
+        return type(self) is StandardCell
+
+    def decompose(self, params: Params, x_rel: Array, x: Array, records: dict[str, Any], states: tuple[Array, Array],
+                  mask: Array, bias_steps: Array, input_steps: Array | None = None) -> tuple[Array, Array]:
+        """Contextual Decomposition of one run of the cell: the relevant parts of its states.
+
+        Only the relevant parts ``beta`` are propagated; every split is complete, so the irrelevant
+        part of each pre-activation and state is its true value (from the cell's own forward pass,
+        :func:`unroll_record`) minus ``beta``.
+
+        Args:
+            params: the cell's parameters.
+            x_rel: the relevant part of the input, (T, E), in reading order.
+            x: the true input, (T, E).
+            records: :meth:`step_record`'s records of the forward pass, stacked over steps (T, ...).
+            states: the true states ``(y, c)`` after every step, (T, H) each.
+            mask: valid steps (T,) bool; a padded step leaves ``beta`` untouched.
+            bias_steps: (T,) bool, the steps whose bias-bias product ``L(b_i) L(b_z)`` is relevant.
+            input_steps: the relevant steps (T,) bool when ``x`` is the model's input, where the relevant
+                part is the whole input; its projection is then the true one there, ``x W``.
+
+        Returns:
+            ``(beta_y, beta_c)``, (T, H) each, in reading order.
+        """
+        W = params["W"]
+        zero = jnp.zeros((), x.dtype)
+        x_rel_W = x_rel @ W if input_steps is None else jnp.where(input_steps[:, None], x @ W, zero)
+        H = self.hidden_size(params)
+        zeros = jnp.zeros((H,), x.dtype)
+
+        def step(beta, inputs):
+            """``((beta_y, beta_c), inputs_t) -> (beta', beta')``; a padded step keeps ``beta``."""
+            valid = inputs[-1]
+            new = self.decompose_step(params, beta, *inputs[:-1])
+            new = (jnp.where(valid, new[0], beta[0]), jnp.where(valid, new[1], beta[1]))
+            return new, new
+
+        _, (beta_y, beta_c) = lax.scan(step, (zeros, zeros), (x_rel_W, records, states[1], bias_steps, mask))
+        return beta_y, beta_c
+
+    def decompose_step(self, params: Params, beta: tuple[Array, Array], x_rel_W: Array, record: dict[str, Any],
+                       c: Array, bias_t: Array) -> tuple[Array, Array]:
+        """One CD step on the relevant parts, ``(beta_y, beta_c) -> (beta_y', beta_c')``, (H,) each.
+
+        ``x_rel_W`` (4H,) is the relevant part of this step's input projection, ``record`` the step's
+        :meth:`step_record` (true pre-activations and gates), ``c`` the true cell state after it and
+        ``bias_t`` whether its bias-bias product is relevant (:mod:`lrpjax.methods.decomposition`).
+        """
+        beta_y, beta_c = beta
+        rel_i, rel_z, rel_f, _ = _gates(beta_y @ params["U"] + x_rel_W)
+        z_i, z_z, z_f, _ = record["z"]
+        g_i, g_z, g_f, g_o = record["gates"]
+        b_i, b_z, b_f, _ = _gates(params["b"])
+        ri = linearise(rel_i, z_i - rel_i, b_i, g_i, ops.SIGMOID)
+        rz = linearise(rel_z, z_z - rel_z, b_z, g_z, ops.TANH)
+        rf = linearise(rel_f, z_f - rel_f, b_f, g_f, ops.SIGMOID)
+        bi, bz, bf = ops.SIGMOID(b_i), ops.TANH(b_z), ops.SIGMOID(b_f)
+        # Eq. (11.4) expanded, the relevant terms only; the bias-bias product L(b_i) L(b_z) goes where
+        # `bias_t` says.
+        new_c = ri * (rz + bz) + bi * rz + jnp.where(bias_t, bi * bz, jnp.zeros_like(bi)) + (rf + bf) * beta_c
+        # Eq. (11.6): the whole output gate multiplies the relevant part of h(c) (two-term average).
+        new_y = g_o * (0.5 * (jnp.tanh(new_c) + record["tanh_c"] - jnp.tanh(c - new_c)))
+        return new_y, new_c
 
 
 # --- LRP-friendly cells (Sec. 11.4) ---------------------------------------------------------------
@@ -342,11 +457,11 @@ class GatelessCell(_LRPCell):
 
 
 def _gate_columns(params: Params) -> tuple[Array, Array, Array]:
-    """``W, U, b`` restricted to the gates i, f, o (columns 0:H and 2H:4H of the stacked i, z, f, o)."""
-    H = params["U"].shape[0]
-    gates = (slice(0, H), slice(2 * H, 4 * H))
-    W, U, b = (jnp.concatenate([params[k][..., g] for g in gates], -1) for k in ("W", "U", "b"))
-    return W, U, b
+    """``W, U, b`` of the standard cell restricted to the gates i, f, o (stacked in that order)."""
+    def gate_columns(stacked):
+        i, _, f, o = _gates(stacked)
+        return jnp.concatenate([i, f, o], -1)
+    return gate_columns(params["W"]), gate_columns(params["U"]), gate_columns(params["b"])
 
 
 def _preactivations_signal_take_all(params: Params, rules: RuleSet, x_t: Array, y_prev: Array):
@@ -357,10 +472,7 @@ def _preactivations_signal_take_all(params: Params, rules: RuleSet, x_t: Array, 
     are sums over outputs), so splitting the mapping by outputs changes no relevance; it saves three
     quarters of the backward matrix products.
     """
-    W, U, b = params["W"], params["U"], params["b"]
-    H = U.shape[0]
-    z = slice(H, 2 * H)
-    z_z = ops.linear(rules, (x_t, y_prev), (W[:, z], U[:, z]), b[z])
+    z_z = ops.linear(rules, (x_t, y_prev), (_gates(params["W"])[1], _gates(params["U"])[1]), _gates(params["b"])[1])
     W_g, U_g, b_g = _gate_columns(params)
     z_i, z_f, z_o = jnp.split(ops.no_relevance(x_t @ W_g + y_prev @ U_g + b_g), 3)
     return z_i, z_z, z_f, z_o
@@ -491,7 +603,7 @@ class GRUCell:
         W, U, b = params["W"], params["U"], params["b"]
         H = U.shape[0]
         gates, cand = slice(0, 2 * H), slice(2 * H, 3 * H)
-        if rules.gate.mode == "all":
+        if not rules.gate.gates_receive_relevance:
             # The gates receive nothing under LRP-all (Table 11.1): their mapping needs no backward.
             pre = ops.no_relevance(x_t @ W[:, gates] + h_prev @ U[:, gates] + b[gates])
         else:
@@ -542,6 +654,17 @@ def zero_layer_taps(T: int, H: int, dtype, state_names: tuple[str, ...] = ("y", 
     return taps
 
 
+def all_valid(T: int) -> Array:
+    """The mask of a sequence without padding, (T,) all True, as a run-time value.
+
+    ``unroll`` and the layers use it when no mask is given, so that one program serves both cases, with
+    bit-identical results. A literal ``jnp.ones`` would be constant-folded, removing the ``where`` of
+    every step; XLA then fuses the step differently, which measured slower on CPU (about 1.5x for
+    the reference BiLSTM on a batch of sentences) and rounds differently.
+    """
+    return lax.optimization_barrier(jnp.ones((T,), bool))
+
+
 def unroll(cell, params: Params, x: Array, rules: RuleSet | None = None, mask: Array | None = None,
            taps: dict[str, Array] | None = None) -> tuple[Array, Array]:
     """Runs ``cell`` over ``x`` with ``lax.scan``; a masked step leaves the state untouched.
@@ -551,7 +674,7 @@ def unroll(cell, params: Params, x: Array, rules: RuleSet | None = None, mask: A
         params: the cell's parameters.
         x: input sequence, shape (T, E).
         rules: rule set or None.
-        mask: valid steps, shape (T,) bool; None means all valid.
+        mask: valid steps, shape (T,) bool; None means all valid (:func:`all_valid`).
         taps: optional zero probes (:func:`zero_layer_taps`), ``{s + "0": (H,)}`` added to the initial
             state and ``{s: (T, H)}`` to the state after each step, for each of ``cell.state_names``.
             Their cotangent is the relevance (or gradient) arriving at those states, which is how
@@ -560,25 +683,49 @@ def unroll(cell, params: Params, x: Array, rules: RuleSet | None = None, mask: A
     Returns:
         (final output (H,), outputs of every step (T, H)); the output is the first state (``y`` or ``h``).
     """
+    final, (ys, _) = _scan(cell, params, x, rules, mask, taps, record=False)
+    return final[0], ys
+
+
+def unroll_record(cell, params: Params, x: Array, mask: Array | None = None) -> tuple[tuple[Array, ...], Any]:
+    """:func:`unroll` without rules that also returns every state and the cell's record of every step.
+
+    Args:
+        cell: a cell with ``step_record`` (``StandardCell``).
+        params, x, mask: as :func:`unroll`.
+
+    Returns:
+        ``(states, records)``: the states after every step, one (T, H) per ``cell.state_names`` (padded
+        steps repeat the last valid state), and the records of ``cell.step_record``, stacked (T, ...).
+    """
+    _, (states, records) = _scan(cell, params, x, None, mask, None, record=True)
+    return states, records
+
+
+def _scan(cell, params: Params, x: Array, rules: RuleSet | None, mask: Array | None,
+          taps: dict[str, Array] | None, record: bool):
+    """The scan of :func:`unroll` (``record=False``: per-step outputs) and :func:`unroll_record`."""
     H = cell.hidden_size(params)
     names = cell.state_names
     zeros = jnp.zeros((H,), x.dtype)
     carry0 = tuple(zeros if taps is None else zeros + taps[f"{name}0"] for name in names)
     projected = cell.project(params, rules, x) if hasattr(cell, "project") else None
     per_step = {} if taps is None else {name: taps[name] for name in names}
+    mask = all_valid(x.shape[0]) if mask is None else mask
     inputs = (x, projected, mask, per_step)
 
     def step(carry, inputs_t):
-        """``(state, (x_t, projected_t, m_t, taps_t)) -> (state', output')``; each state (H,)."""
+        """``(state, (x_t, projected_t, m_t, taps_t)) -> (state', (output', record_t))``; each state (H,)."""
         x_t, projected_t, m_t, taps_t = inputs_t
         extra = {} if projected_t is None else {"projected": projected_t}
-        new = cell.step(params, rules, carry, x_t, taps_t or None, **extra)
-        if m_t is not None:
-            new = tuple(jnp.where(m_t, n, old) for n, old in zip(new, carry))
-        return new, new[0]
+        if record:
+            new, record_t = cell.step_record(params, rules, carry, x_t, taps_t or None, **extra)
+        else:
+            new, record_t = cell.step(params, rules, carry, x_t, taps_t or None, **extra), None
+        new = tuple(jnp.where(m_t, n, old) for n, old in zip(new, carry))
+        return new, (new if record else new[0], record_t)
 
-    final, ys = lax.scan(step, carry0, inputs)
-    return final[0], ys
+    return lax.scan(step, carry0, inputs)
 
 
 CELLS = {cell.kind: cell for cell in (StandardCell, NondecreasingCell, MarkovCell, GatelessCell, GRUCell)}

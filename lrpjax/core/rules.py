@@ -493,6 +493,12 @@ class Gate:
         if not isinstance(self.share, bool):
             raise TypeError(f"`share` of Gate must be a bool; got {type(self.share).__name__}.")
 
+    @property
+    def gates_receive_relevance(self) -> bool:
+        """Whether the gate of a product receives any relevance: False under signal-take-all (Table 11.1,
+        LRP-all: ``R_g = 0``), so a cell may skip the relevance backward of its gates' pre-activations."""
+        return self.mode != "all"
+
     def split(self, z_g: Array, z_s: Array, r: Array) -> tuple[Array, Array]:
         """Redistributes ``r`` of the product onto ``(z_g, z_s)``; all shapes equal."""
         return self.redistribute(self.prepare(z_g, z_s), r)

@@ -8,7 +8,7 @@ included), so that ``beta + gamma`` is the true state at every step. Following t
 * every gate pre-activation splits linearly into ``beta`` (``W x_t`` if t is relevant, plus
   ``U beta^y_{t-1}``), ``gamma`` (``W x_t`` if t is irrelevant, plus ``U gamma^y_{t-1}``) and the bias ``b``;
 * a sigmoid/tanh of the three is linearised by averaging the relevant and irrelevant terms' marginal
-  effects over the two orderings, the bias always entering first (``_split_three``):
+  effects over the two orderings, the bias always entering first (:func:`lrpjax.core.cells.linearise`):
   ``L(beta) = [act(beta + b) - act(b) + act(beta + gamma + b) - act(gamma + b)] / 2``, ``L(b) = act(b)``;
 * the products ``i * z`` and ``f * c_{t-1}`` are expanded term by term; a product goes to ``beta`` if one
   factor is relevant and the other relevant or bias, all others to ``gamma``, except the bias-times-bias
@@ -51,28 +51,33 @@ position.
 Beyond the reference BiLSTM, CD runs through every composition of standard-cell LSTM layers (stacked,
 uni- or bidirectional; the next layer reads the decomposed outputs, so ``W beta_in`` is relevant and
 ``W gamma_in`` irrelevant), dense layers and pooling: a dense layer splits its linear part exactly, its
-bias is irrelevant, and a nonlinear activation is linearised like the gates (``_split_three``, the bias
+bias is irrelevant, and a nonlinear activation is linearised like the gates (``linearise``, the bias
 first); sum and mean pooling are linear; max pooling takes both parts at the step that is maximal in
 their sum. GRUs and the LRP-friendly cells have no CD in the literature this follows, and are refused.
+
+Each layer decomposes itself (:class:`lrpjax.models.layers.Decomposable`): a recurrent layer takes the
+true states from its cell's own forward pass (``cells.unroll_record``) and reads each direction in the
+order its ``apply`` does, and the cell (``StandardCell.decompose``) splits its own stacked weights; this
+module only walks the layers. A layer without a decomposition is refused by name.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
-from typing import Callable, NamedTuple
+from typing import Callable, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from lrpjax._types import Array, ArrayLike, Params
-from lrpjax.core.cells import StandardCell
-from lrpjax.methods.base import Method, _check_target, _check_targets, _select
-from lrpjax.models.layers import _DENSE_ACTIVATIONS, Dense, Pool, Recurrent, Spec, _concat, _zero_padding, reverse_valid
+from lrpjax.methods.base import Method, model_of
+from lrpjax.methods.targets import check_target, check_targets, select
+from lrpjax.models.layers import Decomposable, _concat
 from lrpjax.models.sequential import Sequential, check_inputs, check_prefix, network_of
 
-__all__ = ["cd", "decompose", "phrase", "phrase_batch", "Decomposition", "BIAS_PRODUCTS"]
+__all__ = ["ContextualDecomposition", "cd", "decompose", "phrase", "phrase_batch", "Decomposition", "BIAS_PRODUCTS"]
 
 BIAS_PRODUCTS = ("authors", "inside", "gamma")
 """Where the bias-times-bias product ``L(b_i) L(b_z)`` of a relevant step goes (module docstring)."""
@@ -96,146 +101,6 @@ class Decomposition(NamedTuple):
     gamma: Array
 
 
-def _split_three(rel: Array, irr: Array, bias: Array, full: Array, act: Callable[[Array], Array]) -> Array:
-    """The relevant part ``L(rel)`` of ``full = act(rel + irr + bias)`` (Murdoch et al.'s linearisation,
-    the bias entering first); ``L(irr) = full - act(bias) - L(rel)`` and ``L(bias) = act(bias)`` complete it."""
-    return 0.5 * (act(rel + bias) - act(bias) + full - act(irr + bias))
-
-
-def _forward_direction(params: Params, x: Array, mask: Array):
-    """The true states of one direction of a standard-cell layer over its reading order, x (T, E).
-
-    Returns ``(xw, pre, gates, c, tanh_c, y)``: the input projection ``x W`` and the pre-activations
-    without bias ``x W + y_{t-1} U``, (T, 4H); the activated gates i, z, f, o, (T, 4H); the cell state,
-    its tanh and the output after each step, (T, H) (padded steps repeat the last valid state). They do
-    not depend on the relevant set, so under the ``vmap`` over relevant sets they are computed once."""
-    H = params["U"].shape[0]
-    xw = x @ params["W"]
-
-    def step(carry, inputs):
-        y, c = carry
-        xw_t, valid = inputs
-        pre = xw_t + y @ params["U"]
-        i, z, f, o = jnp.split(pre + params["b"], 4)
-        gates = jnp.concatenate([jax.nn.sigmoid(i), jnp.tanh(z), jax.nn.sigmoid(f), jax.nn.sigmoid(o)])
-        gi, gz, gf, go = jnp.split(gates, 4)
-        c_new = jnp.where(valid, gi * gz + gf * c, c)
-        tanh_c = jnp.tanh(c_new)
-        y_new = jnp.where(valid, go * tanh_c, y)
-        return (y_new, c_new), (pre, gates, c_new, tanh_c, y_new)
-
-    zeros = jnp.zeros((H,), x.dtype)
-    _, (pre, gates, c, tanh_c, y) = lax.scan(step, (zeros, zeros), (xw, mask))
-    return xw, pre, gates, c, tanh_c, y
-
-
-def _beta_step(params: Params, carry: tuple[Array, Array], inputs: tuple[Array, ...]):
-    """One CD step on the relevant parts only, ``((beta_y, beta_c), inputs) -> (carry', carry')``.
-
-    ``inputs`` = ``(wx_rel, pre, gates, c, tanh_c, valid, bias)`` at this step: the relevant part of the
-    input projection and the true pre-activation without bias (4H,), the true gates (4H,), the true cell
-    state and its tanh (H,), whether the step is valid and whether its bias-bias product is relevant.
-    The irrelevant parts are the true values minus the relevant ones: every CD split is complete, so
-    ``gamma = total - beta`` at each state (the gate pre-activations, ``c`` and ``y``). Gate order i, z,
-    f, o as in ``StandardCell``.
-    """
-    beta_y, beta_c = carry
-    wx_rel, pre, gates, c, tanh_c, valid, bias_t = inputs
-    rel = beta_y @ params["U"] + wx_rel
-    irr = pre - rel
-    (rel_i, rel_z, rel_f, _), (irr_i, irr_z, irr_f, _) = jnp.split(rel, 4), jnp.split(irr, 4)
-    b_i, b_z, b_f, _ = jnp.split(params["b"], 4)
-    g_i, g_z, g_f, g_o = jnp.split(gates, 4)
-    ri = _split_three(rel_i, irr_i, b_i, g_i, jax.nn.sigmoid)
-    rz = _split_three(rel_z, irr_z, b_z, g_z, jnp.tanh)
-    rf = _split_three(rel_f, irr_f, b_f, g_f, jax.nn.sigmoid)
-    bi, bz, bf = jax.nn.sigmoid(b_i), jnp.tanh(b_z), jax.nn.sigmoid(b_f)
-    # Eq. (11.4) expanded, the relevant terms only; the bias-bias product L(b_i) L(b_z) goes where
-    # `bias_t` says (module docstring).
-    new_c = ri * (rz + bz) + bi * rz + jnp.where(bias_t, bi * bz, jnp.zeros_like(bi)) + (rf + bf) * beta_c
-    # Eq. (11.6): the whole output gate multiplies the relevant part of tanh(c) (two-term average).
-    new_y = g_o * (0.5 * (jnp.tanh(new_c) + tanh_c - jnp.tanh(c - new_c)))
-    # A padded step leaves the state untouched, as in ``cells.unroll``.
-    new = (jnp.where(valid, new_y, beta_y), jnp.where(valid, new_c, beta_c))
-    return new, new
-
-
-def _bias_steps(relevant: Array, bias_product: str) -> Array:
-    """(T,) bool: the steps, in reading order, whose bias-bias product is relevant (module docstring)."""
-    if bias_product == "gamma":
-        return jnp.zeros_like(relevant)
-    if bias_product == "inside":
-        return relevant
-    read_next = jnp.concatenate([relevant[1:], jnp.zeros((1,), bool)])
-    return relevant & read_next
-
-
-def _decompose_recurrent(layer: Recurrent, params: Params, beta, total, mask: Array, record: dict,
-                         relevant: Array, bias_product: str, first: bool):
-    """CD of a standard-cell recurrent layer: both directions, final states or every step.
-
-    ``beta`` and ``total`` are the relevant parts and the true values of the layer's input parts; when
-    ``first`` (the model's input) the relevant part is the input at the relevant steps, so its
-    projection is the true projection there."""
-    x_beta, x_total = _concat(beta), _concat(total)
-    out_beta, out_total = [], []
-    for d, key in enumerate(layer.keys()):
-        p = params[key]
-        order = reverse_valid(mask) if d == 1 else None
-        xb, xt = (x_beta, x_total) if order is None else (x_beta[order], x_total[order])
-        read_relevant = relevant if order is None else relevant[order]
-        xw, pre, gates, c, tanh_c, y = _forward_direction(p, xt, mask)
-        zero = jnp.zeros((), xw.dtype)
-        wx_rel = jnp.where(read_relevant[:, None], xw, zero) if first else xb @ p["W"]
-        H = p["U"].shape[0]
-        inputs = (wx_rel, pre, gates, c, tanh_c, mask, _bias_steps(read_relevant, bias_product))
-        zeros = jnp.zeros((H,), xw.dtype)
-        _, (beta_y, beta_c) = lax.scan(lambda carry, inp: _beta_step(p, carry, inp), (zeros, zeros), inputs)
-        # The last step in reading order holds the final state (padded steps repeat it), either direction.
-        final_beta, final_total = beta_y[-1], y[-1]
-        if order is not None:  # the reversal is an involution: back to original positions
-            beta_y, beta_c, y, c = beta_y[order], beta_c[order], y[order], c[order]
-        if layer.sequences:
-            out_beta.append(_zero_padding(beta_y, mask))
-            out_total.append(_zero_padding(y, mask))
-        else:
-            out_beta.append(final_beta)
-            out_total.append(final_total)
-        for name, value in (("beta_y", beta_y), ("gamma_y", y - beta_y), ("beta_c", beta_c), ("gamma_c", c - beta_c)):
-            record[name][key] = value
-    return tuple(out_beta), tuple(out_total)
-
-
-def _decompose_dense(layer: Dense, spec: Spec, params: Params, beta, total, mask):
-    """CD of ``act(sum_k x_k W_k + b)``: linear parts split exactly, the bias is irrelevant, and a
-    nonlinear activation is linearised like the gates, the bias first (``_split_three``)."""
-    weights = [params[layer.label][k] for k in layer.weight_keys(spec)]
-    z_beta = sum(r @ W for r, W in zip(beta, weights))
-    z_total = sum(t @ W for t, W in zip(total, weights))
-    b = (jnp.broadcast_to(params[layer.label]["b"], z_total.shape) if layer.bias
-         else jnp.zeros_like(z_total))
-    if layer.activation == "identity":
-        out_beta, out_total = z_beta, z_total + b
-    else:
-        act = _DENSE_ACTIVATIONS[layer.activation]
-        out_total = act(z_total + b)
-        out_beta = _split_three(z_beta, z_total - z_beta, b, out_total, act)
-    if spec.sequence:
-        out_beta, out_total = _zero_padding(out_beta, mask), _zero_padding(out_total, mask)
-    return (out_beta,), (out_total,)
-
-
-def _decompose_pool(layer: Pool, beta, total, mask: Array):
-    """CD of pooling: sum and mean are linear; max selects the step maximal in the true value."""
-    valid = mask.astype(total[0].dtype)
-    if layer.mode == "max":
-        index = [jnp.argmax(jnp.where(mask[:, None], t, -jnp.inf), axis=0) for t in total]
-        pick = lambda a, k: jnp.take_along_axis(a, k[None, :], axis=0)[0]  # noqa: E731
-        return tuple(pick(r, k) for r, k in zip(beta, index)), tuple(pick(t, k) for t, k in zip(total, index))
-    w = valid / jnp.sum(valid) if layer.mode == "mean" else valid
-    return tuple(w @ r for r in beta), tuple(w @ t for t in total)
-
-
 def _decompose(model: Sequential, params: Params, x: Array, relevant: Array, mask: Array,
                bias_product: str = "gamma") -> Decomposition:
     """Unchecked :func:`decompose` (x (T, E), relevant and mask (T,) bool); traceable.
@@ -244,30 +109,23 @@ def _decompose(model: Sequential, params: Params, x: Array, relevant: Array, mas
     so a ``vmap`` over relevant sets shares them) give the irrelevant parts as ``total - beta``."""
     record: dict = {"beta_y": {}, "gamma_y": {}, "beta_c": {}, "gamma_c": {}}
     beta, total = (jnp.where(relevant[:, None], x, jnp.zeros((), x.dtype)),), (x,)
-    first = True
-    for layer, spec in zip(model.layers, model.specs(params)):
-        if isinstance(layer, Recurrent):
-            beta, total = _decompose_recurrent(layer, params, beta, total, mask, record, relevant & mask,
-                                               bias_product, first)
-        elif isinstance(layer, Dense):
-            beta, total = _decompose_dense(layer, spec, params, beta, total, mask)
-        else:
-            beta, total = _decompose_pool(layer, beta, total, mask)
-        first = False
+    for k, (layer, spec) in enumerate(zip(model.layers, model.specs(params))):
+        beta, total = layer.decompose(params, spec, beta, total, mask, relevant & mask, bias_product, k == 0, record)
     beta_scores, scores = _concat(beta), _concat(total)
     return Decomposition(record["beta_y"], record["gamma_y"], record["beta_c"], record["gamma_c"],
                          beta_scores, scores - beta_scores)
 
 
 def _model_of(apply: Callable) -> Sequential:
-    model = network_of(getattr(apply, "__self__", None))
+    model = network_of(model_of(apply))
     if model is None or not model.sequence_input:
         raise TypeError("Contextual Decomposition needs `apply` to be the apply method of a sequence model of "
                         f"lrpjax.models (lstm.apply, bilstm.apply, a Sequential with LSTM layers); got {apply!r}.")
     for layer in model.layers:
-        if isinstance(layer, Recurrent) and type(layer.cell) is not StandardCell:  # a subclass may change the equations
-            raise TypeError(f"Contextual Decomposition is defined for the standard LSTM cell; layer {layer.name!r} has "
-                            f"cell {type(layer.cell).__name__} (kind {layer.cell.kind!r}).")
+        if not isinstance(layer, Decomposable):
+            raise TypeError(f"Contextual Decomposition cannot decompose layer {layer.name!r} ({type(layer).__name__}): "
+                            "it has no decomposition (no `decompose` method, lrpjax.models.layers.Decomposable).")
+        layer.check_decomposable()
     return model
 
 
@@ -320,7 +178,7 @@ def _span_scores(model: Sequential, params: Params, x: Array, spans: Array, targ
 
     def one(span):
         relevant = (steps >= span[0]) & (steps < span[1])
-        return _select(target, _decompose(model, params, x, relevant, mask, bias_product).beta)
+        return select(target, _decompose(model, params, x, relevant, mask, bias_product).beta)
 
     return jax.vmap(one)(spans)
 
@@ -382,7 +240,7 @@ def phrase(apply: Callable, params: Params, x: ArrayLike, spans: ArrayLike, targ
     mask = np.ones((x.shape[0],), bool) if mask is None else mask
     length = np.asarray(np.sum(np.asarray(mask)))
     array = _check_spans(spans, length)
-    target = _check_target(target, model.output_shape(params, x.shape[0]))
+    target = check_target(target, model.output_shape(params, x.shape[0]))
     if callable(target):
         raise TypeError("`target` of phrase() must be a class index, an index tuple or weights; give "
                         "weights `w` for the linear combination sum(w * output).")
@@ -421,54 +279,74 @@ def phrase_batch(apply: Callable, params: Params, X: ArrayLike, spans: ArrayLike
     if len(shape) not in (2, 3) or shape[0] != B:
         raise ValueError(f"`spans` must have shape (B, 2) or (B, S, 2) with B = {B}; got {shape}.")
     array = _check_spans(spans, np.sum(np.asarray(mask), axis=1))
-    targets = _check_targets(targets, B, model.output_shape(params, T))
+    targets = check_targets(targets, B, model.output_shape(params, T))
     if callable(targets):
         raise TypeError("`targets` of phrase_batch() must be class indices or weights, not a function.")
     scores = _phrase_batch_jit(model, params, X, array.reshape(B, -1, 2), targets, jnp.asarray(mask), bias_product)
     return scores[:, 0] if array.ndim == 2 else scores
 
 
-def _cd_fn(m: Method, params: Params, x: Array, target: Array, mask: Array | None, index: Array) -> Array:
-    """Per-position CD relevance (T,): ``beta`` of the target score when the n-gram starting at t is relevant
-    (n = ``m.config``, 1 when None; cut at the last valid step)."""
-    model = _model_of(m.apply)
-    T = x.shape[0]
-    mask = jnp.ones((T,), bool) if mask is None else mask
-    n = 1 if m.config is None else m.config
-    bias_product = m.option or "authors"
-    steps = jnp.arange(T)
-
-    def one(t):
-        relevant = steps == t if n == 1 else (steps >= t) & (steps < t + n)
-        return _select(target, _decompose(model, params, x, relevant, mask, bias_product).beta)
-
-    relevance = jax.vmap(one)(jnp.arange(T))
-    return jnp.where(mask, relevance, jnp.zeros_like(relevance))
-
-
-def cd(apply: Callable, ngram: int = 1, bias_product: str = "authors") -> Method:
-    """Contextual Decomposition (Murdoch et al. 2018), one relevance per position (T,).
+@dataclass(frozen=True)
+class ContextualDecomposition(Method):
+    """Contextual Decomposition (Murdoch et al. 2018) as an explanation method, one relevance per
+    position (T,).
 
     ``R_t`` is the relevant part of the target's score when only position t is relevant (module
     docstring) or, with ``ngram = n``, the n positions ``[t, t + n)``; an n-gram that would run past
     the last valid step is cut there (the last ``n - 1`` positions explain the shorter phrases that end
     the sequence). Computed for every position in one vmapped call; padded positions get 0.
 
+    Attributes:
+        apply: the apply method of a sequence model of :mod:`lrpjax.models` whose layers all decompose
+            (standard-cell LSTM layers, dense layers, pooling).
+        ngram: phrase length n, ``>= 1``.
+        bias_product: ``"authors"``, ``"inside"`` or ``"gamma"`` (module docstring); for single words
+            ``"authors"`` and ``"gamma"`` coincide.
+    """
+
+    ngram: int = 1
+    bias_product: str = "authors"
+
+    per_position: ClassVar[bool] = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        _model_of(self.apply)
+        _check_bias_product(self.bias_product)
+        if not isinstance(self.ngram, (int, np.integer)) or isinstance(self.ngram, bool) or self.ngram < 1:
+            raise ValueError(f"`ngram` must be an int >= 1; got {self.ngram!r}.")
+        object.__setattr__(self, "ngram", int(self.ngram))
+
+    @property
+    def name(self) -> str:
+        return "cd" if self.ngram == 1 else f"cd-{self.ngram}gram"
+
+    def relevance(self, params, x, target, mask, index):
+        model = _model_of(self.apply)
+        T = x.shape[0]
+        mask = jnp.ones((T,), bool) if mask is None else mask
+        steps = jnp.arange(T)
+
+        def one(t):
+            relevant = steps == t if self.ngram == 1 else (steps >= t) & (steps < t + self.ngram)
+            return select(target, _decompose(model, params, x, relevant, mask, self.bias_product).beta)
+
+        relevance = jax.vmap(one)(jnp.arange(T))
+        return jnp.where(mask, relevance, jnp.zeros_like(relevance))
+
+
+def cd(apply: Callable, ngram: int = 1, bias_product: str = "authors") -> ContextualDecomposition:
+    """Contextual Decomposition (Murdoch et al. 2018), one relevance per position (T,); see
+    :class:`ContextualDecomposition`.
+
     Args:
         apply: the apply method of a standard-cell ``LSTM`` (``lstm.apply``, ``bilstm.apply``,
             ``LSTM(StandardCell(), ...).apply``) or a composition with such layers.
         ngram: phrase length n, ``>= 1``.
-        bias_product: ``"authors"``, ``"inside"`` or ``"gamma"`` (module docstring); for single words
-            ``"authors"`` and ``"gamma"`` coincide.
+        bias_product: ``"authors"``, ``"inside"`` or ``"gamma"`` (module docstring).
 
     Raises:
-        TypeError: another model or a cell other than ``StandardCell``.
+        TypeError: another model, or a layer that does not decompose (a cell other than ``StandardCell``).
         ValueError: ``ngram`` < 1, an unknown ``bias_product``.
     """
-    _model_of(apply)
-    _check_bias_product(bias_product)
-    if not isinstance(ngram, (int, np.integer)) or isinstance(ngram, bool) or ngram < 1:
-        raise ValueError(f"`ngram` must be an int >= 1; got {ngram!r}.")
-    option = "" if bias_product == "authors" else bias_product
-    name = "cd" if ngram == 1 else f"cd-{int(ngram)}gram"
-    return Method(name, _cd_fn, apply, option=option, config=None if ngram == 1 else int(ngram))
+    return ContextualDecomposition(apply, ngram, bias_product)

@@ -15,27 +15,31 @@ Layers of this module:
 * :class:`Dense` -- ``act(sum_k x_k W_k + b)``, with or without bias, on a vector or at every step;
 * :class:`Pool` -- mean, sum or max over the valid steps of a sequence.
 
-Each layer answers: :meth:`keys` (its parameter keys), :meth:`rule_names` (names for
-``rules.composite(by_layer=...)``), :meth:`output_spec` (checks the parameters and gives the shape of
-the output), :meth:`init`, :meth:`apply` and :meth:`zero_taps` (zero probes to read the relevance at
-its states and inputs).
+What every layer provides is the protocol :class:`Layer`: its parameter keys, rule names, output
+shape, initialisation, application and zero probes, and the answers to the questions its callers ask
+(is the output a sequence, does it need one, how does it describe itself, is it the model's default
+output layer). :class:`Decomposable` is the optional part: a layer's own Contextual Decomposition
+(:mod:`lrpjax.methods.decomposition`). A new layer is a class with these members; the model
+(:class:`~lrpjax.models.Sequential`) and CD ask it, never test its type.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 
 from lrpjax.core import ops
 from lrpjax._types import Array, Params
-from lrpjax.core.cells import CELLS, StandardCell, check_cell_params, unroll, zero_layer_taps
+from lrpjax.core.cells import (CELLS, StandardCell, all_valid, check_cell_params, linearise, unroll, unroll_record,
+                                zero_layer_taps)
 from lrpjax.core.rules import RuleSet
 
-__all__ = ["Spec", "Recurrent", "Dense", "Pool", "LAYERS", "reverse_valid", "layer_from_config"]
+__all__ = ["Spec", "Layer", "Decomposable", "Recurrent", "Dense", "Pool", "LAYERS", "reverse_valid",
+           "layer_from_config"]
 
 
 class Spec(NamedTuple):
@@ -55,6 +59,124 @@ class Spec(NamedTuple):
     def size(self) -> int:
         """D, the size of the concatenated parts."""
         return sum(self.sizes)
+
+
+@runtime_checkable
+class Layer(Protocol):
+    """What every layer of a model provides (as flax's ``RNNCellBase`` states what every cell does).
+
+    A layer is a frozen (hashable) dataclass of static configuration with a ``name`` field (a model names
+    an unnamed layer with ``dataclasses.replace``); its parameters live in the model's parameter dict
+    under :meth:`keys`. Between layers flows a tuple of parts (module docstring), whose
+    static shape is a :class:`Spec`. Callers ask the layer, never its type:
+    :meth:`sequence_output` and :attr:`needs_sequence` (the model's shape checks),
+    :meth:`describe` (its summary line), :attr:`default_name` and :attr:`default_output` (naming an
+    unnamed layer), :meth:`config` (checkpoints). The optional Contextual Decomposition is
+    :class:`Decomposable`.
+    """
+
+    @property
+    def name(self) -> str | None:
+        """The layer's name; None until a model names it."""
+        ...
+
+    @property
+    def default_name(self) -> str:
+        """The prefix of the name a model gives it when unnamed (``"lstm"`` -> ``"lstm_0"``)."""
+        ...
+
+    @property
+    def default_output(self) -> bool:
+        """Whether, unnamed and last in a model, the layer is named ``"out"`` (the output layer)."""
+        ...
+
+    @property
+    def needs_sequence(self) -> bool:
+        """Whether the layer reads only sequences (T, D_k), not vectors."""
+        ...
+
+    def sequence_output(self, sequence_input: bool) -> bool:
+        """Whether the output is a sequence, given whether the input is."""
+        ...
+
+    def keys(self) -> tuple[str, ...]:
+        """Its keys in the model's parameter dict (none for a layer without parameters)."""
+        ...
+
+    def rule_names(self) -> tuple[str, ...]:
+        """The names rule overrides (``rules.composite(by_layer=...)``) may use for it."""
+        ...
+
+    def input_size(self, params: Params) -> int:
+        """The input size read off its parameters (a model reads its own input size from its first layer).
+
+        Raises:
+            ValueError: parameters that do not state it.
+        """
+        ...
+
+    def output_spec(self, params: Params, spec: Spec) -> Spec:
+        """Checks its parameters against the input ``spec``; the output's spec.
+
+        Raises:
+            ValueError: naming the parameter or the input that does not fit.
+        """
+        ...
+
+    def init(self, key: Array, spec: Spec, dtype: Any = ...) -> Params:
+        """Random parameters ``{key: ...}`` for an input of ``spec``."""
+        ...
+
+    def apply(self, params: Params, parts: tuple[Array, ...], spec: Spec, mask: Array | None,
+              rules: RuleSet | None, taps: Params | None) -> tuple[Array, ...]:
+        """The output parts for the input parts of ``spec`` (mask (T,) of valid steps, or None), written
+        with the elementary computations, so ``rules`` (``rules.at(name)``) decide the relevance."""
+        ...
+
+    def zero_taps(self, params: Params, spec: Spec, T: int, dtype: Any) -> tuple[Params, Params]:
+        """``(initial, states)``: zero probes whose cotangents read the relevance at its states or input."""
+        ...
+
+    def describe(self) -> str:
+        """One line stating the layer's kind and configuration, e.g. ``"Dense(tanh, bias)"``."""
+        ...
+
+    def config(self) -> dict[str, Any]:
+        """A JSON-able description (:func:`layer_from_config` inverts it for the layers of :data:`LAYERS`)."""
+        ...
+
+
+@runtime_checkable
+class Decomposable(Protocol):
+    """A layer with a Contextual Decomposition (Murdoch et al. 2018; :mod:`lrpjax.methods.decomposition`).
+
+    Every part of a layer's input and output is split into a relevant part ``beta`` and the rest; the
+    layer maps the relevant parts and the true values of its input to those of its output.
+    """
+
+    def check_decomposable(self) -> None:
+        """Raises TypeError, naming the layer, when this configuration has no decomposition (e.g. a
+        recurrent layer whose cell has none); does nothing otherwise."""
+        ...
+
+    def decompose(self, params: Params, spec: Spec, beta: tuple[Array, ...], total: tuple[Array, ...],
+                  mask: Array, relevant: Array, bias_product: str, reads_input: bool,
+                  record: dict[str, dict[str, Array]]) -> tuple[tuple[Array, ...], tuple[Array, ...]]:
+        """The relevant parts and the true values of the output parts.
+
+        Args:
+            params: the model's parameters.
+            spec: the input's spec.
+            beta: the relevant parts of the input parts; ``total`` their true values.
+            mask: valid steps, (T,) bool.
+            relevant: the relevant positions of the model's input (valid ones), (T,) bool.
+            bias_product: where a relevant step's bias-bias product goes (``BIAS_PRODUCTS``).
+            reads_input: whether the input is the model's input (its relevant part is then the input at
+                the relevant positions).
+            record: ``{"beta_y": {}, "gamma_y": {}, "beta_c": {}, "gamma_c": {}}``; a recurrent layer
+                adds its states' parts under its keys.
+        """
+        ...
 
 
 def reverse_valid(mask: Array) -> Array:
@@ -153,6 +275,8 @@ class Recurrent(_Named):
     directions: tuple[str, str] | None = None
 
     kind: ClassVar[str] = "recurrent"
+    needs_sequence: ClassVar[bool] = True
+    default_output: ClassVar[bool] = False
 
     def __post_init__(self):
         if type(self.cell) not in CELLS.values() and not hasattr(self.cell, "step"):
@@ -176,6 +300,15 @@ class Recurrent(_Named):
     @property
     def default_name(self) -> str:
         return "gru" if self.cell.kind == "gru" else "lstm"
+
+    def sequence_output(self, sequence_input: bool) -> bool:
+        """All steps (``sequences``) or the final state(s)."""
+        return self.sequences
+
+    def describe(self) -> str:
+        """``Recurrent(<cell kind>[, bidirectional][, sequences])``."""
+        return (f"Recurrent({self.cell.kind}{', bidirectional' if self.bidirectional else ''}"
+                f"{', sequences' if self.sequences else ''})")
 
     def keys(self) -> tuple[str, ...]:
         """The parameter keys: the layer's name, or one key per direction."""
@@ -224,27 +357,26 @@ class Recurrent(_Named):
         keys = jax.random.split(key, len(self.keys()))
         return {k: self.cell.init(rk, spec.size, self.units, dtype) for k, rk in zip(self.keys(), keys)}
 
+    def reading_orders(self, mask: Array) -> tuple[Array | None, ...]:
+        """The order each direction (in :meth:`keys` order) reads the steps in: None for the forward
+        direction, :func:`reverse_valid` of ``mask`` (T,) for the backward one (an involution)."""
+        return (None, reverse_valid(mask)) if self.bidirectional else (None,)
+
     def apply(self, params: Params, parts: tuple[Array, ...], spec: Spec, mask: Array | None,
               rules: RuleSet | None, taps: Params | None) -> tuple[Array, ...]:
         """Runs the directions over the concatenated input parts (T, E); see the class docstring."""
         x = _concat(parts)
-        keys = self.keys()
-        order = reverse_valid(jnp.ones((x.shape[0],), bool) if mask is None else mask) if len(keys) == 2 else None
-        inputs = [x] + ([x[order]] if order is not None else [])
-        dir_taps = [None if taps is None else {**taps["initial"][key], **taps["states"][key]} for key in keys]
-        if order is not None and dir_taps[1] is not None:
-            dir_taps[1] = {k: v if k.endswith("0") else v[order] for k, v in dir_taps[1].items()}
+        # No mask is an all-valid one: one program for both, with identical results (cells.all_valid).
+        mask = all_valid(x.shape[0]) if mask is None else mask
+        keys, orders = self.keys(), self.reading_orders(mask)
+        dir_taps = [None if taps is None else _direction_taps(taps, key, order) for key, order in zip(keys, orders)]
         # One scan per direction: running both in one scan (the step vmapped over directions) measured
         # slower on CPU (batched small matrix products).
-        results = [unroll(self.cell, params[key], x_d, None if rules is None else rules.at(key, self.label), mask, t_d)
-                   for key, x_d, t_d in zip(keys, inputs, dir_taps)]
         outputs = []
-        for d, (final, ys) in enumerate(results):
-            if self.sequences:
-                ys = ys[order] if d == 1 else ys   # the reversal is an involution
-                outputs.append(_zero_padding(ys, mask))
-            else:
-                outputs.append(final)
+        for key, order, t_d in zip(keys, orders, dir_taps):
+            key_rules = None if rules is None else rules.at(key, self.label)
+            final, ys = unroll(self.cell, params[key], _read(x, order), key_rules, mask, t_d)
+            outputs.append(_zero_padding(_read(ys, order), mask) if self.sequences else final)
         return tuple(outputs)
 
     def zero_taps(self, params: Params, spec: Spec, T: int, dtype) -> tuple[Params, Params]:
@@ -263,6 +395,82 @@ class Recurrent(_Named):
         return {"type": "recurrent", "cell": cell, "units": self.units, "bidirectional": self.bidirectional,
                 "sequences": self.sequences, "name": self.name,
                 "directions": None if self.directions is None else list(self.directions)}
+
+    @classmethod
+    def from_config(cls, fields: dict[str, Any]) -> Recurrent:
+        """The layer of :meth:`config`'s fields (without ``"type"``).
+
+        Raises:
+            ValueError: an unknown cell kind.
+        """
+        fields = dict(fields)
+        cell = dict(fields["cell"])
+        kind = cell.pop("kind", None)
+        if kind not in CELLS:
+            raise ValueError(f"unknown cell kind {kind!r}; known: {sorted(CELLS)}.")
+        fields["cell"] = CELLS[kind](**cell)
+        if fields.get("directions") is not None:
+            fields["directions"] = tuple(fields["directions"])
+        return cls(**fields)
+
+    # --- Contextual Decomposition (Decomposable) -------------------------------------------------
+
+    def check_decomposable(self) -> None:
+        """Raises TypeError when the cell has no decomposition (only ``StandardCell`` has one)."""
+        if not getattr(self.cell, "decomposable", False):
+            raise TypeError(f"Contextual Decomposition cannot decompose layer {self.name!r} (Recurrent): its cell "
+                            f"{type(self.cell).__name__} (kind {self.cell.kind!r}) has no decomposition; it is "
+                            "defined for the standard LSTM cell (StandardCell).")
+
+    def decompose(self, params: Params, spec: Spec, beta: tuple[Array, ...], total: tuple[Array, ...],
+                  mask: Array, relevant: Array, bias_product: str, reads_input: bool,
+                  record: dict[str, dict[str, Array]]) -> tuple[tuple[Array, ...], tuple[Array, ...]]:
+        """CD of every direction (:class:`Decomposable`): the true states from the cell's own forward
+        pass (``unroll_record``), the relevant ones from its ``decompose``, each direction in its own
+        reading order (:meth:`reading_orders`, as :meth:`apply`). Adds ``beta_<s>``/``gamma_<s>`` of every
+        state ``s`` (T, H) at original positions (padded steps repeat the last valid state) to ``record``."""
+        x_beta, x_total = _concat(beta), _concat(total)
+        out_beta, out_total = [], []
+        for key, order in zip(self.keys(), self.reading_orders(mask)):
+            x, read_relevant = _read(x_total, order), _read(relevant, order)
+            states, records = unroll_record(self.cell, params[key], x, mask)
+            bias_steps = _bias_steps(read_relevant, bias_product)
+            betas = self.cell.decompose(params[key], _read(x_beta, order), x, records, states, mask, bias_steps,
+                                        read_relevant if reads_input else None)
+            # The last step in reading order holds the final state (padded steps repeat it), either direction.
+            if self.sequences:
+                out_beta.append(_zero_padding(_read(betas[0], order), mask))
+                out_total.append(_zero_padding(_read(states[0], order), mask))
+            else:
+                out_beta.append(betas[0][-1])
+                out_total.append(states[0][-1])
+            for name, b, t in zip(self.cell.state_names, betas, states):
+                record[f"beta_{name}"][key] = _read(b, order)
+                record[f"gamma_{name}"][key] = _read(t - b, order)
+        return tuple(out_beta), tuple(out_total)
+
+
+def _direction_taps(taps: Params, key: str, order: Array | None) -> dict[str, Array]:
+    """One direction's probes for ``unroll``: the initial ones, and the per-step ones in its reading order."""
+    merged = {**taps["initial"][key], **taps["states"][key]}
+    return {k: v if k.endswith("0") else _read(v, order) for k, v in merged.items()}
+
+
+def _read(a: Array, order: Array | None) -> Array:
+    """``a`` (T, ...) in a direction's reading order (None: as it is); the same call undoes it."""
+    return a if order is None else a[order]
+
+
+def _bias_steps(relevant: Array, bias_product: str) -> Array:
+    """(T,) bool: the steps, in reading order, whose bias-bias product is relevant
+    (:mod:`lrpjax.methods.decomposition`): never (``"gamma"``), at every relevant step (``"inside"``),
+    or at a relevant step whose next step read is relevant too (``"authors"``)."""
+    if bias_product == "gamma":
+        return jnp.zeros_like(relevant)
+    if bias_product == "inside":
+        return relevant
+    read_next = jnp.concatenate([relevant[1:], jnp.zeros((1,), bool)])
+    return relevant & read_next
 
 
 def _lookup(params: Params, key: str, leaf: str):
@@ -305,6 +513,8 @@ class Dense(_Named):
     name: str | None = None
 
     kind: ClassVar[str] = "dense"
+    needs_sequence: ClassVar[bool] = False
+    default_output: ClassVar[bool] = True
 
     def __post_init__(self):
         _check_units("Dense", self.units)
@@ -316,6 +526,14 @@ class Dense(_Named):
         _check_name("Dense", self.name)
 
     default_name: ClassVar[str] = "dense"
+
+    def sequence_output(self, sequence_input: bool) -> bool:
+        """Per step on a sequence, a vector on a vector."""
+        return sequence_input
+
+    def describe(self) -> str:
+        """``Dense(<activation>[, bias])``."""
+        return f"Dense({self.activation}{', bias' if self.bias else ''})"
 
     def keys(self) -> tuple[str, ...]:
         return (self.label,)
@@ -407,6 +625,34 @@ class Dense(_Named):
         return {"type": "dense", "units": self.units, "activation": self.activation, "bias": self.bias,
                 "name": self.name}
 
+    @classmethod
+    def from_config(cls, fields: dict[str, Any]) -> Dense:
+        return cls(**fields)
+
+    def check_decomposable(self) -> None:
+        """Every dense layer decomposes."""
+
+    def decompose(self, params: Params, spec: Spec, beta: tuple[Array, ...], total: tuple[Array, ...],
+                  mask: Array, relevant: Array, bias_product: str, reads_input: bool,
+                  record: dict[str, dict[str, Array]]) -> tuple[tuple[Array, ...], tuple[Array, ...]]:
+        """CD of ``act(sum_k x_k W_k + b)`` (:class:`Decomposable`): the linear part splits exactly, the
+        bias is irrelevant, and a nonlinear activation is linearised like the LSTM's gates, the bias
+        first (:func:`lrpjax.core.cells.linearise`)."""
+        layer = params[self.label]
+        weights = [layer[k] for k in self.weight_keys(spec)]
+        z_beta = sum(r @ W for r, W in zip(beta, weights))
+        z_total = sum(t @ W for t, W in zip(total, weights))
+        b = jnp.broadcast_to(layer["b"], z_total.shape) if self.bias else jnp.zeros_like(z_total)
+        if self.activation == "identity":
+            out_beta, out_total = z_beta, z_total + b
+        else:
+            act = _DENSE_ACTIVATIONS[self.activation]
+            out_total = act(z_total + b)
+            out_beta = linearise(z_beta, (z_total - z_beta) + b, b, out_total, act)
+        if spec.sequence:
+            out_beta, out_total = _zero_padding(out_beta, mask), _zero_padding(out_total, mask)
+        return (out_beta,), (out_total,)
+
 
 # --- pooling -----------------------------------------------------------------------------------------
 
@@ -433,14 +679,29 @@ class Pool(_Named):
 
     kind: ClassVar[str] = "pool"
     default_name: ClassVar[str] = "pool"
+    needs_sequence: ClassVar[bool] = True
+    default_output: ClassVar[bool] = False
 
     def __post_init__(self):
         if self.mode not in _POOL_MODES:
             raise ValueError(f"`mode` of Pool must be one of {_POOL_MODES}; got {self.mode!r}.")
         _check_name("Pool", self.name)
 
+    def sequence_output(self, sequence_input: bool) -> bool:
+        """A vector: the steps are pooled."""
+        return False
+
+    def describe(self) -> str:
+        """``Pool(<mode>)``."""
+        return f"Pool({self.mode})"
+
     def keys(self) -> tuple[str, ...]:
         return ()
+
+    def input_size(self, params: Params) -> int:
+        """Raises: a pooling layer has no parameters to read an input size off."""
+        raise ValueError(f"layer {self.label!r} (Pool) has no parameters to read the input size off; a model "
+                         "cannot start with it.")
 
     def rule_names(self) -> tuple[str, ...]:
         return (self.label,)
@@ -469,11 +730,13 @@ class Pool(_Named):
         layer_rules = None if rules is None else rules.at(self.label)
         if self.mode == "max":
             return tuple(_max_pool(part, valid) for part in parts)
-        dtype = parts[0].dtype
-        weights = valid.astype(dtype)
-        if self.mode == "mean":
-            weights = weights / jnp.sum(weights)
+        weights = self._weights(valid, parts[0].dtype)
         return tuple(ops.pool(layer_rules, part, weights) for part in parts)
+
+    def _weights(self, valid: Array, dtype) -> Array:
+        """The step weights (T,) of sum (the mask) and mean pooling (the mask / L)."""
+        weights = valid.astype(dtype)
+        return weights / jnp.sum(weights) if self.mode == "mean" else weights
 
     def zero_taps(self, params: Params, spec: Spec, T: int, dtype) -> tuple[Params, Params]:
         """``({}, {name: zeros (T, D)})``: a probe on the pooled sequence."""
@@ -482,12 +745,40 @@ class Pool(_Named):
     def config(self) -> dict[str, Any]:
         return {"type": "pool", "mode": self.mode, "name": self.name}
 
+    @classmethod
+    def from_config(cls, fields: dict[str, Any]) -> Pool:
+        return cls(**fields)
+
+    def check_decomposable(self) -> None:
+        """Every pooling layer decomposes."""
+
+    def decompose(self, params: Params, spec: Spec, beta: tuple[Array, ...], total: tuple[Array, ...],
+                  mask: Array, relevant: Array, bias_product: str, reads_input: bool,
+                  record: dict[str, dict[str, Array]]) -> tuple[tuple[Array, ...], tuple[Array, ...]]:
+        """CD of pooling (:class:`Decomposable`): sum and mean are linear; max takes both parts at the step
+        that is maximal in the true value."""
+        if self.mode == "max":
+            index = [_max_index(t, mask) for t in total]
+            return (tuple(_gather(r, k) for r, k in zip(beta, index)),
+                    tuple(_gather(t, k) for t, k in zip(total, index)))
+        w = self._weights(mask, total[0].dtype)
+        return tuple(w @ r for r in beta), tuple(w @ t for t in total)
+
+
+def _max_index(x: Array, valid: Array) -> Array:
+    """The first valid step maximal in each feature of ``x`` (T, D): (D,) indices."""
+    lowest = jnp.asarray(-jnp.inf, x.dtype)
+    return jnp.argmax(jnp.where(valid[:, None], x, lowest), axis=0)
+
+
+def _gather(x: Array, index: Array) -> Array:
+    """``x[index_d, d]`` for every feature d: (T, D), (D,) -> (D,)."""
+    return jnp.take_along_axis(x, index[None, :], axis=0)[0]
+
 
 def _max_pool(x: Array, valid: Array) -> Array:
     """``max_t x_td`` over valid steps, as a gather of the first maximal step (T, D) -> (D,)."""
-    lowest = jnp.asarray(-jnp.inf, x.dtype)
-    index = jnp.argmax(jnp.where(valid[:, None], x, lowest), axis=0)
-    return jnp.take_along_axis(x, index[None, :], axis=0)[0]
+    return _gather(x, _max_index(x, valid))
 
 
 LAYERS = {layer.kind: layer for layer in (Recurrent, Dense, Pool)}
@@ -502,13 +793,4 @@ def layer_from_config(config: dict[str, Any]):
     """
     if not isinstance(config, dict) or config.get("type") not in LAYERS:
         raise ValueError(f"a layer config must be a dict with 'type' in {sorted(LAYERS)}; got {config!r}.")
-    fields = {k: v for k, v in config.items() if k != "type"}
-    if config["type"] == "recurrent":
-        cell = dict(fields["cell"])
-        kind = cell.pop("kind", None)
-        if kind not in CELLS:
-            raise ValueError(f"unknown cell kind {kind!r}; known: {sorted(CELLS)}.")
-        fields["cell"] = CELLS[kind](**cell)
-        if fields.get("directions") is not None:
-            fields["directions"] = tuple(fields["directions"])
-    return LAYERS[config["type"]](**fields)
+    return LAYERS[config["type"]].from_config({k: v for k, v in config.items() if k != "type"})

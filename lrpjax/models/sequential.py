@@ -17,8 +17,12 @@ explanation work for every composition::
     scores = model.apply(params, x)                 # (5,)
     R = lrpjax.lrp(model.apply, "lrp-all")(params, x, 3)
 
-Unnamed layers are named by the model: ``lstm_0``, ``gru_1``, ``dense_0``, ``pool_0``, ..., the last
+Unnamed layers are named by the model: ``lstm_0``, ``gru_1``, ``dense_0``, ``pool_0``, ..., a last
 dense layer ``out``; :attr:`Sequential.names` lists every name a rule override may use.
+
+Any value with the members of :class:`~lrpjax.models.layers.Layer` is a layer: the model asks each layer
+about itself (its output shape, whether it needs a sequence, its summary line, its name) and never
+tests its type, so a new kind of layer composes without a change here.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrpjax._types import Array, ArrayLike, Params
-from lrpjax.models.layers import Dense, Recurrent, Spec, layer_from_config
+from lrpjax.models.layers import Layer, Spec, layer_from_config
 from lrpjax.core.rules import RuleSet
 
 __all__ = ["Sequential", "check_inputs", "floating_dtype", "network_of"]
@@ -115,8 +119,8 @@ class Sequential:
     """A model: layers applied in order (module docstring).
 
     Attributes:
-        layers: the layer values (:class:`~lrpjax.models.layers.Recurrent`, ``Dense``, ``Pool``), input
-            side first. Unnamed layers get default names (see the module docstring).
+        layers: the layer values (:class:`~lrpjax.models.layers.Layer`: ``Recurrent``, ``Dense``, ``Pool``
+            or any other), input side first. Unnamed layers get default names (see the module docstring).
         sequence_input: the model reads a sequence (T, E) with an optional mask (True), or one
             vector (D,) (False, e.g. a multilayer perceptron).
     """
@@ -126,9 +130,9 @@ class Sequential:
 
     def __post_init__(self):
         layers = tuple(self.layers) if isinstance(self.layers, (list, tuple)) else None
-        if not layers or not all(hasattr(layer, "output_spec") for layer in layers):
-            raise TypeError("`layers` of Sequential must be a non-empty tuple of layers (Recurrent, Dense, Pool); "
-                            f"got {self.layers!r}.")
+        if not layers or not all(isinstance(layer, Layer) for layer in layers):
+            raise TypeError("`layers` of Sequential must be a non-empty tuple of layers (Recurrent, Dense, Pool, or "
+                            f"any value with the members of lrpjax.models.layers.Layer); got {self.layers!r}.")
         if not isinstance(self.sequence_input, bool):
             raise TypeError(f"`sequence_input` must be a bool; got {type(self.sequence_input).__name__}.")
         object.__setattr__(self, "layers", _named(layers))
@@ -140,9 +144,10 @@ class Sequential:
                 seen[name] = k
         sequence = self.sequence_input
         for layer in self.layers:
-            if isinstance(layer, Recurrent) and not sequence:
-                raise ValueError(f"layer {layer.name!r} (Recurrent) needs a sequence; its input is a vector.")
-            sequence = _is_sequence(layer, sequence)
+            if layer.needs_sequence and not sequence:
+                raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) needs a sequence; its input is a "
+                                 "vector.")
+            sequence = layer.sequence_output(sequence)
 
     # --- static description ---------------------------------------------------------------------
 
@@ -164,7 +169,7 @@ class Sequential:
         """Whether the output is per step, (T, C), rather than (C,)."""
         sequence = self.sequence_input
         for layer in self.layers:
-            sequence = _is_sequence(layer, sequence)
+            sequence = layer.sequence_output(sequence)
         return sequence
 
     @property
@@ -329,14 +334,7 @@ class Sequential:
         specs = None if params is None else self.specs(params)
         lines = []
         for k, layer in enumerate(self.layers):
-            text = f"{layer.name:<16} {type(layer).__name__}"
-            if isinstance(layer, Recurrent):
-                text += f"({layer.cell.kind}{', bidirectional' if layer.bidirectional else ''}" \
-                        f"{', sequences' if layer.sequences else ''})"
-            elif isinstance(layer, Dense):
-                text += f"({layer.activation}{', bias' if layer.bias else ''})"
-            else:
-                text += f"({layer.mode})"
+            text = f"{layer.name:<16} {layer.describe()}"
             if specs is not None and params is not None:
                 out = specs[k + 1]
                 shape = f"(T, {out.size})" if out.sequence else f"({out.size},)"
@@ -347,22 +345,14 @@ class Sequential:
         return "\n".join(lines)
 
 
-def _is_sequence(layer, sequence: bool) -> bool:
-    if isinstance(layer, Recurrent):
-        return layer.sequences
-    if isinstance(layer, Dense):
-        return sequence
-    return False   # pooling
-
-
 def _named(layers: tuple) -> tuple:
-    """Gives every unnamed layer a default name: ``<kind>_<k>``, the last dense layer ``out``."""
-    last_dense = max((k for k, layer in enumerate(layers) if isinstance(layer, Dense)), default=None)
+    """Gives every unnamed layer a default name: ``<default_name>_<k>``, or ``out`` for a last layer that
+    is an output layer by default (``default_output``: a dense layer)."""
     counts: dict[str, int] = {}
     named = []
     for k, layer in enumerate(layers):
         if layer.name is None:
-            if k == last_dense and k == len(layers) - 1:
+            if k == len(layers) - 1 and layer.default_output:
                 name = "out"
             else:
                 prefix = layer.default_name
