@@ -2,6 +2,12 @@
 
 import gc
 import os
+import sys
+from pathlib import Path
+
+# The tests mirror the package's folders (tests/core, tests/methods, ...); the independent float64
+# oracles and the test helpers (tests/oracles) are imported by name from every folder.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "oracles"))
 
 # The suite is dominated by XLA compilation of small programs: a lower backend optimisation level
 # compiles faster and leaves results within the tests' tolerances.

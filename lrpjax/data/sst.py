@@ -60,7 +60,7 @@ UNK = "<unk>"
 # - train.txt:1 reads "(2 R  ock)": a leaf with a space inside, malformed PTB. The reference
 #   vocabulary lists the lower-cased words of train, test, dev in order of first appearance and
 #   starts "the", "rock", "is", "destined" (no "ock"), so the original leaf is "Rock"; with this
-#   repair the words of the three splits reproduce that vocabulary exactly (tests/test_sst_data.py).
+#   repair the words of the three splits reproduce that vocabulary exactly (tests/loaders/test_sst_data.py).
 _ERRATA = {("train.txt", 1): ("(2 R  ock)", "(2 Rock)")}
 
 # ASCII whitespace separates atoms; a no-break space (U+00A0) is part of a token, as in the file.

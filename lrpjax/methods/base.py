@@ -81,7 +81,7 @@ switches branch. There JAX returns the derivative of one branch, never NaN:
 
 For a random input and random parameters none of these points is hit with probability one; finite
 differences agree with ``jax.grad`` and ``jax.jvp`` to about 1e-8 relative in float64
-(``tests/test_differentiable.py``). What has no forward mode is the *model* under a rule set,
+(``tests/methods/test_differentiable.py``). What has no forward mode is the *model* under a rule set,
 ``apply(params, x, rules)``: its ops are ``custom_vjp`` functions, so ``jax.jvp`` of it raises JAX's
 ``TypeError: can't apply forward-mode autodiff (jvp) to a custom_vjp function`` (its reverse mode is
 the relevance itself); an explanation built from it has all derivatives, ``jax.hessian`` included.

@@ -17,7 +17,7 @@ from lrpjax.data.gridworld import LEFT, RIGHT, GridWorld, explore
 from lrpjax.models.lstm import LSTM
 from lrpjax.rules import preset
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 MODEL = LSTM(MarkovCell())
 
 

@@ -26,7 +26,7 @@ from lrpjax.models import Dense, Recurrent, Sequential, bilstm
 from lrpjax.rules import preset
 from lrpjax.datasets.stream import StreamError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 E, H, C = 4, 3, 3
 BUCKETS = (4, 8)
 LENGTHS = (2, 5, 2, 7, 5, 1, 8, 3, 6, 2, 4, 5, 8, 1, 3)

@@ -26,7 +26,7 @@ from lrpjax.datasets import stream
 from lrpjax.models import bilstm
 from lrpjax.rules import preset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N = 60
 
 CHILD = textwrap.dedent("""

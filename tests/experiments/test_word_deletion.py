@@ -13,7 +13,7 @@ from lrpjax.data.sst import PAD, UNK, Vocabulary
 from lrpjax.models import bilstm
 from lrpjax.app.model import SSTModel
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("sst_word_deletion", ROOT / "experiments" / "sst_word_deletion.py")
 deletion = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(deletion)

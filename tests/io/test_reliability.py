@@ -33,7 +33,7 @@ from lrpjax.data.sst import PAD, UNK, Vocabulary, read_trees
 from lrpjax.models import bilstm
 from lrpjax.app.model import SSTModel
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORDS = ("good", "bad", "movie", "not", "a", "film", "very", "dull", "fun", ".")
 
 

@@ -258,7 +258,7 @@ def test_a_model_built_by_calling_it_imports():
 
 def test_readme_snippet_explain_your_own_keras_model_runs(tmp_path):
     """As a user runs it: a fresh interpreter (default 32-bit JAX, no test configuration)."""
-    text = (Path(__file__).resolve().parents[1] / "examples" / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "examples" / "README.md").read_text()
     block = re.search(r"### Explain your own Keras model.*?```python\n(.*?)```", text, re.S)
     assert block, "no Keras snippet in examples/README.md"
     result = subprocess.run([sys.executable, "-c", block.group(1)], cwd=tmp_path, capture_output=True, text=True)

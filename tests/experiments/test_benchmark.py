@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "experiments" / "benchmark.py"
 spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
 benchmark = importlib.util.module_from_spec(spec)

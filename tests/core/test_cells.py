@@ -1,7 +1,7 @@
 """The LRP-friendly cells (Eqs. 11.7-11.18) against a float64 NumPy oracle written here.
 
 The oracle's forward pass is written from the chapter's equations with explicit loops; its LRP
-backward composes the elementary rules of ``tests/reference.py`` (which shares no code with the
+backward composes the elementary rules of ``tests/oracles/reference.py`` (which shares no code with the
 library) in the order the equations dictate.
 """
 
@@ -15,7 +15,7 @@ from lrpjax import lrp
 from lrpjax.cells import GatelessCell, GRUCell, MarkovCell, NondecreasingCell, StandardCell, unroll
 from lrpjax.models.lstm import LSTM
 from lrpjax.rules import PRESETS, preset
-import reference as ref  # tests/ is on sys.path (rootdir conftest, no __init__.py)
+import reference as ref  # tests/oracles is on sys.path (tests/conftest.py)
 
 CELLS = (NondecreasingCell(), MarkovCell(), GatelessCell(), NondecreasingCell(a_g=3.0, a_h=2.0),
          MarkovCell(a_g=4.0, a_h=4.0, b_z_init=-3.0, b_i_init=-2.0))

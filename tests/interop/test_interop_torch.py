@@ -274,7 +274,7 @@ def test_importing_lrpjax_imports_no_framework():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def readme_snippet(heading: str) -> str:

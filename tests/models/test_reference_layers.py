@@ -1,4 +1,4 @@
-"""Self-tests of the layered NumPy oracle tests/reference_layers.py (no lrpjax involved)."""
+"""Self-tests of the layered NumPy oracle tests/oracles/reference_layers.py (no lrpjax involved)."""
 
 import itertools
 
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import reference as ref  # tests/ is on sys.path (rootdir conftest, no __init__.py)
+import reference as ref  # tests/oracles is on sys.path (tests/conftest.py)
 import reference_layers as rl
 
 CELLS = ("lstm", "gru", "gru-v1")
@@ -210,7 +210,7 @@ def test_uni_stack_gradient_matches_jax(rng, cell):
     _close(_jax_grad(model, x, seed), rl.gradient(model, x, seed), 1e-10)
 
 
-# ---- consistency with tests/reference.py --------------------------------------------------------
+# ---- consistency with tests/oracles/reference.py --------------------------------------------------------
 
 
 def _bilstm_model(params):

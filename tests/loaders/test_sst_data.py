@@ -8,7 +8,7 @@ import pytest
 
 from lrpjax.data import sst
 
-REF_VOCAB = Path(__file__).parent / "data" / "ref_vocab.json"
+REF_VOCAB = Path(__file__).parents[1] / "data" / "ref_vocab.json"
 
 
 @pytest.fixture(scope="module")

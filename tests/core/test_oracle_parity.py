@@ -1,4 +1,4 @@
-"""The engine against the independent float64 numpy oracle (tests/reference.py) to 1e-10 relative."""
+"""The engine against the independent float64 numpy oracle (tests/oracles/reference.py) to 1e-10 relative."""
 
 import jax
 import jax.numpy as jnp

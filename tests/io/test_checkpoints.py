@@ -184,7 +184,7 @@ import jax  # noqa: E402
 from lrpjax.core.cells import GRUCell, GatelessCell, MarkovCell, NondecreasingCell, StandardCell  # noqa: E402
 from lrpjax.models import LSTM, MLP, Dense, Pool, Recurrent, Sequential, bilstm, network_of  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 COMPOSITIONS = {
     "gru-bi-stack": lambda: Sequential((Recurrent(GRUCell(), 4, bidirectional=True, sequences=True),

@@ -11,7 +11,7 @@ import pytest
 
 from lrpjax.data import digits
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_load_digits_shapes_ranges_and_classes():

@@ -15,7 +15,7 @@ from lrpjax.models import bilstm
 from lrpjax.app.model import (DEFAULT_CHECKPOINT, DEFAULT_EPS, KIND, METHODS, SSTModel, bucket_length, buckets,
                         make_method, resolve_target)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,13 @@
-"""Self-tests of the NumPy oracle tests/reference.py (no lrpjax involved)."""
+"""Self-tests of the NumPy oracle tests/oracles/reference.py (no lrpjax involved)."""
 
 import pathlib
 
 import numpy as np
 import pytest
 
-import reference as ref  # tests/ is on sys.path (rootdir conftest, no __init__.py)
+import reference as ref  # tests/oracles is on sys.path (tests/conftest.py)
 
-DATA = pathlib.Path(__file__).parent / "data" / "ref_bilstm.npz"
+DATA = pathlib.Path(__file__).parents[1] / "data" / "ref_bilstm.npz"
 GATES = ("all", "prop", "abs", "half")
 
 

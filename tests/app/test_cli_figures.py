@@ -11,7 +11,7 @@ import pytest
 import lrpjax
 from lrpjax.app import cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args):

@@ -1,7 +1,7 @@
 """The HTML pages in a real headless Chromium: rendered colours of known words, search and sorting.
 
 Skipped only when no Chromium is installed (``.ci/run`` installs Debian's ``chromium``). The driver
-(tests/browser.py) speaks the DevTools protocol over a pipe, so nothing but the standard library and
+(tests/oracles/browser.py) speaks the DevTools protocol over a pipe, so nothing but the standard library and
 the browser is needed.
 """
 
