@@ -74,7 +74,7 @@ import numpy as np
 from lrpjax._types import Array, ArrayLike, Params
 from lrpjax.methods.base import Method, model_of
 from lrpjax.methods.targets import check_target, check_targets, select
-from lrpjax.models.layers import Decomposable, _concat
+from lrpjax.models.layers import Decomposable, concat
 from lrpjax.models.sequential import Sequential, check_inputs, check_prefix, network_of
 
 __all__ = ["ContextualDecomposition", "cd", "decompose", "phrase", "phrase_batch", "Decomposition", "BIAS_PRODUCTS"]
@@ -111,7 +111,7 @@ def _decompose(model: Sequential, params: Params, x: Array, relevant: Array, mas
     beta, total = (jnp.where(relevant[:, None], x, jnp.zeros((), x.dtype)),), (x,)
     for k, (layer, spec) in enumerate(zip(model.layers, model.specs(params))):
         beta, total = layer.decompose(params, spec, beta, total, mask, relevant & mask, bias_product, k == 0, record)
-    beta_scores, scores = _concat(beta), _concat(total)
+    beta_scores, scores = concat(beta), concat(total)
     return Decomposition(record["beta_y"], record["gamma_y"], record["beta_c"], record["gamma_c"],
                          beta_scores, scores - beta_scores)
 

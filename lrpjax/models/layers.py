@@ -39,7 +39,7 @@ from lrpjax.core.cells import (CELLS, StandardCell, all_valid, check_cell_params
 from lrpjax.core.rules import RuleSet
 
 __all__ = ["Spec", "Layer", "Decomposable", "Recurrent", "Dense", "Pool", "LAYERS", "reverse_valid",
-           "layer_from_config"]
+           "layer_from_config", "concat"]
 
 
 class Spec(NamedTuple):
@@ -204,7 +204,8 @@ def _zero_padding(value: Array, mask: Array | None) -> Array:
     return jnp.where(mask[:, None], value, jnp.zeros((), value.dtype))
 
 
-def _concat(parts: tuple[Array, ...]) -> Array:
+def concat(parts: tuple[Array, ...]) -> Array:
+    """A layer's output from its parts: their concatenation along the feature axis (one part: itself)."""
     return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
 
 
@@ -365,7 +366,7 @@ class Recurrent(_Named):
     def apply(self, params: Params, parts: tuple[Array, ...], spec: Spec, mask: Array | None,
               rules: RuleSet | None, taps: Params | None) -> tuple[Array, ...]:
         """Runs the directions over the concatenated input parts (T, E); see the class docstring."""
-        x = _concat(parts)
+        x = concat(parts)
         # No mask is an all-valid one: one program for both, with identical results (cells.all_valid).
         mask = all_valid(x.shape[0]) if mask is None else mask
         keys, orders = self.keys(), self.reading_orders(mask)
@@ -429,7 +430,7 @@ class Recurrent(_Named):
         pass (``unroll_record``), the relevant ones from its ``decompose``, each direction in its own
         reading order (:meth:`reading_orders`, as :meth:`apply`). Adds ``beta_<s>``/``gamma_<s>`` of every
         state ``s`` (T, H) at original positions (padded steps repeat the last valid state) to ``record``."""
-        x_beta, x_total = _concat(beta), _concat(total)
+        x_beta, x_total = concat(beta), concat(total)
         out_beta, out_total = [], []
         for key, order in zip(self.keys(), self.reading_orders(mask)):
             x, read_relevant = _read(x_total, order), _read(relevant, order)
