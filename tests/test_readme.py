@@ -37,7 +37,8 @@ EXPECTED = [
     ("python", "import os   # a model trained in Keras 3", "run: keras"),
     ("python", "import lrpjax", "run: dataset"),
     ("text", '$ lrpjax explain "the plot is dull but the actors are wonderful"', "command output"),
-    ("text", "lrpjax/rules.py        rule values, rule sets, presets, composites", "layout"),
+    ("text", "lrpjax/core/           the engine: rules.py (rule values, rule sets, presets, composites), ops.py (linear,",
+     "layout"),
 ]
 
 # Checks appended to a python block: the claims of its comments.

@@ -8,9 +8,10 @@ the streams of :mod:`lrpjax.datasets.stream`, the SST application and the experi
   :func:`compilations` counts the compilations of the process.
 * **Several devices** -- each chunk's batch axis is sharded over a 1-D device mesh named ``"batch"``,
   parameters are replicated. Under ``jax.distributed`` the mesh spans every process's devices.
-* **Host work per chunk** -- a chunk is packed into one padded array (dummy rows beyond the last
-  sequence hold one valid zero step), checked for finiteness and cast to the parameters' dtype as a
-  whole, and launched before the previous chunk's results are fetched, so the host packs the next chunk
+* **Host work per chunk** -- a sequence of another dtype is cast to the parameters' when it is added
+  (a value the cast would turn into infinity is refused there, naming it); a chunk is packed into one
+  padded array (dummy rows beyond the last sequence hold one valid zero step), checked for finiteness
+  as a whole, and launched before the previous chunk's results are fetched, so the host packs the next chunk
   while the devices work; results stay packed (:class:`Chunk`) and callers crop views of them.
 """
 
@@ -31,7 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from lrpjax._types import Params
 from lrpjax.datasets.buckets import bucket_rule
 from lrpjax.methods.base import Method
-from lrpjax.methods.inputs import check_finite, floating_dtype
+from lrpjax.methods.inputs import cast_input, check_finite, floating_dtype
 from lrpjax.methods.program import Program, explain_chunk
 
 __all__ = ["Chunk", "Run", "ChunkDriver", "OpenChunk", "plan_run", "pack", "compilations", "clear_cache", "compile_buckets",
@@ -335,24 +336,13 @@ def pack(xs: Sequence[np.ndarray], L: int, B: int, targets: Sequence[int], indic
     return X, mask, chunk_targets, index
 
 
-def _check_chunk(X: np.ndarray, rows: int, indices: Sequence[int], dtype, where: Callable[[int], str],
-                 finite: bool) -> np.ndarray:
-    """The packed chunk X (B, L, E) cast to ``dtype``: non-finite values (with ``finite``) and values the
-    cast would turn into infinity are refused, naming the sequence (``where(index)``)."""
-    if finite and not np.isfinite(X).all():
+def _check_finite(X: np.ndarray, rows: int, indices: Sequence[int], where: Callable[[int], tuple[str, str]]) -> None:
+    """Refuses non-finite values in the packed chunk X (B, L, E): one check of the whole chunk, then the
+    first offending sequence named (``where(index)``: its name and a suffix)."""
+    if not np.isfinite(X).all():
         row = int(np.flatnonzero(~np.isfinite(X[:rows]).reshape(rows, -1).all(axis=1))[0])
-        raise ValueError(f"{where(indices[row])} contains non-finite values (NaN or inf).")
-    if X.dtype == dtype:
-        return X
-    with np.errstate(over="ignore", invalid="ignore"):
-        cast = X.astype(dtype)
-    overflow = ~np.isfinite(cast) & np.isfinite(X)
-    if overflow.any():
-        row = int(np.flatnonzero(overflow.reshape(X.shape[0], -1).any(axis=1))[0])
-        raise ValueError(f"{where(indices[row])} has values up to {np.max(np.abs(X[overflow])):.3g} that overflow "
-                         f"{np.dtype(dtype).name}, the parameters' dtype (it is {X.dtype.name}); scale the input, "
-                         "or give parameters of a wider dtype.")
-    return cast
+        name, suffix = where(indices[row])
+        raise ValueError(f"`{name}`{suffix} contains non-finite values (NaN or inf).")
 
 
 class ChunkDriver:
@@ -365,17 +355,18 @@ class ChunkDriver:
             opening order; default all); a chunk it does not own is counted but never packed.
         compute: ``compute(chunk) -> bool`` for an owned chunk about to launch: False skips it (a
             resumed stream's finished chunk); default all.
-        where: how errors name sequence ``index`` (default ```sequences[index]```).
+        where: how errors name sequence ``index``: ``(name, suffix)``, default ``("sequences[index]", "")``.
         finite: refuse non-finite values in the input.
     """
 
     def __init__(self, run: Run, owns: Callable[[int], bool] | None = None,
-                 compute: Callable[[OpenChunk], bool] | None = None, where: Callable[[int], str] | None = None,
+                 compute: Callable[[OpenChunk], bool] | None = None,
+                 where: Callable[[int], tuple[str, str]] | None = None,
                  finite: bool = True):
         self.run = run
         self.owns = owns or (lambda serial: True)
         self.compute = compute or (lambda chunk: True)
-        self.where = where or (lambda index: f"`sequences[{index}]`")
+        self.where = where or (lambda index: (f"sequences[{index}]", ""))
         self.finite = finite
         self.open: dict[int, OpenChunk] = {}
         self.serial = 0
@@ -387,8 +378,14 @@ class ChunkDriver:
         chunks that finished (each with its results, or None for a chunk skipped by ``compute``)."""
         L = self.run.bucket(x.shape[0])
         chunk = self.open.get(L)
+        owned = self.owns(self.serial) if chunk is None else chunk.owned
+        if owned and x.dtype != self.run.dtype:
+            # A cast is refused when the sequence is added (naming it; the driver keeps working): values
+            # the cast would turn into infinity. Finiteness is checked per chunk (_check_finite).
+            name, suffix = self.where(index)
+            x = cast_input(name, x, self.run.dtype, suffix, finite=False)
         if chunk is None:
-            chunk = self.open[L] = OpenChunk(self.serial, L, self.owns(self.serial))
+            chunk = self.open[L] = OpenChunk(self.serial, L, owned)
             self.serial += 1
         chunk.add(index, x, target)
         if len(chunk.indices) == self.run.chunk_size:
@@ -419,8 +416,10 @@ class ChunkDriver:
             yield self._collect(self.launched.popleft())
 
     def _pack(self, chunk: OpenChunk):
-        X, mask, targets, index = pack(chunk.xs, chunk.L, self.run.chunk_size, chunk.targets, chunk.indices)
-        return _check_chunk(X, len(chunk.xs), chunk.indices, self.run.dtype, self.where, self.finite), mask, targets, index
+        packed = pack(chunk.xs, chunk.L, self.run.chunk_size, chunk.targets, chunk.indices)
+        if self.finite:
+            _check_finite(packed[0], len(chunk.xs), chunk.indices, self.where)
+        return packed
 
     def _launch(self, chunk: OpenChunk):
         compiled = _compiled(self.run, chunk.L)

@@ -206,7 +206,7 @@ def _items(items: Iterable) -> Iterator[_Item | _Flush]:
 def _driver(setup: _Setup, owns, compute: Callable[[ChunkInfo], bool], finite: bool) -> ChunkDriver:
     """The chunk driver of a stream: chunks named by their :class:`ChunkInfo`, sequences by their index."""
     return ChunkDriver(setup.run, owns, lambda chunk: compute(ChunkInfo.of(chunk)),
-                       lambda index: f"`items` (sequence {index})", finite)
+                       lambda index: ("items", f" (sequence {index})"), finite)
 
 
 def _add(driver: ChunkDriver, setup: _Setup, item: _Item) -> Iterator[tuple[ChunkInfo, Chunk | None]]:

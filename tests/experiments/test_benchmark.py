@@ -18,7 +18,8 @@ spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
 benchmark = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(benchmark)
 
-SECTIONS = ("machine", "throughput", "lrp_over_forward", "ratios", "memory", "cd", "embed", "cli", "torch", "load")
+SECTIONS = ("machine", "throughput", "lrp_over_forward", "ratios", "driver", "memory", "cd", "embed", "cli", "torch",
+            "load")
 TORCH_INSTALLED = importlib.util.find_spec("torch") is not None
 
 
@@ -62,7 +63,7 @@ def test_quick_run_writes_every_section_with_finite_positive_figures(quick_run):
     out, report, _ = quick_run
     assert set(SECTIONS) <= set(report)
     assert sorted(p.name for p in out.iterdir()) == ["benchmark.json", "benchmark.md"]  # no partial file left
-    assert set(report["load"]) == {"throughput", "ratios", "memory", "cd", "embed", "cli", "torch"}
+    assert set(report["load"]) == {"throughput", "ratios", "driver", "memory", "cd", "embed", "cli", "torch"}
     assert [r["config"] for r in report["throughput"]] == list(benchmark.QUICK_CONFIGS)
     for row in report["throughput"]:
         check_dataset_row(row, row["config"])
@@ -74,6 +75,14 @@ def test_quick_run_writes_every_section_with_finite_positive_figures(quick_run):
     check_ratios(report["ratios"], ["lrp-all"], "ratios")
     for key in ("sentences", "one_at_a_time_per_s", "batched_per_s", "speedup"):
         positive(report["ratios"]["one_at_a_time"][key], f"one_at_a_time {key}")
+
+    driver = report["driver"]
+    for key in ("dataset", "program", "forward"):
+        positive(driver["seconds"][key], f"driver seconds {key}")
+    assert np.isfinite(driver["driver_overhead"]) and driver["driver_overhead"] > -1
+    positive(driver["lrp_over_forward"], "driver lrp_over_forward")
+    positive(driver["mask_batch"]["without_over_with"], "driver without_over_with")
+    assert "## The dataset driver and the forward pass" in (out / "benchmark.md").read_text()
 
     assert [(r["mode"], r["replicas"]) for r in report["memory"]] == [("stream", 1), ("stream", 3),
                                                                      ("collect", 1), ("collect", 3)]

@@ -28,7 +28,7 @@ import pytest
 from lrpjax.io import checkpoints as ck
 from lrpjax.app import cli
 from lrpjax.core import rules
-from lrpjax import train as tr
+from lrpjax.train import trainer as tr
 from lrpjax.data.sst import PAD, UNK, Vocabulary, read_trees
 from lrpjax.models import bilstm
 from lrpjax.app.model import SSTModel
@@ -147,7 +147,7 @@ def test_disk_full_error_names_the_checkpoint(tmp_path, monkeypatch):
 
 
 def test_a_failing_fsync_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    from lrpjax import _files
+    from lrpjax.io import files as _files
 
     path = ck.save(tmp_path / "model.npz", {"w": np.arange(3.0)}, {"kind": "toy"})
     before = Path(path).read_bytes()
@@ -1198,7 +1198,11 @@ def test_a_traced_half_precision_input_is_cast_under_jit():
     method = lrpjax.lrp(model.apply, "lrp-half")
     x = jnp.asarray(np.random.default_rng(2).normal(size=(4, 4)), jnp.bfloat16)
     got = jax.jit(lambda x_: method(params, x_, 2))(x)
-    np.testing.assert_array_equal(np.asarray(got), np.asarray(method(params, x.astype(jnp.float32), 2)))
+    assert got.dtype == jnp.float32
+    # Under the outer jit the method's program is compiled into another one (other fusions): equal to
+    # float32 rounding, not bit for bit.
+    np.testing.assert_allclose(np.asarray(got), np.asarray(method(params, x.astype(jnp.float32), 2)), rtol=1e-5,
+                               atol=1e-7)
 
 
 def test_explain_dataset_casts_sequences_and_refuses_one_that_overflows():

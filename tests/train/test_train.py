@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from lrpjax import train as tr
+from lrpjax.train import trainer as tr
 from lrpjax.io.progress import ProgressBar, track
 
 T, E, H, C = 5, 3, 4, 1
