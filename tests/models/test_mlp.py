@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 from jax.test_util import check_grads
-from test_dense_rules import oracle
+from reference_dense import oracle
 
 import lrpjax
 from lrpjax import train
