@@ -79,7 +79,7 @@ def test_quick_run_writes_every_section_with_finite_positive_figures(quick_run):
     driver = report["driver"]
     for key in ("dataset", "program", "forward"):
         positive(driver["seconds"][key], f"driver seconds {key}")
-    assert np.isfinite(driver["driver_overhead"]) and driver["driver_overhead"] > -1
+    assert math.isfinite(driver["driver_overhead"]) and driver["driver_overhead"] > -1
     positive(driver["lrp_over_forward"], "driver lrp_over_forward")
     positive(driver["mask_batch"]["without_over_with"], "driver without_over_with")
     assert "## The dataset driver and the forward pass" in (out / "benchmark.md").read_text()
