@@ -783,7 +783,24 @@ def _max_pool(x: Array, valid: Array) -> Array:
 
 
 LAYERS = {layer.kind: layer for layer in (Recurrent, Dense, Pool)}
-"""The layer classes by ``kind``."""
+"""The layer classes by ``kind`` (:func:`register_layer` adds one)."""
+
+
+def register_layer(cls):
+    """Make the layer class ``cls`` known to :func:`layer_from_config` (and so to checkpoints) by its ``kind``.
+
+    Usable as a class decorator; the modules of :mod:`lrpjax.models` register their layers when imported.
+
+    Raises:
+        ValueError: ``cls`` has no ``kind``/``from_config``, or another class holds its ``kind`` already.
+    """
+    kind = getattr(cls, "kind", None)
+    if not isinstance(kind, str) or not callable(getattr(cls, "from_config", None)):
+        raise ValueError(f"cls must be a layer class with a str 'kind' and a 'from_config'; got {cls!r}.")
+    if LAYERS.get(kind, cls) is not cls:
+        raise ValueError(f"cls: the layer kind {kind!r} is registered already, by {LAYERS[kind]!r}.")
+    LAYERS[kind] = cls
+    return cls
 
 
 def layer_from_config(config: dict[str, Any]):
