@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from lrpjax._types import Array
 from lrpjax.core.rules import RuleSet, safe_divide, stabilize
 
-__all__ = ["Activation", "SIGMOID", "ONE_MINUS_SIGMOID", "TANH", "IDENTITY", "RELU", "linear", "gated",
+__all__ = ["Activation", "SIGMOID", "ONE_MINUS_SIGMOID", "TANH", "IDENTITY", "RELU", "SILU", "linear", "gated",
            "accumulate", "pool", "no_relevance", "activation", "project", "recurrent_linear",
            "splits_across_time"]
 
@@ -32,7 +32,8 @@ class Activation:
 
     Attributes:
         name: ``"sigmoid"``, ``"one_minus_sigmoid"`` (``1 - sigmoid(z) = sigmoid(-z)``, the GRU's
-            ``1 - z`` gate on z's own pre-activation), ``"tanh"``, ``"identity"`` or ``"relu"``.
+            ``1 - z`` gate on z's own pre-activation), ``"tanh"``, ``"identity"``, ``"relu"`` or ``"silu"``
+            (``z * sigmoid(z)``, Mamba's activation and gate).
         scale: the chapter's activation scales ``a_g``, ``a_h`` (Sec. 11.4.1, A2 and A3).
     """
 
@@ -52,13 +53,14 @@ class Activation:
 
 
 _ACTIVATIONS = {"sigmoid": jax.nn.sigmoid, "one_minus_sigmoid": lambda z: jax.nn.sigmoid(-z), "tanh": jnp.tanh,
-                "identity": lambda z: z, "relu": jax.nn.relu}
+                "identity": lambda z: z, "relu": jax.nn.relu, "silu": jax.nn.silu}
 
 SIGMOID = Activation("sigmoid")
 ONE_MINUS_SIGMOID = Activation("one_minus_sigmoid")
 TANH = Activation("tanh")
 IDENTITY = Activation("identity")
 RELU = Activation("relu")
+SILU = Activation("silu")
 
 
 # --- linear mapping -------------------------------------------------------------------------------
