@@ -106,9 +106,10 @@ import numpy as np
 from lrpjax._types import Array, ArrayLike, Params
 from lrpjax.core.rules import RuleSet
 from lrpjax.methods.inputs import as_floating, cast_input, check_finite, floating_dtype, per_token
-from lrpjax.methods.program import Program, explain_chunk, explain_example
+from lrpjax.methods.program import Program, explain_chunk, explain_example, on_vectors
 from lrpjax.methods.results import is_concrete
 from lrpjax.methods.targets import check_target, check_targets, weights
+from lrpjax.models.embedding import check_ids
 from lrpjax.models.sequential import check_inputs, check_prefix, network_of
 
 __all__ = ["Method", "Pullback", "model_of", "describe"]
@@ -240,8 +241,9 @@ class Method(abc.ABC):
         return _chunk(program, params, X, mask, data, index).relevance
 
     def tokens(self, params: Params, x: ArrayLike, target, *, mask: ArrayLike | None = None) -> Array:
-        """Word-level relevance (T,): the sum over the embedding dimension (Sec. 11.5.1)."""
-        return per_token(self(params, x, target, mask=mask), jnp.ndim(x))
+        """Word-level relevance (T,): the sum over the embedding dimension (Sec. 11.5.1); for a model that
+        takes token ids, the relevance of each token's embedded vector summed over its dimensions."""
+        return per_token(self(params, x, target, mask=mask), jnp.ndim(x) + (ids_model(self) is not None))
 
     def all(self, params: Params, x: ArrayLike, *, mask: ArrayLike | None = None) -> Array:
         """Relevance of every output at once, in one vmapped call: (*output shape, *relevance shape).
@@ -322,6 +324,7 @@ def _chunk(program: Program, params, X, mask, targets, index):
 
 
 def _full_impl(method: Method, params, x, target, mask):
+    method, params, x = on_vectors(method, params, x)
     return method.prepare_full(params, x, mask, jnp.int32(0))[1](target)
 
 
@@ -355,13 +358,26 @@ def _check_inputs(method: Method, x, mask) -> None:
     (model.check_inputs if hasattr(model, "check_inputs") else check_inputs)(x, mask)
 
 
+def ids_model(method: Method) -> Any:
+    """The :class:`~lrpjax.models.Sequential` behind the method when it takes token ids (an embedding
+    first), else None."""
+    network = network_of(method.model)
+    return network if network is not None and network.takes_ids else None
+
+
 def check_example(method: Method, params, x, target, mask):
-    """Checks one example and casts it to the parameters' dtype; ``target=None`` skips the target (for
+    """Checks one example and casts it to the parameters' dtype (token ids of a model that takes them
+    are checked against its vocabulary and kept); ``target=None`` skips the target (for
     :meth:`Method.all`). Returns ``(x, mask, target)``, the target as :func:`check_target` gives it."""
     dtype = floating_dtype(params)
-    x = as_floating("x", x, dtype)
-    _check_inputs(method, x, mask)
-    x = cast_input("x", x, dtype)
+    network = ids_model(method)
+    if network is not None:
+        x = x if hasattr(x, "dtype") else np.asarray(x)
+        network.check_inputs(x, mask, network.input_size(params))
+    else:
+        x = as_floating("x", x, dtype)
+        _check_inputs(method, x, mask)
+        x = cast_input("x", x, dtype)
     shape = output_shape(method, params, x, mask)
     target = None if target is None else check_target(target, shape)
     check_finite("params", params)
@@ -374,9 +390,22 @@ def check_batch(method: Method, params, X, targets, mask):
     """Checks a padded batch and casts it to the parameters' dtype. Returns ``(X, targets, mask)``; a
     sequence model without a mask gets an all-true one."""
     dtype = floating_dtype(params)
-    X = as_floating("X", X, dtype)
+    network = ids_model(method)
+    if network is not None:
+        X = X if hasattr(X, "dtype") else np.asarray(X)
+        check_ids("X", X, network.input_size(params), ndim=2)
+    else:
+        X = as_floating("X", X, dtype)
     shape = jnp.shape(X)
-    if not takes_mask(method):
+    if network is not None:
+        B, T = shape
+        if mask is None:
+            mask = np.ones((B, T), bool)
+        if tuple(jnp.shape(mask)) != (B, T):
+            raise ValueError(f"`mask` must have shape (B, T) = ({B}, {T}) to match the token ids `X`; got "
+                             f"{jnp.shape(mask)}.")
+        check_prefix(mask)
+    elif not takes_mask(method):
         if len(shape) < 2 or shape[0] == 0:
             raise ValueError(f"`X` must be a batch of shape (B, ...) with B >= 1; got {shape}.")
         if mask is not None:
@@ -393,7 +422,8 @@ def check_batch(method: Method, params, X, targets, mask):
         check_prefix(mask)
     mask_row = None if mask is None else mask[0]
     _check_inputs(method, X[0], mask_row)
-    X = cast_input("X", X, dtype)
+    if network is None:
+        X = cast_input("X", X, dtype)
     targets = check_targets(targets, B, output_shape(method, params, X[0], mask_row))
     check_finite("params", params)
     if mask is not None and is_concrete(mask):

@@ -121,7 +121,7 @@ def _model_of(apply: Callable) -> Sequential:
     if model is None or not model.sequence_input:
         raise TypeError("Contextual Decomposition needs `apply` to be the apply method of a sequence model of "
                         f"lrpjax.models (lstm.apply, bilstm.apply, a Sequential with LSTM layers); got {apply!r}.")
-    for layer in model.layers:
+    for layer in model.layers[1:] if model.takes_ids else model.layers:   # CD runs on the embedded vectors
         if not isinstance(layer, Decomposable):
             raise TypeError(f"Contextual Decomposition cannot decompose layer {layer.name!r} ({type(layer).__name__}): "
                             "it has no decomposition (no `decompose` method, lrpjax.models.layers.Decomposable).")

@@ -33,7 +33,9 @@ def as_floating(name: str, x, dtype):
         x = np.asarray(x, dtype=np.float32 if dtype is None else np.float64)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         expected = "" if dtype is None else f" ({np.dtype(dtype).name}, the parameters' dtype)"
-        raise TypeError(f"`{name}` must be floating point{expected}; got dtype {x.dtype}.")
+        hint = (" Token ids go into a model whose first layer is an Embedding (lrpjax.models.Embedding); this "
+                "one reads embedded vectors." if jnp.issubdtype(x.dtype, jnp.integer) else "")
+        raise TypeError(f"`{name}` must be floating point{expected}; got dtype {x.dtype}.{hint}")
     return x
 
 
@@ -86,10 +88,24 @@ def per_token(relevance: ArrayLike, input_ndim: int = 2) -> Array:
 
     Args:
         relevance: output of a method.
-        input_ndim: ndim of the explained input (2 for one sequence, 3 for a batch).
+        input_ndim: ndim of the explained (embedded) input: 2 for one sequence (T, E), 3 for a batch
+            (B, T, E), 4 for the (T_out, C, T, E) of ``method.all`` on a per-step model. For a model that
+            takes token ids, the embedded vectors' ndim (one more than the ids').
+
+    Raises:
+        ValueError: ``relevance`` has neither ``input_ndim`` axes (summed over E) nor ``input_ndim - 1``
+            (position-wise, unchanged), so there is no embedding axis to sum over.
     """
     relevance = jnp.asarray(relevance)
-    return relevance.sum(-1) if relevance.ndim == input_ndim else relevance
+    if not isinstance(input_ndim, int) or isinstance(input_ndim, bool) or input_ndim < 1:
+        raise ValueError(f"`input_ndim` must be a positive int; got {input_ndim!r}.")
+    if relevance.ndim == input_ndim:
+        return relevance.sum(-1)
+    if relevance.ndim == input_ndim - 1:
+        return relevance
+    raise ValueError(f"`relevance` has shape {tuple(relevance.shape)} ({relevance.ndim} axes); per_token with "
+                     f"input_ndim = {input_ndim} sums relevance of {input_ndim} axes (..., T, E) over E, or passes "
+                     f"position-wise relevance of {input_ndim - 1} axes unchanged.")
 
 
 def pad(sequences: Sequence[ArrayLike], length: int | None = None) -> tuple[Array, Array]:

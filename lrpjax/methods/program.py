@@ -20,6 +20,7 @@ How the targets of a call are given is static (:class:`Program`, ``targets``):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
@@ -27,8 +28,9 @@ import jax
 import jax.numpy as jnp
 
 from lrpjax._types import Array, Params
+from lrpjax.models.sequential import network_of
 
-__all__ = ["TARGET_KINDS", "Program", "Outputs", "explain_example", "explain_chunk"]
+__all__ = ["TARGET_KINDS", "Program", "Outputs", "explain_example", "explain_chunk", "on_vectors"]
 
 TARGET_KINDS = ("index", "weights", "function", "all", "per_step")
 
@@ -113,7 +115,21 @@ def _finish(program: Program, method, mask: Array | None, relevance: Array, lead
     return relevance
 
 
+def on_vectors(method, params: Params, x: Array) -> tuple[Any, Params, Array]:
+    """``(method, params, x)`` as the method explains them: for a model that takes token ids (an
+    :class:`~lrpjax.models.Embedding` first), the same method on the layers after the embedding, their
+    parameters and the embedded vectors ``table[ids]`` (T, E) -- the lookup has no relevance rule, so what
+    is explained, differentiated, integrated along a path from zero vectors (Integrated Gradients),
+    perturbed (SmoothGrad) or occluded (set to zero) are the vectors; anything else unchanged."""
+    network = network_of(getattr(method.apply, "__self__", None))
+    if network is None or not network.takes_ids or jnp.issubdtype(jnp.result_type(x), jnp.floating):
+        return method, params, x
+    inner, inner_params = network.vector_model(params)
+    return dataclasses.replace(method, apply=inner.apply), inner_params, network.embed(params, x)
+
+
 def _explain_method(program: Program, method, params: Params, x: Array, mask: Array | None, target, index):
+    method, params, x = on_vectors(method, params, x)
     if program.residual:
         scores, pull_full = method.prepare_full(params, x, mask, index)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import jax
@@ -36,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrpjax._types import Array, ArrayLike, Params
+from lrpjax.models.embedding import check_ids
 from lrpjax.models.layers import Layer, Spec, layer_from_config
 from lrpjax.core.rules import RuleSet
 
@@ -142,6 +144,10 @@ class Sequential:
                 if name in seen:
                     raise ValueError(f"layer names must be unique; {name!r} is used by layers {seen[name]} and {k}.")
                 seen[name] = k
+        for k, layer in enumerate(self.layers):
+            if getattr(layer, "reads_ids", False) and (k > 0 or not self.sequence_input):
+                raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) reads token ids: it must be the first "
+                                 "layer of a model with sequence_input=True.")
         sequence = self.sequence_input
         for layer in self.layers:
             if layer.needs_sequence and not sequence:
@@ -173,8 +179,20 @@ class Sequential:
         return sequence
 
     @property
+    def takes_ids(self) -> bool:
+        """Whether the model reads integer token ids (T,): its first layer is an embedding
+        (:class:`~lrpjax.models.embedding.Embedding`)."""
+        return bool(getattr(self.layers[0], "reads_ids", False))
+
+    @property
     def input_ndim(self) -> int:
-        """ndim of one input: 2 for a sequence (T, E), 1 for a vector (D,)."""
+        """ndim of one input: 2 for a sequence (T, E), 1 for token ids (T,) or a vector (D,)."""
+        return 2 if self.sequence_input and not self.takes_ids else 1
+
+    @property
+    def explained_ndim(self) -> int:
+        """ndim of what the explanation methods explain for one input: 2 for sequences (T, E) -- the
+        embedded vectors of a model that takes ids --, 1 for a vector (D,)."""
         return 2 if self.sequence_input else 1
 
     @property
@@ -258,8 +276,18 @@ class Sequential:
         """Static checks of one input and its mask (see :func:`check_inputs`).
 
         Raises:
-            ValueError, TypeError: as :func:`check_inputs`; for a vector model, ``x`` not (D,) or a mask.
+            ValueError, TypeError: as :func:`check_inputs`; for a vector model, ``x`` not (D,) or a mask;
+                for a model that takes token ids, ``x`` not integer ids (T,) in ``[0, V)`` (E is then V).
         """
+        if not self.takes_ids and jnp.issubdtype(jnp.result_type(x), jnp.integer):
+            raise TypeError(f"`x` has integer dtype {jnp.result_type(x)}, but this model reads "
+                            f"{'embedded sequences (T, E)' if self.sequence_input else 'vectors (D,)'}, not token "
+                            "ids: put an Embedding layer (lrpjax.models.Embedding) first to take ids, or embed "
+                            "them yourself (table[ids]).")
+        if self.takes_ids:
+            check_ids("x", x, E)
+            _check_mask(mask, jnp.shape(x)[0])
+            return
         if self.sequence_input:
             check_inputs(x, mask, E, dtype)
             return
@@ -276,21 +304,74 @@ class Sequential:
 
         Args:
             params: ``{key: layer parameters}`` for every key in :attr:`keys`.
-            x: embedded sequence (T, E), or a vector (D,) with ``sequence_input=False``.
+            x: embedded sequence (T, E), token ids (T,) for a model that starts with an
+                :class:`~lrpjax.models.embedding.Embedding`, or a vector (D,) with ``sequence_input=False``.
             rules: rule set (relevance backward; ``rules.at(layer name)`` per layer) or None (gradients).
             mask: valid steps, shape (T,) bool, a prefix; padded steps leave every state untouched.
             taps: zero probes from :meth:`zero_taps`, to read relevance at every layer's states and inputs.
 
         Returns:
             The last layer's output: (C,), or (T, C) for a per-step head.
+
+        A direct call (no ``jit``, ``vmap`` or ``grad`` around it) runs a program compiled once per model,
+        rule set, shapes and dtypes and reused by every later call, so a loop over inputs of one shape
+        compiles once; inside a transformation the layers are traced as usual.
         """
         specs = self.specs(params)
+        x = x if hasattr(x, "dtype") else np.asarray(x)
         self.check_inputs(x, mask, specs[0].size, floating_dtype(params))
+        if _concrete(params, x, mask, taps):
+            return _apply_compiled(self, params, x, rules, mask, taps)
+        return self._apply(params, x, rules, mask, taps)
+
+    def _apply(self, params: Params, x: ArrayLike, rules: RuleSet | None, mask: ArrayLike | None,
+               taps: Params | None) -> Array:
+        """:meth:`apply` without the checks (traceable)."""
+        specs = self.specs(params)
         parts = (jnp.asarray(x),)
         mask = None if mask is None else jnp.asarray(mask)
         for layer, spec in zip(self.layers, specs):
             parts = layer.apply(params, parts, spec, mask, rules, taps)
         return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
+
+    # --- token ids -------------------------------------------------------------------------------
+
+    def embed(self, params: Params, ids: ArrayLike) -> Array:
+        """The embedded vectors ``table[ids]`` of a model that takes token ids: (T, E) for ids (T,), (B, T, E)
+        for a batch (B, T); what the explanation methods explain.
+
+        Raises:
+            TypeError: the model does not take token ids, or ``ids`` are not integers.
+            ValueError: an id outside the vocabulary, naming it and the vocabulary size.
+        """
+        if not self.takes_ids:
+            raise TypeError("embed() is for a model that takes token ids (an Embedding first); this model reads "
+                            "embedded sequences already.")
+        first = self.layers[0]
+        V = first.input_size(params)                  # checks the table
+        ids = ids if hasattr(ids, "dtype") else np.asarray(ids)
+        check_ids("ids", ids, V, ndim=2 if len(jnp.shape(ids)) == 2 else 1)
+        return jnp.take(jnp.asarray(params[first.name]["table"]), jnp.asarray(ids), axis=0)
+
+    def vector_model(self, params: Params) -> tuple[Sequential, Params]:
+        """``(inner, inner_params)``: the layers after the embedding, reading embedded vectors (T, E), and
+        their parameters (without the table) -- the way to explain embedded vectors directly::
+
+            inner, inner_params = model.vector_model(params)
+            R = lrpjax.lrp(inner.apply, "lrp-all")(inner_params, model.embed(params, ids), target)
+
+        Raises:
+            TypeError: the model does not take token ids (it reads vectors already), or has nothing after
+                its embedding.
+        """
+        if not self.takes_ids:
+            raise TypeError("vector_model() is for a model that takes token ids (an Embedding first); this model "
+                            "reads embedded sequences already.")
+        if len(self.layers) == 1:
+            raise TypeError("vector_model(): this model is only an embedding; it has no layers after it.")
+        dropped = set(self.layers[0].keys())
+        return (Sequential(self.layers[1:], self.sequence_input),
+                {k: v for k, v in params.items() if k not in dropped} if isinstance(params, dict) else params)
 
     def zero_taps(self, params: Params, x: ArrayLike) -> Params:
         """Zero probes for :meth:`apply`: ``{"initial": {key: {...}}, "states": {key or name: ...}}``.
@@ -303,6 +384,8 @@ class Sequential:
         specs = self.specs(params)
         T = jnp.shape(x)[0] if self.sequence_input else 0
         dtype = jnp.result_type(x)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            dtype = floating_dtype(params) or jnp.result_type(float)
         initial, states = {}, {}
         for layer, spec in zip(self.layers, specs):
             layer_initial, layer_states = layer.zero_taps(params, spec, T, dtype)
@@ -343,6 +426,30 @@ class Sequential:
                 text += f"  -> {shape}, {count} parameters"
             lines.append(text)
         return "\n".join(lines)
+
+
+def _concrete(*trees: Any) -> bool:
+    """Whether no leaf of ``trees`` is traced (a direct call, not one inside ``jit``, ``vmap`` or ``grad``)."""
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(trees))
+
+
+@partial(jax.jit, static_argnums=(0, 3))
+def _apply_compiled(model: Sequential, params: Params, x: Array, rules: RuleSet | None, mask: Array | None,
+                    taps: Params | None) -> Array:
+    """:meth:`Sequential.apply` compiled once per model, rule set, shapes and dtypes: a direct call reuses it,
+    so an un-jitted ``model.apply(params, x)`` costs about what ``jax.jit(model.apply)`` does."""
+    return model._apply(params, x, rules, mask, taps)
+
+
+def _check_mask(mask: Any, T: int) -> None:
+    """A mask of token ids: (T,) boolean, a valid prefix."""
+    if mask is None:
+        return
+    if tuple(jnp.shape(mask)) != (T,):
+        raise ValueError(f"`mask` must have shape (T,) = ({T},) to match `x`; got {jnp.shape(mask)}.")
+    if jnp.result_type(mask) != jnp.bool_:
+        raise TypeError(f"`mask` must be boolean; got dtype {jnp.result_type(mask)}.")
+    check_prefix(mask)
 
 
 def _named(layers: tuple) -> tuple:
