@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrpjax._types import Array, ArrayLike, Params
-from lrpjax.methods.base import Method, check_batch, takes_mask
+from lrpjax.methods.base import Method, check_batch, ids_model, takes_mask
 from lrpjax.methods.program import Program, explain_chunk
 from lrpjax.methods.targets import select
 
@@ -205,7 +205,8 @@ def explained_relevance(method: Method, params: Params, X: ArrayLike, targets=No
                         mask: ArrayLike | None = None) -> tuple[Array, Array]:
     """The relevance per position (B, T) every metric here ranks by, and the explained output index (B,)
     (the predicted one where ``targets`` is None)."""
-    plan, params, X, mask, targets, value = _prepare(method, params, X, targets, mask, Removal(), "score")
+    removal = Removal("delete") if ids_model(method) is not None else Removal()
+    plan, params, X, mask, targets, value = _prepare(method, params, X, targets, mask, removal, "score")
     R, _, explained = _run(plan, params, X, mask, targets, value, jnp.zeros((1,), jnp.int32), None, _options())
     return R, explained
 
@@ -233,10 +234,20 @@ def _prepare(method, params, X, targets, mask, removal, output):
         raise ValueError("Removal('delete') drops tokens of sequences; this model takes no mask.")
     if removal.kind == "delete" and mask is None:
         mask = jnp.ones(X_checked.shape[:2], bool)
+    ids = ids_model(method)
+    if ids is not None and removal.kind not in ("token", "delete"):
+        raise ValueError(f"Removal({removal.kind!r}) cannot remove a token id: a model that takes token ids needs "
+                         "Removal('token', id) (a mask or <unk> token) or Removal('delete').")
+    if ids is None and removal.kind == "token":
+        raise ValueError("Removal('token') replaces token ids; this model reads vectors (use 'zero', 'baseline' or "
+                         "'road').")
+    if ids is not None and removal.kind == "token" and not removal.value < ids.input_size(params):
+        raise ValueError(f"`value` of Removal('token') must be a token id in [0, {ids.input_size(params)}); got "
+                         f"{removal.value}.")
     value = _removal_value(removal, X_checked)
     static = dataclasses.replace(removal, kind="zero" if removal.kind in ("baseline", "token") else removal.kind,
                                  value=None, noise=float(removal.noise))
-    plan = _Plan(method, static, output, tokens=X_checked.ndim > 2)
+    plan = _Plan(method, static, output, tokens=X_checked.ndim > 2 or ids is not None)
     return plan, params, X_checked, mask, targets, value
 
 

@@ -13,7 +13,7 @@ import lrpjax
 from lrpjax.core.cells import StandardCell
 from lrpjax.evaluate import metrics as M
 from lrpjax.evaluate import Score, perturbation_curves
-from lrpjax.models import Dense, Pool, Recurrent, Sequential, lstm
+from lrpjax.models import Dense, Embedding, Pool, Recurrent, Sequential, lstm
 
 E, H, C, T = 3, 4, 3, 6
 LENGTHS = [6, 4, 2, 5]
@@ -170,6 +170,29 @@ def test_predicted_targets_and_per_step_outputs():
     np.testing.assert_array_equal(predicted, np.argmax(scores, axis=1))
 
 
+def test_token_ids_are_replaced_by_the_mask_token():
+    model = Sequential((Embedding(E), Recurrent(StandardCell(), H), Dense(C)))
+    params = model.init(jax.random.PRNGKey(6), 7, jnp.float64)          # vocabulary of 7, id 0 the mask
+    ids = np.array([[3, 5, 1, 6, 2], [4, 4, 2, 0, 0]], np.int32)
+    mask = np.array([[True] * 5, [True] * 3 + [False] * 2])
+    method = lrpjax.gradient_x_input(model.apply)
+    curves = M.deletion_curves(method, params, ids, np.array([1, 2]), mask=mask, removal=M.Removal("token", 0))
+    R, _ = M.explained_relevance(method, params, ids, np.array([1, 2]), mask=mask)
+    table = np.asarray(params["embedding_0"]["table"])
+    inner = {k: v for k, v in params.items() if k != "embedding_0"}
+    for b, L in enumerate([5, 3]):
+        ranking = _order(np.asarray(R)[b, :L], True)
+        for s in range(L + 1):
+            kept = [0 if t in set(ranking[:s]) else int(ids[b, t]) for t in range(L)]
+            want = _np_states(inner["lstm_0"], table[kept])[-1] @ np.asarray(inner["out"]["W"]) + \
+                np.asarray(inner["out"]["b"])
+            np.testing.assert_allclose(curves[b, s], want[[1, 2][b]], rtol=1e-10)
+    with pytest.raises(ValueError, match="token"):
+        M.deletion_curves(method, params, ids, np.array([1, 2]), mask=mask, removal=M.Removal("road"))
+    with pytest.raises(ValueError, match=r"\[0, 7\)"):
+        M.deletion_curves(method, params, ids, np.array([1, 2]), mask=mask, removal=M.Removal("token", 7))
+
+
 def test_road_noise_touches_only_removed_steps_and_scales():
     def model(params, x, rules=None, *, mask=None):       # reads the input back: (T * E,)
         return x.reshape(-1)
@@ -261,7 +284,7 @@ def test_gradient_x_input_of_a_linear_model_is_sensitivity_n():
     np.testing.assert_allclose(got, np.ones((3, 2)), rtol=1e-10)
     rnd = M.sensitivity_n(lrpjax.methods.random_baseline(model.apply), params, X, np.array([0, 1, 0]), sizes=(1, 2),
                           n=8, mask=mask)
-    assert np.all(np.asarray(rnd) < 0.999)
+    assert np.mean(np.asarray(rnd)) < 0.9                       # two points of a short sequence can align
 
 
 # --- checks ---------------------------------------------------------------------------------------------------
