@@ -79,7 +79,7 @@ def conv1d(rules: RuleSet | None, x: Array, W: Array, b: Array | None, mask: Arr
             z = jnp.einsum("tkd,kd->td", windows, W)
         else:
             z = jnp.einsum("tkd,kdf->tf", windows, W)
-        return z if b is None else z + b
+        return z if b is None else z + b[None, :]
     valid_f = valid.astype(x.dtype)
     if not depthwise:
         return jax.vmap(lambda w, v: _taps_linear(rules, w, v, W, b))(windows, valid_f)

@@ -102,7 +102,7 @@ def rms_norm(rules: RuleSet | None, x: Array, weight: Array, eps: float) -> Arra
         eps: the norm's epsilon.
     """
     inverse = jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + jnp.asarray(eps, x.dtype))
-    return _times(rules, jnp.broadcast_to(inverse * weight, x.shape), x)
+    return _times(rules, inverse * weight[None, :], x)
 
 
 def _project(rules: RuleSet | None, x: Array, W: Array, b: Array | None) -> Array:
@@ -129,7 +129,7 @@ def mamba_mixer(rules: RuleSet | None, p: Params, n: Array, mask: Array | None, 
     c = ops.activation(rules, ops.SILU, c)
     # The scan's coefficients: computed from c, they act as gates and carry no relevance back.
     dbc = c @ p["x_proj"]
-    delta = jax.nn.softplus(dbc[:, :R] @ p["dt_proj"] + p["dt_bias"])
+    delta = jax.nn.softplus(dbc[:, :R] @ p["dt_proj"] + p["dt_bias"][None, :])
     B, C = dbc[:, R:R + N], dbc[:, R + N:]
     if rules is not None:
         delta, B, C = ops.no_relevance(delta), ops.no_relevance(B), ops.no_relevance(C)
