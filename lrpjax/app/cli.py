@@ -167,8 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
                               "ending in .parquet writes a Parquet dataset (a directory of parts, one row per "
                               "line; needs pyarrow: pip install 'lrpjax[parquet]')")
     explain.add_argument("--resume", action="store_true",
-                         help="batch mode: keep the records already in --output (from an interrupted run) "
-                              "and explain only the lines after them")
+                         help="batch mode: keep the records already in --output (from an interrupted run; every "
+                              "kept record is checked against this run's options and input) and explain only the "
+                              "lines after them")
+    explain.add_argument("--overwrite", action="store_true",
+                         help="batch mode: replace an existing --output; the new output is written under a "
+                              "temporary name and replaces the old one only when complete (without --resume or "
+                              "--overwrite an existing output is refused)")
     explain.add_argument("--batch-size", type=_positive_int, default=64, help="sentences per compiled batch")
     explain.add_argument("--chunk-size", type=_positive_int, default=_DEFAULT_CHUNK, metavar="LINES",
                          help=f"batch mode: lines read, explained and written at a time (default "
@@ -192,8 +197,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     prints ``lrpjax: error: ...`` and a hint and exits with 1. With the environment variable
     ``LRPJAX_DEBUG=1`` unexpected exceptions propagate with their traceback.
     """
+    _INTERRUPTED.clear()
     try:
-        return _main(argv)
+        with _first_interrupt_only():
+            status = _main(argv)
+        if _INTERRUPTED:   # a Ctrl-C whose KeyboardInterrupt was swallowed on the way
+            sys.stderr.write("lrpjax: interrupted\n")
+            return 130
+        return status
     except KeyboardInterrupt:
         sys.stderr.write("lrpjax: interrupted\n")
         return 130
@@ -268,6 +279,10 @@ def _check_explain_options(args: argparse.Namespace) -> None:
         raise _UsageError(f"--eps applies to the LRP methods, not to {args.method}")
     if args.resume and (args.input is None or args.output in (None, "-")):
         raise _UsageError("--resume continues a batch run written to a file: give --input FILE and --output FILE")
+    if args.overwrite and (args.input is None or args.output in (None, "-")):
+        raise _UsageError("--overwrite replaces a batch output file: give --input FILE and --output FILE")
+    if args.overwrite and args.resume:
+        raise _UsageError("give --resume (continue the output) or --overwrite (replace it), not both")
     for option, path in (("--output", args.output), ("--html", args.html), ("--figure", args.figure),
                          ("--latex", args.latex)):
         if path not in (None, "-"):
@@ -496,14 +511,16 @@ class _Tally:
     """What a batch run reports at the end, in bounded memory whatever the input size."""
 
     _SHOWN = 20
-    _MAX_UNKNOWN = 10_000
+    _MAX_UNKNOWN = 1_000    # distinct unknown words remembered for the report (of at most _MAX_WORD characters)
 
-    def __init__(self, keep_records: bool):
+    def __init__(self, keep_records: bool, run: str | None = None):
         self.n_ok, self.n_empty, self.n_failed = 0, 0, 0
         self.empty: list[int] = []
         self.failed: list[int] = []
         self.unknown: dict[str, None] = {}
+        self.more_unknown = False    # more distinct unknown words than remembered
         self.records: list[dict] | None = [] if keep_records else None
+        self.run = run
 
     def record(self, line, result) -> dict:
         """The output record of one input line (and its count)."""
@@ -518,9 +535,19 @@ class _Tally:
             return self._fail(line, _NONFINITE)
         self.n_ok += 1
         for word in result.unknown:
+            word = _clip(word)
             if len(self.unknown) < self._MAX_UNKNOWN:
                 self.unknown.setdefault(word)
+            elif word not in self.unknown:
+                self.more_unknown = True
         return self._keep({"line": line.number, **result.to_json()})
+
+    def _keep(self, record: dict) -> dict:
+        if self.run is not None:
+            record["run"] = self.run
+        if self.records is not None:
+            self.records.append(record)
+        return record
 
     def _fail(self, line, message: str) -> dict:
         self.n_failed += 1
@@ -528,21 +555,35 @@ class _Tally:
             self.failed.append(line.number)
         return self._keep({"line": line.number, "sentence": line.text, "error": message, "failed": True})
 
-    def _keep(self, record: dict) -> dict:
-        if self.records is not None:
-            self.records.append(record)
-        return record
+
+_MAX_WORD = 40   # characters of an unknown word shown in a report
+
+
+def _clip(word: str) -> str:
+    return word if len(word) <= _MAX_WORD else word[:_MAX_WORD - 3] + "..."
 
 
 def _shown(numbers: list[int], total: int) -> str:
     return ", ".join(map(str, numbers)) + (", ..." if total > len(numbers) else "")
 
 
+_INTERRUPTED: list[int] = []
+"""Set by the batch mode's Ctrl-C handler: checked after every record, so that an interruption whose
+KeyboardInterrupt was swallowed (raised inside a callback that ignores exceptions, such as a garbage
+collector hook) still stops the run."""
+
+
+def _check_interrupted() -> None:
+    if _INTERRUPTED:
+        raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def _first_interrupt_only():
-    """While batch mode writes, the first Ctrl-C raises KeyboardInterrupt and later ones are ignored, so
-    that the clean-up (flushing the records already written) is not itself interrupted."""
-    seen: list[int] = []
+    """While batch mode writes, the first Ctrl-C raises KeyboardInterrupt (and is remembered, see
+    :data:`_INTERRUPTED`) and later ones are ignored, so that the clean-up (flushing the records already
+    written) is not itself interrupted."""
+    seen = _INTERRUPTED
 
     def handler(signum, frame):
         if not seen:
@@ -561,15 +602,65 @@ def _first_interrupt_only():
             signal.signal(signal.SIGINT, previous)
 
 
-def _open_output(args: argparse.Namespace):
+def _open_output(args: argparse.Namespace, identity: dict | None):
     from lrpjax.io.sinks import SinkError, open_sink
 
     try:
-        return open_sink(args.output, resume=args.resume)
+        return open_sink(args.output, resume=args.resume, overwrite=args.overwrite, identity=identity)
     except SinkError as error:
         raise _InputError(str(error)) from None
     except OSError as error:
         raise _InputError(f"cannot write {args.output!r}: {error.strerror or error}") from None
+
+
+@contextlib.contextmanager
+def _output_lock(args: argparse.Namespace):
+    """One writer per output file: the lock beside it (lrpjax.io.locks), held while the run writes."""
+    if args.output in (None, "-"):
+        yield
+        return
+    from lrpjax.io.locks import LockError, OutputLock, lock_path_for
+
+    lock = OutputLock(lock_path_for(args.output), f"--output {args.output!r}")
+    try:
+        lock.acquire()
+    except LockError as error:
+        raise _InputError(str(error)) from None
+    except OSError as error:
+        raise _InputError(f"cannot lock --output {args.output!r}: {error.strerror or error}") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _run_identity(model, args: argparse.Namespace) -> dict:
+    """Every option that changes the records of a batch run, by option name (kept with the output and
+    compared on --resume), and the model's digest."""
+    import zlib
+
+    import jax
+    import numpy as np
+
+    from lrpjax import __version__
+    from lrpjax.app.model import DEFAULT_EPS, make_method
+
+    crc = 0
+    for path, leaf in jax.tree_util.tree_leaves_with_path(model.params):
+        array = np.ascontiguousarray(np.asarray(leaf))
+        crc = zlib.crc32(array.tobytes(), zlib.crc32(f"{jax.tree_util.keystr(path)}{array.dtype}{array.shape}".encode(),
+                                                     crc))
+    crc = zlib.crc32("\n".join(map(str, getattr(model.vocab, "words", []) or [])).encode(), crc)
+    eps = (DEFAULT_EPS[args.method] if args.eps is None else args.eps) if args.method.startswith("lrp-") else None
+    return {"--method": args.method, "--eps": eps, "--target": args.target, "--seed": args.seed,
+            "--checkpoint": f"{crc:08x}", "--batch-size": args.batch_size,
+            "method fingerprint": make_method(args.method, args.eps, args.seed).digest(), "lrpjax": __version__}
+
+
+def _digest(identity: dict) -> str:
+    import zlib
+
+    return f"{zlib.crc32(json.dumps(identity, sort_keys=True).encode()):08x}"
 
 
 def _check_resume_point(args: argparse.Namespace, line, last: dict) -> None:
@@ -601,6 +692,37 @@ def _check_resume_point(args: argparse.Namespace, line, last: dict) -> None:
                           "another model); start afresh")
 
 
+def _kept_records(args: argparse.Namespace, kept: int):
+    """The records kept from the previous run, one at a time (bounded memory)."""
+    if not kept:
+        return iter(())
+    from lrpjax.io.sinks import SinkError, iter_records
+
+    def records():
+        try:
+            yield from iter_records(args.output)
+        except (SinkError, OSError, ValueError) as error:
+            raise _InputError(f"cannot resume {args.output!r}: {error}") from None
+    return records()
+
+
+def _check_kept_record(args: argparse.Namespace, line, record: dict, run: str | None) -> None:
+    """A kept record must be this input line's (same text) and written by a run with this run's identity."""
+    where = f"cannot resume {args.output!r}"
+    if record.get("line") != line.number:
+        raise _InputError(f"{where}: its record {line.number} is numbered {record.get('line')!r}; the output is "
+                          "damaged; start afresh with --overwrite")
+    if record.get("sentence") != line.text:
+        raise _InputError(f"{where}: its record {line.number} is for {str(record.get('sentence'))[:60]!r}, but "
+                          f"line {line.number} of {args.input!r} reads {line.text[:60]!r}; it was written from "
+                          "another input (edited since?); start afresh with --overwrite, or restore the input")
+    if run is not None and record.get("run", run) != run:
+        raise _InputError(f"{where}: its record {line.number} was written by a run with other options (run "
+                          f"{record.get('run')}, this run's {run}: another --checkpoint, --method, --eps, --target, "
+                          "--seed or --batch-size); the output mixes runs or was written with other options; start "
+                          "afresh with --overwrite")
+
+
 def _stream(model, args: argparse.Namespace, reader, sink, tally: _Tally, bar) -> int:
     """Explains and writes, in line order, every line after the `sink.done` lines kept; returns the last
     line number. The lines stream through :meth:`~lrpjax.app.model.SSTModel.explain_stream`: every --chunk-size lines its
@@ -610,12 +732,15 @@ def _stream(model, args: argparse.Namespace, reader, sink, tally: _Tally, bar) -
     bar.update(kept)
     lines: dict[int, Line] = {}
     last = 0
+    records = _kept_records(args, kept)
 
     def numbered():
         nonlocal last
         for line in reader:
             last = line.number
+            _check_interrupted()
             if line.number <= kept:
+                _check_kept_record(args, line, next(records), tally.run)
                 if line.number == kept:
                     _check_resume_point(args, line, sink.last)
                 continue
@@ -629,6 +754,7 @@ def _stream(model, args: argparse.Namespace, reader, sink, tally: _Tally, bar) -
         bar.update(1)
         if line.number % args.chunk_size == 0:
             sink.flush()
+        _check_interrupted()
     sink.flush()
     if last < kept:
         raise _InputError(f"cannot resume {args.output!r}: it holds {kept} records, but {args.input!r} has only "
@@ -648,22 +774,24 @@ def _explain_file(model, args: argparse.Namespace, reader) -> int:
     if first is None:
         raise _InputError(f"input file {args.input!r} holds no lines")
     to_stdout = args.output in (None, "-")
-    tally = _Tally(keep_records=args.html is not None and to_stdout)
+    identity = None if to_stdout else _run_identity(model, args)
+    tally = _Tally(keep_records=args.html is not None and to_stdout,
+                   run=None if identity is None else _digest(identity))
     force = {"auto": None, "always": True, "never": False}[args.progress]
     where = "stdout" if to_stdout else args.output
-    with _first_interrupt_only(), _open_output(args) as sink:
+    with _first_interrupt_only(), _output_lock(args):
+        sink = _open_output(args, identity)
         kept = sink.done
         try:
             with ProgressBar(total, "explain", force=force) as bar:
                 _stream(model, args, itertools.chain([first], reader), sink, tally, bar)
+            _check_interrupted()
         except KeyboardInterrupt:
-            sink.flush()
-            hint = ("run the same command with --resume to continue" if not to_stdout
-                    else "write to a file with --output to be able to resume")
-            form = "whole Parquet parts" if _is_parquet(args.output) else "a valid JSON-lines prefix"
-            sys.stderr.write(f"lrpjax: interrupted: {sink.done} record(s) written to {where} (lines 1-{sink.done}, "
-                             f"{form}); {hint}\n")
-            return 130
+            return _interrupted(args, sink, where)
+        except BaseException:
+            _close_on_error(sink)
+            raise
+        sink.commit()
     _batch_summary(args, tally, sink, kept, where)
     if sink.failed:
         sys.stderr.write(f"lrpjax: error: {sink.failed} line(s) could not be explained (non-finite results or "
@@ -673,6 +801,35 @@ def _explain_file(model, args: argparse.Namespace, reader) -> int:
     return 0
 
 
+def _interrupted(args: argparse.Namespace, sink, where: str) -> int:
+    """After Ctrl-C: the records so far are made durable (a valid prefix to resume), or a replacement
+    (--overwrite) is dropped and the earlier output left as it was; exit status 130."""
+    to_stdout = args.output in (None, "-")
+    if getattr(sink, "target", None) is not None:
+        sink.discard()
+        sys.stderr.write(f"lrpjax: interrupted: {where} is left as it was (the replacing output was not complete "
+                         "and is removed); run the command again to replace it\n")
+        return 130
+    sink.close()
+    hint = ("run the same command with --resume to continue" if not to_stdout
+            else "write to a file with --output to be able to resume")
+    form = "whole Parquet parts" if _is_parquet(args.output) else "a valid JSON-lines prefix"
+    sys.stderr.write(f"lrpjax: interrupted: {sink.done} record(s) written to {where} (lines 1-{sink.done}, "
+                     f"{form}); {hint}\n")
+    return 130
+
+
+def _close_on_error(sink) -> None:
+    """An error stops the run: what is written stays a valid prefix; a replacement is dropped."""
+    try:
+        if getattr(sink, "target", None) is not None:
+            sink.discard()
+        else:
+            sink.close()
+    except Exception:   # noqa: BLE001 - the first error is the one to report
+        pass
+
+
 def _batch_summary(args: argparse.Namespace, tally: _Tally, sink, kept: int, where: str) -> None:
     from lrpjax.viz import plot
 
@@ -680,7 +837,7 @@ def _batch_summary(args: argparse.Namespace, tally: _Tally, sink, kept: int, whe
         sys.stderr.write(f"lrpjax: warning: {tally.n_empty} empty line(s) ({_shown(tally.empty, tally.n_empty)}): "
                          "written as records with an 'error' field\n")
     if tally.unknown:
-        _warn_unknown(list(tally.unknown))
+        _warn_unknown(list(tally.unknown), more=tally.more_unknown)
     if args.html:
         records = tally.records if tally.records is not None else _read_records(args.output)
         _write_text(args.html, plot.html_page(records, title=f"lrpjax: {args.method} relevance, {args.input}"))
@@ -695,10 +852,12 @@ def _read_records(path: str) -> list[dict]:
     return read_records(path)
 
 
-def _warn_unknown(words: list[str]) -> None:
-    unique = list(dict.fromkeys(words))
-    shown = ", ".join(unique[:30]) + (", ..." if len(unique) > 30 else "")
-    sys.stderr.write(f"lrpjax: warning: {len(unique)} word(s) not in the vocabulary, read as <unk>: {shown}\n")
+def _warn_unknown(words: list[str], more: bool = False) -> None:
+    """One line of at most 30 unknown words (each clipped to _MAX_WORD characters)."""
+    unique = list(dict.fromkeys(_clip(word) for word in words))
+    shown = ", ".join(unique[:30]) + (", ..." if len(unique) > 30 or more else "")
+    count = f"more than {len(unique)}" if more else str(len(unique))
+    sys.stderr.write(f"lrpjax: warning: {count} word(s) not in the vocabulary, read as <unk>: {shown}\n")
 
 
 def _write_text(path: str, text: str) -> None:

@@ -12,7 +12,9 @@ A run of :func:`lrpjax.datasets.stream.explain_stream` writes one directory::
                                      shard with its rows and index range, the configuration, the fields)
 
 Every shard is written atomically (temporary file, fsync, rename) *before* its log line is appended and
-fsync-ed, so the log never names a shard that is not whole; a shard on disk but not in the log (the run
+fsync-ed, so the log never names a shard that is not whole; the log line carries the shard's size and the
+CRC-32 of its bytes (``"crc32"``, for both formats), which the reader checks before decoding and a resumed
+run checks for every kept shard (a shard deleted, truncated or altered since is written again); a shard on disk but not in the log (the run
 was killed in between) is written again, with the same bytes, when the run resumes. Names starting with
 ``_`` or ``.`` are the ones Parquet readers (pyarrow, pandas, Spark, DuckDB) skip, so a directory of
 Parquet shards is itself a dataset those tools read.
@@ -37,10 +39,12 @@ Parquet schema's metadata under ``lrpjax``.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import zipfile
+import zlib
 from collections import OrderedDict
 from typing import Any, Iterator, NamedTuple
 
@@ -48,9 +52,9 @@ import numpy as np
 
 from lrpjax.io.files import atomic_write, atomic_write_text
 
-__all__ = ["FORMAT", "VERSION", "FIELDS", "Part", "StreamError", "StreamRow", "StreamResults", "open_results",
+__all__ = ["FORMAT", "VERSION", "FIELDS", "Part", "StreamError", "StreamWarning", "StreamRow", "StreamResults", "open_results",
            "log_name", "shard_name", "read_log", "dumps", "scan_directory", "check_shard_format", "write_shard",
-           "read_shard", "write_manifest", "row_size", "row_sizes"]
+           "read_shard", "write_manifest", "file_crc32", "check_shard_file", "row_size", "row_sizes"]
 
 FORMAT = "lrpjax-stream"
 VERSION = 1
@@ -62,6 +66,10 @@ _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 class StreamError(ValueError):
     """An output directory that cannot be read, continued or written as asked."""
+
+
+class StreamWarning(UserWarning):
+    """Something a resumed run found and repaired (damaged or missing shards computed again)."""
 
 
 def log_name(process: int, count: int) -> str:
@@ -180,8 +188,8 @@ def _columns(parts: list[Part], fields: dict) -> dict[str, np.ndarray]:
     return columns
 
 
-def write_shard(path: str, parts: list[Part], fields: dict, shard_format: str, header: dict) -> int:
-    """Writes one shard atomically; returns its size in bytes.
+def write_shard(path: str, parts: list[Part], fields: dict, shard_format: str, header: dict) -> tuple[int, int]:
+    """Writes one shard atomically; returns its size in bytes and the CRC-32 of its bytes.
 
     Args:
         path: the shard's file.
@@ -191,11 +199,44 @@ def write_shard(path: str, parts: list[Part], fields: dict, shard_format: str, h
         header: the run's header (kept in a Parquet shard's metadata).
     """
     columns = _columns(parts, fields)
+    buffer = io.BytesIO()   # one shard in memory (its size is bounded by shard_bytes): its checksum
     if shard_format == "npz":
-        atomic_write(path, lambda handle: _write_npz(handle, columns))
+        _write_npz(buffer, columns)
     else:
-        atomic_write(path, lambda handle: _write_parquet(handle, columns, fields, header))
-    return os.path.getsize(path)
+        _write_parquet(buffer, columns, fields, header)
+    data = buffer.getvalue()
+    atomic_write(path, lambda handle: handle.write(data))
+    return len(data), zlib.crc32(data)
+
+
+def file_crc32(path: str) -> tuple[int, int]:
+    """(size, CRC-32) of a file's bytes, read in blocks.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    crc, size = 0, 0
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            crc = zlib.crc32(block, crc)
+            size += len(block)
+    return size, crc
+
+
+def check_shard_file(path: str, entry: dict) -> str | None:
+    """What is wrong with a shard on disk against its log entry (missing, another size, another checksum),
+    or None when it is whole."""
+    try:
+        size, crc = file_crc32(path)
+    except FileNotFoundError:
+        return "it is missing"
+    except OSError as error:
+        return f"it cannot be read ({error.strerror or error})"
+    if "bytes" in entry and size != entry["bytes"]:
+        return f"it holds {size} bytes; its log says {entry['bytes']}"
+    if "crc32" in entry and crc != entry["crc32"]:
+        return f"its checksum is {crc:08x}; its log says {entry['crc32']:08x}"
+    return None
 
 
 def _write_npz(handle, columns: dict[str, np.ndarray]) -> None:
@@ -257,18 +298,35 @@ class _Shard(NamedTuple):
     offsets: dict        # field -> (n + 1,) offsets for flat fields
 
 
-def read_shard(path: str, fields: dict, shard_format: str) -> _Shard:
+def read_shard(path: str, fields: dict, shard_format: str, entry: dict | None = None) -> _Shard:
     """Reads a shard back (all of it).
+
+    Args:
+        path, fields, shard_format: the shard, the header's field templates, its format.
+        entry: its log entry: with ``"bytes"`` and ``"crc32"``, the file is checked against them first.
 
     Raises:
         StreamError: a missing or damaged file, or one whose columns do not match the fields.
     """
     try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise StreamError(f"cannot read the shard {path!r}: {error.strerror or error}; resume the run to write it "
+                          "again.") from None
+    if entry is not None:
+        if "bytes" in entry and len(data) != entry["bytes"]:
+            raise StreamError(f"cannot read the shard {path!r}: it holds {len(data)} bytes, its log says "
+                              f"{entry['bytes']}; it is damaged: resume the run (resume=True) to write it again.")
+        if "crc32" in entry and zlib.crc32(data) != entry["crc32"]:
+            raise StreamError(f"cannot read the shard {path!r}: its bytes do not match the checksum in its log; it "
+                              "is damaged: resume the run (resume=True) to write it again.")
+    try:
         if shard_format == "npz":
-            with np.load(path, allow_pickle=False) as data:
-                columns = {name: data[name] for name in ("index", "length", *FIELDS)}
+            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+                columns = {name: archive[name] for name in ("index", "length", *FIELDS)}
         else:
-            columns = _read_parquet(path, fields)
+            columns = _read_parquet(io.BytesIO(data), fields, path)
     except StreamError:
         raise
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
@@ -285,10 +343,10 @@ def read_shard(path: str, fields: dict, shard_format: str) -> _Shard:
     return _Shard(index, length, columns, offsets)
 
 
-def _read_parquet(path: str, fields: dict) -> dict:
+def _read_parquet(source, fields: dict, path: str) -> dict:
     pa, pq = _pyarrow()
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(source)
     except pa.ArrowException as error:
         raise StreamError(f"cannot read the shard {path!r}: {error}") from None
     columns = {"index": table.column("index").to_numpy(), "length": table.column("length").to_numpy()}
@@ -317,9 +375,8 @@ def _row_field(shard: _Shard, name: str, row: int, fields: dict) -> np.ndarray:
 
 def write_manifest(directory: str, header: dict, entries: list[dict]) -> str:
     """Writes ``_manifest.json`` (atomically): the merged view of a complete run."""
-    shards = sorted(({"file": e["file"], "process": e["process"], "rows": e["rows"], "index_min": e["index_min"],
-                      "index_max": e["index_max"], "bytes": e["bytes"]} for e in entries),
-                    key=lambda e: (e["process"], e["file"]))
+    keys = ("file", "process", "rows", "index_min", "index_max", "bytes", "crc32")
+    shards = sorted(({k: e[k] for k in keys if k in e} for e in entries), key=lambda e: (e["process"], e["file"]))
     common = {k: v for k, v in header.items() if k != "process_index"}
     manifest = {**common, "complete": True, "sequences": sum(e["rows"] for e in shards), "shards": shards}
     path = os.path.join(directory, "_manifest.json")
@@ -418,6 +475,10 @@ class StreamResults:
         if header["partition"] == "chunks" and len(inputs) > 1:
             raise StreamError(f"{self.directory!r}: its processes read inputs of different lengths "
                               f"({', '.join(map(str, sorted(inputs)))} sequences); each must read the whole input.")
+        digests = {records[-1]["input_crc32"] for records in completions if "input_crc32" in records[-1]}
+        if header["partition"] == "chunks" and len(digests) > 1:
+            raise StreamError(f"{self.directory!r}: its processes read inputs with other values (their digests "
+                              "differ); each must read the same whole input.")
         self.header = header
         self.config = header["config"]
         self.fields = header["fields"]
@@ -439,7 +500,8 @@ class StreamResults:
         if k in self._cache:
             self._cache.move_to_end(k)
             return self._cache[k]
-        shard = read_shard(os.path.join(self.directory, self.shards[k]["file"]), self.fields, self.format)
+        shard = read_shard(os.path.join(self.directory, self.shards[k]["file"]), self.fields, self.format,
+                           self.shards[k])
         if len(shard.index) != self.shards[k]["rows"]:
             raise StreamError(f"the shard {self.shards[k]['file']!r} holds {len(shard.index)} rows; its log says "
                               f"{self.shards[k]['rows']}; it is damaged.")
@@ -468,7 +530,7 @@ class StreamResults:
 
     def _index_of(self, k: int) -> np.ndarray:
         path = os.path.join(self.directory, self.shards[k]["file"])
-        if self.format == "npz":
+        if self.format == "npz" and "crc32" not in self.shards[k]:
             try:
                 with np.load(path, allow_pickle=False) as data:
                     return np.asarray(data["index"], np.int64)

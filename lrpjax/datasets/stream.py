@@ -33,9 +33,11 @@ is given its own part of the input, as ``(index, array)`` pairs with global indi
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
+import warnings
 import zlib
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, cast
@@ -48,10 +50,12 @@ from lrpjax._types import Params
 from lrpjax.datasets import shards as _shards
 from lrpjax.datasets.buckets import resolve_edges
 from lrpjax.datasets.driver import MAX_INDEX, Chunk, ChunkDriver, OpenChunk, Run, compilations, plan_run
-from lrpjax.datasets.shards import StreamError, StreamResults, StreamRow, open_results
+from lrpjax.datasets.shards import StreamError, StreamResults, StreamRow, StreamWarning, open_results
+from lrpjax.io.files import atomic_write_text
+from lrpjax.io.locks import OutputLock
 from lrpjax.methods.program import explain_example
 
-__all__ = ["FLUSH", "Batcher", "ChunkInfo", "StreamSummary", "StreamError", "StreamResults", "StreamRow",
+__all__ = ["FLUSH", "Batcher", "ChunkInfo", "StreamSummary", "StreamError", "StreamWarning", "StreamResults", "StreamRow",
            "iter_stream", "explain_stream", "open_results", "DEFAULT_SHARD_BYTES"]
 
 DEFAULT_SHARD_BYTES = 8 << 20
@@ -89,9 +93,13 @@ class ChunkInfo(NamedTuple):
         """The info of a driver's chunk; the crc is of its input as given (only an owned chunk has it)."""
         crc = 0
         for index, x in zip(chunk.indices, chunk.xs):
-            crc = zlib.crc32(np.ascontiguousarray(x).tobytes(),
-                             zlib.crc32(np.asarray([index, x.shape[0]], np.int64).tobytes(), crc))
+            crc = _item_crc(index, x, crc)
         return cls(chunk.serial, chunk.L, np.asarray(chunk.indices, np.int64), np.asarray(chunk.lengths, np.int64), crc)
+
+
+def _item_crc(index: int, x: np.ndarray, crc: int = 0) -> int:
+    """crc32 of one sequence (its index, length and values), continuing ``crc``."""
+    return zlib.crc32(np.ascontiguousarray(x).tobytes(), zlib.crc32(np.asarray([index, x.shape[0]], np.int64).tobytes(), crc))
 
 
 # --- setup: what the first sequence tells ------------------------------------------------------------
@@ -354,6 +362,7 @@ class StreamSummary(NamedTuple):
         shards: this process's finished shards; ``kept``: of them, kept from an interrupted run.
         compilations: chunk programs compiled by this call.
         manifest: the path of ``_manifest.json`` if this process wrote it, else None.
+        repaired: shards of an interrupted run found damaged or missing on resume and written again.
     """
 
     directory: str
@@ -363,6 +372,7 @@ class StreamSummary(NamedTuple):
     kept: int
     compilations: int
     manifest: str | None
+    repaired: int = 0
 
 
 def _params_fingerprint(params) -> dict:
@@ -384,23 +394,25 @@ def _header(setup: _Setup, method, targets, buckets, window, shard_bytes, shard_
               "buckets": None if setup.edges is None else list(setup.edges), "chunk_size": run.chunk_size,
               "window": None if window is None else int(window), "shard_bytes": int(shard_bytes),
               "E": int(run.E), "dtype": np.dtype(run.dtype).name, "classes": int(C),
-              "sequence_output": run.sequence_output, "params": _params_fingerprint(run.params)}
+              "sequence_output": run.sequence_output, "params": _params_fingerprint(run.params),
+              "devices": {"count": len(run.devices), "platform": run.devices[0].platform,
+                          "kind": getattr(run.devices[0], "device_kind", "")}}
     return {"format": _shards.FORMAT, "version": _shards.VERSION, "shard_format": shard_format,
             "partition": partition, "process_index": process_index, "process_count": process_count,
             "config": config, "fields": setup.fields}
 
 
-def _first_difference(a: Any, b: Any, where: str = "") -> str:
+def _first_difference(a: Any, b: Any, where: str = "", labels: tuple[str, str] = ("before", "now")) -> str:
     """Where two headers differ, as ``config.methods[0].steps: 32 before, 64 now``."""
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
-                return _first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else key)
+                return _first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else key, labels)
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         for k, (p, q) in enumerate(zip(a, b)):
             if p != q:
-                return _first_difference(p, q, f"{where}[{k}]")
-    return f"{where}: {json.dumps(a)[:80]} before, {json.dumps(b)[:80]} now"
+                return _first_difference(p, q, f"{where}[{k}]", labels)
+    return f"{where}: {json.dumps(a)[:80]} {labels[0]}, {json.dumps(b)[:80]} {labels[1]}"
 
 
 class _Log:
@@ -409,6 +421,7 @@ class _Log:
     def __init__(self, directory: str, header: dict, resume: bool):
         self.path = os.path.join(directory, _shards.log_name(header["process_index"], header["process_count"]))
         self.finished: list[dict] = []
+        self.damaged: list[str] = []
         self.complete: dict | None = None
         if os.path.exists(self.path):
             if not resume:
@@ -432,8 +445,26 @@ class _Log:
             raise StreamError(f"cannot resume {os.path.dirname(self.path)!r}: it was written with other options "
                               f"or another model ({_first_difference(records[0], header)}); give the same "
                               "arguments, or write to another directory.")
-        self.finished = [r for r in records[1:] if "file" in r]
+        finished = [r for r in records[1:] if "file" in r]
         self.complete = records[-1] if records[-1].get("complete") else None
+        directory = os.path.dirname(self.path)
+        self.finished, self.damaged = [], []
+        for entry in finished:   # every kept shard is checked against its log line (size and checksum)
+            problem = _shards.check_shard_file(os.path.join(directory, entry["file"]), entry)
+            if problem is None:
+                self.finished.append(entry)
+            else:
+                self.damaged.append(f"{entry['file']}: {problem}")
+        if self.damaged:
+            # The log is rewritten without them (atomically), so they are computed and logged again; the
+            # manifest of a complete run no longer holds until the run completes again.
+            self.complete = None
+            atomic_write_text(self.path, "".join(_shards.dumps(r) for r in [records[0], *self.finished]))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, "_manifest.json"))
+            warnings.warn(f"resuming {directory!r}: {len(self.damaged)} kept shard(s) are damaged or missing and are "
+                          f"computed again ({'; '.join(self.damaged[:3])}{'; ...' if len(self.damaged) > 3 else ''}).",
+                          StreamWarning, stacklevel=4)
 
     def append(self, record: dict) -> None:
         self.handle.write(_shards.dumps(record))
@@ -507,10 +538,11 @@ class _Shards:
         else:
             indices = np.concatenate([info.indices for info in infos])
             name = _shards.shard_name(self.header["process_index"], serial, self.header["shard_format"])
-            size = _shards.write_shard(os.path.join(self.directory, name), parts, self.fields,
-                                       self.header["shard_format"], self.header)
+            size, checksum = _shards.write_shard(os.path.join(self.directory, name), parts, self.fields,
+                                                 self.header["shard_format"], self.header)
             self.log.append({"file": name, "serial": serial, "rows": n, "index_min": int(indices.min()),
-                             "index_max": int(indices.max()), "input_crc32": crc, "bytes": size})
+                             "index_max": int(indices.max()), "input_crc32": crc, "bytes": size,
+                             "crc32": checksum})
             self.explained += n
         self.sequences += n
 
@@ -534,8 +566,13 @@ def _prepare_directory(directory: str, process_index: int, process_count: int) -
     if count is not None and count != process_count:
         raise StreamError(f"{directory!r} holds the output of a run with {count} process(es); this run has "
                           f"{process_count}. Resume with the same number of processes, or write to another directory.")
+
+
+def _remove_stale_temporaries(directory: str, process_index: int) -> None:
+    """Removes this process's shards that were being written when it was killed (under its lock)."""
     for stale in glob.glob(os.path.join(glob.escape(directory), f".part-{process_index:05d}-*.tmp")):
-        os.unlink(stale)   # a shard being written when the process was killed
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(stale)
 
 
 def explain_stream(method, params: Params, items: Iterable, out: str | os.PathLike[str], targets="pred", *,
@@ -543,7 +580,8 @@ def explain_stream(method, params: Params, items: Iterable, out: str | os.PathLi
                    window: int | None = None, resume: bool = False, format: str = "npz",
                    shard_bytes: int = DEFAULT_SHARD_BYTES, partition: str = "chunks",
                    process_index: int | None = None, process_count: int | None = None,
-                   progress: Callable[[int], None] | None = None, check_finite: bool = True) -> StreamSummary:
+                   progress: Callable[[int], None] | None = None, check_finite: bool = True,
+                   timeout: float = 3600.0) -> StreamSummary:
     """Explains an iterable of sequences into a directory of shards, resumably (see the module docstring).
 
     Memory is bounded by one chunk per bucket plus one shard (``shard_bytes`` of results). ``method``,
@@ -561,13 +599,25 @@ def explain_stream(method, params: Params, items: Iterable, out: str | os.PathLi
         process_index, process_count: this process's number and the number of processes (default
             ``jax.process_index()``, ``jax.process_count()``: one, without ``jax.distributed``).
         progress: called with the number of sequences finished after each chunk.
+        timeout: under ``jax.distributed``, how long (seconds) a process waits for the others at the start
+            and at the end before it names the missing process as lost.
+
+    Under ``jax.distributed`` the processes agree before they work and before they finish, through the
+    coordination service's key-value store (no device collective): each publishes its run's
+    identity (every argument that changes results, the model's digest, its devices) and, with
+    ``partition="chunks"``, a digest of its first sequence; at the end the number of sequences it read
+    and a digest of all of them. A mismatch is refused by every process, naming the argument and the
+    processes, before any completion is logged; a process that fails or does not arrive within
+    ``timeout`` is named, with how to restart. Each process holds an exclusive lock on its part of ``out``
+    (``.lock-<process>``) while it writes: a second writer is refused, naming the holder.
 
     Returns:
         A :class:`StreamSummary`.
 
     Raises:
         StreamError: ``out`` holds another run (other options, model, input or process count), or a
-            run while ``resume`` is False.
+            run while ``resume`` is False; processes that disagree, fail or are lost.
+        lrpjax.io.locks.LockError: another live process writes this process's part of ``out``.
         ValueError, TypeError: bad arguments or items, as :func:`iter_stream`.
     """
     _check_window(window)
@@ -581,30 +631,142 @@ def explain_stream(method, params: Params, items: Iterable, out: str | os.PathLi
     first, rest = _start(items)
     if first is None:
         raise ValueError("`items` is empty; at least one sequence is needed.")
+    if not isinstance(timeout, (int, float, np.integer, np.floating)) or isinstance(timeout, bool) \
+            or not 0 < timeout < float("inf"):
+        raise ValueError(f"`timeout` must be a number of seconds > 0; got {timeout!r}.")
     setup = _setup(method, params, first.x, targets, buckets, chunk_size, devices, tokens)
     header = _header(setup, method, targets, buckets, window, shard_bytes, format, partition, process_index,
                      process_count)
-    _prepare_directory(directory, process_index, process_count)
-    log = _Log(directory, header, resume)
+    peers = _Peers.of(header, float(timeout))
+    if peers is not None:
+        peers.agree("start", {"run": _header_key(header),
+                              "first": _item_crc(first.index, first.x) if partition == "chunks" else None})
     try:
-        return _write(setup, header, log, directory, first, rest, window, shard_bytes, partition, progress,
-                      check_finite)
-    finally:
-        log.close()
+        _prepare_directory(directory, process_index, process_count)
+        lock = OutputLock(os.path.join(directory, f".lock-{process_index:05d}"),
+                          f"the stream output {directory!r} (process {process_index} of {process_count})")
+        with lock:
+            _remove_stale_temporaries(directory, process_index)
+            log = _Log(directory, header, resume)
+            try:
+                return _write(setup, header, log, directory, first, rest, window, shard_bytes, partition, progress,
+                              check_finite, peers)
+            finally:
+                log.close()
+    except BaseException as error:
+        if peers is not None:
+            peers.fail(error)
+        raise
 
 
-def _write(setup, header, log: _Log, directory, first, rest, window, shard_bytes, partition, progress, finite):
+def _header_key(header: dict) -> dict:
+    return {k: v for k, v in header.items() if k != "process_index"}
+
+
+_CALLS = [0]
+
+
+class _Peers:
+    """The other processes of a ``jax.distributed`` run, reached through the coordination service's
+    key-value store: every process publishes a value per stage and reads everyone's."""
+
+    def __init__(self, client, index: int, count: int, timeout: float):
+        _CALLS[0] += 1   # the processes call explain_stream in the same order: equal names for one run
+        self.client, self.index, self.count, self.timeout = client, index, count, timeout
+        self.prefix = f"lrpjax/explain_stream/{_CALLS[0]}"
+        self.failed = False
+
+    @classmethod
+    def of(cls, header: dict, timeout: float) -> _Peers | None:
+        count = header["process_count"]
+        if count == 1 or jax.process_count() != count:
+            return None
+        from jax._src import distributed
+
+        client = distributed.global_state.client
+        return None if client is None else cls(client, header["process_index"], count, timeout)
+
+    def _publish(self, stage: str, value: dict) -> None:
+        self.client.key_value_set(f"{self.prefix}/{stage}/{self.index}", json.dumps(value, sort_keys=True))
+
+    def _read(self, stage: str, process: int, deadline: float) -> dict:
+        import time
+
+        key = f"{self.prefix}/{stage}/{process}"
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return json.loads(self.client.blocking_key_value_get(key, int(max(1.0, min(left, 2.0)) * 1000)))
+            except Exception:   # noqa: BLE001 - the client reports a deadline as a runtime error
+                if self._lost(process) or time.monotonic() >= deadline:
+                    self.failed = True
+                    what = "start" if stage == "start" else "finish"
+                    raise StreamError(
+                        f"process {process} of {self.count} did not {what} within {self.timeout:g} s (`timeout`): "
+                        "it was lost (killed, out of memory, its host failed) or is still working. The finished "
+                        "shards of every process are kept: once process "
+                        f"{process} is known to be gone, restart all {self.count} processes with the same arguments "
+                        "and resume=True; each continues where it stopped.") from None
+
+    def _lost(self, process: int) -> bool:
+        try:
+            return process not in self.client.get_live_nodes(list(range(self.count)))
+        except Exception:   # noqa: BLE001 - not every coordination service answers this
+            return False
+
+    def agree(self, stage: str, value: dict, what: str = "arguments") -> None:
+        """Publishes ``value`` and checks that every process published an equal one.
+
+        Raises:
+            StreamError: a process that differs (naming the first difference), failed, or is lost.
+        """
+        import time
+
+        self._publish(stage, value)
+        deadline = time.monotonic() + self.timeout
+        values = [value if p == self.index else self._read(stage, p, deadline) for p in range(self.count)]
+        for process, other in enumerate(values):
+            if "error" in other:
+                self.failed = True
+                raise StreamError(f"process {process} of {self.count} failed: {other['error']}; fix it, then "
+                                  "restart every process with the same arguments and resume=True.")
+        for process, other in enumerate(values[1:], start=1):
+            if other != values[0]:
+                self.failed = True
+                raise StreamError(f"the processes disagree: process {process} has other {what} than process 0 "
+                                  f"({_first_difference(values[0], other, labels=('in process 0', f'in process {process}'))}); "
+                                  "every process must be given the same arguments (and, with partition='chunks', "
+                                  "the same input). Nothing was marked complete.")
+
+    def fail(self, error: BaseException) -> None:
+        """Tells the other processes that this one stopped (they stop waiting and name it)."""
+        if self.failed:
+            return
+        self.failed = True
+        message = " ".join(str(error).split())[:300] or type(error).__name__
+        for stage in ("start", "end", "logged"):
+            try:
+                self._publish(stage, {"error": f"{type(error).__name__}: {message}"})
+            except Exception:   # noqa: BLE001 - a key already set: that stage was passed
+                pass
+
+
+def _write(setup, header, log: _Log, directory, first, rest, window, shard_bytes, partition, progress, finite,
+           peers: _Peers | None):
     process_index, process_count = header["process_index"], header["process_count"]
     owns = (lambda serial: serial % process_count == process_index) if partition == "chunks" else \
         (lambda serial: True)
     shards = _Shards(directory, header, log, int(shard_bytes), progress)
     before = compilations()
     seen = 0
+    digest = _item_crc(first.index, first.x)
 
     def counted(items):
-        nonlocal seen
+        nonlocal seen, digest
         for item in items:
-            seen += item is not FLUSH
+            if item is not FLUSH:
+                seen += 1
+                digest = _item_crc(item.index, item.x, digest)
             if log.complete is not None and seen + 1 > log.complete["input"]:
                 raise StreamError(f"cannot resume {directory!r}: its run is complete after {log.complete['input']} "
                                   "sequences, and this input holds more; it was written from another input.")
@@ -619,30 +781,33 @@ def _write(setup, header, log: _Log, directory, first, rest, window, shard_bytes
     if missing:
         raise StreamError(f"cannot resume {directory!r}: it holds shards this input does not reach (from shard "
                           f"{missing[0]}); it was written from a longer input.")
-    completion = {"complete": True, "sequences": shards.sequences, "shards": shards.count, "input": seen}
+    completion = {"complete": True, "sequences": shards.sequences, "shards": shards.count, "input": seen,
+                  "input_crc32": digest}
+    if peers is not None and partition == "chunks":
+        peers.agree("end", {"input": seen, "input_crc32": digest}, what="input")
+    elif peers is not None:
+        peers.agree("end", {})
     if log.complete is None:
         log.append(completion)
-    elif {k: log.complete.get(k) for k in completion} != completion:
+    elif any(log.complete.get(k, v) != v for k, v in completion.items()):
         raise StreamError(f"cannot resume {directory!r}: the finished run read {log.complete.get('input')} "
-                          f"sequences; this input has {seen}; it was written from another input.")
-    manifest = _finalize(directory, header)
+                          f"sequences; this input has {seen}"
+                          f"{' with other values' if log.complete.get('input') == seen else ''}; it was written "
+                          "from another input.")
+    if peers is not None:
+        peers.agree("logged", {})
+    manifest = _finalize(directory, header, peers)
     return StreamSummary(directory, shards.sequences, shards.explained, shards.count, shards.kept,
-                         compilations() - before, manifest)
+                         compilations() - before, manifest, len(log.damaged))
 
 
-def _finalize(directory: str, header: dict) -> str | None:
-    """Writes the merged manifest once every process is complete: process 0 after a barrier under
-    ``jax.distributed``; otherwise whichever process finds every log complete (they write equal bytes)."""
+def _finalize(directory: str, header: dict, peers: _Peers | None) -> str | None:
+    """Writes the merged manifest once every process is complete: process 0 once every process has logged
+    its completion (under ``jax.distributed``); otherwise whichever process finds every log complete (they
+    write equal bytes)."""
     process_count = header["process_count"]
-    distributed = process_count > 1 and jax.process_count() == process_count
-    if distributed:
-        from jax.experimental import multihost_utils
-
-        # The name must be equal on every host (their paths to the directory may differ): the run's header.
-        run = zlib.crc32(_shards.dumps({k: v for k, v in header.items() if k != "process_index"}).encode())
-        multihost_utils.sync_global_devices(f"lrpjax.datasets.stream.explain_stream:{run:08x}")
-        if header["process_index"] != 0:
-            return None
+    if peers is not None and header["process_index"] != 0:
+        return None
     _, logs = _shards.scan_directory(directory)
     entries: list[dict[str, Any]] = []
     for process in range(process_count):

@@ -731,7 +731,7 @@ def test_resume_without_an_output_starts_afresh(tmp_path, capsys, tiny_checkpoin
 
 
 @pytest.mark.parametrize("prepare, message", [
-    (lambda out, src: src.write_text("another input\n" * 40), "its record 5 is for '', but line 5 of .* reads 'another input'"),
+    (lambda out, src: src.write_text("another input\n" * 40), "its record 1 is for 'a good film', but line 1 of .* reads 'another input'"),
     (lambda out, src: out.write_text(out.read_text().replace('"line": 3,', '"line": 9,')),
      r"its line 3 is not the record of input line 3"),
     (lambda out, src: out.write_text(out.read_text().replace('"line": 3,', '{broken', 1)),
