@@ -16,6 +16,9 @@ Measured in one run, float32, on the devices JAX sees (normally the CPU); every 
 * Contextual Decomposition (``lrpjax.methods.decomposition.cd``) through ``explain_dataset`` and LRP-all on the same
   sentences (the whole test set, or an evenly spaced subset with ``--cd-sentences``);
 * ``SSTModel.embed`` over every test sentence;
+* direct calls without a user's ``jit`` (``model.apply``, a method's per-sentence call, on embedded vectors
+  and on token ids) against ``jax.jit`` of the same call on the same input, warm (``--only direct`` runs
+  this section alone and writes ``benchmark_direct.{json,md}``);
 * the command line: wall time of ``lrpjax explain "<sentence>"`` in fresh processes with an empty
   compilation cache (``LRPJAX_CACHE_DIR``), then warm, then a sentence of another length in the same
   bucket; and of ``python -c "import lrpjax"``;
@@ -426,7 +429,57 @@ def worker_torch(job: dict) -> dict:
             "torch": torch.__version__, "sentences": len(sentences), "throughput": throughput, "ratios": ratios}
 
 
-WORKERS = {"throughput": worker_throughput, "memory": worker_memory, "ratios": worker_ratios, "driver": worker_driver,
+def _median_ms(call, repeats: int) -> float:
+    """Median wall time of ``call()`` (its result blocked on) over ``repeats`` calls, in milliseconds."""
+    import jax
+
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(call())
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def worker_direct(job: dict) -> dict:
+    """Direct (un-jitted) calls against ``jax.jit`` of the same call on the same input, warm: the shipped
+    BiLSTM's ``apply`` on one embedded sentence (the first test sentence of at least ``min_tokens``
+    tokens), a seeded model over token ids (``Embedding`` first) on random ids of that length, and
+    LRP-all's per-sentence call on both."""
+    import jax
+    import lrpjax
+    from lrpjax.models import Dense, Embedding, Recurrent, Sequential, bilstm
+
+    params, sentences, _ = load_setup(True)
+    x = next(s for s in sentences if len(s) >= job["min_tokens"])
+    T, E = x.shape
+    ids_model = Sequential((Embedding(E), Recurrent(units=60, bidirectional=True), Dense(5)))
+    ids_params = jax.tree_util.tree_map(np.asarray, ids_model.init(jax.random.PRNGKey(job["seed"]), input_size=1000))
+    ids = np.random.default_rng(job["seed"]).integers(0, 1000, T).astype(np.int32)
+    explain = lrpjax.lrp(bilstm.apply, "lrp-all")
+    explain_ids = lrpjax.lrp(ids_model.apply, "lrp-all")
+    cases = [("bilstm.apply(params, x)", lambda: bilstm.apply(params, x),
+              jax.jit(bilstm.apply), (params, x)),
+             ("model.apply(params, ids) (Embedding first)", lambda: ids_model.apply(ids_params, ids),
+              jax.jit(ids_model.apply), (ids_params, ids)),
+             ("lrp(bilstm.apply)(params, x, 0)", lambda: explain(params, x, 0),
+              jax.jit(lambda p, v: explain(p, v, 0)), (params, x)),
+             ("lrp(model.apply)(params, ids, 0) (Embedding first)", lambda: explain_ids(ids_params, ids, 0),
+              jax.jit(lambda p, v: explain_ids(p, v, 0)), (ids_params, ids))]
+    rows = []
+    for name, direct, jitted, args in cases:
+        start = time.perf_counter()
+        jax.block_until_ready(direct())
+        first = time.perf_counter() - start
+        jax.block_until_ready(jitted(*args))
+        direct_ms = _median_ms(direct, job["calls"])
+        jit_ms = _median_ms(lambda: jitted(*args), job["calls"])
+        rows.append({"call": name, "first_s": first, "direct_ms": direct_ms, "jit_ms": jit_ms,
+                     "ratio": direct_ms / jit_ms})
+    return {"tokens": T, "calls": job["calls"], "rows": rows}
+
+
+WORKERS = {"direct": worker_direct, "throughput": worker_throughput, "memory": worker_memory, "ratios": worker_ratios, "driver": worker_driver,
            "cd": worker_cd,
            "embed": worker_embed, "torch": worker_torch}
 
@@ -562,6 +615,42 @@ def _embed_lines(report: dict) -> list[str]:
                     f"{_met(e['warm_s'], 0.1)} |", ""]
 
 
+def _direct_lines(report: dict) -> list[str]:
+    d = report["direct"]
+    lines = ["## Direct calls without a user's jit", "",
+             f"One sentence of {d['tokens']} tokens, each call warm (its first call, which compiles, timed "
+             f"separately); the median of {d['calls']} calls without `jax.jit` against the median of "
+             f"{d['calls']} calls of `jax.jit` of the same call on the same input; {_load(report, 'direct')}. "
+             "A direct call reuses a program compiled once per model, options and shapes; what it adds is the "
+             "Python-side checks of the parameters and the input.", "",
+             "| call | first call (s) | direct (ms, median) | `jax.jit` (ms, median) | direct / jit |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for r in d["rows"]:
+        lines.append(f"| `{r['call']}` | {r['first_s']:.2f} | {r['direct_ms']:.2f} | {r['jit_ms']:.2f} | "
+                     f"**{r['ratio']:.1f}x** |")
+    return lines + [""]
+
+
+def direct_report(direct: dict, load: dict, command: str) -> dict:
+    """The report of the direct-call section run on its own (``--only direct``)."""
+    return {"machine": machine(), "command": command, "load": load, "direct": direct}
+
+
+def write_direct(report: dict, out: Path) -> str:
+    """Writes ``benchmark_direct.{json,md}`` (the direct-call section run on its own); returns the markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    m = report["machine"]
+    table = "\n".join(["# Direct calls without a user's jit", "",
+                        f"Machine: {m['cores_available']} cores ({m['processor']}), devices "
+                        f"{', '.join(m['devices'])}, jax {m['jax']}; command `{report['command']}`.", "",
+                        *_direct_lines(report)[2:]]).rstrip("\n") + "\n"
+    for name, text in (("benchmark_direct.json", json.dumps(report, indent=2) + "\n"), ("benchmark_direct.md", table)):
+        partial = out / (name + ".partial")
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, out / name)
+    return table
+
+
 def _cli_lines(report: dict) -> list[str]:
     c = report["cli"]
     n = len(c["warm_s"])
@@ -637,7 +726,10 @@ def markdown(report: dict) -> str:
     for r in report["memory"]:
         lines.append(f"| {r['mode']} | {r['replicas']} | {r['sentences']} | {r['seconds']:.1f} | "
                      f"{r['maxrss_mb']:.0f} | {r['input_mb']:.0f} | {r['result_mb']:.0f} |")
-    lines += ["", *_cd_lines(report), *_embed_lines(report), *_cli_lines(report), *_torch_lines(report)]
+    lines += ["", *_cd_lines(report), *_embed_lines(report)]
+    if "direct" in report:
+        lines += _direct_lines(report)
+    lines += [*_cli_lines(report), *_torch_lines(report)]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -676,6 +768,9 @@ def main(argv=None) -> int:
                         help="warm repeats of the CD part (default 2; 1 with --quick)")
     parser.add_argument("--cli-runs", type=int, default=None, help="warm command-line runs (default 5; 3 with --quick)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the imported PyTorch model and its inputs")
+    parser.add_argument("--only", choices=("direct",), default=None,
+                        help="run only this section and write benchmark_<section>.{json,md} (direct: un-jitted "
+                             "calls against jax.jit of the same call)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
@@ -705,6 +800,13 @@ def main(argv=None) -> int:
         load[name] = os.getloadavg()[0]
         print(f"[{time.strftime('%H:%M:%S')}] {name} (load {load[name]:.1f})", file=sys.stderr)
 
+    direct_job = {**base, "kind": "direct", "min_tokens": 19, "seed": args.seed, "calls": 20 if args.quick else 100}
+    command = "python experiments/benchmark.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    if args.only == "direct":
+        part("direct")
+        print(write_direct(direct_report(run_worker(direct_job), load, command), Path(args.out)))
+        return 0
+
     part("throughput")
     throughput = []
     for config in configs:
@@ -727,6 +829,8 @@ def main(argv=None) -> int:
     cd_subset_reason = f"--cd-sentences {args.cd_sentences}" if args.cd_sentences else "--quick"
     part("embed")
     embed = run_worker({**base, "kind": "embed", "repeats": repeats})
+    part("direct")
+    direct = run_worker(direct_job)
     part("cli")
     cli = cli_latency(args.cli_runs or (3 if args.quick else 5))
     part("torch")
@@ -740,7 +844,7 @@ def main(argv=None) -> int:
               "lrp_over_forward": lrp_over_forward(throughput), "ratios": ratios, "driver": driver,
               "memory": memory, "cd": cd,
               "cd_subset_reason": cd_subset_reason,
-              "embed": embed, "cli": cli, "torch": torch_part}
+              "embed": embed, "direct": direct, "cli": cli, "torch": torch_part}
     print(write_report(report, Path(args.out)))
     return 0
 

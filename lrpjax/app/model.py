@@ -154,8 +154,9 @@ def check_seed(seed: Any) -> int:
     return int(seed)
 
 
-def make_method(name: str, eps: float | None = None, seed: int = 0) -> _explain.Method:
-    """The explanation method called ``name`` (one of :data:`METHODS`) for the BiLSTM.
+def make_method(name: str, eps: float | None = None, seed: int = 0,
+                apply: Callable | None = None) -> _explain.Method:
+    """The explanation method called ``name`` (one of :data:`METHODS`) for the BiLSTM (or ``apply``).
 
     Args:
         name: ``lrp-all``, ``lrp-prop``, ``lrp-abs``, ``lrp-half`` (LRP with that product rule,
@@ -168,6 +169,8 @@ def make_method(name: str, eps: float | None = None, seed: int = 0) -> _explain.
             normal noise).
         eps: LRP stabiliser; None takes :data:`DEFAULT_EPS`. Ignored by the other methods.
         seed: seed of the random baseline and of SmoothGrad (see :func:`check_seed`).
+        apply: the model's ``apply`` (None: the BiLSTM's, ``bilstm.apply``); for a model over token ids
+            the methods act on the embedded vectors (:mod:`lrpjax.models.embedding`).
 
     Raises:
         ValueError: an unknown name (listing the valid ones), a negative or too large ``eps`` (see
@@ -176,7 +179,7 @@ def make_method(name: str, eps: float | None = None, seed: int = 0) -> _explain.
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}.")
     seed = check_seed(seed)
-    apply = bilstm.apply
+    apply = bilstm.apply if apply is None else apply
     if name.startswith("lrp-"):
         eps = DEFAULT_EPS[name] if eps is None else float(eps)
         if not eps >= 0:

@@ -45,7 +45,8 @@ from lrpjax.io.legacy import LEGACY_KINDS, legacy_config
 from lrpjax.models.sequential import Sequential, network_of
 
 __all__ = ["FORMAT_VERSION", "MAX_BYTES", "MODEL_CONFIG", "MODEL_KEY", "ArraySpec", "Checkpoint", "CheckpointError",
-           "ModelCheckpoint", "flatten", "load", "load_model", "save", "save_model", "unflatten"]
+           "ModelCheckpoint", "OUTPUT_KINDS", "TOKENIZER_SPLITS", "describe_text", "flatten", "load", "load_model",
+           "read_metadata", "save", "save_model", "unflatten"]
 
 FORMAT_VERSION = 1
 MAX_BYTES = 1 << 30
@@ -549,6 +550,19 @@ def _read(path: str, expect_kind: str | None, max_bytes: int | None,
     return metadata, arrays, checked
 
 
+def read_metadata(path: str | os.PathLike[str], max_bytes: int | None = MAX_BYTES) -> dict[str, Any]:
+    """A checkpoint's metadata alone (its "kind", the model config, labels, ...), no array data read.
+
+    Raises:
+        CheckpointError: a missing, damaged or foreign file, as `load`.
+    """
+    path = os.fspath(path)
+    with _open_archive(path) as archive:
+        members = _members(path, archive, max_bytes)
+        headers = {key: _read_header(path, archive, key, info) for key, info in members.items()}
+        return _read_metadata(path, archive, members, headers)
+
+
 def _check_layouts(path: str, metadata: dict[str, Any], headers: dict[str, _Header], expect: Any,
                    expect_extra: Any) -> None:
     for prefix, layout, strict in ((PARAMS_PREFIX, expect, True), (EXTRA_PREFIX, expect_extra, False)):
@@ -655,8 +669,19 @@ def save_model(
     key: str | None = None,
     beside: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    vocab: Any = None,
+    labels: Any = None,
+    tokenizer: Any = None,
+    outputs: Any = None,
 ) -> str:
     """Writes a model's parameters and its config to one ``.npz`` file, atomically (as `save`).
+
+    What the command line and the report need to explain text with the model goes in too (every part
+    optional): the vocabulary (``vocab``, row ``i`` of the embedding table is word ``vocab[i]``), how text
+    becomes tokens (``tokenizer``), and the names of the outputs and what they are (``labels``,
+    ``outputs``)::
+
+        checkpoints.save_model("mine.npz", model, params, vocab=words, labels=["negative", "positive"])
 
     The metadata gets the model's config under `MODEL_CONFIG` (:meth:`Sequential.config`; for a named
     model such as ``LSTM`` or ``MLP`` that of its ``network``), so that `load_model` rebuilds the model
@@ -672,6 +697,17 @@ def save_model(
         key: where the model's parameters go under "params/" (None: they are all of "params/").
         beside: other parameter arrays or sub-trees stored beside the model's (needs `key`).
         extra: extra arrays, as for `save`.
+        vocab: the vocabulary, a sequence of distinct non-empty strings, one per embedding row (stored as
+            the unicode array ``extra/vocab``); a model that starts with an Embedding needs V of them.
+        labels: the names of the output's last axis (C strings: class names, or the quantities a
+            regression predicts), stored in the metadata under ``"labels"``.
+        tokenizer: how text becomes tokens (metadata ``"tokenizer"``), a dict: ``"split"`` --
+            ``"whitespace"`` (default) or ``"sst"`` (the treebank tokenizer of :func:`lrpjax.data.sst.tokenize`);
+            ``"lowercase"`` (default False); ``"unknown"`` -- the vocabulary word that stands for a word
+            outside it (None, the default: such a word is an error).
+        outputs: what the outputs are (metadata ``"outputs"``): ``"classes"`` (default for a vector
+            output: the prediction is the largest score, probabilities by softmax) or ``"regression"`` (the
+            values are printed as they are); a per-step output (T, C) is read step by step.
 
     Returns:
         The path written, as a string.
@@ -693,8 +729,17 @@ def save_model(
     reserved = [name for name in (MODEL_CONFIG, MODEL_KEY) if name in metadata]
     if reserved:
         raise ValueError(f"`metadata` must not set {reserved}: save_model() writes them.")
-    network.specs(params)
-    meta = {"kind": getattr(model, "kind", network.kind), **metadata, MODEL_CONFIG: _rebuildable_config(network)}
+    specs = network.specs(params)
+    described = describe_text(network, specs[0].size, specs[-1].size, vocab, labels, tokenizer, outputs)
+    clash = sorted(set(described) & set(metadata))
+    if clash:
+        raise ValueError(f"`metadata` must not set {clash}: give them as save_model's arguments.")
+    if vocab is not None:
+        if isinstance(extra, dict) and "vocab" in extra:
+            raise ValueError("`extra` must not hold 'vocab' when `vocab` is given (it is stored there).")
+        extra = {**(extra or {}), "vocab": np.asarray(list(vocab), dtype=np.str_)}
+    meta = {"kind": getattr(model, "kind", network.kind), **metadata, **described,
+            MODEL_CONFIG: _rebuildable_config(network)}
     beside = {} if beside is None else beside
     if not isinstance(beside, dict):
         raise TypeError(f"`beside` must be a dict of arrays; got {type(beside).__name__}.")
@@ -708,6 +753,57 @@ def save_model(
         raise ValueError(f"`beside` must not hold {key!r}, the key of the model's parameters.")
     meta[MODEL_KEY] = key
     return save(path, {**beside, key: params}, meta, extra=extra)
+
+
+TOKENIZER_SPLITS = ("whitespace", "sst")
+OUTPUT_KINDS = ("classes", "regression")
+
+
+def describe_text(network: Sequential, input_size: int, output_size: int, vocab: Any, labels: Any, tokenizer: Any,
+                  outputs: Any) -> dict[str, Any]:
+    """The checked metadata entries of `save_model`'s ``labels``, ``tokenizer`` and ``outputs`` (those given).
+
+    Raises:
+        TypeError, ValueError: naming the argument and what was expected.
+    """
+    meta: dict[str, Any] = {}
+    if vocab is not None:
+        if isinstance(vocab, (str, bytes)) or not all(isinstance(w, str) and w for w in vocab):
+            raise TypeError("`vocab` must be a sequence of non-empty strings, one per embedding row.")
+        words = list(vocab)
+        if len(set(words)) != len(words):
+            raise ValueError("`vocab` must hold distinct words; "
+                             f"{next(w for w in words if words.count(w) > 1)!r} appears more than once.")
+        if not network.takes_ids:
+            raise ValueError("`vocab` is for a model that takes token ids (an Embedding first); this model reads "
+                             "embedded vectors.")
+        if len(words) != input_size:
+            raise ValueError(f"`vocab` has {len(words)} words; the model's embedding table has V = {input_size} rows.")
+    if labels is not None:
+        if isinstance(labels, (str, bytes)) or not all(isinstance(n, str) and n for n in labels):
+            raise TypeError("`labels` must be a sequence of non-empty strings, one per output.")
+        if len(list(labels)) != output_size:
+            raise ValueError(f"`labels` has {len(list(labels))} names; the model has C = {output_size} outputs.")
+        meta["labels"] = list(labels)
+    if tokenizer is not None:
+        if not isinstance(tokenizer, dict) or set(tokenizer) - {"split", "lowercase", "unknown"}:
+            raise ValueError("`tokenizer` must be a dict with the keys 'split', 'lowercase', 'unknown' (any of "
+                             f"them); got {tokenizer!r}.")
+        split = tokenizer.get("split", "whitespace")
+        if split not in TOKENIZER_SPLITS:
+            raise ValueError(f"`tokenizer['split']` must be one of {TOKENIZER_SPLITS}; got {split!r}.")
+        lowercase = tokenizer.get("lowercase", False)
+        if not isinstance(lowercase, bool):
+            raise TypeError(f"`tokenizer['lowercase']` must be a bool; got {lowercase!r}.")
+        unknown = tokenizer.get("unknown")
+        if unknown is not None and (vocab is None or unknown not in list(vocab)):
+            raise ValueError(f"`tokenizer['unknown']` must be a word of `vocab`; got {unknown!r}.")
+        meta["tokenizer"] = {"split": split, "lowercase": lowercase, "unknown": unknown}
+    if outputs is not None:
+        if outputs not in OUTPUT_KINDS:
+            raise ValueError(f"`outputs` must be one of {OUTPUT_KINDS}; got {outputs!r}.")
+        meta["outputs"] = outputs
+    return meta
 
 
 def _reason(error: Exception) -> str:

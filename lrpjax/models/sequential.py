@@ -47,9 +47,9 @@ __all__ = ["Sequential", "check_inputs", "floating_dtype", "network_of"]
 def floating_dtype(params: Any) -> np.dtype | None:
     """The one floating dtype of the parameters' leaves, as JAX computes with it (float64 leaves are
     float32 unless ``jax_enable_x64`` is on); None when they have none, or several."""
-    dtypes = {jax.dtypes.canonicalize_dtype(jnp.result_type(leaf)) for leaf in jax.tree_util.tree_leaves(params)
-              if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)}
-    return dtypes.pop() if len(dtypes) == 1 else None
+    dtypes = {getattr(leaf, "dtype", None) or jnp.result_type(leaf) for leaf in jax.tree_util.tree_leaves(params)}
+    floating = {jax.dtypes.canonicalize_dtype(d) for d in dtypes if jnp.issubdtype(d, jnp.floating)}
+    return floating.pop() if len(floating) == 1 else None
 
 
 def check_inputs(x: Any, mask: Any, E: int | None = None, dtype: Any = None) -> None:

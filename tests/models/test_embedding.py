@@ -78,8 +78,13 @@ def test_every_method_on_ids_equals_it_on_the_embedded_vectors(setup):
     occluded = [ref.bilstm_forward(oracle, np.where(np.arange(5)[:, None] == t, 0.0, x))[2] for t in range(5)]
     want = ref.bilstm_forward(oracle, x)[2] - np.array(occluded)
     np.testing.assert_allclose(np.asarray(lrpjax.occlusion(model.apply)(params, IDS, 2)), want, atol=1e-12)
-    for make in (lrpjax.sensitivity, lambda a: lrpjax.integrated_gradients(a, steps=4),
-                 lambda a: lrpjax.smoothgrad(a, samples=3), cd):
+    np.testing.assert_allclose(np.asarray(lrpjax.sensitivity(model.apply)(params, IDS, 2)), gradient ** 2,
+                               atol=1e-12)
+    # Integrated Gradients from zero vectors, midpoint rule with 2 points: oracle gradients on the path
+    path = sum(ref.bilstm_gradient(oracle, a * x, 2) for a in (0.25, 0.75)) / 2
+    np.testing.assert_allclose(np.asarray(lrpjax.integrated_gradients(model.apply, steps=2)(params, IDS, 2)),
+                               path * x, atol=1e-12)
+    for make in (lambda a: lrpjax.smoothgrad(a, samples=2), cd):
         on_ids, on_vectors = make(model.apply), make(inner.apply)
         np.testing.assert_allclose(np.asarray(on_ids(params, IDS, 2)),
                                    np.asarray(on_vectors(inner_params, vectors, 2)), atol=1e-12, err_msg=on_ids.name)
@@ -89,17 +94,18 @@ def test_every_method_on_ids_equals_it_on_the_embedded_vectors(setup):
 
 def test_padded_batch_of_ids_equals_each_sequence(setup):
     model, params, _ = setup
-    X = np.array([[4, 0, 6, 2, 2], [1, 5, 3, 0, 0], [6, 0, 0, 0, 0]])
-    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], bool)
-    for method in (lrpjax.lrp(model.apply, "lrp-half"), lrpjax.occlusion(model.apply)):
-        batch = np.asarray(method.batch(params, X, np.array([0, 1, 2]), mask=mask))
-        for i, L in enumerate(mask.sum(1)):
-            one = np.asarray(method(params, X[i, :L], i))
-            np.testing.assert_allclose(batch[i, :L], one, atol=1e-12)
-            assert not batch[i, L:].any()
-    scores = jax.vmap(lambda ids, m: model.apply(params, ids, mask=m))(jnp.asarray(X), jnp.asarray(mask))
+    X = np.array([[4, 0, 6, 2, 2], [1, 5, 3, 0, 0]])
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], bool)
+    method = lrpjax.lrp(model.apply, "lrp-half")
+    batch = np.asarray(method.batch(params, X, np.array([0, 1]), mask=mask))
     for i, L in enumerate(mask.sum(1)):
-        np.testing.assert_allclose(np.asarray(scores[i]), np.asarray(model.apply(params, X[i, :L])), atol=1e-12)
+        np.testing.assert_allclose(batch[i, :L], np.asarray(method(params, X[i, :L], i)), atol=1e-12)
+        assert not batch[i, L:].any()
+    occlusion = np.asarray(lrpjax.occlusion(model.apply).batch(params, X, 1, mask=mask))
+    np.testing.assert_allclose(occlusion[0], np.asarray(lrpjax.occlusion(model.apply)(params, X[0], 1)), atol=1e-12)
+    assert not occlusion[1, 3:].any()
+    scores = jax.vmap(lambda ids, m: model.apply(params, ids, mask=m))(jnp.asarray(X), jnp.asarray(mask))
+    np.testing.assert_allclose(np.asarray(scores[1]), np.asarray(model.apply(params, X[1, :3])), atol=1e-12)
 
 
 def test_ids_under_jit_and_vmap(setup):
