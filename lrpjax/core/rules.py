@@ -36,6 +36,8 @@ __all__ = [
     "ZB",
     "LINEAR_RULES",
     "Gate",
+    "AttentionRule",
+    "ATTENTION_MODES",
     "RuleSet",
     "PRESETS",
     "preset",
@@ -532,6 +534,81 @@ class Gate:
         return s_g * r, s_s * r
 
 
+ATTENTION_MODES = ("gate", "prop", "abs", "half", "attnlrp")
+
+
+@dataclass(frozen=True)
+class AttentionRule:
+    """How relevance passes an attention over steps, ``c = sum_t alpha_t v_t``, ``alpha = softmax(e)``.
+
+    The context is an accumulation (Sec. 11.3.3) of the products ``p_td = alpha_t v_td``; each product is
+    a gated interaction (Sec. 11.3.2) whose gate is the attention weight and whose signal is the value,
+    and the weights come from the scores ``e_t`` through a softmax (:mod:`lrpjax.core.attention`). The
+    mode says how a product's relevance ``R_p`` is split and how the weights' share reaches the scores:
+
+    * ``"gate"`` (default; Table 11.1's signal-take-all, CP-LRP of Ali et al., ICML 2022): ``R_alpha = 0``,
+      ``R_v = R_p``: the weights are treated like gates, relevance goes through the values only;
+    * ``"prop"``, ``"abs"``, ``"half"``: Table 11.1's splits of ``p = alpha_t v_td`` on its two factors
+      (``R_alpha = alpha / (alpha + v + eps sign) R_p`` for ``prop``, ...); the weights' relevance passes
+      the softmax unchanged to the scores, as an activation passes relevance;
+    * ``"attnlrp"`` (Achtibat et al., "AttnLRP: attention-aware layer-wise relevance propagation for
+      transformers", ICML 2024): the uniform rule for products (``R_alpha = R_v = R_p / 2``, their
+      Prop. 3.3) and their softmax rule (Prop. 3.1), the Taylor decomposition of the softmax at ``e``::
+
+          R_e_t = e_t (R_alpha_t - alpha_t sum_s R_alpha_s)
+
+      whose remainder (the bias of the expansion) is absorbed; ``share=True`` spreads it equally over the
+      valid steps.
+
+    Bilinear scores of two input-dependent factors (``e_st = sum_d q_sd k_td``) split their products
+    by the same product rule. With ``share=True`` (and a sharing rule set) relevance is conserved in
+    every mode.
+
+    Attributes:
+        mode: one of :data:`ATTENTION_MODES`.
+        eps: stabiliser of ``prop`` and ``abs`` (as :class:`Gate`), ``0 <= eps <= MAX_EPS``.
+        share: spread what stabilisers and the softmax's Taylor remainder absorb over the inputs.
+    """
+
+    mode: str = "gate"
+    eps: float = 0.0
+    share: bool = False
+
+    def __post_init__(self):
+        if self.mode not in ATTENTION_MODES:
+            raise ValueError(f"`mode` of AttentionRule must be one of {ATTENTION_MODES}; got {self.mode!r}.")
+        _check_eps("AttentionRule", self.eps)
+        object.__setattr__(self, "eps", float(self.eps))
+        _check_bool("AttentionRule", "share", self.share)
+
+    @property
+    def scores_receive_relevance(self) -> bool:
+        """Whether any relevance reaches the scores (not under ``"gate"``)."""
+        return self.mode != "gate"
+
+    @property
+    def product(self) -> Gate:
+        """The rule splitting a product ``alpha_t v_td`` (and a bilinear score's ``q_sd k_td``)."""
+        mode = {"gate": "all", "attnlrp": "half"}.get(self.mode, self.mode)
+        return Gate(mode, self.eps, self.share)
+
+    def softmax(self, e: Array, alpha: Array, valid: Array, r: Array) -> Array:
+        """Redistributes the weights' relevance ``r`` onto the scores ``e``; ``e``, ``alpha``, ``r``: (T, K)
+        (K heads, normalised over T), ``valid``: (T,) bool. Padded steps receive 0."""
+        zero = jnp.zeros((), r.dtype)
+        keep = valid[:, None]
+        r = jnp.where(keep, r, zero)
+        if self.mode != "attnlrp":
+            return r   # the softmax passes relevance as an activation does
+        total = jnp.sum(r, axis=0, keepdims=True)
+        r_e = jnp.where(keep, e * (r - alpha * total), zero)
+        if self.share:
+            count = jnp.maximum(jnp.sum(valid.astype(r.dtype)), jnp.ones((), r.dtype))
+            rest = (total - jnp.sum(r_e, axis=0, keepdims=True)) / count
+            r_e = r_e + jnp.where(keep, rest, zero)
+        return r_e
+
+
 def _check_rule_field(field: str, value, classes: tuple[type, ...], methods: tuple[str, ...]) -> None:
     """A RuleSet field holds an instance of `classes`, or a user rule with the same methods, hashable."""
     accepted = ", ".join(c.__name__ for c in classes)
@@ -561,6 +638,7 @@ class RuleSet:
         accumulate: rule for accumulations (the cell state sum, Eq. 11.4).
         layers: optional overrides ``((layer_name, RuleSet), ...)`` for named layers of a model,
             e.g. ``(("out", RuleSet(linear=Epsilon(0.0))),)``; see :meth:`at`.
+        attention: rule for attention over steps (:class:`AttentionRule`; weights as gates by default).
 
     Raises:
         TypeError: when built with a field of the wrong kind -- ``RuleSet(linear="epsilon")``, a `Gate`
@@ -573,11 +651,13 @@ class RuleSet:
     gate: Gate = Gate()
     accumulate: Epsilon = Epsilon()
     layers: tuple = ()
+    attention: AttentionRule = AttentionRule()
 
     def __post_init__(self):
         _check_rule_field("linear", self.linear, LINEAR_RULES, ("linear",))
         _check_rule_field("gate", self.gate, (Gate,), ("split", "mode"))
         _check_rule_field("accumulate", self.accumulate, (Epsilon,), ("accumulate",))
+        _check_rule_field("attention", self.attention, (AttentionRule,), ("softmax", "product"))
         if not isinstance(self.layers, tuple):
             raise TypeError(f"`layers` of RuleSet must be a tuple of (layer name, RuleSet) pairs; "
                             f"got {type(self.layers).__name__}.")
@@ -607,7 +687,7 @@ class RuleSet:
 PRESETS = ("lrp-all", "lrp-prop", "lrp-abs", "lrp-half")
 
 
-def preset(name: str, eps: float = 0.0, share: bool = False) -> RuleSet:
+def preset(name: str, eps: float = 0.0, share: bool = False, attention: str = "gate") -> RuleSet:
     """One of the chapter's rule configurations (Sec. 11.5.1, Table 11.1).
 
     All use LRP-epsilon for linear mappings and accumulations; they differ in the product rule.
@@ -617,15 +697,19 @@ def preset(name: str, eps: float = 0.0, share: bool = False) -> RuleSet:
             ``"lrp-abs"`` or ``"lrp-half"``.
         eps: stabiliser for every rule (``0`` gives the z-rule; at most ``MAX_EPS``, 1e30).
         share: spread bias and stabiliser shares over the inputs (exact conservation).
+        attention: the mode of :class:`AttentionRule` for attention layers (:data:`ATTENTION_MODES`;
+            ``"gate"``: the weights as gates), with the same ``eps`` and ``share``.
 
     Raises:
-        ValueError: for an unknown name (the message lists the valid ones) or a bad ``eps``.
+        ValueError: for an unknown name (the message lists the valid ones), a bad ``eps`` or an
+            unknown attention mode.
     """
     if name not in PRESETS:
         raise ValueError(f"Unknown rule preset {name!r}; valid presets are {', '.join(PRESETS)}.")
     mode = name.removeprefix("lrp-")
     linear = Epsilon(eps, share)
-    return RuleSet(linear=linear, gate=Gate(mode, eps, share), accumulate=linear)
+    return RuleSet(linear=linear, gate=Gate(mode, eps, share), accumulate=linear,
+                   attention=AttentionRule(attention, eps, share))
 
 
 def _as_rule_set(default: RuleSet, value, where: str) -> RuleSet:
