@@ -384,5 +384,23 @@ class TextModel:
         return TextExplanation(text, tokens, unknown, scores, probabilities, prediction, target, self.labels, method,
                                eps, relevance, seed, method_id)
 
+    def conservation(self, result: TextExplanation) -> dict[str, float] | None:
+        """The LRP bookkeeping of one explained text (``.full()`` on its ids, padded to its bucket length):
+        ``{"target_score", "relevance_sum", "bias", "initial", "residual"}``; None for a method without a
+        conservation residual, or a per-step output (one explanation per step)."""
+        from lrpjax.viz import render
+
+        method = make_method(result.method, result.eps, result.seed or 0, apply=self.model.apply)
+        if not method.has_residual or result.per_step or result.target < 0:
+            return None
+        _, ids, _ = self.encode(result.tokens)
+        T = ids.shape[0]
+        length = bucket_length(T)
+        padded = np.zeros((length,), np.int32)
+        padded[:T] = ids
+        full = method.full(self.params, padded, int(result.target), mask=np.arange(length) < T)
+        summary = render.explanation_summary(full, int(result.target))
+        return {key: summary[key] for key in ("target_score", "relevance_sum", "bias", "initial", "residual")}
+
     def __repr__(self) -> str:
         return f"TextModel(V={len(self.vocab)}, outputs={self.labels}{', per step' if self.per_step else ''})"

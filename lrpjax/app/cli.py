@@ -70,17 +70,40 @@ class _UsageError(Exception):
 
 
 def _target(value: str) -> str:
-    """argparse type of --target: 'pred', 0..4 or a class name; returns the value normalised."""
-    text = value.strip().lower().replace("_", " ").replace("-", " ")
+    """argparse type of --target: 'pred', an index or a name; returns the value normalised. The index or
+    name is checked against the checkpoint's classes once it is loaded (:func:`_check_target`)."""
+    text = value.strip().lower().replace("_", " ")
     if text in ("pred", "prediction", "predicted"):
         return "pred"
-    if text.isdigit() and int(text) < len(_CLASS_NAMES):
-        return text
-    if text in _CLASS_NAMES:
-        return text
-    raise argparse.ArgumentTypeError(
-        f"invalid target {value!r}: use 'pred', a class index 0..4 or a class name "
-        f"({', '.join(_CLASS_NAMES)})")
+    if not text:
+        raise argparse.ArgumentTypeError(f"invalid target {value!r}: use 'pred', a class index or a class name")
+    return text
+
+
+def _check_target(model, args: argparse.Namespace) -> None:
+    """Resolves --target against the loaded model's classes (``args.target_index``: the index, or None for
+    the prediction); a target the model does not have is a usage error (exit status 2)."""
+    from lrpjax.app.model import SSTModel, resolve_target
+
+    try:
+        if isinstance(model, SSTModel):
+            args.target_index = resolve_target(args.target.replace("-", " "))
+        else:
+            index = model.resolve_target(args.target)
+            args.target_index = None if index < 0 else index
+    except ValueError as error:
+        raise _UsageError(f"invalid target {args.target!r}: {error}") from None
+
+
+def _labels(model) -> list[str]:
+    return list(getattr(model, "labels", _CLASS_NAMES))
+
+
+def _method_of(model, name: str, eps, seed: int):
+    """The method value a run uses (its fingerprint identifies the run)."""
+    from lrpjax.app.model import SSTModel, make_method
+
+    return make_method(name, eps, seed, apply=None if isinstance(model, SSTModel) else model.model.apply)
 
 
 _MAX_EPS = 1e30  # lrpjax.core.rules.MAX_EPS, repeated so that option errors need no jax import
@@ -144,15 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--method", "-m", choices=_METHODS, default="lrp-all", metavar="METHOD",
                          help="explanation method (default lrp-all); one of: " + ", ".join(_METHODS))
     explain.add_argument("--target", "-t", type=_target, default="pred",
-                         help="class to explain: 'pred' (the predicted class, default), an index 0..4 "
-                              "or a name such as 'positive' or 'very negative'")
+                         help="class to explain: 'pred' (the predicted class, default), an index (0..4 for the "
+                              "SST model) or a name such as 'positive' or 'very negative' (the checkpoint's "
+                              "labels)")
+    explain.add_argument("--methods", type=_methods_list, default=None, metavar="A,B,C",
+                         help="compare several methods on one sentence (instead of --method): one line each "
+                              "and, with --figure or --latex, one heatmap row each")
     explain.add_argument("--eps", type=_eps, default=None,
                          help="LRP stabiliser eps (default 0.001, the reference implementation's value; "
                               "0.2 for lrp-prop as in the chapter; the word-deletion study uses 0.0019). "
                               "Note: the Python API's lrpjax.core.rules.preset(name, eps=0.0) defaults to 0")
     explain.add_argument("--checkpoint", default=None,
                          help="model checkpoint (.npz; default: $LRPJAX_SST_CHECKPOINT, else the shipped "
-                              "checkpoints/sst_bilstm.npz)")
+                              "checkpoints/sst_bilstm.npz); any checkpoint written by "
+                              "lrpjax.io.checkpoints.save_model with a vocabulary (a model over token ids)")
     explain.add_argument("--table", action="store_true",
                          help="also print a table of per-word relevance; for LRP methods also the target's "
                               "score, what the biases absorbed and the residual")
@@ -198,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``LRPJAX_DEBUG=1`` unexpected exceptions propagate with their traceback.
     """
     _INTERRUPTED.clear()
+    hook = sys.unraisablehook
+    sys.unraisablehook = _quiet_interrupts(hook)
     try:
         with _first_interrupt_only():
             status = _main(argv)
@@ -216,6 +246,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "lrpjax: hint: this is not an expected failure; run again with LRPJAX_DEBUG=1 to see "
                          "the Python traceback, and report it\n")
         return 1
+    finally:
+        sys.unraisablehook = hook
+
+
+def _quiet_interrupts(previous):
+    """An unraisable-exception hook that drops KeyboardInterrupt (a Ctrl-C raised inside a callback whose
+    exceptions Python can only print, such as jax's garbage-collector hook: the handler has recorded it in
+    :data:`_INTERRUPTED`, and the run stops at its next check) and passes the rest on."""
+    def hook(unraisable):
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            previous(unraisable)
+    return hook
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -275,8 +317,11 @@ def _check_explain_options(args: argparse.Namespace) -> None:
     if args.input is not None and (args.figure is not None or args.latex is not None):
         raise _UsageError("--figure/--png and --latex draw one sentence; use --html for a batch")
     _check_figure_path(args.figure)
-    if args.eps is not None and not args.method.startswith("lrp-"):
-        raise _UsageError(f"--eps applies to the LRP methods, not to {args.method}")
+    if args.methods is not None and args.input is not None:
+        raise _UsageError("--methods compares methods on one sentence; for a file use lrpjax report --methods")
+    used = args.methods or [args.method]
+    if args.eps is not None and not any(name.startswith("lrp-") for name in used):
+        raise _UsageError(f"--eps applies to the LRP methods, not to {', '.join(used)}")
     if args.resume and (args.input is None or args.output in (None, "-")):
         raise _UsageError("--resume continues a batch run written to a file: give --input FILE and --output FILE")
     if args.overwrite and (args.input is None or args.output in (None, "-")):
@@ -314,19 +359,31 @@ def _check_writable(option: str, path: str, input_path: str | None) -> None:
         raise _InputError(f"{option} {path!r} is the input file; writing it would destroy the input")
 
 
-def _load_model(path: str | None):
+def _load_model(path: str | None, args: argparse.Namespace | None = None):
+    """The application of the checkpoint (:func:`lrpjax.app.bundle.load`); with ``args``, --target checked
+    against its classes."""
+    from lrpjax.app.bundle import load
     from lrpjax.io.checkpoints import CheckpointError
-    from lrpjax.app.model import SSTModel
 
     try:
-        return SSTModel.load(path)
+        model = load(path)
     except (CheckpointError, OSError) as error:
         raise _InputError(f"cannot load the model: {error}") from None
+    if args is not None and getattr(args, "target", None) is not None:
+        _check_target(model, args)
+    if args is not None:
+        args.model_apply = getattr(getattr(model, "model", None), "apply", None)   # None: the SST BiLSTM
+    return model
 
 
 def _info(args: argparse.Namespace) -> int:
     model = _load_model(args.checkpoint)
     meta = model.metadata
+    if hasattr(model, "describe"):
+        print(model.describe())
+        if "command" in meta:
+            print(f"trained with: {meta['command']}")
+        return 0
     E, H, C = model.sizes
     print(f"SST BiLSTM: vocabulary {len(model.vocab)} words, embeddings E = {E}, hidden H = {H} per "
           f"direction, {C} classes")
@@ -341,7 +398,7 @@ def _info(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     if args.input is None:
-        return _explain_one(_load_model(args.checkpoint), args)
+        return _explain_one(_load_model(args.checkpoint, args), args)
     from lrpjax.data.lines import LineReader
 
     try:
@@ -349,7 +406,7 @@ def _explain(args: argparse.Namespace) -> int:
     except OSError as error:
         raise _InputError(f"cannot read input file {args.input!r}: {error.strerror or error}") from None
     with reader:
-        model = _load_model(args.checkpoint)
+        model = _load_model(args.checkpoint, args)
         return _explain_file(model, args, reader)
 
 
@@ -361,24 +418,42 @@ def _explain_one(model, args: argparse.Namespace) -> int:
     from lrpjax.viz import plot
 
     text = " ".join(args.sentence)
-    tokens, _, unknown = model.encode(text)
+    try:
+        tokens, _, unknown = model.encode(text)
+    except ValueError as error:
+        raise _InputError(str(error)) from None
     if not tokens:
         raise _InputError("the sentence is empty: nothing to explain")
     if unknown:
         _warn_unknown(unknown)
-    result = model.explain_sentence(text, args.method, args.target, args.eps, seed=args.seed)
-    if not result.finite:
-        raise _InputError(f"{_NONFINITE}; nothing to show (check the checkpoint)")
-    names = _CLASS_NAMES
-    probs = ", ".join(f"{name} {p:.3f}" for name, p in zip(names, result.probabilities))
-    print(f"prediction: {names[result.prediction]} ({result.prediction})   probabilities: {probs}")
-    eps = f", eps {result.eps:g}" if result.eps is not None else ""
-    print(f"relevance for: {names[result.target]} ({result.target})   method: {result.method}{eps}")
-    if args.color == "always" or (args.color == "auto" and plot.use_color(sys.stdout)):
-        print(plot.ansi_sentence(result.tokens, result.relevance))
+    names = _labels(model)
+    colour = args.color == "always" or (args.color == "auto" and plot.use_color(sys.stdout))
+    results = []
+    for name in args.methods or [args.method]:
+        eps = args.eps if name.startswith("lrp-") else None
+        result = model.explain_sentence(text, name, args.target, eps, seed=args.seed)
+        if not result.finite:
+            raise _InputError(f"{_NONFINITE}; nothing to show (check the checkpoint)")
+        results.append(result)
+    first = results[0]
+    per_step = bool(getattr(first, "per_step", False))
+    if first.probabilities is None:
+        values = ", ".join(f"{n} {float(v):+.4g}" for n, v in zip(names, first.scores))
+        print(f"outputs: {values}")
+    elif per_step:
+        print("prediction per step: " + " ".join(f"{t}:{names[int(p)]}" for t, p in zip(first.tokens, first.prediction)))
     else:
-        print(plot.plain_sentence(result.tokens, result.relevance))
-    _write_explanation(model, result, args)
+        probs = ", ".join(f"{name} {p:.3f}" for name, p in zip(names, first.probabilities))
+        print(f"prediction: {names[first.prediction]} ({first.prediction})   probabilities: {probs}")
+    explained = "each step's predicted class" if first.target < 0 else f"{names[first.target]} ({first.target})"
+    for result in results:
+        eps = f", eps {result.eps:g}" if result.eps is not None else ""
+        print(f"relevance for: {explained}   method: {result.method}{eps}")
+        rows = result.relevance if per_step else [result.relevance]
+        for step, row in enumerate(rows):
+            line = plot.ansi_sentence(result.tokens, row) if colour else plot.plain_sentence(result.tokens, row)
+            print(f"  step {step + 1} ({result.tokens[step]}): {line}" if per_step else line)
+    _write_explanation(model, results, args)
     return 0
 
 
@@ -413,32 +488,51 @@ def _conservation(model, result) -> dict | None:
     return conservation(model, result)
 
 
-def _write_explanation(model, result, args: argparse.Namespace) -> None:
-    """--table (with the LRP bookkeeping), --html, --figure and --latex for one explained sentence."""
+def _write_explanation(model, results, args: argparse.Namespace) -> None:
+    """--table (with the LRP bookkeeping), --html, --figure and --latex for one explained sentence (one
+    result per method of --methods); every file written is named on stderr ("lrpjax: wrote FILE ...")."""
     from lrpjax.viz import plot
 
-    names = _CLASS_NAMES
+    names = _labels(model)
+    result = results[0]
+    per_step = bool(getattr(result, "per_step", False))
     needs = args.table or args.html
-    result.conservation = _conservation(model, result) if needs else None
-    if args.table:
-        print(plot.relevance_table(result.tokens, result.relevance, result.unknown, result.conservation))
-    title = f"{result.method} relevance for '{names[result.target]}' (predicted: {names[result.prediction]})"
+    for r in results:
+        r.conservation = _conservation(model, r) if needs else None
+    if args.table and not per_step:
+        for r in results:
+            print(plot.relevance_table(r.tokens, r.relevance, r.unknown, r.conservation))
+    explained = "each step's prediction" if result.target < 0 else names[result.target]
+    predicted = "" if result.prediction is None or per_step else f" (predicted: {names[result.prediction]})"
+    title = f"{', '.join(r.method for r in results)} relevance for '{explained}'{predicted}"
+    if per_step:   # the (step x token) view: one row per output step
+        rows = {f"{r.method}, step {t + 1} ({r.tokens[t]})": row for r in results for t, row in enumerate(r.relevance)}
+        latex = [(label, result.tokens, row) for label, row in rows.items()]
+    else:
+        rows = {r.method: r.relevance for r in results}
+        latex = [(r.method, r.tokens, r.relevance) for r in results]
     outputs = []
-    if args.html:
-        outputs.append((args.html, lambda: plot.write_atomic(
-            args.html, plot.html_page([result.to_json()], title="lrpjax: " + title))))
+    if args.html and per_step:
+        from lrpjax.viz.report import report_html
+
+        outputs.append((args.html, "an HTML page (a heatmap per output step)", lambda: plot.write_atomic(
+            args.html, report_html([result.text], {r.method: [r.to_json()] for r in results},
+                                   title="lrpjax: " + title))))
+    elif args.html:
+        outputs.append((args.html, "an HTML page", lambda: plot.write_atomic(
+            args.html, plot.html_page([r.to_json() for r in results], title="lrpjax: " + title))))
     if args.figure:
-        outputs.append((args.figure, lambda: plot.sentence_heatmap(
-            result.tokens, {result.method: result.relevance}, args.figure, title=title,
-            colorbar_label=f"relevance for '{names[result.target]}'")))
+        outputs.append((args.figure, f"a heatmap figure ({len(rows)} row(s))", lambda: plot.sentence_heatmap(
+            result.tokens, rows, args.figure, title=title, colorbar_label=f"relevance for '{explained}'")))
     if args.latex:
-        outputs.append((args.latex, lambda: plot.write_atomic(
-            args.latex, plot.latex_heatmap([(result.method, result.tokens, result.relevance)]))))
-    for path, write in outputs:
+        outputs.append((args.latex, f"a LaTeX snippet ({len(latex)} row(s), needs \\usepackage{{xcolor}})",
+                        lambda: plot.write_atomic(args.latex, plot.latex_heatmap(latex))))
+    for path, what, write in outputs:
         try:
             write()
         except OSError as error:
             raise _InputError(f"cannot write {path!r}: {error}") from None
+        sys.stderr.write(f"lrpjax: wrote {path}: {what}\n")
 
 
 def _methods_list(value: str) -> list[str]:
@@ -492,7 +586,7 @@ def _report_command(args: argparse.Namespace) -> int:
     lines = [line.text for line in reader]
     if not lines:
         raise _InputError(f"input file {args.input!r} holds no lines")
-    model = _load_model(args.checkpoint)
+    model = _load_model(args.checkpoint, args)
     target = int(args.target) if args.target.isdigit() else args.target
     title = args.title or f"lrpjax report: {args.input}"
     try:
@@ -527,10 +621,11 @@ class _Tally:
         if line.error is not None:
             return self._fail(line, line.error)
         if isinstance(result, str):
-            self.n_empty += 1
-            if len(self.empty) < self._SHOWN:
-                self.empty.append(line.number)
-            return self._keep({"line": line.number, "sentence": line.text, "error": result})
+            if not line.text.strip():
+                self.n_empty += 1
+                if len(self.empty) < self._SHOWN:
+                    self.empty.append(line.number)
+            return self._fail(line, result)
         if not result.finite:
             return self._fail(line, _NONFINITE)
         self.n_ok += 1
@@ -580,9 +675,9 @@ def _check_interrupted() -> None:
 
 @contextlib.contextmanager
 def _first_interrupt_only():
-    """While batch mode writes, the first Ctrl-C raises KeyboardInterrupt (and is remembered, see
+    """While the command runs, the first Ctrl-C raises KeyboardInterrupt (and is remembered, see
     :data:`_INTERRUPTED`) and later ones are ignored, so that the clean-up (flushing the records already
-    written) is not itself interrupted."""
+    written) is not itself interrupted; the previous handler is back when the block ends."""
     seen = _INTERRUPTED
 
     def handler(signum, frame):
@@ -598,8 +693,9 @@ def _first_interrupt_only():
     try:
         yield
     finally:
-        if not seen:  # after an interruption the process is about to exit: keep ignoring
-            signal.signal(signal.SIGINT, previous)
+        # After an interruption the handler that ignores further presses stays until the command ends;
+        # the launcher (lrpjax_cli) ignores them while the interpreter exits.
+        signal.signal(signal.SIGINT, previous)
 
 
 def _open_output(args: argparse.Namespace, identity: dict | None):
@@ -650,11 +746,11 @@ def _run_identity(model, args: argparse.Namespace) -> dict:
         array = np.ascontiguousarray(np.asarray(leaf))
         crc = zlib.crc32(array.tobytes(), zlib.crc32(f"{jax.tree_util.keystr(path)}{array.dtype}{array.shape}".encode(),
                                                      crc))
-    crc = zlib.crc32("\n".join(map(str, getattr(model.vocab, "words", []) or [])).encode(), crc)
+    crc = zlib.crc32("\n".join(map(str, getattr(model.vocab, "words", model.vocab) or [])).encode(), crc)
     eps = (DEFAULT_EPS[args.method] if args.eps is None else args.eps) if args.method.startswith("lrp-") else None
     return {"--method": args.method, "--eps": eps, "--target": args.target, "--seed": args.seed,
             "--checkpoint": f"{crc:08x}", "--batch-size": args.batch_size,
-            "method fingerprint": make_method(args.method, args.eps, args.seed).digest(), "lrpjax": __version__}
+            "method fingerprint": _method_of(model, args.method, args.eps, args.seed).digest(), "lrpjax": __version__}
 
 
 def _digest(identity: dict) -> str:
@@ -675,8 +771,8 @@ def _check_resume_point(args: argparse.Namespace, line, last: dict) -> None:
     if "method" not in last:
         return
     eps = (DEFAULT_EPS[args.method] if args.eps is None else args.eps) if args.method.startswith("lrp-") else None
-    target = last.get("prediction") if args.target == "pred" else (
-        int(args.target) if args.target.isdigit() else _CLASS_NAMES.index(args.target))
+    index = getattr(args, "target_index", None)
+    target = last.get("prediction") if index is None else index
     if last["method"] != args.method or last.get("eps") != eps or last.get("target") != target:
         raise _InputError(f"{where}: it was written with --method {last['method']}, eps {last.get('eps')}, target "
                           f"{last.get('target_name')!r}; give the same options to resume, or start afresh")
@@ -685,7 +781,7 @@ def _check_resume_point(args: argparse.Namespace, line, last: dict) -> None:
     if args.method in SEEDED and last.get("seed") != args.seed:
         raise _InputError(f"{where}: it was written with --seed {last.get('seed')}, and this run has --seed "
                           f"{args.seed}; give the same options to resume, or start afresh")
-    method_id = make_method(args.method, args.eps, args.seed).digest()
+    method_id = make_method(args.method, args.eps, args.seed, apply=getattr(args, "model_apply", None)).digest()
     if last.get("method_id") is not None and last["method_id"] != method_id:
         raise _InputError(f"{where}: it was written with other settings of --method {args.method} (method "
                           f"fingerprint {last['method_id']}, this run's {method_id}: another version of lrpjax or "
@@ -794,8 +890,9 @@ def _explain_file(model, args: argparse.Namespace, reader) -> int:
         sink.commit()
     _batch_summary(args, tally, sink, kept, where)
     if sink.failed:
-        sys.stderr.write(f"lrpjax: error: {sink.failed} line(s) could not be explained (non-finite results or "
-                         f"unreadable lines{'' if not tally.failed else ': ' + _shown(tally.failed, tally.n_failed)}); "
+        shown = '' if not tally.failed else ': ' + _shown(tally.failed, tally.n_failed)
+        sys.stderr.write(f"lrpjax: error: {sink.failed} line(s) could not be explained (empty or unreadable lines, "
+                         f"non-finite results{shown}); "
                          "written as records with an 'error' field and \"failed\": true\n")
         return 1
     return 0
@@ -835,7 +932,7 @@ def _batch_summary(args: argparse.Namespace, tally: _Tally, sink, kept: int, whe
 
     if tally.n_empty:
         sys.stderr.write(f"lrpjax: warning: {tally.n_empty} empty line(s) ({_shown(tally.empty, tally.n_empty)}): "
-                         "written as records with an 'error' field\n")
+                         "written as records with an 'error' field and \"failed\": true\n")
     if tally.unknown:
         _warn_unknown(list(tally.unknown), more=tally.more_unknown)
     if args.html:

@@ -356,6 +356,8 @@ class SSTModel:
         self.params = params
         self.metadata = dict(metadata or {})
         self.sizes = (E, H, C)
+        self.labels = list(LABEL_NAMES)
+        """The class names, in the order of the scores."""
 
     # --- storage -----------------------------------------------------------------------------
 

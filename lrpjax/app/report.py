@@ -22,7 +22,8 @@ def conservation(model: Any, result: Any) -> dict[str, float] | None:
     """The LRP bookkeeping of one explained sentence: ``.full()`` on its embedded words.
 
     Args:
-        model: the :class:`lrpjax.app.model.SSTModel` that explained it.
+        model: the :class:`lrpjax.app.model.SSTModel` that explained it, or a model with a
+            ``conservation(result)`` method of its own (:class:`lrpjax.app.bundle.TextModel`).
         result: its :class:`lrpjax.app.model.SentenceExplanation` (an LRP method; others give None).
 
     Returns:
@@ -34,6 +35,9 @@ def conservation(model: Any, result: Any) -> dict[str, float] | None:
     """
     import jax.numpy as jnp
 
+    own = getattr(model, "conservation", None)
+    if callable(own):          # a model of its own (lrpjax.app.bundle.TextModel)
+        return own(result)
     method = sst.make_method(result.method, result.eps)
     if not method.has_residual:
         return None

@@ -308,7 +308,8 @@ def _program_of(method: Method, target, batch: bool = False) -> tuple[Program, A
     if callable(target):
         return Program((method,), "function", function=target), jnp.int32(-1) if not batch else None
     if jnp.issubdtype(jnp.result_type(target), jnp.integer):
-        data = jnp.asarray(target, jnp.int32)
+        # a host target stays on the host (no eager device op per call)
+        data = jnp.asarray(target, jnp.int32) if isinstance(target, jax.Array) else np.asarray(target, np.int32)
         return Program((method,), "index"), data
     return Program((method,), "weights"), target
 

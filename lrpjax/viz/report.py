@@ -59,8 +59,8 @@ def _method_scales(records: dict[str, list[dict]], scale: str) -> dict[str, floa
         raise ValueError(f"`scale` must be one of {', '.join(SCALES)}; got {scale!r}.")
     if scale == "sentence":
         return {name: None for name in records}
-    return {name: render.shared_scale(*(r["relevance"] for r in recs if "error" not in r)) or 1.0
-            for name, recs in records.items()}
+    return {name: render.shared_scale(*(r["relevance"] for r in recs if "error" not in r and "relevance" in r))
+            or 1.0 for name, recs in records.items()}
 
 
 def report_html(sentences: Sequence[str], results: Mapping[str, Sequence[Any]], *,
@@ -73,7 +73,9 @@ def report_html(sentences: Sequence[str], results: Mapping[str, Sequence[Any]], 
         results: ``{method name: N results}``, each a ``SentenceExplanation``, its ``to_json()``
             dict (optionally with a "conservation" entry, see :func:`lrpjax.app.report.conservation`) or an error
             message (str) for a sentence that could not be explained. Prediction, probabilities
-            and scores are read from the first method's results.
+            and scores are read from the first method's results when they have them (records of any
+            model: only "tokens" and "relevance" are needed; a per-step model's (steps, T) relevance is
+            shown step by step).
         title: the page's title.
         scale: ``"method"``: one colour scale per method for the whole page (a legend per method);
             ``"sentence"``: each heatmap scaled by its own largest |relevance|.
@@ -83,7 +85,8 @@ def report_html(sentences: Sequence[str], results: Mapping[str, Sequence[Any]], 
         The page, a self-contained HTML document.
 
     Raises:
-        ValueError: a method without one result per sentence, an empty ``results``, a bad ``scale``.
+        ValueError: a method without one result per sentence, an empty ``results``, a bad ``scale``, a
+            record without "tokens" and "relevance" (naming it).
     """
     records = _check_results(sentences, results)
     scales = _method_scales(records, scale)
@@ -112,7 +115,50 @@ def _header(names: list[str], scales: dict[str, float | None]) -> str:
     return "<tr>" + "".join(cells) + "</tr>"
 
 
+def _summary(first: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """The info cell's lines and the sort keys of a record of any model: only ``tokens`` and ``relevance``
+    are required; the prediction, probabilities, scores and target are shown when the record has them
+    (a per-step record: the prediction at every step)."""
+    lines, data = [], {"length": len(first["tokens"])}
+    pred, target = first.get("prediction"), first.get("target")
+    probabilities, scores = first.get("probabilities"), first.get("scores")
+    if isinstance(pred, (int, np.integer)) and not isinstance(pred, bool):
+        data["pred"] = int(pred)
+        lines.append(f"<b>{html.escape(str(first.get('prediction_name', pred)))}</b>")
+        if isinstance(probabilities, Sequence) and 0 <= pred < len(probabilities) and \
+                isinstance(probabilities[pred], (int, float)):
+            data["prob"] = float(probabilities[pred])
+            lines.append(f"p {float(probabilities[pred]):.3f}")
+    elif isinstance(pred, Sequence) and pred:
+        names = first.get("prediction_name")
+        shown = names if isinstance(names, Sequence) and len(names) == len(pred) else pred
+        lines.append("per step: " + html.escape(" ".join(map(str, shown))))
+    if target is not None:
+        lines.append(f"explained: {html.escape(str(first.get('target_name', target)))}")
+    if isinstance(target, (int, np.integer)) and isinstance(scores, Sequence) and 0 <= int(target) < len(scores) \
+            and isinstance(scores[int(target)], (int, float)):
+        data["score"] = float(scores[int(target)])
+        lines.append(f"score {float(scores[int(target)]):+.3f}")
+    lines.append(f"{len(first['tokens'])} words")
+    return lines, data
+
+
+def _check_record(name: str, n: int, rec: Mapping[str, Any]) -> None:
+    if "error" in rec:
+        return
+    missing = [key for key in ("tokens", "relevance") if key not in rec]
+    if missing:
+        raise ValueError(f"`results[{name!r}][{n}]` must have 'tokens' and 'relevance' (or 'error'); it lacks "
+                         f"{missing}.")
+    shape = np.shape(rec["relevance"])
+    if len(shape) not in (1, 2) or shape[-1] != len(rec["tokens"]):
+        raise ValueError(f"`results[{name!r}][{n}]['relevance']` must have shape (T,) or (steps, T) with T = "
+                         f"{len(rec['tokens'])} tokens; got {shape}.")
+
+
 def _row(n: int, sentence: str, recs: list[dict], names: list[str], scales: dict[str, float | None]) -> str:
+    for name, rec in zip(names, recs):
+        _check_record(name, n, rec)
     first = next((r for r in recs if "error" not in r), None)
     text = sentence if first is None else " ".join([sentence] + list(first["tokens"]))
     data = {"index": n, "text": text.lower()}
@@ -121,20 +167,22 @@ def _row(n: int, sentence: str, recs: list[dict], names: list[str], scales: dict
         error_cells = f'<td class="num">{n + 1}</td><td colspan="{len(names) + 1}" class="error">' \
                       f"{html.escape(sentence)} &mdash; {error}</td>"
         return f"<tr class=\"row\" {_data(data)}>{error_cells}</tr>"
-    pred, target = int(first["prediction"]), int(first["target"])
-    data.update(pred=pred, prob=float(first["probabilities"][pred]), score=float(first["scores"][target]),
-                length=len(first["tokens"]))
-    info = (f"<b>{html.escape(str(first.get('prediction_name', pred)))}</b><br>"
-            f"p {first['probabilities'][pred]:.3f}<br>explained: {html.escape(str(first.get('target_name', target)))}"
-            f"<br>score {first['scores'][target]:+.3f}<br>{len(first['tokens'])} words")
-    cells = [f'<td class="num">{n + 1}</td>', f'<td class="info">{info}</td>']
+    lines, keys = _summary(first)
+    data.update(keys)
+    cells = [f'<td class="num">{n + 1}</td>', f'<td class="info">{"<br>".join(lines)}</td>']
     for k, (name, rec) in enumerate(zip(names, recs)):
         if "error" in rec:
             cells.append(f'<td class="error">{html.escape(str(rec["error"]))}</td>')
             continue
         relevance = np.asarray(rec["relevance"], dtype=np.float64)
         data[f"r{k}"] = float(relevance.sum())
-        words = render.html_sentence(rec["tokens"], relevance, scales[name], unknown=rec.get("unknown", ()))
+        unknown = rec.get("unknown", ())
+        if relevance.ndim == 2:       # one output per step: a (step x token) view, one heatmap per step
+            words = "".join(f"<div>step {step + 1}: "
+                            f"{render.html_sentence(rec['tokens'], row, scales[name], unknown=unknown)}</div>"
+                            for step, row in enumerate(relevance))
+        else:
+            words = render.html_sentence(rec["tokens"], relevance, scales[name], unknown=unknown)
         cells.append(f'<td class="m" data-method="{html.escape(name)}">{words}'
                      f"{_conservation_line(rec, float(relevance.sum()))}</td>")
     return f"<tr class=\"row\" {_data(data)}>{''.join(cells)}</tr>"

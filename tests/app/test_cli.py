@@ -41,12 +41,13 @@ def test_batch_mode_writes_json_lines_and_reports_empty_lines_and_unknown_words(
     source.write_text("a fine film\n\nthe qwzxplk movie is terrible\n   \nnot good\n")
     done = run_cli("explain", "--input", str(source), "--output", str(out), "--method", "gi",
                    "--target", "positive")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr          # empty lines are failed records (docs/guide/reliability.md)
     assert "2 empty line(s) (2, 4)" in done.stderr
     assert "not in the vocabulary" in done.stderr and "qwzxplk" in done.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["line"] for r in records] == [1, 2, 3, 4, 5]
     assert "error" in records[1] and "error" in records[3] and records[1]["sentence"] == ""
+    assert records[1]["failed"] is True and records[3]["failed"] is True and "failed" not in records[0]
     third = records[2]
     assert third["tokens"] == ["the", "qwzxplk", "movie", "is", "terrible"] and third["unknown"] == ["qwzxplk"]
     for r in (records[0], records[2], records[4]):
