@@ -15,7 +15,7 @@ import numpy as np
 
 from lrpjax._types import Params
 
-__all__ = ["FLOATS", "as_weight", "check_dtypes", "gate_blocks", "dense_params", "Parts"]
+__all__ = ["FLOATS", "as_weight", "check_dtypes", "gate_blocks", "dense_params", "Parts", "check_class", "Imported"]
 
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 """The weight dtypes an importer accepts."""
@@ -111,3 +111,70 @@ def dense_params(W: np.ndarray, b: np.ndarray | None, parts: Parts, where: str) 
     if b is not None:
         layer["b"] = b
     return layer
+
+
+def check_class(obj: Any, classes: Sequence[type], methods: Sequence[str], where: str,
+                expected: str | None = None) -> type:
+    """The framework class among ``classes`` that ``obj`` is, refusing subclasses that compute otherwise.
+
+    An importer reads a layer's weights and reproduces what the framework's class computes. A subclass
+    that defines one of the computing ``methods`` itself (``forward`` of a torch module, ``call`` of a
+    Keras layer, ...) may compute something else, so it is refused; a subclass that only adds other
+    members (a name, a helper) computes what its framework class does and is accepted.
+
+    Args:
+        obj: the framework's layer or module.
+        classes: the accepted framework classes (the exact classes, not their bases).
+        methods: the names of the methods that compute the layer's output.
+        where: how the error names ``obj``, e.g. ``"head[0]"``.
+        expected: how the error names the accepted classes (default: their full names).
+
+    Returns:
+        The accepted class that ``obj`` is an instance of.
+
+    Raises:
+        TypeError: ``obj`` is none of ``classes``, or a subclass defining one of ``methods`` itself (the
+            message names the class and the methods).
+    """
+    for cls in classes:
+        if isinstance(obj, cls):
+            own = type(obj)
+            overridden = sorted({name for klass in own.__mro__[:own.__mro__.index(cls)]
+                                 for name in methods if name in vars(klass)})
+            if overridden:
+                raise TypeError(f"`{where}` is a {own.__name__}, a subclass of {cls.__module__}.{cls.__name__} that "
+                                f"defines {', '.join(overridden)} itself: it may compute something else than "
+                                f"{cls.__name__}, which is what the import reproduces; use {cls.__name__} itself "
+                                "(or a subclass that does not override how it computes).")
+            return cls
+    names = expected or "one of " + ", ".join(f"{c.__module__}.{c.__name__}" for c in classes)
+    raise TypeError(f"`{where}` must be {names}; got {type(obj).__name__}.")
+
+
+class Imported(tuple):
+    """What an importer returns: ``(model, params)``, or ``(model, params, table)`` with an embedding,
+    unpacked as a tuple, with the same values as attributes and ``mask``.
+
+    Attributes:
+        model: the :class:`~lrpjax.models.Sequential`.
+        params: its parameters (numpy arrays).
+        table: the embedding table (V, E) the model's inputs are rows of, or None.
+        mask: None when the framework model computes every step of its input; else a function from a
+            padded input (ids (T,) / (B, T) with an embedding, embedded vectors (T, E) / (B, T, E)
+            without one) to the mask (T,) / (B, T) of valid steps that ``model.apply`` and every method
+            must be given to compute what the framework computes.
+    """
+
+    model: Any
+    params: Params
+    table: np.ndarray | None
+    mask: Any
+
+    def __new__(cls, model: Any, params: Params, table: np.ndarray | None = None, mask: Any = None) -> Imported:
+        values = (model, params) if table is None else (model, params, table)
+        self = super().__new__(cls, values)
+        self.model, self.params, self.table, self.mask = model, params, table, mask
+        return self
+
+    def __getnewargs__(self):
+        return (self.model, self.params, self.table, self.mask)

@@ -13,7 +13,7 @@ import numpy as np
 
 from lrpjax._types import Params
 from lrpjax.core.cells import GRUCell, StandardCell
-from lrpjax.interop._common import as_weight, check_dtypes
+from lrpjax.interop._common import as_weight, check_class, check_dtypes
 from lrpjax.models import Recurrent
 
 __all__ = ["from_flax_cell", "from_flax_rnn", "FLAX_KINDS"]
@@ -48,7 +48,8 @@ def from_flax_cell(cell_params: Mapping[str, Any], kind: Any) -> tuple[Any, Para
         cell_params: the cell's parameters ``{"ii": {"kernel": ...}, ...}``, or ``{"params": that}``,
             e.g. ``variables["params"]["cell"]`` of an ``nn.RNN``.
         kind: ``"lstm"``, ``"optimized_lstm"``, ``"gru"``, or the flax cell module itself (then its
-            ``gate_fn`` must be sigmoid and ``activation_fn`` tanh, lrpjax's cells' functions).
+            ``gate_fn`` must be sigmoid and ``activation_fn`` tanh, lrpjax's cells' functions, its
+            ``carry_init`` must give zeros, and a subclass must not define ``__call__`` itself).
 
     Returns:
         ``(cell, params)``: ``StandardCell()`` or ``GRUCell(reset_after=True)`` and its parameter dict,
@@ -56,9 +57,11 @@ def from_flax_cell(cell_params: Mapping[str, Any], kind: Any) -> tuple[Any, Para
         ``Sequential((Recurrent(cell, name="rnn"), Dense(C)))`` with ``{"rnn": params, "out": ...}``.
 
     Raises:
-        TypeError: an unknown ``kind`` or a cell module with other gate or activation functions,
+        TypeError: an unknown ``kind``, a cell module with other gate or activation functions or a subclass
+            defining ``__call__``,
             ``cell_params`` not a mapping, float64 weights while JAX runs in 32 bits.
-        ValueError: missing or unexpected sub-layers or parameters, or shapes that do not fit.
+        ValueError: missing or unexpected sub-layers or parameters, shapes that do not fit, a cell module
+            whose ``carry_init`` gives non-zero initial states.
     """
     name = _kind_name(kind)
     tree = _unwrap(cell_params)
@@ -138,14 +141,20 @@ def _kind_name(kind: Any) -> str:
     import flax.linen as nn
     import jax
 
-    classes = {nn.LSTMCell: "lstm", nn.OptimizedLSTMCell: "lstm", nn.GRUCell: "gru"}
-    if type(kind) not in classes:
+    classes = {nn.OptimizedLSTMCell: "lstm", nn.LSTMCell: "lstm", nn.GRUCell: "gru"}
+    if not isinstance(kind, tuple(classes)):
         raise TypeError(f"`kind` must be one of {sorted(FLAX_KINDS)} or a flax LSTMCell, OptimizedLSTMCell or "
                         f"GRUCell; got {type(kind).__name__}.")
-    if kind.gate_fn is not jax.nn.sigmoid or kind.activation_fn is not jax.numpy.tanh:
-        raise TypeError(f"`kind` ({type(kind).__name__}) must use gate_fn=sigmoid and activation_fn=tanh, the "
-                        f"functions of lrpjax's cells; got {kind.gate_fn!r} and {kind.activation_fn!r}.")
-    return classes[type(kind)]
+    cls = check_class(kind, tuple(classes), ("__call__", "initialize_carry"), "kind")
+    module: Any = kind
+    if module.gate_fn is not jax.nn.sigmoid or module.activation_fn is not jax.numpy.tanh:
+        raise TypeError(f"`kind` ({type(module).__name__}) must use gate_fn=sigmoid and activation_fn=tanh, the "
+                        f"functions of lrpjax's cells; got {module.gate_fn!r} and {module.activation_fn!r}.")
+    probe = np.asarray(module.carry_init(jax.random.PRNGKey(0), (2,), np.dtype(module.param_dtype)))
+    if np.any(probe != 0):
+        raise ValueError(f"`kind` ({type(module).__name__}) has a carry_init that gives non-zero initial states; "
+                         "lrpjax's recurrent layers start from zero states (use the default carry_init, zeros).")
+    return classes[cls]
 
 
 def _unwrap(tree: Any) -> Mapping[str, Any]:

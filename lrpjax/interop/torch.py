@@ -12,10 +12,10 @@ import numpy as np
 
 from lrpjax._types import Params
 from lrpjax.core.cells import GRUCell, StandardCell
-from lrpjax.interop._common import Parts, as_weight, check_dtypes, dense_params, gate_blocks
+from lrpjax.interop._common import Imported, Parts, as_weight, check_class, check_dtypes, dense_params, gate_blocks
 from lrpjax.models import Dense, Recurrent, Sequential
 
-__all__ = ["from_torch", "HEAD_MODULES"]
+__all__ = ["from_torch", "conv1d_from_torch", "HEAD_MODULES"]
 
 # PyTorch stacks the LSTM's gate rows i, f, g, o; lrpjax's StandardCell stacks i, z (= g), f, o.
 _LSTM_ORDER = (0, 2, 1, 3)
@@ -24,6 +24,9 @@ HEAD_MODULES = ("Linear", "ReLU", "Tanh", "Sigmoid", "Dropout", "Identity")
 """The modules a head may hold (``nn.Linear`` or an ``nn.Sequential`` of these)."""
 
 _ACTIVATIONS = {"ReLU": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid"}
+
+# The methods through which a torch module computes its output: a subclass defining one is refused.
+_COMPUTING = ("forward", "__call__", "_call_impl", "_wrapped_call_impl")
 
 
 def from_torch(rnn: Any, head: Any = None, embedding: Any = None, *,
@@ -73,13 +76,20 @@ def from_torch(rnn: Any, head: Any = None, embedding: Any = None, *,
             with respect to the embedded inputs: embed a sentence as ``table[ids]``.
         sequence_output: apply the head at every step instead of to the final states.
 
+    Exactly what PyTorch computes, or refused: every module must be of its torch class, or a subclass
+    that does not define ``forward`` itself (a subclass with its own ``forward`` may compute anything);
+    no forward hooks (they may change outputs). Initial states are zero, as PyTorch's when ``rnn`` is
+    called without ``(h_0, c_0)``; a model that passes its own initial states computes something else.
+
     Returns:
-        ``(model, params)``: a :class:`~lrpjax.models.Sequential` and its parameters (numpy arrays), or
+        an :class:`~lrpjax.interop.Imported`, unpacked as ``(model, params)``: a
+        :class:`~lrpjax.models.Sequential` and its parameters (numpy arrays), or as
         ``(model, params, table)`` when ``embedding`` is given, ``table`` its weight (V, E) as a numpy
         array (the ``padding_idx`` row is whatever the module holds, zeros unless changed).
 
     Raises:
-        TypeError: ``rnn`` not an LSTM/GRU, a head module that is not supported (the message lists those
+        TypeError: ``rnn`` not an LSTM/GRU, a module of a subclass with its own ``forward``, forward
+            hooks, a head module that is not supported (the message lists those
             that are), ``embedding`` not an ``nn.Embedding``, mixed or unsupported dtypes, or float64
             weights while JAX runs in 32 bits.
         ValueError: ``proj_size > 0``, an activation with no linear before it, a head or embedding whose
@@ -87,8 +97,7 @@ def from_torch(rnn: Any, head: Any = None, embedding: Any = None, *,
     """
     import torch
 
-    if not isinstance(rnn, (torch.nn.LSTM, torch.nn.GRU)):
-        raise TypeError(f"`rnn` must be a torch.nn.LSTM or torch.nn.GRU; got {type(rnn).__name__}.")
+    _check_module(torch, rnn, (torch.nn.LSTM, torch.nn.GRU), "rnn")
     if not isinstance(sequence_output, bool):
         raise TypeError(f"`sequence_output` must be a bool; got {type(sequence_output).__name__}.")
     if getattr(rnn, "proj_size", 0):
@@ -106,7 +115,22 @@ def from_torch(rnn: Any, head: Any = None, embedding: Any = None, *,
     check_dtypes({**params, **({} if table is None else {"embedding": table})}, "rnn, head and embedding")
     model = Sequential(tuple(layers))
     model.specs(params)   # the assembled model checks its own shapes
-    return (model, params) if table is None else (model, params, table)
+    return Imported(model, params, table)
+
+
+def _check_module(torch, module, classes: tuple, where: str) -> type:
+    """The torch class among ``classes`` that ``module`` is (:func:`~lrpjax.interop._common.check_class`:
+    a subclass with its own ``forward`` is refused), without forward hooks (they may change the output)."""
+    expected = " or ".join(f"a torch.nn.{c.__name__}" for c in classes)
+    cls = check_class(module, classes, _COMPUTING, where, expected)
+    hooks = torch.nn.modules.module
+    if module._forward_hooks or module._forward_pre_hooks:
+        raise TypeError(f"`{where}` ({type(module).__name__}) has forward hooks registered: they may change its "
+                        "output, which the import cannot see; remove them (handle.remove()) before importing.")
+    if getattr(hooks, "_global_forward_hooks", None) or getattr(hooks, "_global_forward_pre_hooks", None):
+        raise TypeError(f"global forward hooks are registered (torch.nn.modules.module.register_module_forward_hook) "
+                        f"while importing `{where}`: they may change every module's output; remove them first.")
+    return cls
 
 
 def _recurrent_layers(rnn, sequence_output: bool) -> tuple[list, Params, Parts]:
@@ -146,6 +170,8 @@ def _cell_params(rnn, kind: str, suffix: str, E: int, H: int) -> Params:
 
 def _head(torch, head, parts: Parts) -> tuple[list, Params]:
     """Dense layers for an ``nn.Linear`` or an ``nn.Sequential`` head (activations folded in)."""
+    if isinstance(head, torch.nn.Sequential):
+        _check_module(torch, head, (torch.nn.Sequential,), "head")
     modules = list(head) if isinstance(head, torch.nn.Sequential) else [head]
     if not modules:
         raise ValueError("`head` is an empty nn.Sequential; give None for no head.")
@@ -154,10 +180,13 @@ def _head(torch, head, parts: Parts) -> tuple[list, Params]:
     for position, module in enumerate(modules):
         name = type(module).__name__
         where = "head" if module is head else f"head[{position}]"
+        known = (torch.nn.Linear, torch.nn.ReLU, torch.nn.Tanh, torch.nn.Sigmoid, torch.nn.Dropout, torch.nn.Identity)
+        if isinstance(module, known):
+            name = _check_module(torch, module, known, where).__name__
         if isinstance(module, torch.nn.Linear):
             linears.append([module, "identity", where])
             after_linear = True
-        elif name in _ACTIVATIONS and isinstance(module, getattr(torch.nn, name)):
+        elif name in _ACTIVATIONS:
             if not after_linear:
                 raise ValueError(f"`{where}` ({name}) must follow an nn.Linear (it becomes that dense layer's "
                                  "activation); an activation of the recurrent states or of another activation "
@@ -187,8 +216,7 @@ def _head(torch, head, parts: Parts) -> tuple[list, Params]:
 
 def _embedding(torch, embedding, E: int) -> np.ndarray:
     """The embedding table (V, E), checked against the rnn's input size."""
-    if not isinstance(embedding, torch.nn.Embedding):
-        raise TypeError(f"`embedding` must be a torch.nn.Embedding; got {type(embedding).__name__}.")
+    _check_module(torch, embedding, (torch.nn.Embedding,), "embedding")
     if embedding.max_norm is not None:
         raise ValueError(f"`embedding` has max_norm = {embedding.max_norm}: PyTorch rescales its rows at lookup, so "
                          "the table alone does not give the embedded inputs; renormalise the weights once and set "
@@ -201,3 +229,80 @@ def _embedding(torch, embedding, E: int) -> np.ndarray:
 
 def _numpy(tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy()
+
+
+def conv1d_from_torch(conv: Any, *, causal: bool = False, name: str = "conv") -> tuple[Any, Params]:
+    """Imports a PyTorch ``nn.Conv1d`` as a :class:`~lrpjax.models.Conv1D` layer and its parameters.
+
+    The layer computes, for one sequence ``x`` (T, D) (time first, lrpjax's layout),
+    ``conv(x.T[None])[0].T`` (T, F) (PyTorch's layout is (batch, channels, time)):
+
+    * ``padding="same"``, or an int ``p`` with ``2 p = dilation (K - 1)``: same padding;
+    * ``causal=True`` with ``padding = dilation (K - 1)``: the first T outputs of the module (the causal
+      convolution of Mamba and of most temporal convolutional networks, which truncate
+      ``conv(x)[..., :T]``).
+
+    ``groups=1`` is a full convolution; ``groups = in_channels = out_channels`` a depthwise one. The weight
+    (F, D / groups, K) becomes ``W`` (K, D, F) (depthwise: (K, D)); ``W[k]`` reads the tap
+    ``x_{t - left + k dilation}`` as PyTorch's ``weight[..., k]`` does (a cross-correlation).
+    Compose it with other layers, e.g. a CNN-LSTM::
+
+        conv_layer, conv_params = conv1d_from_torch(torch_conv, causal=True)
+        rnn_model, rnn_params = from_torch(torch_lstm, head)
+        model = Sequential((conv_layer,) + rnn_model.layers)
+        params = {**conv_params, **rnn_params}
+
+    Args:
+        conv: a ``torch.nn.Conv1d``.
+        causal: the module's output is truncated to its first T steps (``padding`` must be ``dilation (K - 1)``).
+        name: the layer's name (its parameter key).
+
+    Returns:
+        ``(layer, params)``, ``params = {name: {"W": ..., "b": ...}}`` (numpy arrays of the module's dtype).
+
+    Raises:
+        TypeError: ``conv`` not an ``nn.Conv1d``.
+        ValueError: a stride other than 1, a padding mode other than zeros, a padding that is neither same
+            nor (with ``causal``) causal, groups other than 1 or the channels.
+    """
+    import torch
+
+    from lrpjax.models.conv import Conv1D
+
+    if type(conv) is not torch.nn.Conv1d:
+        raise TypeError(f"`conv` must be a torch.nn.Conv1d; got {type(conv).__name__}.")
+    K, d = conv.kernel_size[0], conv.dilation[0]
+    if conv.stride != (1,):
+        raise ValueError(f"`conv` has stride {conv.stride[0]}: lrpjax's Conv1D keeps the sequence's length (stride 1).")
+    if conv.padding_mode != "zeros":
+        raise ValueError(f"`conv` has padding_mode {conv.padding_mode!r}; only zero padding is imported.")
+    span = d * (K - 1)
+    pad = conv.padding
+    if causal:
+        if pad != (span,):
+            raise ValueError(f"`conv` must have padding = dilation * (K - 1) = {span} for causal=True (its first T "
+                             f"outputs are the causal convolution); got padding = {pad}.")
+        padding = "causal"
+    elif pad == "same" or (isinstance(pad, tuple) and 2 * pad[0] == span):
+        padding = "same"
+    else:
+        raise ValueError(f"`conv` has padding = {pad!r}: the output keeps the sequence's length only with 'same' "
+                         f"(or {span // 2} for an odd window), or with padding = {span} and causal=True (truncated "
+                         "to the first T steps); 'valid' shortens the sequence.")
+    D, F = conv.in_channels, conv.out_channels
+    weight = as_weight(_numpy(conv.weight), "conv.weight")
+    if conv.groups == 1:
+        W = np.ascontiguousarray(np.transpose(weight, (2, 1, 0)))                  # (K, D, F)
+        depthwise = False
+    elif conv.groups == D == F:
+        W = np.ascontiguousarray(weight[:, 0, :].T)                                 # (K, D)
+        depthwise = True
+    else:
+        raise ValueError(f"`conv` has groups = {conv.groups}: imported are groups = 1 (full) and groups = "
+                         f"in_channels = out_channels (depthwise); got in {D}, out {F}.")
+    layer_params: Params = {"W": W}
+    if conv.bias is not None:
+        layer_params["b"] = as_weight(_numpy(conv.bias), "conv.bias")
+    layer = Conv1D(None if depthwise else F, K, padding, depthwise=depthwise, bias=conv.bias is not None,
+                   dilation=d, name=name)
+    return layer, {name: layer_params}
