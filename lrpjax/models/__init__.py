@@ -1,11 +1,12 @@
 """Models: pure functions ``apply(params, x, rules=None, *, mask=None)`` over parameter dicts.
 
 Every model is a composition of layers (:class:`Sequential` of :class:`Recurrent`, :class:`Dense`,
-:class:`Pool`, :class:`Embedding` (token ids in), :class:`AttentionPool`, :class:`SelfAttention`, or
+:class:`Pool`, :class:`Embedding` (token ids in), :class:`AttentionPool`, :class:`SelfAttention`, the xLSTM
+blocks :class:`MLSTMBlock`, :class:`SLSTMBlock` (and their :class:`LayerNorm`), or
 any value with the members of the protocol :class:`Layer`); ``LSTM`` (``lstm``, ``bilstm``) and ``MLP`` are named compositions.
 """
 
-from lrpjax.models import attention, bilstm, conv, embedding, layers, lstm, mamba, mlp, sequential
+from lrpjax.models import attention, bilstm, conv, embedding, layers, lstm, mamba, mlp, sequential, xlstm
 from lrpjax.models.attention import AttentionPool, SelfAttention
 from lrpjax.models.conv import Conv1D
 from lrpjax.models.embedding import Embedding
@@ -14,6 +15,8 @@ from lrpjax.models.lstm import LSTM
 from lrpjax.models.mamba import MambaBlock, RMSNorm
 from lrpjax.models.mlp import MLP
 from lrpjax.models.sequential import Sequential, network_of
+from lrpjax.models.xlstm import LayerNorm, MLSTMBlock, SLSTMBlock
 
 __all__ = ["AttentionPool", "Conv1D", "Decomposable", "Dense", "Embedding", "LSTM", "Layer", "MLP", "MambaBlock", "Pool", "Recurrent", "RMSNorm",
-           "SelfAttention", "Sequential", "attention", "bilstm", "conv", "embedding", "layers", "lstm", "mamba", "mlp", "network_of", "sequential"]
+           "SelfAttention", "Sequential", "attention", "bilstm", "conv", "embedding", "layers", "lstm", "mamba", "mlp", "network_of", "sequential",
+           "LayerNorm", "MLSTMBlock", "SLSTMBlock", "xlstm"]
