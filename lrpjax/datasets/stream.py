@@ -470,6 +470,15 @@ class _Log:
         self.handle.write(_shards.dumps(record))
         self.handle.flush()
         os.fsync(self.handle.fileno())
+        if "file" in record:
+            self.finished.append(record)
+
+    def reorder(self, header: dict) -> None:
+        """After a repair, the shard lines in shard order again (the log of an uninterrupted run)."""
+        self.handle.close()
+        entries = sorted(self.finished, key=lambda entry: entry["serial"])
+        atomic_write_text(self.path, "".join(_shards.dumps(r) for r in [header, *entries]))
+        self.handle = open(self.path, "a", encoding="utf-8")
 
     def close(self) -> None:
         self.handle.close()
@@ -778,6 +787,8 @@ def _write(setup, header, log: _Log, directory, first, rest, window, shard_bytes
     seen += 1   # the first item
     logged = {entry["serial"] for entry in log.finished}
     missing = sorted(logged - set(range(shards.count)))
+    if log.damaged and not missing:
+        log.reorder(header)
     if missing:
         raise StreamError(f"cannot resume {directory!r}: it holds shards this input does not reach (from shard "
                           f"{missing[0]}); it was written from a longer input.")
