@@ -74,7 +74,10 @@ def read_ts(path: str | os.PathLike) -> tuple[list[np.ndarray], list[str], tuple
             label outside ``@classLabel`` or a missing value, naming the file and line.
     """
     path = Path(path)
-    series, labels, classes, in_data = [], [], (), False
+    series: list[np.ndarray] = []
+    labels: list[str] = []
+    classes: tuple[str, ...] = ()
+    in_data = False
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             line = line.strip()

@@ -92,6 +92,8 @@ class Removal:
             raise ValueError(f"`noise` of Removal must be a float >= 0; got {self.noise!r}.")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise TypeError(f"`seed` of Removal must be an int; got {type(self.seed).__name__}.")
+        if not -2 ** 31 <= self.seed < 2 ** 31:
+            raise ValueError(f"`seed` of Removal must fit int32; got {self.seed}.")
 
 
 # --- the per-example procedure -------------------------------------------------------------------------
@@ -120,14 +122,15 @@ def _impute(x: Array, keep: Array, valid: Array) -> Array:
     return jnp.where(_expand(has_before | has_after, x.ndim), inner, jnp.zeros((), x.dtype))
 
 
-def _perturbed(removal: Removal, x: Array, mask: Array | None, removed: Array, value: Array, key: Array):
+def _perturbed(removal: Removal, x: Array, mask: Array | None, removed: Array, value: Array, key: Array,
+               noise: Array):
     """``(x', mask')``: ``x`` (T, ...) with the ``removed`` (T,) positions removed."""
     valid = jnp.ones(removed.shape, bool) if mask is None else mask
     removed = removed & valid
     if removal.kind == "zero":
         return jnp.where(_expand(removed, x.ndim), value.astype(x.dtype), x), mask
     if removal.kind == "road":
-        noisy = _impute(x, ~removed, valid) + removal.noise * jax.random.normal(key, x.shape, x.dtype)
+        noisy = _impute(x, ~removed, valid) + noise.astype(x.dtype) * jax.random.normal(key, x.shape, x.dtype)
         return jnp.where(_expand(removed, x.ndim), noisy, x), mask
     keep = valid & ~removed                           # "delete": kept tokens first, in their order
     packed = jnp.argsort(~keep, stable=True)
@@ -135,19 +138,19 @@ def _perturbed(removal: Removal, x: Array, mask: Array | None, removed: Array, v
     return jnp.where(_expand(new_mask, x.ndim), x[packed], jnp.zeros_like(x)), new_mask
 
 
-def _read(method: Method, output: str, params: Params, x: Array, mask: Array | None, target: Array) -> Array:
+def _read(apply, output: str, params: Params, x: Array, mask: Array | None, target: Array) -> Array:
     """The measured output of one (perturbed) example: the target's score or probability."""
-    scores = method.apply(params, x, None, mask=mask)
+    scores = apply(params, x, None, mask=mask)
     if output == "probability":
         scores = jax.nn.softmax(scores, axis=-1)
     return select(target, scores)
 
 
-def _measure(method, removal, output, params, x, mask, target, value, key, removed_sets):
+def _measure(apply, removal, output, params, x, mask, target, value, key, noise, removed_sets):
     """The measured output after removing each set of ``removed_sets`` (K, T): (K,)."""
     def one(k, removed):
-        x_k, mask_k = _perturbed(removal, x, mask, removed, value, jax.random.fold_in(key, k))
-        return _read(method, output, params, x_k, mask_k, target)
+        x_k, mask_k = _perturbed(removal, x, mask, removed, value, jax.random.fold_in(key, k), noise)
+        return _read(apply, output, params, x_k, mask_k, target)
 
     return jax.vmap(one)(jnp.arange(removed_sets.shape[0]), removed_sets)
 
@@ -159,12 +162,13 @@ def _ranks(r: Array, valid: Array, most_first) -> Array:
     return jnp.zeros(r.shape, jnp.int32).at[order].set(jnp.arange(r.shape[0], dtype=jnp.int32))
 
 
-# --- one compiled call for the batch ---------------------------------------------------------------------
+# --- two compiled calls for the batch: the explanations, then the measurements ----------------------------
 
 @dataclass(frozen=True)
 class _Plan:
-    """The static part of a metric's compiled call (the order, the complement and the counts are
-    arguments, so that deletion and insertion in both orders share one compiled program)."""
+    """The static part of a metric's calls. The relevance is compiled per method; the measurements per
+    model, removal and output, so that every method of one model shares them (the order, the complement
+    and the counts are arguments: deletion and insertion in both orders share one program too)."""
 
     method: Method
     removal: Removal
@@ -172,16 +176,20 @@ class _Plan:
     tokens: bool = True       # sum relevance (T, E) over E (sequences); vectors (D,) keep theirs
 
 
-@partial(jax.jit, static_argnums=(0,))
-def _run(plan: _Plan, params, X, mask, targets, value, counts, subsets, options):
-    """Relevance of every example, the measured output after every perturbation and the explained
-    outputs: ((B, T), (B, K), (B,))."""
-    B = X.shape[0]
-    index = jnp.arange(B, dtype=jnp.int32)
-    out = explain_chunk(Program((plan.method,), "index", tokens=plan.tokens), params, X, mask, targets, index)
-    R = out.relevance
-    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(plan.removal.seed), i))(index)
+@partial(jax.jit, static_argnums=(0, 1))
+def _relevance(method: Method, tokens: bool, params, X, mask, targets):
+    """Relevance per position of every example and the explained outputs: ((B, T), (B,))."""
+    index = jnp.arange(X.shape[0], dtype=jnp.int32)
+    out = explain_chunk(Program((method,), "index", tokens=tokens), params, X, mask, targets, index)
+    return out.relevance, out.targets
 
+
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def _measurements(apply, removal: Removal, output: str, params, X, mask, explained, value, R, counts, subsets,
+                  options, noise, seed):
+    """The measured output of every example after every perturbation: (B, K)."""
+    index = jnp.arange(X.shape[0], dtype=jnp.int32)
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(index)
     most_first, complement, percent = options
 
     def example(x, m, t, v, key, r, sets):
@@ -191,14 +199,22 @@ def _run(plan: _Plan, params, X, mask, targets, value, counts, subsets, options)
             cnt = jnp.where(percent, (counts * n_valid + 99) // 100, counts)
             sets = _ranks(r, valid, most_first)[None, :] < cnt[:, None]
         sets = jnp.where(complement, valid[None, :] & ~sets, sets)
-        return _measure(plan.method, plan.removal, plan.output, params, x, m, t, v, key, sets)
+        return _measure(apply, removal, output, params, x, m, t, v, key, noise, sets)
 
     mask_axis = None if mask is None else 0
     value_axis = 0 if value.ndim == X.ndim else None
     subset_axis = None if subsets is None else 0
-    values = jax.vmap(example, in_axes=(0, mask_axis, 0, value_axis, 0, 0, subset_axis))(
-        X, mask, out.targets, value, keys, R, subsets)
-    return R, values, out.targets
+    return jax.vmap(example, in_axes=(0, mask_axis, 0, value_axis, 0, 0, subset_axis))(
+        X, mask, explained, value, keys, R, subsets)
+
+
+def _run(plan: _Plan, params, X, mask, targets, value, counts, subsets, options):
+    """Relevance, measurements and explained outputs: ((B, T), (B, K), (B,))."""
+    R, explained = _relevance(plan.method, plan.tokens, params, X, mask, targets)
+    static = dataclasses.replace(plan.removal, noise=0.0, seed=0)      # noise and seed are arguments
+    values = _measurements(plan.method.apply, static, plan.output, params, X, mask, explained, value, R,
+                           counts, subsets, options, jnp.asarray(plan.removal.noise), jnp.asarray(plan.removal.seed, jnp.int32))
+    return R, values, explained
 
 
 def explained_relevance(method: Method, params: Params, X: ArrayLike, targets=None, *,
@@ -207,8 +223,7 @@ def explained_relevance(method: Method, params: Params, X: ArrayLike, targets=No
     (the predicted one where ``targets`` is None)."""
     removal = Removal("delete") if ids_model(method) is not None else Removal()
     plan, params, X, mask, targets, value = _prepare(method, params, X, targets, mask, removal, "score")
-    R, _, explained = _run(plan, params, X, mask, targets, value, jnp.zeros((1,), jnp.int32), None, _options())
-    return R, explained
+    return _relevance(plan.method, plan.tokens, params, X, mask, targets)
 
 
 def _options(most_first: bool = True, complement: bool = False, percent: bool = False) -> tuple:

@@ -229,7 +229,8 @@ def parameter_randomisation(method: Method, params: Params, X: ArrayLike, target
     if mode not in _MODES:
         raise ValueError(f"`mode` must be one of {_MODES}; got {mode!r}.")
     layers = _layer_order(method, params, layers)
-    X, targets, mask = check_batch(method, params, X, _any_output if targets is None else targets, mask)
+    checked, targets, mask = check_batch(method, params, X, _any_output if targets is None else targets, mask)
+    X = jnp.asarray(checked)
     targets = jnp.full((X.shape[0],), -1, jnp.int32) if callable(targets) else jnp.asarray(targets, jnp.int32)
     models = randomised_parameters(params, layers, mode, seed)
     stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *models)
@@ -285,12 +286,13 @@ def random_logit(method: Method, params: Params, X: ArrayLike, targets=None, *, 
     Raises:
         ValueError: a model with fewer than two classes, bad shapes or targets.
     """
-    X, targets, mask = check_batch(method, params, X, _any_output if targets is None else targets, mask)
+    checked, targets, mask = check_batch(method, params, X, _any_output if targets is None else targets, mask)
+    X = jnp.asarray(checked)
     targets = jnp.full((X.shape[0],), -1, jnp.int32) if callable(targets) else jnp.asarray(targets, jnp.int32)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError(f"`seed` must be an int; got {type(seed).__name__}.")
     shape = jax.eval_shape(lambda x, m: method.apply(params, x, None, mask=m), X[0],
-                           None if mask is None else mask[0]).shape
+                           None if mask is None else jnp.asarray(mask)[0]).shape
     if shape[-1] < 2:
         raise ValueError(f"random_logit needs at least two classes; the model's output has shape {shape}.")
     return RandomLogit(*_random_logit(_Sanity(method, bool(absolute)), seed, params, X, mask, targets))

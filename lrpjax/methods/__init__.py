@@ -3,8 +3,9 @@
 One module per family, each a :class:`~lrpjax.methods.base.Method` subclass and its constructor:
 :mod:`~lrpjax.methods.lrp`, :mod:`~lrpjax.methods.gradient` (gradient, Sensitivity, Gradient x Input),
 :mod:`~lrpjax.methods.integrated_gradients`, :mod:`~lrpjax.methods.smoothgrad`,
-:mod:`~lrpjax.methods.occlusion`, :mod:`~lrpjax.methods.random_baseline` and
-:mod:`~lrpjax.methods.decomposition` (Contextual Decomposition). The protocol they share is in
+:mod:`~lrpjax.methods.occlusion`, :mod:`~lrpjax.methods.random_baseline`,
+:mod:`~lrpjax.methods.decomposition` (Contextual Decomposition) and :mod:`~lrpjax.methods.tsr` (Temporal
+Saliency Rescaling on top of another method). The protocol they share is in
 :mod:`~lrpjax.methods.base`; the per-example program every driver runs in :mod:`~lrpjax.methods.program`.
 """
 
@@ -18,8 +19,9 @@ from lrpjax.methods.occlusion import Occlusion, occlusion
 from lrpjax.methods.random_baseline import RandomBaseline, random_baseline
 from lrpjax.methods.results import Attribution, Explanation
 from lrpjax.methods.smoothgrad import SmoothGrad, smoothgrad
+from lrpjax.methods.tsr import TSR, tsr
 
 __all__ = ["LRP", "Attribution", "ContextualDecomposition", "Explanation", "Gradient", "GradientXInput",
            "IntegratedGradients", "Method", "Occlusion", "Pullback", "RandomBaseline", "Sensitivity", "SmoothGrad",
-           "cd", "gradient", "gradient_x_input", "integrated_gradients", "lrp", "occlusion", "pad", "per_token",
-           "random_baseline", "sensitivity", "smoothgrad"]
+           "TSR", "cd", "gradient", "gradient_x_input", "integrated_gradients", "lrp", "occlusion", "pad", "per_token",
+           "random_baseline", "sensitivity", "smoothgrad", "tsr"]

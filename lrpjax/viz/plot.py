@@ -353,3 +353,7 @@ def deletion_figure(curves: Mapping[str, Mapping[str, Sequence[float]]], path: s
     fig.tight_layout()
     _save(fig, path, dpi=120)
     plt.close(fig)
+
+
+# Time-series figures (time x feature heatmaps, relevance over time) live in lrpjax.viz.timeseries.
+from lrpjax.viz.timeseries import relevance_over_time, time_heatmap  # noqa: E402,F401
