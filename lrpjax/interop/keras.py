@@ -15,7 +15,8 @@ import numpy as np
 
 from lrpjax._types import Params
 from lrpjax.core.cells import GRUCell, StandardCell
-from lrpjax.interop._common import Imported, Parts, as_weight, check_class, check_dtypes, dense_params, gate_blocks
+from lrpjax.interop._common import (Imported, Parts, as_weight, check_class, check_dtypes, dense_params,
+                                    gate_blocks, with_table)
 from lrpjax.models import Dense, Pool, Recurrent, Sequential
 
 __all__ = ["from_keras", "conv1d_from_keras", "KERAS_LAYERS"]
@@ -37,7 +38,7 @@ _OUTPUT_ACTIVATIONS = ("softmax", "sigmoid")
 _COMPUTING = ("call", "__call__", "inner_loop", "compute_mask", "get_initial_state", "step")
 
 
-def from_keras(keras_model: Any) -> tuple[Sequential, Params] | tuple[Sequential, Params, np.ndarray]:
+def from_keras(keras_model: Any) -> Imported:
     """Imports a built Keras 3 ``keras.Sequential``: its layers, weights and conventions.
 
     The model computes, for one embedded sequence ``x`` (T, E), ``keras_model(x[None])[0]`` before a
@@ -56,8 +57,9 @@ def from_keras(keras_model: Any) -> tuple[Sequential, Params] | tuple[Sequential
       ``W_<backward key>``. ``Activation`` layers fold into the dense layer before them.
     * ``GlobalAveragePooling1D`` / ``GlobalMaxPooling1D``: ``Pool("mean")`` / ``Pool("max")``.
     * ``Dropout``: nothing (inference).
-    * ``Embedding`` (first layer only): its table is returned; the model reads embedded inputs
-      ``table[ids]``.
+    * ``Embedding`` (first layer only): the model takes token ids, its first layer an lrpjax
+      :class:`~lrpjax.models.embedding.Embedding` holding the table (``params["embedding"]["table"]``,
+      also ``imported.table``); ``model.vector_model(params)`` explains embedded vectors directly.
     * Masks: with ``Embedding(mask_zero=True)`` Keras skips the steps whose id is 0, after a first
       ``Masking(mask_value=v)`` the steps whose vector is all ``v``. The import returns the function
       that computes this mask, ``imported.mask`` (ids (T,) / (B, T), or the embedded input for
@@ -93,9 +95,9 @@ def from_keras(keras_model: Any) -> tuple[Sequential, Params] | tuple[Sequential
         keras_model: a built ``keras.Sequential`` (called once, or given an ``Input``).
 
     Returns:
-        an :class:`~lrpjax.interop.Imported`, unpacked as ``(model, params)``, or as
-        ``(model, params, table)`` when the first layer is an ``Embedding``, ``table`` its weights (V, E)
-        as a numpy array; its ``mask`` is the masking function (above) or None.
+        an :class:`~lrpjax.interop.Imported`, unpacked as ``(model, params)`` (over token ids when the
+        first layer is an ``Embedding``); its ``mask`` is the masking function (above) or None, its
+        ``table`` the embedding's weights (V, E) or None.
 
     Raises:
         TypeError: not a ``keras.Sequential``, a layer kind that is not supported (the message lists
@@ -133,7 +135,7 @@ def from_keras(keras_model: Any) -> tuple[Sequential, Params] | tuple[Sequential
         warnings.warn(f"`keras_model` masks its input ({mask.source}): Keras skips the masked steps, so pass "
                       "mask=imported.mask(inputs) to model.apply and to every method for Keras's result "
                       "(imported = interop.from_keras(...)).", UserWarning, stacklevel=2)
-    return Imported(model, builder.params, table, mask)
+    return with_table(model, builder.params, table, mask)
 
 
 def _numpy(keras, variable) -> np.ndarray:

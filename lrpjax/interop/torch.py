@@ -12,7 +12,8 @@ import numpy as np
 
 from lrpjax._types import Params
 from lrpjax.core.cells import GRUCell, StandardCell
-from lrpjax.interop._common import Imported, Parts, as_weight, check_class, check_dtypes, dense_params, gate_blocks
+from lrpjax.interop._common import (Imported, Parts, as_weight, check_class, check_dtypes, dense_params,
+                                    gate_blocks, with_table)
 from lrpjax.models import Dense, Recurrent, Sequential
 
 __all__ = ["from_torch", "conv1d_from_torch", "HEAD_MODULES"]
@@ -30,10 +31,11 @@ _COMPUTING = ("forward", "__call__", "_call_impl", "_wrapped_call_impl")
 
 
 def from_torch(rnn: Any, head: Any = None, embedding: Any = None, *,
-               sequence_output: bool = False) -> tuple[Sequential, Params] | tuple[Sequential, Params, np.ndarray]:
+               sequence_output: bool = False) -> Imported:
     """Imports a PyTorch ``nn.LSTM`` or ``nn.GRU`` and the head on top of it, weights and conventions.
 
-    The model computes, for one embedded sequence ``x`` (T, E), what PyTorch computes for the same
+    The model computes, for one embedded sequence ``x`` (T, E) (or its ids with an ``embedding``), what
+    PyTorch computes for the same
     unbatched input ``rnn(x)`` (batch_first does not matter for an unbatched input; for a batch, use
     :meth:`lrpjax.Method.batch` or ``jax.vmap`` with a mask):
 
@@ -72,8 +74,9 @@ def from_torch(rnn: Any, head: Any = None, embedding: Any = None, *,
         head: None, an ``nn.Linear``, or an ``nn.Sequential`` of ``Linear``, ``ReLU``, ``Tanh``,
             ``Sigmoid`` (each activation folds into the ``Dense`` of the linear before it), ``Dropout``
             and ``Identity`` (no-ops at inference).
-        embedding: None or an ``nn.Embedding`` whose rows are the inputs of ``rnn``. Explanations stay
-            with respect to the embedded inputs: embed a sentence as ``table[ids]``.
+        embedding: None or an ``nn.Embedding`` whose rows are the inputs of ``rnn``: the model then
+            takes token ids, and the relevance of a token is the sum over its embedding dimensions
+            (``method.tokens(params, ids, target)``).
         sequence_output: apply the head at every step instead of to the final states.
 
     Exactly what PyTorch computes, or refused: every module must be of its torch class, or a subclass
@@ -83,9 +86,11 @@ def from_torch(rnn: Any, head: Any = None, embedding: Any = None, *,
 
     Returns:
         an :class:`~lrpjax.interop.Imported`, unpacked as ``(model, params)``: a
-        :class:`~lrpjax.models.Sequential` and its parameters (numpy arrays), or as
-        ``(model, params, table)`` when ``embedding`` is given, ``table`` its weight (V, E) as a numpy
-        array (the ``padding_idx`` row is whatever the module holds, zeros unless changed).
+        :class:`~lrpjax.models.Sequential` and its parameters (numpy arrays). With an ``embedding`` the
+        model takes token ids (T,): its first layer is an :class:`~lrpjax.models.embedding.Embedding`
+        holding the module's weight (V, E) under ``params["embedding"]["table"]`` (the ``padding_idx``
+        row is whatever the module holds, zeros unless changed), also ``imported.table``; explain
+        embedded vectors directly with ``model.vector_model(params)``.
 
     Raises:
         TypeError: ``rnn`` not an LSTM/GRU, a module of a subclass with its own ``forward``, forward
@@ -115,7 +120,7 @@ def from_torch(rnn: Any, head: Any = None, embedding: Any = None, *,
     check_dtypes({**params, **({} if table is None else {"embedding": table})}, "rnn, head and embedding")
     model = Sequential(tuple(layers))
     model.specs(params)   # the assembled model checks its own shapes
-    return Imported(model, params, table)
+    return with_table(model, params, table)
 
 
 def _check_module(torch, module, classes: tuple, where: str) -> type:
