@@ -613,6 +613,8 @@ class _Tally:
         self.failed: list[int] = []
         self.unknown: dict[str, None] = {}
         self.more_unknown = False    # more distinct unknown words than remembered
+        self.n_flagged = 0           # records whose numbers are flagged (see _health)
+        self.flagged: list[int] = []
         self.records: list[dict] | None = [] if keep_records else None
         self.run = run
 
@@ -635,7 +637,14 @@ class _Tally:
                 self.unknown.setdefault(word)
             elif word not in self.unknown:
                 self.more_unknown = True
-        return self._keep({"line": line.number, **result.to_json()})
+        record = {"line": line.number, **result.to_json()}
+        problem = _health(record)
+        if problem is not None:
+            record["flagged"] = problem
+            self.n_flagged += 1
+            if len(self.flagged) < self._SHOWN:
+                self.flagged.append(line.number)
+        return self._keep(record)
 
     def _keep(self, record: dict) -> dict:
         if self.run is not None:
@@ -652,6 +661,19 @@ class _Tally:
 
 
 _MAX_WORD = 40   # characters of an unknown word shown in a report
+
+
+def _health(record: dict) -> str | None:
+    """For an LRP record: relevance far beyond the target's score (lrpjax.methods.results.health), or None."""
+    if not str(record.get("method", "")).startswith("lrp-"):
+        return None
+    scores, target = record.get("scores"), record.get("target")
+    if not isinstance(scores, list) or not isinstance(target, int) or not 0 <= target < len(scores):
+        return None
+    from lrpjax.methods.results import health
+
+    problem = health(record.get("relevance", []), scores[target])
+    return None if problem is None else problem.replace("raise eps", "raise --eps")
 
 
 def _clip(word: str) -> str:
@@ -935,6 +957,10 @@ def _batch_summary(args: argparse.Namespace, tally: _Tally, sink, kept: int, whe
                          "written as records with an 'error' field and \"failed\": true\n")
     if tally.unknown:
         _warn_unknown(list(tally.unknown), more=tally.more_unknown)
+    if tally.n_flagged:
+        sys.stderr.write(f"lrpjax: warning: {tally.n_flagged} record(s) flagged ({_shown(tally.flagged, tally.n_flagged)}): "
+                         "their relevance is far beyond the target's score, so it cancels only through rounding; "
+                         "raise --eps (their records carry a 'flagged' field saying why)\n")
     if args.html:
         records = tally.records if tally.records is not None else _read_records(args.output)
         _write_text(args.html, plot.html_page(records, title=f"lrpjax: {args.method} relevance, {args.input}"))

@@ -31,7 +31,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lrpjax._types import Params
 from lrpjax.datasets.buckets import bucket_rule
-from lrpjax.methods.base import Method
+from lrpjax.methods.base import Method, check_param_leaves
 from lrpjax.methods.inputs import cast_input, check_finite, floating_dtype
 from lrpjax.methods.program import Program, explain_chunk
 
@@ -202,6 +202,7 @@ def plan_run(method, params: Params, E: int, x_dtype, all_classes: bool, edges: 
         TypeError, ValueError: as the checks say, naming the argument.
     """
     methods, stacked = check_methods(method)
+    check_param_leaves(params)
     with_residual = check_residual(residual, methods)
     devices = check_devices(devices, chunk_size, local=local)
     check_finite("params", params)

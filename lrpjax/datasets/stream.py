@@ -54,6 +54,7 @@ from lrpjax.datasets.shards import StreamError, StreamResults, StreamRow, Stream
 from lrpjax.io.files import atomic_write_text
 from lrpjax.io.locks import OutputLock
 from lrpjax.methods.program import explain_example
+from lrpjax.methods.results import MAGNITUDE_BOUND, NumericalWarning
 
 __all__ = ["FLUSH", "Batcher", "ChunkInfo", "StreamSummary", "StreamError", "StreamWarning", "StreamResults", "StreamRow",
            "iter_stream", "explain_stream", "open_results", "DEFAULT_SHARD_BYTES"]
@@ -100,6 +101,37 @@ class ChunkInfo(NamedTuple):
 def _item_crc(index: int, x: np.ndarray, crc: int = 0) -> int:
     """crc32 of one sequence (its index, length and values), continuing ``crc``."""
     return zlib.crc32(np.ascontiguousarray(x).tobytes(), zlib.crc32(np.asarray([index, x.shape[0]], np.int64).tobytes(), crc))
+
+
+def _unhealthy(run: Run, chunk: Chunk) -> int:
+    """How many of a chunk's sequences have relevance that is not finite or (LRP) whose absolute sum
+    exceeds :data:`~lrpjax.methods.results.MAGNITUDE_BOUND` times the explained score (per explanation)."""
+    n = len(chunk.indices)
+    if n == 0:
+        return 0
+    R = np.abs(np.asarray(chunk.relevance, np.float64).reshape(n, -1))
+    bad = ~np.isfinite(R).all(axis=1)
+    if all(m.has_residual for m in run.program.methods):
+        scores = np.abs(np.asarray(chunk.scores, np.float64).reshape(n, -1))
+        targets = np.asarray(chunk.targets)
+        if run.program.targets == "index" and targets.ndim == 1:
+            reference = scores[np.arange(n), np.clip(targets, 0, scores.shape[1] - 1)]
+        else:
+            reference = scores.max(axis=1)
+        explanations = (len(run.program.methods) if run.program.stacked else 1) * \
+            (run.n_classes if run.program.targets == "all" else 1)
+        with np.errstate(invalid="ignore", over="ignore"):
+            size = R.sum(axis=1) / explanations
+            bad |= size > MAGNITUDE_BOUND * np.maximum(reference, 1e-8)
+    return int(bad.sum())
+
+
+def _warn_unhealthy(count: int, total: int) -> None:
+    if count:
+        warnings.warn(f"lrpjax: {count} of {total} sequence(s) have relevance that is not finite or far beyond the "
+                      f"target's score (more than {MAGNITUDE_BOUND:g} times): the rules amplify rounding. Raise eps, "
+                      "use share=True, or compute in float64. (StreamSummary.flagged counts them; each shard's log "
+                      "line holds its count.)", NumericalWarning, stacklevel=3)
 
 
 # --- setup: what the first sequence tells ------------------------------------------------------------
@@ -306,8 +338,12 @@ def iter_stream(method, params: Params, items: Iterable, targets="pred", *, buck
     if first is None:
         return
     setup = _setup(method, params, first.x, targets, buckets, chunk_size, devices, tokens, residual)
+    flagged = total = 0
     for _, chunk in _run(setup, first, rest, window, None, lambda info: True, check_finite):
+        flagged += _unhealthy(setup.run, cast(Chunk, chunk))
+        total += len(cast(Chunk, chunk).indices)
         yield cast(Chunk, chunk)   # every chunk is computed
+    _warn_unhealthy(flagged, total)
 
 
 class Batcher:
@@ -363,6 +399,9 @@ class StreamSummary(NamedTuple):
         compilations: chunk programs compiled by this call.
         manifest: the path of ``_manifest.json`` if this process wrote it, else None.
         repaired: shards of an interrupted run found damaged or missing on resume and written again.
+        flagged: sequences whose relevance is not finite or far beyond the target's score (see
+            :func:`lrpjax.methods.results.health`; a :class:`~lrpjax.methods.results.NumericalWarning`
+            says so once per call).
     """
 
     directory: str
@@ -373,6 +412,7 @@ class StreamSummary(NamedTuple):
     compilations: int
     manifest: str | None
     repaired: int = 0
+    flagged: int = 0
 
 
 def _params_fingerprint(params) -> dict:
@@ -488,8 +528,9 @@ class _Shards:
     """Groups this process's chunks into shards (deterministically, before they run), writes finished
     shards and logs them; on resume, skips the chunks of logged shards and checks their input."""
 
-    def __init__(self, directory: str, header: dict, log: _Log, shard_bytes: int, progress):
-        self.directory, self.header, self.log = directory, header, log
+    def __init__(self, directory: str, header: dict, log: _Log, shard_bytes: int, progress, run: Run):
+        self.directory, self.header, self.log, self.run = directory, header, log, run
+        self.flagged = 0
         self.fields = header["fields"]
         self.shard_bytes = shard_bytes
         self.progress = progress
@@ -506,7 +547,7 @@ class _Shards:
     def compute(self, info: ChunkInfo) -> bool:
         """Plans ``info`` into the current shard; False when that shard is finished already (resume)."""
         if not self.pending or self.pending[-1][0] != self.serial:
-            self.pending.append([self.serial, [], [], 0])
+            self.pending.append([self.serial, [], [], 0, 0])
         self.pending[-1][1].append(info)
         serial = self.serial
         self.count = serial + 1
@@ -519,6 +560,7 @@ class _Shards:
         shard = self.pending[0]
         if chunk is not None:
             shard[2].append(_shards.Part(info.indices, info.lengths, chunk.scores, chunk.targets, chunk.relevance))
+            shard[4] += _unhealthy(self.run, chunk)
         shard[3] += 1
         if self.progress is not None:
             self.progress(len(info.indices))
@@ -531,7 +573,7 @@ class _Shards:
             self._finish(self.pending.popleft(), at_end=True)
 
     def _finish(self, shard, at_end: bool = False) -> None:
-        serial, infos, parts, _ = shard
+        serial, infos, parts, _, flagged = shard
         n = sum(len(info.indices) for info in infos)
         crc = zlib.crc32(b"".join(np.uint32(info.crc).tobytes() for info in infos))
         if serial in self.done:
@@ -544,6 +586,7 @@ class _Shards:
                                   f"{entry['file']} (sequences {entry['index_min']}..{entry['index_max']}); it "
                                   "was written from another input.")
             self.kept += n
+            self.flagged += entry.get("flagged", 0)
         else:
             indices = np.concatenate([info.indices for info in infos])
             name = _shards.shard_name(self.header["process_index"], serial, self.header["shard_format"])
@@ -551,7 +594,8 @@ class _Shards:
                                                  self.header["shard_format"], self.header)
             self.log.append({"file": name, "serial": serial, "rows": n, "index_min": int(indices.min()),
                              "index_max": int(indices.max()), "input_crc32": crc, "bytes": size,
-                             "crc32": checksum})
+                             "crc32": checksum, **({"flagged": flagged} if flagged else {})})
+            self.flagged += flagged
             self.explained += n
         self.sequences += n
 
@@ -765,7 +809,7 @@ def _write(setup, header, log: _Log, directory, first, rest, window, shard_bytes
     process_index, process_count = header["process_index"], header["process_count"]
     owns = (lambda serial: serial % process_count == process_index) if partition == "chunks" else \
         (lambda serial: True)
-    shards = _Shards(directory, header, log, int(shard_bytes), progress)
+    shards = _Shards(directory, header, log, int(shard_bytes), progress, setup.run)
     before = compilations()
     seen = 0
     digest = _item_crc(first.index, first.x)
@@ -808,8 +852,9 @@ def _write(setup, header, log: _Log, directory, first, rest, window, shard_bytes
     if peers is not None:
         peers.agree("logged", {})
     manifest = _finalize(directory, header, peers)
+    _warn_unhealthy(shards.flagged, shards.sequences)
     return StreamSummary(directory, shards.sequences, shards.explained, shards.count, shards.kept,
-                         compilations() - before, manifest, len(log.damaged))
+                         compilations() - before, manifest, len(log.damaged), shards.flagged)
 
 
 def _finalize(directory: str, header: dict, peers: _Peers | None) -> str | None:

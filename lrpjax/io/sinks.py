@@ -249,7 +249,7 @@ RECORD_FIELDS = (("line", "int64"), ("sentence", "string"), ("tokens", "strings"
                  ("prediction", "int32"), ("prediction_name", "string"), ("probabilities", "floats"),
                  ("scores", "floats"), ("target", "int32"), ("target_name", "string"), ("method", "string"),
                  ("eps", "float64"), ("relevance", "floats"), ("error", "string"), ("failed", "bool"),
-                 ("seed", "int64"), ("method_id", "string"), ("run", "string"))
+                 ("seed", "int64"), ("method_id", "string"), ("run", "string"), ("flagged", "string"))
 _RESUME_FIELDS = ("line", "sentence", "method", "eps", "target", "target_name", "prediction", "failed", "seed",
                   "method_id", "run")
 

@@ -107,7 +107,7 @@ from lrpjax._types import Array, ArrayLike, Params
 from lrpjax.core.rules import RuleSet
 from lrpjax.methods.inputs import as_floating, cast_input, check_finite, floating_dtype, per_token
 from lrpjax.methods.program import Program, explain_chunk, explain_example, on_vectors
-from lrpjax.methods.results import is_concrete
+from lrpjax.methods.results import is_concrete, warn_if_unhealthy
 from lrpjax.methods.targets import check_target, check_targets, weights
 from lrpjax.models.embedding import check_ids
 from lrpjax.models.sequential import check_inputs, check_prefix, network_of
@@ -264,9 +264,10 @@ class Method(abc.ABC):
             TypeError: a method without a richer result (or LRP on a model without zero taps).
         """
         x, mask, target = check_example(self, params, x, target, mask)
-        if callable(target):
-            return _full_function(self, target, params, x, mask)
-        return _full(self, params, x, target, mask)
+        result = _full_function(self, target, params, x, mask) if callable(target) else _full(self, params, x, target,
+                                                                                                mask)
+        warn_if_unhealthy(result)   # flagged numbers warn (NumericalWarning); result.health says why
+        return result
 
 
 @dataclass(frozen=True)
@@ -366,10 +367,28 @@ def ids_model(method: Method) -> Any:
     return network if network is not None and network.takes_ids else None
 
 
+def check_param_leaves(params) -> None:
+    """Parameters must be arrays: a leaf that is a Python number inside a list or tuple means a weight
+    given as nested lists (they would be taken apart into scalars).
+
+    Raises:
+        TypeError: naming the first such leaf's path.
+    """
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        if isinstance(leaf, (int, float, complex)) and not isinstance(leaf, bool) and path and \
+                isinstance(path[-1], jax.tree_util.SequenceKey):   # a number as an element of a list
+            where = jax.tree_util.keystr(path[:next(k for k, key in enumerate(path)
+                                                    if isinstance(key, jax.tree_util.SequenceKey))])
+            raise TypeError(f"`params`: the parameter at {where or 'the root'} is a nested list of numbers; "
+                            "parameters must be arrays (convert them, e.g. "
+                            "jax.tree_util.tree_map(np.asarray, params, is_leaf=lambda v: isinstance(v, list))).")
+
+
 def check_example(method: Method, params, x, target, mask):
     """Checks one example and casts it to the parameters' dtype (token ids of a model that takes them
     are checked against its vocabulary and kept); ``target=None`` skips the target (for
     :meth:`Method.all`). Returns ``(x, mask, target)``, the target as :func:`check_target` gives it."""
+    check_param_leaves(params)
     dtype = floating_dtype(params)
     network = ids_model(method)
     if network is not None:

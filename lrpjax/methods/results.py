@@ -4,6 +4,7 @@ completeness gap), each printing as one line and rendering in notebooks."""
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple, Sequence
 
 import jax
@@ -11,7 +12,63 @@ import numpy as np
 
 from lrpjax._types import Array, Params
 
-__all__ = ["Explanation", "Attribution", "is_concrete"]
+__all__ = ["Explanation", "Attribution", "is_concrete", "NumericalWarning", "health", "warn_if_unhealthy",
+           "MAGNITUDE_BOUND", "RESIDUAL_TOLERANCE"]
+
+MAGNITUDE_BOUND = 1e4
+"""A relevance map whose absolute sum exceeds this many times the target's score is flagged: relevance
+that large cancels to the score only through rounding (a denominator near 0 that nothing stabilises)."""
+
+RESIDUAL_TOLERANCE = 10.0
+"""A conservation residual beyond this many times the target's score is flagged."""
+
+_ADVICE = ("raise eps (a larger stabiliser), use share=True, or compute in float64 "
+           "(jax.config.update('jax_enable_x64', True) and float64 parameters)")
+
+
+class NumericalWarning(UserWarning):
+    """Explanations whose numbers are not to be trusted (see :func:`health`)."""
+
+
+def health(relevance, target_score, residual=None, *, bound: float = MAGNITUDE_BOUND,
+           tolerance: float = RESIDUAL_TOLERANCE) -> str | None:
+    """What is numerically wrong with one explanation, or None.
+
+    Flagged: non-finite relevance (or residual); relevance whose absolute sum exceeds ``bound`` times
+    ``|target_score|``; a residual beyond ``tolerance`` times ``|target_score|``. The reference is at
+    least 1e-8, so that a score of exactly 0 does not flag every map.
+
+    Args:
+        relevance: the relevance (any shape), host or device values (not traced).
+        target_score: the explained score.
+        residual: the conservation residual, if the method has one.
+    """
+    R = np.asarray(relevance, dtype=np.float64)
+    score = abs(float(np.asarray(target_score, dtype=np.float64).sum()))
+    if not np.all(np.isfinite(R)):
+        return f"the relevance holds NaN or infinity; {_ADVICE}"
+    reference = max(score, 1e-8)
+    with np.errstate(over="ignore"):
+        size = float(np.abs(R).sum())
+    if size > bound * reference:
+        return (f"the relevance's absolute sum {size:.3g} is {size / reference:.3g} times the target's score "
+                f"{score:.3g} (bound {bound:g}): it cancels only through rounding; {_ADVICE}")
+    if residual is not None:
+        r = np.asarray(residual, dtype=np.float64)
+        if not np.all(np.isfinite(r)):
+            return f"the conservation residual is NaN or infinity; {_ADVICE}"
+        if float(np.abs(r).max(initial=0.0)) > tolerance * reference:
+            return (f"the conservation residual {float(np.abs(r).max()):.3g} exceeds {tolerance:g} times the "
+                    f"target's score {score:.3g}; {_ADVICE}")
+    return None
+
+
+def warn_if_unhealthy(result, stacklevel: int = 3) -> None:
+    """Warns (:class:`NumericalWarning`, once for this call) when a concrete :class:`Explanation` or
+    :class:`Attribution` is flagged by :func:`health`."""
+    message = getattr(result, "health", None)
+    if message:
+        warnings.warn(f"lrpjax: {type(result).__name__}: {message}", NumericalWarning, stacklevel=stacklevel)
 
 
 def is_concrete(*values) -> bool:
@@ -73,6 +130,14 @@ class Explanation(NamedTuple):
     initial: Params
     states: Params
     residual: Array
+
+    @property
+    def health(self) -> str | None:
+        """What is numerically wrong with this explanation (:func:`health`: non-finite values, relevance
+        far beyond the target's score, a residual beyond tolerance), or None; None too while traced."""
+        if not is_concrete(self.relevance, self.target_score, self.residual):
+            return None
+        return health(self.relevance, self.target_score, self.residual)
 
     def __repr__(self) -> str:
         """One line: shapes, the target and its score, the sums of the conservation equation and the
@@ -145,6 +210,15 @@ class Attribution(NamedTuple):
     target_score: Array
     baseline_score: Array
     gap: Array
+
+    @property
+    def health(self) -> str | None:
+        """What is numerically wrong with these attributions (non-finite values, a magnitude far beyond
+        the explained difference), or None; None too while traced."""
+        if not is_concrete(self.relevance, self.target_score, self.baseline_score):
+            return None
+        difference = np.asarray(self.target_score, np.float64) - np.asarray(self.baseline_score, np.float64)
+        return health(self.relevance, difference)
 
     def __repr__(self) -> str:
         """One line: shapes, the target, its score at ``x`` and at the baseline, the sum of the
