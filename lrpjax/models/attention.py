@@ -295,8 +295,8 @@ class SelfAttention(_Attention):
     scale), ``AdditiveAttention()([x, x])`` is ``"additive"`` with ``W = U = I``, ``b = 0``, ``v`` its scale.
     Relevance: module docstring (the bilinear scores split their products by ``rules.attention``).
 
-    Parameters ``params[name]``: additive ``W`` (D, A), ``U`` (D, A), ``b`` (A,), ``v`` (A, 1); dot none
-    (``{}``); general ``W`` (D, D).
+    Parameters ``params[name]``: additive ``W`` (D, A), ``U`` (D, A), ``b`` (A,), ``v`` (A, 1); general
+    ``W`` (D, D); dot scores have none (no key).
 
     Attributes:
         score: ``"additive"``, ``"dot"`` or ``"general"``.
@@ -325,10 +325,14 @@ class SelfAttention(_Attention):
         """``SelfAttention(<score>[, causal])``."""
         return f"SelfAttention({self.score}{', causal' if self.causal else ''})"
 
+    def keys(self) -> tuple[str, ...]:
+        """The parameter key: the layer's name; none for dot scores, which have no parameters."""
+        return () if self.score == "dot" else (self.label,)
+
     def _expected(self, D: int, A: int | None) -> dict[str, tuple]:
         if self.score == "additive":
             return {"W": (D, A), "U": (D, A), "b": (A,), "v": (A, 1)}
-        return {} if self.score == "dot" else {"W": (D, D)}
+        return {"W": (D, D)}
 
     def output_spec(self, params: Params, spec: Spec) -> Spec:
         """Checks ``params[name]`` against the input ``spec``; the output's spec, (T, D).
@@ -337,8 +341,10 @@ class SelfAttention(_Attention):
             ValueError: a vector input, a missing layer or key, a shape that does not fit.
         """
         self._needs_sequence(spec)
+        if self.score == "dot":
+            return Spec((self.label,), (spec.size,), True)
         if not isinstance(params, dict) or self.label not in params:
-            raise ValueError(f"`params` must have key {self.label!r} (layer {self.label!r}; {{}} for dot scores).")
+            raise ValueError(f"`params` must have key {self.label!r} (layer {self.label!r}).")
         layer = params[self.label]
         A = self.units
         if self.score == "additive" and A is None and isinstance(layer, dict) and "W" in layer:
@@ -351,7 +357,7 @@ class SelfAttention(_Attention):
         D = spec.size
         keys = jax.random.split(key, 3)
         if self.score == "dot":
-            return {self.label: {}}
+            return {}
         if self.score == "general":
             return {self.label: {"W": _glorot(keys[0], (D, D), dtype)}}
         if self.units is None:
@@ -368,7 +374,7 @@ class SelfAttention(_Attention):
 
     def scores(self, params: Params, h: Array, rules: RuleSet | None) -> Array:
         """The scores (T, T) of every query step s (rows) over every step t (columns) of ``h`` (T, D)."""
-        layer = params[self.label]
+        layer = params.get(self.label, {})
         if self.score == "additive":
             return jax.vmap(lambda q: jax.vmap(lambda h_t: _additive(rules, layer, h_t, q)[0])(h))(h)
         keys = h if self.score == "dot" else jax.vmap(lambda h_t: ops.linear(rules, (h_t,), (layer["W"],)))(h)

@@ -10,6 +10,7 @@ import pytest
 import lrpjax
 from lrpjax.core.cells import StandardCell
 from lrpjax.core.rules import ATTENTION_MODES, AttentionRule, RuleSet, preset
+from lrpjax.io.checkpoints import load_model, save_model
 from lrpjax.methods.decomposition import decompose
 from lrpjax.models import AttentionPool, Dense, Pool, Recurrent, SelfAttention, Sequential
 from lrpjax.models.layers import layer_from_config
@@ -45,7 +46,7 @@ def _inputs(seed):
 
 
 def _numpy_params(params, name):
-    return {k: np.asarray(v) for k, v in params[name].items()}
+    return {k: np.asarray(v) for k, v in params.get(name, {}).items()}
 
 
 @pytest.mark.parametrize("score, heads, rules", [("additive", 2, RULES), ("dot", 1, SHARED), ("general", 2, SHARED)])
@@ -185,13 +186,22 @@ def test_contextual_decomposition_runs_through_a_bilstm_with_attention(bilstm_at
 
 # --- configuration and errors -------------------------------------------------------------------------
 
-def test_layers_come_back_from_their_configs_and_describe_themselves():
+def test_layers_come_back_from_their_configs_and_checkpoints(tmp_path):
     for layer in (AttentionPool("additive", 4, heads=3, name="att"), SelfAttention("dot", causal=True, name="sa")):
         assert layer_from_config(layer.config()) == layer
     model = Sequential((AttentionPool("dot", heads=2), Dense(C)))
     params = model.init(jax.random.PRNGKey(0), D)
     assert Sequential.from_config(model.config()) == model
     assert "AttentionPool(dot, 2 heads)" in model.summary(params)
+    model = Sequential((Recurrent(StandardCell(), 3, sequences=True), SelfAttention("dot", causal=True),
+                        AttentionPool("additive", 4), Dense(C)))
+    params = model.init(jax.random.PRNGKey(0), D)
+    assert "attention_0" not in params                       # dot self-attention has no parameters
+    loaded = load_model(save_model(str(tmp_path / "attention.npz"), model, params))
+    assert loaded[0] == model
+    for key in params:
+        for leaf in params[key]:
+            np.testing.assert_array_equal(loaded[1][key][leaf], params[key][leaf])
 
 
 def test_bad_configurations_and_parameters_are_refused_by_name():
