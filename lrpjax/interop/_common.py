@@ -15,7 +15,7 @@ import numpy as np
 
 from lrpjax._types import Params
 
-__all__ = ["FLOATS", "as_weight", "check_dtypes", "gate_blocks", "dense_params", "Parts", "check_class", "Imported"]
+__all__ = ["FLOATS", "as_weight", "check_dtypes", "gate_blocks", "dense_params", "Parts", "check_class", "Imported", "with_table"]
 
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 """The weight dtypes an importer accepts."""
@@ -152,13 +152,16 @@ def check_class(obj: Any, classes: Sequence[type], methods: Sequence[str], where
 
 
 class Imported(tuple):
-    """What an importer returns: ``(model, params)``, or ``(model, params, table)`` with an embedding,
-    unpacked as a tuple, with the same values as attributes and ``mask``.
+    """What an importer returns: ``(model, params)`` when unpacked, with those values and more as attributes.
+
+    With a framework embedding the model takes token ids: its first layer is an
+    :class:`~lrpjax.models.embedding.Embedding` holding the table under ``params["embedding"]``, and
+    ``model.vector_model(params)`` gives the model over embedded vectors (T, E) to explain those directly.
 
     Attributes:
         model: the :class:`~lrpjax.models.Sequential`.
         params: its parameters (numpy arrays).
-        table: the embedding table (V, E) the model's inputs are rows of, or None.
+        table: the embedding table (V, E) (also in ``params["embedding"]["table"]``), or None.
         mask: None when the framework model computes every step of its input; else a function from a
             padded input (ids (T,) / (B, T) with an embedding, embedded vectors (T, E) / (B, T, E)
             without one) to the mask (T,) / (B, T) of valid steps that ``model.apply`` and every method
@@ -171,10 +174,19 @@ class Imported(tuple):
     mask: Any
 
     def __new__(cls, model: Any, params: Params, table: np.ndarray | None = None, mask: Any = None) -> Imported:
-        values = (model, params) if table is None else (model, params, table)
-        self = super().__new__(cls, values)
+        self = super().__new__(cls, (model, params))
         self.model, self.params, self.table, self.mask = model, params, table, mask
         return self
 
     def __getnewargs__(self):
         return (self.model, self.params, self.table, self.mask)
+
+
+def with_table(model: Any, params: Params, table: np.ndarray | None, mask: Any = None) -> Imported:
+    """The import's result: with an embedding ``table``, the model over token ids (its embedding first)."""
+    if table is None:
+        return Imported(model, params, None, mask)
+    from lrpjax.models.embedding import with_embedding
+
+    ids_model, ids_params = with_embedding(model, params, table, name="embedding")
+    return Imported(ids_model, ids_params, table, mask)

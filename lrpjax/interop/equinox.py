@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lrpjax.core.cells import GRUCell, StandardCell
-from lrpjax.interop._common import Imported, as_weight, check_class, check_dtypes, gate_blocks
+from lrpjax.interop._common import Imported, as_weight, check_class, check_dtypes, gate_blocks, with_table
 from lrpjax.interop._stack import ActivationItem, LinearItem, RecurrentItem, activation_name, assemble
 
 __all__ = ["from_equinox", "EQUINOX_LAYERS"]
@@ -31,7 +31,7 @@ _LSTM_ORDER = (0, 2, 1, 3)
 def from_equinox(layers: Sequence[Any], *, sequence_output: bool = False) -> Imported:
     """Imports Equinox layers, listed input side first, scanned as the pattern below does.
 
-    The model computes, for one sequence ``x`` (T, E) (``table[ids]`` with an ``eqx.nn.Embedding``
+    The model computes, for one sequence ``x`` (T, E) (token ids (T,) with an ``eqx.nn.Embedding``
     first), what this module computes with ``layers = [embedding, cell, head]`` (or any list of the
     items below)::
 
@@ -71,8 +71,9 @@ def from_equinox(layers: Sequence[Any], *, sequence_output: bool = False) -> Imp
         sequence_output: the last recurrent item outputs all steps (tagging, per-step heads).
 
     Returns:
-        an :class:`~lrpjax.interop.Imported`: ``(model, params)``, or ``(model, params, table)`` with an
-        ``eqx.nn.Embedding`` first, ``table`` its weight (V, E).
+        an :class:`~lrpjax.interop.Imported`, unpacked as ``(model, params)``; with an ``eqx.nn.Embedding``
+        first the model takes token ids (its first layer an :class:`~lrpjax.models.embedding.Embedding`
+        holding the table, also ``imported.table``; ``model.vector_model(params)`` reads vectors).
 
     Raises:
         TypeError: ``layers`` not a list of supported items (the message lists them), a subclass that
@@ -124,7 +125,7 @@ def from_equinox(layers: Sequence[Any], *, sequence_output: bool = False) -> Imp
         else int(first.W.shape[0]) if isinstance(first, LinearItem) else 0)
     model, params = assemble(items, E, sequence_output, "layers")
     check_dtypes({**params, **({} if table is None else {"embedding": table})}, "layers")
-    return Imported(model, params, table)
+    return with_table(model, params, table)
 
 
 def _cell(eqx, cell: Any, where: str) -> tuple[Any, dict[str, np.ndarray]]:

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lrpjax.core.cells import GRUCell, StandardCell
-from lrpjax.interop._common import Imported, as_weight, check_class, check_dtypes, gate_blocks
+from lrpjax.interop._common import Imported, as_weight, check_class, check_dtypes, gate_blocks, with_table
 from lrpjax.interop._stack import ActivationItem, LinearItem, RecurrentItem, activation_name, assemble
 
 __all__ = ["from_nnx", "NNX_LAYERS"]
@@ -33,7 +33,7 @@ _LSTM_ORDER = (0, 2, 1, 3)
 def from_nnx(layers: Sequence[Any], *, sequence_output: bool = False) -> Imported:
     """Imports Flax NNX layers, listed input side first: weights and conventions.
 
-    The model computes, for one sequence ``x`` (T, E) (embedded: ``table[ids]`` with an ``nnx.Embed``
+    The model computes, for one sequence ``x`` (T, E) (token ids (T,) with an ``nnx.Embed``
     first), what this composition of the layers computes:
 
     * ``nnx.RNN(cell)`` / ``nnx.Bidirectional(nnx.RNN(cell), nnx.RNN(cell))``, or a bare cell (scanned
@@ -64,8 +64,9 @@ def from_nnx(layers: Sequence[Any], *, sequence_output: bool = False) -> Importe
         sequence_output: the last recurrent layer outputs all steps (tagging, per-step heads).
 
     Returns:
-        an :class:`~lrpjax.interop.Imported`: ``(model, params)``, or ``(model, params, table)`` with an
-        ``nnx.Embed`` first, ``table`` its embedding (V, E).
+        an :class:`~lrpjax.interop.Imported`, unpacked as ``(model, params)``; with an ``nnx.Embed``
+        first the model takes token ids (its first layer an :class:`~lrpjax.models.embedding.Embedding`
+        holding the table, also ``imported.table``; ``model.vector_model(params)`` reads vectors).
 
     Raises:
         TypeError: ``layers`` not a list of supported layers (the message lists them), a subclass that
@@ -111,7 +112,7 @@ def from_nnx(layers: Sequence[Any], *, sequence_output: bool = False) -> Importe
         else int(first_recurrent.W.shape[0]) if isinstance(first_recurrent, LinearItem) else 0)
     model, params = assemble(items, E, sequence_output, "layers")
     check_dtypes({**params, **({} if table is None else {"embedding": table})}, "layers")
-    return Imported(model, params, table)
+    return with_table(model, params, table)
 
 
 def _check_dtype(module: Any, where: str) -> None:

@@ -94,8 +94,9 @@ def test_torch_import_unpacks_as_before_and_names_its_values():
     model, params = imported = interop.from_torch(rnn, head)
     assert imported.model is model and imported.params is params and imported.table is None
     assert imported.mask is None
-    model, params, table = imported = interop.from_torch(rnn, head, embedding)
-    assert imported.table is table and table.shape == (V, E)
+    model, params = imported = interop.from_torch(rnn, head, embedding)
+    np.testing.assert_array_equal(imported.table, embedding.weight.detach().numpy())
+    assert params["embedding"]["table"] is imported.table and model.takes_ids
 
 
 # --- Keras -------------------------------------------------------------------------------------------
@@ -169,14 +170,15 @@ def test_keras_masks_are_returned_and_reproduce_keras_on_padded_inputs():
     ids = np.array([[3, 1, 6, 0, 0], [2, 5, 4, 1, 0]], np.int32)
     with pytest.warns(UserWarning, match=r"masks its input \(Embedding\(mask_zero=True\)\)"):
         imported = interop.from_keras(by_ids)
-    model, params, table = imported
+    model, params = imported
+    table = imported.table
     np.testing.assert_array_equal(imported.mask(ids), ids != 0)
     with numpy_promotion():
         want = np.asarray(by_ids(ids))
-    apply = jax.jit(jax.vmap(lambda x, m: model.apply(params, x, mask=m)))
+    apply = jax.jit(jax.vmap(lambda ids, m: model.apply(params, ids, mask=m)))
     # Keras's float64 recurrent layers agree with lrpjax to ~1e-8 even unpadded (test_interop_keras: 1e-6);
     # without the mask the padded scores differ by far more (checked below)
-    assert rel_err(apply(table[ids], imported.mask(ids)), want) <= 1e-6
+    assert rel_err(apply(ids, imported.mask(ids)), want) <= 1e-6
 
     x = table[ids] * (ids != 0)[..., None]
     with pytest.warns(UserWarning, match=r"Masking\(mask_value=0\)"):

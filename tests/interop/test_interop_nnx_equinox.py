@@ -87,12 +87,13 @@ def test_nnx_embed_and_per_step_head_equal_nnx():
     rnn, head = nnx.RNN(nnx.GRUCell(E, H, **kw)), nnx.Linear(H, C, **kw)
     for k, module in enumerate((embed, rnn, head)):
         _randomize(module, 10 + k)
-    model, params, table = interop.from_nnx([embed, rnn, head], sequence_output=True)
-    np.testing.assert_array_equal(table, np.asarray(embed.embedding[...]))
+    model, params = imported = interop.from_nnx([embed, rnn, head], sequence_output=True)
+    np.testing.assert_array_equal(params["embedding"]["table"], np.asarray(embed.embedding[...]))
     ids = np.array([1, 5, 0, 3])
-    with jax.enable_x64(True):
-        want = np.asarray(head(rnn(embed(jnp.asarray(ids))[None]))[0])
-    assert rel_err(jax.jit(model.apply)(params, table[ids]), want) <= 1e-12
+    want = np.asarray(head(rnn(embed(jnp.asarray(ids))[None]))[0])
+    assert rel_err(jax.jit(model.apply)(params, ids), want) <= 1e-12
+    model, params = model.vector_model(params)   # the gradient with respect to the embedded vectors
+    table = imported.table
 
     def forward(mods, x):
         rnn, head = mods
@@ -159,8 +160,10 @@ def test_equinox_embedding_activation_and_per_step_head_equal_equinox():
     hidden, head = eqx.nn.Linear(H, 3, dtype=F64, key=keys[2]), eqx.nn.Linear(3, C, use_bias=False, dtype=F64,
                                                                                 key=keys[3])
     embedding, cell, hidden, head = (_eqx_random(m, 20 + k) for k, m in enumerate((embedding, cell, hidden, head)))
-    model, params, table = interop.from_equinox([embedding, cell, hidden, jnp.tanh, head], sequence_output=True)
-    np.testing.assert_array_equal(table, np.asarray(embedding.weight))
+    model, params = interop.from_equinox([embedding, cell, hidden, jnp.tanh, head], sequence_output=True)
+    assert model.takes_ids
+    np.testing.assert_array_equal(params["embedding"]["table"], np.asarray(embedding.weight))
+    model, params = model.vector_model(params)   # the gradient with respect to the embedded vectors
 
     def forward(x):
         _, hs = _eqx_scan(cell, x)

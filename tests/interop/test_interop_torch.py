@@ -190,17 +190,21 @@ def test_masked_padded_batch_equals_each_example_for_a_stacked_bigru():
     assert rel_err(got, want) <= 1e-10
 
 
-def test_embedding_is_returned_and_embedded_ids_match_torch():
+def test_embedding_goes_into_the_model_which_takes_ids_as_torch_does():
     rnn, head = make("lstm", True, 1, "linear")
     torch.manual_seed(1)
     embedding = torch.nn.Embedding(11, E, padding_idx=0).double()
-    model, params, table = interop.from_torch(rnn, head, embedding)
+    model, params = interop.from_torch(rnn, head, embedding)
+    assert model.takes_ids
+    table = params["embedding"]["table"]
     np.testing.assert_array_equal(table, embedding.weight.detach().numpy())
     ids = np.array([3, 1, 7, 10])
     with torch.no_grad():
         output, (h_n, _) = rnn(embedding(torch.tensor(ids)))
         want = head(torch.cat([h_n[-2], h_n[-1]])).numpy()
-    assert rel_err(model.apply(params, table[ids]), want) <= 1e-10
+    assert rel_err(model.apply(params, ids), want) <= 1e-10
+    inner, inner_params = model.vector_model(params)     # the embedded vectors, explained directly
+    assert rel_err(inner.apply(inner_params, table[ids]), want) <= 1e-10
 
 
 def test_no_head_gives_the_final_states_and_the_output_sequence():
