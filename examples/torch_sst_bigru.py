@@ -201,7 +201,9 @@ def main(argv=None) -> dict:
     training = train(net, data, config, args.seed)
     training["seconds"] = round(time.perf_counter() - start, 1)
 
-    model, params, table = interop.from_torch(net.rnn, net.head, net.embedding)
+    imported = interop.from_torch(net.rnn, net.head, net.embedding)   # a model over token ids
+    model, params = imported.model.vector_model(imported.params)     # the same layers over embedded vectors
+    table = imported.table
     test_ids, test_labels = data["test"]
     torch_out = torch_scores(net, test_ids)
     report = {
