@@ -32,8 +32,8 @@ def _torch_output_and_gradient(fn, x, w):
 
 
 def _check(model, params, x, w, out_ref, grad_ref, tol):
-    out = model.apply(params, x)
-    grad = jax.grad(lambda x_: jnp.sum(w * model.apply(params, x_)))(x)
+    out, grad = jax.jit(lambda x_: (model.apply(params, x_),
+                                    jax.grad(lambda v: jnp.sum(w * model.apply(params, v)))(x_)))(x)
     np.testing.assert_allclose(out, out_ref, atol=tol, rtol=tol)
     np.testing.assert_allclose(grad, grad_ref, atol=tol, rtol=tol)
 
