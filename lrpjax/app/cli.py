@@ -1,6 +1,8 @@
-"""The ``lrpjax`` command line: explain sentiment predictions of the shipped SST BiLSTM.
+"""The ``lrpjax`` command line: explain sentiment predictions of the shipped SST BiLSTM, or of any checkpoint
+over token ids (``--checkpoint``, :mod:`lrpjax.app.bundle`).
 
     lrpjax explain "a gorgeous , witty , seductive movie ."
+    lrpjax explain --checkpoint mine.npz --methods lrp-all,gi --figure compare.png "a fine film"
     lrpjax explain --method occlusion-p --target negative --table "not a bad film"
     lrpjax explain --input sentences.txt --output relevance.jsonl [--resume]
     lrpjax explain --figure heatmap.pdf --latex heatmap.tex "a gorgeous , witty , seductive movie ."
@@ -9,7 +11,7 @@
 
 Exit status: 0 on success; 2 for bad options (argparse); 1 for bad input (an unreadable file or
 checkpoint, an empty sentence, a result that is not finite) and, in batch mode, when any record could not
-be explained (its record carries the error); 130 when interrupted (Ctrl-C). The model and jax are loaded
+be explained, an empty line included (its record carries the error and ``"failed": true``); 130 when interrupted (Ctrl-C). The model and jax are loaded
 only after the options are checked, so ``--help`` and option errors are quick. An unexpected error prints
 one line and a hint, never a traceback, unless ``LRPJAX_DEBUG=1`` is set.
 
@@ -159,9 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     explain = commands.add_parser(
         "explain", help="classify sentences and show each word's relevance",
-        description="Classify a sentence with the SST BiLSTM and colour each word by its relevance for the "
-                    "explained class; or, with --input, explain a file of sentences (one per line) in "
-                    "jit-compiled batches and stream JSON lines.",
+        description="Classify a sentence with the SST BiLSTM (or the model of --checkpoint) and colour each word "
+                    "by its relevance for the explained class; or, with --input, explain a file of sentences (one "
+                    "per line) in jit-compiled batches and stream JSON lines.",
         epilog=_METHOD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     explain.add_argument("sentence", nargs="*", help="the sentence (several words are joined by spaces)")
     explain.add_argument("--method", "-m", choices=_METHODS, default="lrp-all", metavar="METHOD",

@@ -15,6 +15,9 @@ the model with :meth:`~lrpjax.models.Sequential.vector_model`::
     inner, inner_params = model.vector_model(params)     # the layers after the embedding
     vectors = model.embed(params, ids)                   # (T, E) = table[ids]
     R = lrpjax.lrp(inner.apply, "lrp-all")(inner_params, vectors, target)
+
+A model over embedded vectors and its embedding table (what an importer of :mod:`lrpjax.interop` gives
+for a framework's embedding) become a model over token ids with :func:`with_embedding`.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from lrpjax._types import Array, Params
 from lrpjax.core.rules import RuleSet
 from lrpjax.models.layers import Spec, _check_name, _check_units, _Named, register_layer
 
-__all__ = ["Embedding", "check_ids"]
+__all__ = ["Embedding", "check_ids", "with_embedding"]
 
 
 def check_ids(name: str, ids: Any, vocab_size: int | None = None, ndim: int = 1) -> None:
@@ -167,3 +170,38 @@ class Embedding(_Named):
     @classmethod
     def from_config(cls, fields: dict[str, Any]) -> Embedding:
         return cls(**fields)
+
+
+def with_embedding(model: Any, params: Params, table: Any, name: str = "embedding") -> tuple[Any, Params]:
+    """``(ids_model, ids_params)``: ``model`` (reading embedded vectors (T, E)) with an :class:`Embedding`
+    of ``table`` (V, E) put first, so that it takes token ids; e.g. from an importer's
+    ``(model, params, table)``::
+
+        model, params = with_embedding(*interop.from_torch(rnn, head, embedding))
+
+    Args:
+        model: a :class:`~lrpjax.models.Sequential` over sequences (or a named model with one as its
+            ``network``).
+        params: its parameters.
+        table: the embedding table (V, E), E the model's input size.
+        name: the embedding layer's name and parameter key.
+
+    Raises:
+        TypeError: a model that is not a sequence model of :mod:`lrpjax.models`, or takes ids already.
+        ValueError: a table that is not (V, E) with the model's E, or a ``name`` the model uses already.
+    """
+    from lrpjax.models.sequential import Sequential, network_of
+
+    network = network_of(model)
+    if network is None or not network.sequence_input or network.takes_ids:
+        already = " that takes token ids already" if network is not None and network.takes_ids else ""
+        raise TypeError("`model` must be a sequence model of lrpjax.models over embedded vectors (T, E); got "
+                        f"{type(model).__name__}{already}.")
+    E = network.input_size(params)
+    shape = tuple(np.shape(table))
+    if len(shape) != 2 or shape[1] != E or shape[0] == 0:
+        raise ValueError(f"`table` must have shape (V, E) with E = {E} (the model's input size); got {shape}.")
+    if name in network.names or name in network.keys:
+        raise ValueError(f"`name` {name!r} is used by the model already; choose another.")
+    ids_model = Sequential((Embedding(E, name=name), *network.layers), sequence_input=True)
+    return ids_model, {name: {"table": table}, **params}

@@ -119,11 +119,13 @@ def _summary(first: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
     """The info cell's lines and the sort keys of a record of any model: only ``tokens`` and ``relevance``
     are required; the prediction, probabilities, scores and target are shown when the record has them
     (a per-step record: the prediction at every step)."""
-    lines, data = [], {"length": len(first["tokens"])}
+    lines: list[str] = []
+    data: dict[str, Any] = {"length": len(first["tokens"])}
     pred, target = first.get("prediction"), first.get("target")
     probabilities, scores = first.get("probabilities"), first.get("scores")
     if isinstance(pred, (int, np.integer)) and not isinstance(pred, bool):
-        data["pred"] = int(pred)
+        pred = int(pred)
+        data["pred"] = pred
         lines.append(f"<b>{html.escape(str(first.get('prediction_name', pred)))}</b>")
         if isinstance(probabilities, Sequence) and 0 <= pred < len(probabilities) and \
                 isinstance(probabilities[pred], (int, float)):
