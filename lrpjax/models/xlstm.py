@@ -25,6 +25,7 @@ Parameters of the package's layers map one to one (:mod:`lrpjax.interop.xlstm` i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -90,6 +91,39 @@ def _zero_padding(x: Array, mask: Array | None) -> Array:
 def _normal(key: Array, shape: tuple[int, ...], dim: int, dtype) -> Array:
     """The package's small init: normal with std sqrt(2 / (5 dim))."""
     return jax.random.normal(key, shape, dtype) * (2.0 / (5.0 * dim)) ** 0.5
+
+
+def _draw(shapes: dict[tuple[str, ...], tuple[int, ...]], D: int, K: int, dtype: Any, key: Array,
+          ones: tuple[str, ...]) -> dict[str, Any]:
+    """Parameters of the given paths and shapes: ones for norm weights and skips (``ones``), zeros for biases,
+    uniform(+-1/sqrt(K)) convolution kernels, the small init elsewhere; two random draws in all."""
+    normal = [p for p in shapes if p[-1] not in ones + ("b",) and p != ("conv", "W")]
+    k_n, k_u = jax.random.split(key)
+    noise = _normal(k_n, (sum(math.prod(shapes[p]) for p in normal),), D, dtype)
+    layer: dict[str, Any] = {}
+    offset = 0
+    for path, shape in shapes.items():
+        if path[-1] in ones:
+            value = jnp.ones(shape, dtype)
+        elif path[-1] == "b":
+            value = jnp.zeros(shape, dtype)
+        elif path == ("conv", "W"):
+            value = jax.random.uniform(k_u, shape, dtype, -1.0, 1.0) / K ** 0.5
+        else:
+            size = math.prod(shape)
+            value = noise[offset:offset + size].reshape(shape)
+            offset += size
+        node = layer
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return layer
+
+
+def _compiled_init(block: Any, D: int, dtype: Any):
+    """The block's ``_init_layer(D, dtype, key)`` as one compiled program (one compilation instead of one
+    per random draw)."""
+    return jax.jit(lambda key: block._init_layer(D, dtype, key))
 
 
 class _Block(_Named):
@@ -226,27 +260,15 @@ class MLSTMBlock(_Block):
         """The package's initialisation: small-init projections, forget biases linearly in [3, 6], input
         gate biases normal(0, 0.1), unit norm weights and skip; but gate weights small and random (the
         package starts them at 0), so that gradients reach them from the first step too."""
-        D = spec.size
+        return {self.label: _compiled_init(self, spec.size, jnp.dtype(dtype))(key)}
+
+    def _init_layer(self, D: int, dtype: Any, key: Array) -> Params:
         I = self.inner if self.inner is not None else 2 * D
-        shapes = self._shapes(D, I)
-        keys = iter(jax.random.split(key, len(shapes) + 1))
-        layer: dict[str, Any] = {}
-        for path, shape in shapes.items():
-            if path[-1] == "scale" or path == ("skip",):
-                value = jnp.ones(shape, dtype)
-            elif path[-1] == "b":
-                value = jnp.zeros(shape, dtype)
-            elif path == ("conv", "W"):
-                value = jax.random.uniform(next(keys), shape, dtype, -1.0, 1.0) / self.conv_kernel ** 0.5
-            else:
-                value = _normal(next(keys), shape, D, dtype)
-            node = layer
-            for part in path[:-1]:
-                node = node.setdefault(part, {})
-            node[path[-1]] = value
+        k_draw, k_gate = jax.random.split(key)
+        layer = _draw(self._shapes(D, I), D, self.conv_kernel, dtype, k_draw, ones=("scale", "skip"))
         layer["fgate"]["b"] = jnp.linspace(3.0, 6.0, self.heads, dtype=dtype)
-        layer["igate"]["b"] = 0.1 * jax.random.normal(next(keys), (self.heads,), dtype)
-        return {self.label: layer}
+        layer["igate"]["b"] = 0.1 * jax.random.normal(k_gate, (self.heads,), dtype)
+        return layer
 
     def apply(self, params: Params, parts: tuple[Array, ...], spec: Spec, mask: Array | None,
               rules: RuleSet | None, taps: Params | None) -> tuple[Array, ...]:
@@ -407,26 +429,16 @@ class SLSTMBlock(_Block):
         D = spec.size
         if D % self.heads:
             raise ValueError(f"layer {self.label!r}: the input size D = {D} must be a multiple of heads = {self.heads}.")
+        return {self.label: _compiled_init(self, D, jnp.dtype(dtype))(key)}
+
+    def _init_layer(self, D: int, dtype: Any, key: Array) -> Params:
         shapes = self._shapes(D, self.ffn_inner if self.ffn_inner is not None else -(-13 * D // 10))
-        keys = iter(jax.random.split(key, len(shapes) + 1))
-        cell = self.cell.init(next(keys), D, D, dtype)
-        layer: dict[str, Any] = {"R": cell["R"], "b": cell["b"]}
-        for path, shape in shapes.items():
-            if path in (("R",), ("b",)):
-                continue
-            if path[-1] == "scale":
-                value = jnp.ones(shape, dtype)
-            elif path[-1] == "b":
-                value = jnp.zeros(shape, dtype)
-            elif path == ("conv", "W"):
-                value = jax.random.uniform(next(keys), shape, dtype, -1.0, 1.0) / self.conv_kernel ** 0.5
-            else:
-                value = _normal(next(keys), shape, D, dtype)
-            node = layer
-            for part in path[:-1]:
-                node = node.setdefault(part, {})
-            node[path[-1]] = value
-        return {self.label: layer}
+        k_cell, k_draw = jax.random.split(key)
+        cell = self.cell.init(k_cell, D, D, dtype)
+        layer = _draw({p: s for p, s in shapes.items() if p not in (("R",), ("b",))}, D, self.conv_kernel, dtype,
+                      k_draw, ones=("scale",))
+        layer.update({"R": cell["R"], "b": cell["b"]})
+        return layer
 
     def cell_params(self, layer: Params) -> Params:
         """The cell's parameters: ``W (2D, 4D)`` over ``[a_t, n_t]`` (zero where a gate does not read an
