@@ -195,6 +195,31 @@ class TextModel:
         except (TypeError, ValueError) as error:
             raise checkpoints.CheckpointError(f"checkpoint {path!r}: {error}") from error
 
+    @classmethod
+    def from_sst(cls, sst: SSTModel) -> TextModel:
+        """The SST bundle as a model over token ids: its embedding table as the first layer
+        (``Embedding(E, name="embed")``) before the BiLSTM, its vocabulary, the treebank tokenizer
+        (lower-cased, unknown words as ``"<unk>"``) and its five class names. It explains as the bundle does
+        (the same methods on the same embedded words); :meth:`save` writes it as a checkpoint of any model."""
+        from lrpjax.data.sst import LABEL_NAMES, UNK
+        from lrpjax.models import bilstm
+        from lrpjax.models.embedding import with_embedding
+
+        model, params = with_embedding(bilstm.model.network, dict(sst.params["model"]), sst.params["embed"],
+                                       name="embed")
+        metadata = {k: v for k, v in sst.metadata.items() if k in ("command", "dev_accuracy", "test_accuracy")}
+        metadata.update(labels=list(LABEL_NAMES), tokenizer={"split": "sst", "lowercase": True, "unknown": UNK})
+        return cls(model, params, list(sst.vocab.words), metadata)
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Writes the model, its parameters, vocabulary, tokenizer and labels
+        (:func:`lrpjax.io.checkpoints.save_model`); :meth:`load` (and ``lrpjax --checkpoint``) read it."""
+        extra = {k: v for k, v in self.metadata.items() if k not in ("labels", "tokenizer", "outputs", "kind")
+                 and k not in (checkpoints.MODEL_CONFIG, checkpoints.MODEL_KEY, "format_version", "lrpjax_version")}
+        return checkpoints.save_model(path, self.model, jax.tree_util.tree_map(np.asarray, self.params), extra,
+                                      vocab=self.vocab, labels=self.labels, tokenizer=self.tokenizer,
+                                      outputs=self.outputs)
+
     def describe(self) -> str:
         """Lines for ``lrpjax info``: the model's layers, the vocabulary, the outputs."""
         lines = [f"model over token ids: vocabulary {len(self.vocab)} words, tokenizer {self.tokenizer['split']}"

@@ -117,3 +117,19 @@ def test_report_html_takes_records_of_any_model():
         report_html(["a"], {"m": [{"tokens": ["a"], "prediction": 0}]})
     with pytest.raises(ValueError, match=r"shape \(T,\) or \(steps, T\) with T = 2"):
         report_html(["a b"], {"m": [{"tokens": ["a", "b"], "relevance": [1.0]}]})
+
+
+def test_the_sst_model_as_a_checkpoint_of_any_model(tmp_path, capsys):
+    from lrpjax.app.model import SSTModel
+
+    sst = SSTModel.load()
+    text = "the plot is dull but the actors are wonderful"
+    want = sst.explain_sentence(text, "lrp-all")
+    path = TextModel.from_sst(sst).save(tmp_path / "sst_ids.npz")
+    bundle = load(path)
+    assert isinstance(bundle, TextModel) and bundle.labels == sst.labels
+    got = bundle.explain_sentence(text, "lrp-all")
+    assert got.tokens == want.tokens and got.prediction == want.prediction
+    np.testing.assert_allclose(got.relevance, want.relevance, rtol=1e-4, atol=1e-5)
+    assert main(["explain", "--checkpoint", str(path), "--color", "never", text]) == 0
+    assert f"prediction: {sst.labels[want.prediction]}" in capsys.readouterr().out
