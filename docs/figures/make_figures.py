@@ -30,10 +30,12 @@ def main() -> None:
     title = f"relevance for '{LABEL_NAMES[first.target]}' (predicted, p = {first.probabilities[first.target]:.2f})"
     rows = {label: r.relevance for label, r in results.items()}
     for ext in ("png", "pdf"):
+        # three relevance methods of one score: one colour scale compares them (the default is one per row)
         plot.sentence_heatmap(first.tokens, rows, os.path.join(args.out, f"sentence_methods.{ext}"), title=title,
-                              colorbar_label=f"relevance for '{LABEL_NAMES[first.target]}'")
+                              scale="figure", colorbar_label=f"relevance for '{LABEL_NAMES[first.target]}'")
     plot.write_atomic(os.path.join(args.out, "sentence_methods.tex"),
-                      plot.latex_heatmap([(label, first.tokens, r) for label, r in rows.items()], standalone=True))
+                      plot.latex_heatmap([(label, first.tokens, r) for label, r in rows.items()], scale="figure",
+                                        standalone=True))
     longest = max(load_sst("test"), key=lambda ex: len(ex.tokens))
     result = model.explain_sentence(longest.tokens, "lrp-all")
     plot.sentence_heatmap(result.tokens, result.relevance, os.path.join(args.out, "long_sentence.png"),

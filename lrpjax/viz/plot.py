@@ -15,10 +15,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from lrpjax.viz.render import (HTML_CSS, _check, _check_scale, _rows, ansi_sentence, explanation_html,
-                           explanation_summary, explanation_text, html_legend, html_page, html_sentence,
-                           latex_escape, latex_heatmap, plain_sentence, relevance_colors, relevance_table,
-                           shared_scale, text_colors, use_color, write_atomic)
+from lrpjax.viz.render import (HTML_CSS, KINDS, SEQUENTIAL_END, _check, _check_scale, _rows, ansi_sentence,
+                           explanation_html, explanation_summary, explanation_text, html_legend, html_page,
+                           html_sentence, kind_caption, latex_escape, latex_heatmap, plain_sentence,
+                           relevance_colors, relevance_table, shared_scale, text_colors, use_color, value_kind,
+                           write_atomic)
 
 __all__ = [
     "FIGURE_FORMATS",
@@ -90,10 +91,14 @@ def _pyplot():
 
 # --- matplotlib word heatmaps ----------------------------------------------------------------------
 
-def _cmap():
-    """The colour map of :func:`relevance_colors`: blue (-1) .. white (0) .. red (+1), linear."""
+def _cmap(kind: str = "relevance"):
+    """The colour map of :func:`relevance_colors` for ``kind``: blue (-1) .. white (0) .. red (+1) for
+    signed values, white (0) .. purple (1) for sensitivities; linear."""
     from matplotlib.colors import LinearSegmentedColormap
 
+    if kind == "sensitivity":
+        end = tuple(c / 255.0 for c in SEQUENTIAL_END)
+        return LinearSegmentedColormap.from_list("lrpjax-unsigned", [(1.0, 1.0, 1.0), end], N=256)
     return LinearSegmentedColormap.from_list("lrpjax", [(0.0, 0.0, 1.0), (1.0, 1.0, 1.0), (1.0, 0.0, 0.0)], N=511)
 
 
@@ -147,43 +152,80 @@ def _layout_row(tokens: Sequence[str], metrics: _Metrics, room: float, fs: float
     return boxes
 
 
-def _row_scales(rows: list[tuple[str, list[str], np.ndarray]], scale: float | str | None) -> list[float]:
+def _per_row(rows: list[Any], scale: float | str | None) -> bool:
+    """Whether each row has its own colour scale (module docstring of :func:`heatmap`'s ``scale``)."""
     if isinstance(scale, str):
-        if scale != "row":
-            raise ValueError(f"`scale` must be None (one scale per figure), 'row' or a number > 0; got {scale!r}.")
+        if scale not in ("row", "figure"):
+            raise ValueError(f"`scale` must be None (one scale per row when there are several rows), 'row', "
+                             f"'figure' (one scale for all rows) or a number > 0; got {scale!r}.")
+        return scale == "row"
+    return scale is None and len(rows) > 1
+
+
+def _row_scales(rows: list[tuple[str, list[str], np.ndarray]], scale: float | str | None) -> list[float]:
+    if _per_row(rows, scale):
         return [shared_scale(r) or 1.0 for _, _, r in rows]
-    s = _check_scale(scale) or shared_scale(*(r for _, _, r in rows)) or 1.0
+    s = _check_scale(None if isinstance(scale, str) else scale) or shared_scale(*(r for _, _, r in rows)) or 1.0
     return [s] * len(rows)
 
 
-def heatmap(rows: Sequence[tuple[str, Sequence[str], Any]], path: str | os.PathLike | None = None, *,
-            scale: float | str | None = None, width: float = 6.5, font_size: float = 10.0, title: str = "",
-            colorbar: bool = True, colorbar_label: str = "relevance", dpi: float = 200) -> Any:
-    """Text heatmaps: each word a box coloured by its relevance (red for, blue against, white 0).
+def _row_kinds(rows: list[tuple[str, list[str], np.ndarray]], kinds: Any) -> list[str]:
+    """Each row's kind of values: given for all rows (a str), per row (a sequence), or read off the labels."""
+    if kinds is None:
+        found = [value_kind(label) for label, _, _ in rows]
+    elif isinstance(kinds, str):
+        found = [kinds] * len(rows)
+    else:
+        found = [str(k) for k in kinds]
+        if len(found) != len(rows):
+            raise ValueError(f"`kinds` must give one kind per row ({len(rows)}); got {len(found)}.")
+    for n, kind in enumerate(found):
+        if kind not in KINDS:
+            raise ValueError(f"`kinds` row {n}: must be one of {sorted(KINDS)}; got {kind!r}.")
+    return found
 
+
+def heatmap(rows: Sequence[tuple[str, Sequence[str], Any]], path: str | os.PathLike | None = None, *,
+            scale: float | str | None = None, kinds: str | Sequence[str] | None = None, width: float = 6.5,
+            font_size: float = 10.0, title: str = "", colorbar: bool = True, colorbar_label: str | None = None,
+            dpi: float = 200) -> Any:
+    """Text heatmaps: each word a box coloured by its value, on the colour map of the row's kind.
+
+    Signed relevance (red for the target, blue against it, white 0) and gradients (red: the score
+    rises with the input) are drawn on the diverging map centred at 0; sensitivities (squared
+    gradients, never negative) on a sequential white-purple map from 0 (:data:`~lrpjax.viz.render.KINDS`).
     Rows are drawn one under the other, each with its label on the left (a method's name, a sentence
     number); long rows wrap into lines at the figure's fixed width, so a 500-word sentence makes a
-    taller figure, not a wider one. A horizontal colour bar under the rows shows the scale.
+    taller figure, not a wider one. Under the rows, one horizontal colour bar per kind shown, its
+    caption saying what the colours mean.
 
     Args:
         rows: ``(label, tokens (T,), relevance (T,))`` triples; labels may be empty.
         path: the file to write, PNG, PDF or SVG by its extension (text stays text in PDF and SVG);
             None returns the figure instead (e.g. to show it in a notebook).
-        scale: None: one colour scale for the figure (its largest |relevance|); a number: that
-            relevance is full red / blue (pass the same number to several figures to compare them,
-            e.g. :func:`shared_scale` of all of them); ``"row"``: each row scaled by its own maximum.
+        scale: None (default): each row scaled by its own largest |value| when there are several rows
+            (methods differ by orders of magnitude: a gradient row next to LRP would be white on a
+            shared scale), the figure's largest |value| for one row; ``"row"``: always per row;
+            ``"figure"``: one scale for all rows; a number: that value is the end colour (pass the
+            same number to several figures to compare them, e.g. :func:`shared_scale` of all of them).
+            The colour bar's caption says which.
+        kinds: each row's kind of values (``"relevance"``, ``"gradient"``, ``"sensitivity"``): one for
+            all rows, one per row, or None to read it off each row's label
+            (:func:`~lrpjax.viz.render.value_kind`: "Sensitivity" rows are sensitivities, ...).
         width: figure width in inches (6.5: a page's text width; 3.3: one column).
         font_size: word size in points.
         title: text above the rows.
         colorbar: draw the colour bar.
-        colorbar_label: the colour bar's caption.
+        colorbar_label: the name of the values on the relevance colour bar (default ``"relevance"``),
+            e.g. ``"relevance for 'positive'"``; the other kinds keep their own names.
         dpi: resolution of PNG output.
 
     Returns:
         The matplotlib ``Figure`` when ``path`` is None, else None (the figure is written and closed).
 
     Raises:
-        ValueError: bad rows (shapes, non-finite values), a bad ``scale``, an extension other than
+        ValueError: bad rows (shapes, non-finite values), a bad ``scale`` or ``kinds``, a negative value in a
+            sensitivity row, an extension other than
             .png/.pdf/.svg, or a ``width`` too small for one word.
     """
     from matplotlib.figure import Figure
@@ -192,6 +234,8 @@ def heatmap(rows: Sequence[tuple[str, Sequence[str], Any]], path: str | os.PathL
     if path is not None:
         _figure_format(path)
     scales = _row_scales(checked, scale)
+    row_kinds = _row_kinds(checked, kinds)
+    shown = list(dict.fromkeys(row_kinds))
     if not (np.isfinite(width) and width > 0 and font_size > 0):
         raise ValueError(f"`width` and `font_size` must be > 0; got {width!r}, {font_size!r}.")
     fs, metrics = float(font_size), _Metrics(float(font_size))
@@ -206,15 +250,18 @@ def heatmap(rows: Sequence[tuple[str, Sequence[str], Any]], path: str | os.PathL
     n_lines = [max([b[0] for b in boxes] + [0]) + 1 for boxes in layouts]
     title_h = 1.8 * fs if title else 0.0
     rows_h = sum(n * box_h + (n - 1) * line_gap for n in n_lines) + row_gap * (len(checked) - 1)
-    bar_h = 3.6 * fs if colorbar else 0.0
+    bar_h = 3.6 * fs * len(shown) if colorbar else 0.0
     height = 2 * margin + title_h + rows_h + bar_h
     fig = Figure(figsize=(width, height / 72.0), dpi=dpi)
     top = height - margin
     if title:
         _text(fig, margin, top - 1.1 * fs, title, 1.1 * fs, "#000", height=height)
     top -= title_h
-    for (label, tokens, relevance), boxes, lines, s in zip(checked, layouts, n_lines, scales):
-        colors = relevance_colors(relevance, s)
+    for (label, tokens, relevance), boxes, lines, s, kind in zip(checked, layouts, n_lines, scales, row_kinds):
+        try:
+            colors = relevance_colors(relevance, s, kind)
+        except ValueError as error:
+            raise ValueError(f"`rows` row {label!r}: {error}") from None
         inks = text_colors(colors)
         if label:
             _text(fig, margin, top - box_h + 0.45 * fs, label, fs, "#222", bold=True)
@@ -224,7 +271,11 @@ def heatmap(rows: Sequence[tuple[str, Sequence[str], Any]], path: str | os.PathL
             _text(fig, margin + label_w + x + 0.28 * fs, y + 0.45 * fs, piece, fs, inks[index])
         top -= lines * box_h + (lines - 1) * line_gap + row_gap
     if colorbar:
-        _colorbar(fig, scales, scale, colorbar_label, margin, height, fs)
+        per_row = _per_row(checked, scale)
+        for n, kind in enumerate(reversed(shown)):
+            s = scales[row_kinds.index(kind)]
+            label = (colorbar_label or "relevance") if kind == "relevance" else None
+            _colorbar(fig, kind, 1.0 if per_row else s, per_row, label, margin + n * 3.6 * fs, height, fs)
     if path is None:
         return fig
     _save(fig, path, dpi=dpi)
@@ -245,24 +296,29 @@ def _box(fig: Any, x: float, y: float, w: float, h: float, color: np.ndarray) ->
                              facecolor=tuple(color), edgecolor="none", linewidth=0))
 
 
-def _colorbar(fig: Any, scales: list[float], scale: float | str | None, label: str, margin: float,
-              height: float, fs: float) -> None:
-    """A horizontal colour bar at the bottom: -s .. +s, or -1 .. +1 of each row's maximum."""
+def _colorbar(fig: Any, kind: str, s: float, per_row: bool, label: str | None, bottom: float, height: float,
+              fs: float) -> None:
+    """A horizontal colour bar ``bottom`` points above the figure's bottom: -s .. +s for signed kinds,
+    0 .. s for sensitivities (s = 1: a fraction of each row's largest |value|), captioned by its kind."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
-    per_row = isinstance(scale, str)
-    s = 1.0 if per_row else scales[0]
     W = fig.get_figwidth() * 72.0
+    margin = 0.6 * fs
     bar_w = min(W - 2 * margin, 16 * fs)
-    cax = fig.add_axes(((W - bar_w) / 2 / W, (margin + 2.0 * fs) / height, bar_w / W, 0.7 * fs / height))
-    bar = fig.colorbar(ScalarMappable(norm=Normalize(-s, s), cmap=_cmap()), cax=cax, orientation="horizontal")
-    bar.set_ticks([-s, -s / 2, 0.0, s / 2, s])
-    bar.set_ticklabels([f"{t:+.3g}" if t else "0" for t in (-s, -s / 2, 0.0, s / 2, s)])
+    cax = fig.add_axes(((W - bar_w) / 2 / W, (bottom + 2.0 * fs) / height, bar_w / W, 0.7 * fs / height))
+    low = 0.0 if kind == "sensitivity" else -s
+    bar = fig.colorbar(ScalarMappable(norm=Normalize(low, s), cmap=_cmap(kind)), cax=cax, orientation="horizontal")
+    ticks = list(np.linspace(low, s, 5))
+    bar.set_ticks(ticks)
+    signed = kind != "sensitivity"
+    bar.set_ticklabels([(f"{t:+.3g}" if signed else f"{t:.3g}") if t else "0" for t in ticks])
     bar.ax.tick_params(labelsize=0.8 * fs, length=2)
     bar.outline.set_linewidth(0.5)
-    caption = f"{label} / max |relevance| of its row" if per_row else label
-    bar.set_label(caption + "   (blue: against, red: for)", fontsize=0.8 * fs, labelpad=2)
+    name = label or KINDS[kind][0]
+    if per_row:
+        name = f"{name} / its row's largest |value|"
+    bar.set_label(kind_caption(kind, name), fontsize=0.8 * fs, labelpad=2)
 
 
 def sentence_heatmap(tokens: Sequence[str], relevance: Any, path: str | os.PathLike | None = None,

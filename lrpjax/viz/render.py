@@ -23,6 +23,9 @@ __all__ = [
     "HTML_CSS",
     "relevance_colors",
     "shared_scale",
+    "KINDS",
+    "value_kind",
+    "kind_caption",
     "text_colors",
     "ansi_sentence",
     "plain_sentence",
@@ -71,21 +74,89 @@ def shared_scale(*relevances: Any) -> float:
     return float(max(values)) if values else 0.0
 
 
-def relevance_colors(relevance: Any, scale: float | None = None) -> np.ndarray:
-    """RGB colours (T, 3) in 0..255 on the diverging white-red / white-blue scale.
+KINDS = {
+    "relevance": ("relevance", "red: for the target, blue: against it, white: 0"),
+    "gradient": ("gradient", "red: the score rises with the input, blue: it falls, white: 0"),
+    "sensitivity": ("sensitivity (squared gradient)", "never negative: white 0 .. dark purple: the largest"),
+}
+"""The kinds of values a figure shows, each with its name and how its colours read: signed relevance
+(LRP, Gradient x Input, Integrated Gradients, occlusion, CD, ...) and gradients on the diverging
+blue-white-red scale centred at 0; sensitivities (squared gradients, never negative) on a sequential
+white-purple scale from 0."""
 
-    ``a = clip(R_t / s, -1, 1)`` with ``s = scale`` or, if None, ``max |R|``: a > 0 gives
-    (255, 255(1-a), 255(1-a)), a < 0 gives (255(1-|a|), 255(1-|a|), 255). All-zero relevance is
-    white. Values beyond a given ``scale`` take the end colour (the colour bar says so).
+SEQUENTIAL_END = (84, 39, 143)
+"""The RGB colour of the largest value on the sequential (unsigned) scale; 0 is white."""
+
+
+def value_kind(method: Any) -> str:
+    """The kind of values (a key of :data:`KINDS`) a method gives: ``"sensitivity"`` for Sensitivity
+    and SmoothGrad of the squared gradient, ``"gradient"`` for the gradient and SmoothGrad of it,
+    ``"relevance"`` for everything else.
 
     Args:
-        relevance: word-level relevance, shape (T,).
-        scale: the relevance that maps to full red / blue; None: the largest absolute relevance.
+        method: a :class:`~lrpjax.methods.base.Method` value, or a method's name or figure label (e.g.
+            ``"sensitivity"``, ``"Gradient"``, ``"smoothgrad"``, ``"LRP-all"``), read case-insensitively.
+    """
+    if isinstance(method, str):
+        name = method.strip().lower().replace(" ", "_").replace("-", "_")
+        smooth_map = "sensitivity" if "sensitivity" in name else "gradient" if name == "smoothgrad" else None
+    else:
+        name = str(getattr(method, "name", type(method).__name__)).lower()
+        smooth_map = getattr(method, "map", None)
+    if name.startswith("smoothgrad") or name.startswith("smooth_grad"):
+        if smooth_map in ("gradient", "sensitivity"):
+            return str(smooth_map)
+        return "relevance"
+    if name.startswith("sensitivity"):
+        return "sensitivity"
+    if name in ("gradient", "grad", "gradients"):
+        return "gradient"
+    return "relevance"
+
+
+def kind_caption(kind: str, label: str | None = None) -> str:
+    """The colour bar's caption of a kind of values, e.g. ``"relevance   (red: for the target, blue:
+    against it, white: 0)"``; ``label`` replaces the kind's name."""
+    _check_kind(kind)
+    name, reading = KINDS[kind]
+    return f"{label or name}   ({reading})"
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"`kind` must be one of {sorted(KINDS)}; got {kind!r}.")
+
+
+def relevance_colors(relevance: Any, scale: float | None = None, kind: str = "relevance") -> np.ndarray:
+    """RGB colours (T, 3) in 0..255: on the diverging white-red / white-blue scale for signed values,
+    on the sequential white-purple scale for sensitivities.
+
+    Signed (``kind`` ``"relevance"`` or ``"gradient"``): ``a = clip(R_t / s, -1, 1)`` with ``s = scale``
+    or, if None, ``max |R|``: a > 0 gives (255, 255(1-a), 255(1-a)), a < 0 gives
+    (255(1-|a|), 255(1-|a|), 255). Unsigned (``"sensitivity"``): ``a = clip(R_t / s, 0, 1)`` mixes
+    white and :data:`SEQUENTIAL_END`. All-zero values are white. Values beyond a given ``scale`` take
+    the end colour (the colour bar says so).
+
+    Args:
+        relevance: word-level values, shape (T,).
+        scale: the value that maps to the end colour; None: the largest absolute value.
+        kind: a key of :data:`KINDS`.
+
+    Raises:
+        ValueError: an unknown ``kind``, or a negative value of an unsigned kind.
     """
     r = np.asarray(relevance, dtype=np.float64)
+    _check_kind(kind)
     s = _check_scale(scale)
     if s is None:
         s = float(np.max(np.abs(r))) if r.size else 0.0
+    if kind == "sensitivity":
+        if r.size and np.min(r) < 0:
+            raise ValueError(f"`relevance` of kind 'sensitivity' must be >= 0 (squared gradients); got "
+                             f"{float(np.min(r)):.3g}: draw signed values with kind 'relevance' or 'gradient'.")
+        a = np.clip(r / s, 0.0, 1.0) if s > 0 else np.zeros_like(r)
+        white, end = np.array([255.0, 255.0, 255.0]), np.array(SEQUENTIAL_END, dtype=np.float64)
+        return np.round(white + a[:, None] * (end - white)).astype(int)
     a = np.clip(r / s, -1.0, 1.0) if s > 0 else np.zeros_like(r)
     fade = np.round(255 * (1 - np.abs(a))).astype(int)
     full = np.full_like(fade, 255)
@@ -199,8 +270,8 @@ def _rows(rows: Sequence[Any]) -> list[tuple[str, list[str], np.ndarray]]:
     return out
 
 
-def latex_heatmap(rows: Sequence[tuple[str, Sequence[str], Any]], *, scale: float | None = None,
-                  standalone: bool = False) -> str:
+def latex_heatmap(rows: Sequence[tuple[str, Sequence[str], Any]], *, scale: float | str | None = None,
+                  kinds: str | Sequence[str] | None = None, standalone: bool = False) -> str:
     r"""A LaTeX heatmap: one ``\colorbox[RGB]{r,g,b}{word}`` per word, ready to ``\input``.
 
     Needs ``\usepackage{xcolor}`` in the document (``standalone=True`` writes a complete document
@@ -210,19 +281,38 @@ def latex_heatmap(rows: Sequence[tuple[str, Sequence[str], Any]], *, scale: floa
     Args:
         rows: ``(label, tokens (T,), relevance (T,))`` triples; a non-empty label is written in bold
             before its row (e.g. the method's name).
-        scale: relevance of full red / blue; None: the largest absolute relevance over all rows.
+        scale: as :func:`lrpjax.viz.plot.heatmap`'s: None (each row scaled by its own largest |value|
+            when there are several rows, else the row's), ``"row"``, ``"figure"`` (one scale for all
+            rows) or a number (the value of the end colour).
+        kinds: as :func:`lrpjax.viz.plot.heatmap`'s: each row's kind of values (:data:`KINDS`), one for all
+            rows, one per row, or None to read it off the labels (:func:`value_kind`).
         standalone: a whole ``article`` document instead of a snippet.
 
     Returns:
-        The LaTeX source.
+        The LaTeX source; a comment line per row states its kind, scale and how its colours read.
+
+    Raises:
+        ValueError: bad rows, ``scale`` or ``kinds``, or a negative value in a sensitivity row.
     """
     checked = _rows(rows)
-    s = _check_scale(scale) or shared_scale(*(r for _, _, r in checked)) or 1.0
-    lines = [f"% lrpjax relevance heatmap: full red = +{s:.4g} (for the class), full blue = -{s:.4g} "
-             "(against); needs \\usepackage{xcolor}",
-             "{\\setlength{\\fboxsep}{1.5pt}%"]
-    for label, tokens, relevance in checked:
-        colors = relevance_colors(relevance, s)
+    if isinstance(scale, str) and scale not in ("row", "figure"):
+        raise ValueError(f"`scale` must be None, 'row', 'figure' or a number > 0; got {scale!r}.")
+    per_row = scale == "row" or (scale is None and len(checked) > 1)
+    fixed = _check_scale(None if isinstance(scale, str) else scale) or shared_scale(*(r for _, _, r in checked)) or 1.0
+    row_kinds = ([value_kind(label) for label, _, _ in checked] if kinds is None
+                 else [kinds] * len(checked) if isinstance(kinds, str) else [str(k) for k in kinds])
+    if len(row_kinds) != len(checked):
+        raise ValueError(f"`kinds` must give one kind per row ({len(checked)}); got {len(row_kinds)}.")
+    lines = ["% lrpjax heatmap; needs \\usepackage{xcolor}"]
+    body = ["{\\setlength{\\fboxsep}{1.5pt}%"]
+    for (label, tokens, relevance), kind in zip(checked, row_kinds):
+        _check_kind(kind)
+        s = (shared_scale(relevance) or 1.0) if per_row else fixed
+        lines.append(f"% {label or 'row'}: {KINDS[kind][0]}, end colour = {s:.4g} ({KINDS[kind][1]})")
+        try:
+            colors = relevance_colors(relevance, s, kind)
+        except ValueError as error:
+            raise ValueError(f"`rows` row {label!r}: {error}") from None
         boxes = []
         for word, rgb, ink in zip(tokens, colors, text_colors(colors)):
             text = latex_escape(word)
@@ -230,13 +320,13 @@ def latex_heatmap(rows: Sequence[tuple[str, Sequence[str], Any]], *, scale: floa
                 text = f"\\textcolor{{white}}{{{text}}}"
             boxes.append(f"\\colorbox[RGB]{{{rgb[0]},{rgb[1]},{rgb[2]}}}{{\\strut {text}}}")
         head = f"\\textbf{{{latex_escape(label)}}}: " if label else ""
-        lines.append("\\noindent " + head + " ".join(boxes) + "\\par")
-    lines.append("}")
-    body = "\n".join(lines) + "\n"
+        body.append("\\noindent " + head + " ".join(boxes) + "\\par")
+    body.append("}")
+    text = "\n".join(lines + body) + "\n"
     if not standalone:
-        return body
+        return text
     return ("\\documentclass{article}\n\\usepackage[T1]{fontenc}\n\\usepackage[utf8]{inputenc}\n"
-            "\\usepackage{xcolor}\n\\begin{document}\n" + body + "\\end{document}\n")
+            "\\usepackage{xcolor}\n\\begin{document}\n" + text + "\\end{document}\n")
 
 
 # --- HTML ------------------------------------------------------------------------------------------

@@ -118,7 +118,7 @@ def test_latex_heatmap_colours_each_word_and_leaves_no_raw_special_character():
     rest = _strip_latex_commands("\n".join(line for line in body.splitlines() if line.startswith("\\noindent")))
     assert not set(rest) & set("%&$_#~^\\"), rest
     assert rest.count("{") == rest.count("}")
-    assert "full red = +2" in tex.splitlines()[0]
+    assert "% LRP & co: relevance, end colour = 2 (red: for the target, blue: against it, white: 0)" in tex
 
 
 def test_latex_standalone_is_a_whole_document_and_a_scale_can_be_given():
