@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -52,8 +52,9 @@ class Activation:
         return out if self.scale == 1.0 else self.scale * out
 
 
-_ACTIVATIONS = {"sigmoid": jax.nn.sigmoid, "one_minus_sigmoid": lambda z: jax.nn.sigmoid(-z), "tanh": jnp.tanh,
-                "identity": lambda z: z, "relu": jax.nn.relu, "silu": jax.nn.silu}
+_ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "sigmoid": jax.nn.sigmoid, "one_minus_sigmoid": lambda z: jax.nn.sigmoid(-z), "tanh": jnp.tanh,
+    "identity": lambda z: z, "relu": jax.nn.relu, "silu": jax.nn.silu}
 
 SIGMOID = Activation("sigmoid")
 ONE_MINUS_SIGMOID = Activation("one_minus_sigmoid")

@@ -250,10 +250,10 @@ class Conv1D(_Named):
             raise ValueError(f"layer {self.label!r} (Conv1D) needs `kernel_size` (and `filters` unless depthwise) "
                              "to be initialised.")
         D, K = spec.size, self.kernel_size
-        F = D if self.depthwise else self.filters
+        F: int = D if self.depthwise or self.filters is None else self.filters
         fan_in = K if self.depthwise else K * D
         bound = (1.0 / fan_in) ** 0.5
-        shape = (K, D) if self.depthwise else (K, D, F)
+        shape: tuple[int, ...] = (K, D) if self.depthwise else (K, D, F)
         layer = {"W": jax.random.uniform(key, shape, dtype, -bound, bound)}
         if self.bias:
             layer["b"] = jnp.zeros((F,), dtype)
