@@ -116,7 +116,7 @@ def timed(seconds: dict, name: str, fn):
     return np.asarray(value)
 
 
-def evaluate(method, params, X, mask) -> tuple[dict, dict]:
+def evaluate(method, params, X, mask, with_sanity: bool) -> tuple[dict, dict]:
     s: dict = {}
     road = metrics.Removal("road", noise=0.1)
     morf = timed(s, "morf (zero)", lambda: metrics.deletion_curves(method, params, X, mask=mask, steps=10))
@@ -135,7 +135,7 @@ def evaluate(method, params, X, mask) -> tuple[dict, dict]:
               "delta A_F (road)": np.asarray(metrics.delta_af(morf_r, lerf_r)),
               "comprehensiveness": np.asarray(metrics.eraser_aopc(comp[:, 1:], comp[:, 0])),
               "sufficiency": np.asarray(metrics.eraser_aopc(suff[:, 1:], suff[:, 0])), "faithfulness corr.": fc}
-    if method.name not in ("random",):
+    if with_sanity and method.name not in ("random",):
         values["random-logit rho"] = timed(s, "random logit",
                                            lambda: sanity.random_logit(method, params, X, mask=mask).spearman)
         values["randomisation rho"] = timed(s, "randomisation", lambda: sanity.parameter_randomisation(
@@ -186,11 +186,12 @@ def figure(path: str, results: dict) -> None:
     import matplotlib.pyplot as plt
 
     models = list(results)
-    fig, axes = plt.subplots(len(models), len(METRICS), figsize=(3.1 * len(METRICS), 3.6 * len(models)),
+    present = [m for m in METRICS if any(m in v for per in results.values() for v in per.values())]
+    fig, axes = plt.subplots(len(models), len(present), figsize=(3.1 * len(present), 3.6 * len(models)),
                              squeeze=False)
     for i, model in enumerate(models):
         names = list(results[model])
-        for j, metric in enumerate(METRICS):
+        for j, metric in enumerate(present):
             ax = axes[i, j]
             rows = [(n, results[model][n].get(metric)) for n in names]
             rows = [(n, v) for n, v in rows if v is not None]
@@ -214,12 +215,13 @@ def figure(path: str, results: dict) -> None:
 def markdown(summary: dict) -> str:
     lines = []
     for model, per_method in summary["results"].items():
+        present = [m for m in METRICS if any(m in v for v in per_method.values())]
         lines += [f"### {model} ({summary['examples'][model]} examples)", "",
-                  "| method | " + " | ".join(f"{m} ({BETTER[m]} better)" for m in METRICS) + " |",
-                  "|" + " --- |" * (len(METRICS) + 1)]
+                  "| method | " + " | ".join(f"{m} ({BETTER[m]} better)" for m in present) + " |",
+                  "|" + " --- |" * (len(present) + 1)]
         for method, values in per_method.items():
             cells = [f"{values[m]['mean']:.3f} [{values[m]['lo']:.3f}, {values[m]['hi']:.3f}]" if m in values else "-"
-                     for m in METRICS]
+                     for m in present]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines += ["", "Wall time per metric call (s, first call includes compilation), lrp-all eps=0.001: "
                   + ", ".join(f"{k} {v}" for k, v in summary["seconds"][model]["lrp-all eps=0.001"].items()), ""]
@@ -239,6 +241,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=os.path.join(ROOT, "experiments", "results"))
     parser.add_argument("--n", type=int, default=None, help="examples per model (default 200, quick 12)")
     parser.add_argument("--gru", default=os.path.join(ROOT, "checkpoints", "japanese_vowels_gru.npz"))
+    parser.add_argument("--no-sanity", action="store_true", help="leave out the random-logit and randomisation "
+                        "checks (two more compiled programs per method)")
     args = parser.parse_args(argv)
     n = args.n or (8 if args.quick else 200)
     os.makedirs(args.out, exist_ok=True)
@@ -250,7 +254,8 @@ def main(argv=None) -> int:
         for name, method in methods(apply, with_cd).items():
             if args.quick and name not in QUICK_METHODS:
                 continue
-            results[model_name][name], seconds[model_name][name] = evaluate(method, params, X, mask)
+            results[model_name][name], seconds[model_name][name] = evaluate(method, params, X, mask,
+                                                                            not args.no_sanity)
             print(model_name, name, {k: round(v["mean"], 3) for k, v in results[model_name][name].items()},
                   file=sys.stderr, flush=True)
         lrp_all = methods(apply, False)["lrp-all eps=0.001"]

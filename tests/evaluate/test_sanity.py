@@ -86,11 +86,11 @@ def test_parameter_randomisation_matches_per_model_oracle(setup, mode):
     result = S.parameter_randomisation(method, params, X, mask=mask, mode=mode, seed=3)
     assert result.layers == ("out", "lstm")
     models = S.randomised_parameters(params, ("lstm", "out"), mode, seed=3)
-    for b, L in enumerate(LENGTHS):
-        predicted = int(np.argmax(lstm.apply(params, X[b, :L])))
-        original = np.asarray(method(params, X[b, :L], predicted))
+    for b, L in enumerate(LENGTHS):                 # padded rows with their masks: one compiled program
+        predicted = int(np.argmax(lstm.apply(params, X[b], mask=mask[b])))
+        original = np.asarray(method(params, X[b], predicted, mask=mask[b]))[:L]
         for k, p in enumerate(models):
-            other = np.asarray(method(p, X[b, :L], predicted))
+            other = np.asarray(method(p, X[b], predicted, mask=mask[b]))[:L]
             np.testing.assert_allclose(result.spearman[b, k], _np_spearman(original.ravel(), other.ravel()), rtol=1e-9)
             np.testing.assert_allclose(result.ssim[b, k], _np_ssim(original.ravel(), other.ravel()), rtol=1e-9)
 
@@ -102,8 +102,8 @@ def test_random_logit_matches_per_example_oracle(setup):
     other = np.asarray(result.other)
     assert np.all(other != targets) and np.all((0 <= other) & (other < C))
     for b, L in enumerate(LENGTHS):
-        a = np.abs(np.asarray(method(params, X[b, :L], int(targets[b])))).ravel()
-        c = np.abs(np.asarray(method(params, X[b, :L], int(other[b])))).ravel()
+        a = np.abs(np.asarray(method(params, X[b], int(targets[b]), mask=mask[b]))[:L]).ravel()
+        c = np.abs(np.asarray(method(params, X[b], int(other[b]), mask=mask[b]))[:L]).ravel()
         np.testing.assert_allclose(result.spearman[b], _np_spearman(a, c), rtol=1e-9)
         np.testing.assert_allclose(result.ssim[b], _np_ssim(a, c), rtol=1e-9)
 
