@@ -400,13 +400,13 @@ def test_batch_mode_turns_non_finite_results_into_error_records_and_exits_1(tmp_
                        "--input", str(source), "--output", str(out)])
     err = capsys.readouterr().err
     assert status == 1
-    assert "lrpjax: error: 2 line(s) could not be explained" in err and ": 2, 5)" in err
+    assert "lrpjax: error: 3 line(s) could not be explained" in err and ": 2, 3, 5)" in err
     records = [strict_json(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["line"] for r in records] == [1, 2, 3, 4, 5]
     for r in (records[1], records[4]):
         assert r["failed"] is True and "non-finite scores or relevance" in r["error"] and "relevance" not in r
     assert "error" not in records[0] and "error" not in records[3]
-    assert records[2]["error"].startswith("empty sentence") and "failed" not in records[2]
+    assert records[2]["error"].startswith("empty sentence") and records[2]["failed"] is True
 
 
 def test_single_sentence_mode_refuses_a_non_finite_result(capsys, nan_checkpoint):
@@ -686,7 +686,7 @@ def test_a_real_sigint_stops_training_and_keeps_the_parameters(tmp_path):
 
 # ============================================================ 4. batch mode streams and resumes
 
-SENTENCES = [f"a {w} film" if i % 5 else "" for i, w in enumerate(WORDS * 3, start=1)]  # 30 lines, 6 empty
+SENTENCES = [f"a {w} film" if i % 5 else "" for i, w in enumerate(WORDS * 3, start=1)]  # 30 lines, 6 empty (failed records: exit status 1)
 
 
 def batch(tmp_path, checkpoint, *extra, name="out.jsonl", source=None):
@@ -702,7 +702,7 @@ def test_chunked_output_equals_the_output_of_one_chunk(tmp_path, capsys, tiny_ch
     _, whole = batch(tmp_path, tiny_checkpoint, name="whole.jsonl")
     status, chunked = batch(tmp_path, tiny_checkpoint, "--chunk-size", chunk, "--batch-size", "4", name="c.jsonl")
     _, whole4 = batch(tmp_path, tiny_checkpoint, "--batch-size", "4", name="w4.jsonl")
-    assert status == 0 and chunked.read_bytes() == whole4.read_bytes()
+    assert status == 1 and chunked.read_bytes() == whole4.read_bytes()
     assert [json.loads(l)["line"] for l in whole.read_text().splitlines()] == list(range(1, 31))
 
 
@@ -713,7 +713,7 @@ def test_resume_after_a_cut_off_last_record_equals_an_uninterrupted_run(tmp_path
     partial = tmp_path / "partial.jsonl"
     partial.write_bytes(cut)
     status, _ = batch(tmp_path, tiny_checkpoint, "--resume", name="partial.jsonl")
-    assert status == 0 and partial.read_bytes() == data
+    assert status == 1 and partial.read_bytes() == data
     assert "after 1" in capsys.readouterr().err
 
 
@@ -721,13 +721,13 @@ def test_resume_of_a_complete_output_changes_nothing(tmp_path, capsys, tiny_chec
     _, full = batch(tmp_path, tiny_checkpoint)
     before = full.read_bytes()
     status, _ = batch(tmp_path, tiny_checkpoint, "--resume")
-    assert status == 0 and full.read_bytes() == before
+    assert status == 1 and full.read_bytes() == before
     assert "wrote 0 record(s) to" in capsys.readouterr().err
 
 
 def test_resume_without_an_output_starts_afresh(tmp_path, capsys, tiny_checkpoint):
     status, out = batch(tmp_path, tiny_checkpoint, "--resume", name="new.jsonl")
-    assert status == 0 and len(out.read_text().splitlines()) == 30
+    assert status == 1 and len(out.read_text().splitlines()) == 30
 
 
 @pytest.mark.parametrize("prepare, message", [
@@ -796,7 +796,7 @@ def test_the_jsonl_sink_scans_trims_and_enforces_order(tmp_path):
         JsonlSink(None, resume=True)
 
 
-_SIGNAL_LINES = [f"{w} film number {i}" if i % 6 else "" for i, w in enumerate(WORDS * 4, start=1)]  # 40 lines
+_SIGNAL_LINES = [f"{w} film number {i}" if i % 6 else "" for i, w in enumerate(WORDS * 4, start=1)]  # 40 lines (6 empty: exit 1)
 
 
 def _interrupted_run(tmp_path, checkpoint, feed, records_before_signal, signals=2):
@@ -832,10 +832,10 @@ def test_sigint_leaves_a_valid_prefix_and_resume_completes_it(tmp_path, tiny_che
     assert [strict_json(l)["line"] for l in out.read_text().splitlines()] == list(range(1, 9))
     resumed = run_cli("explain", "--checkpoint", str(tiny_checkpoint), "--method", "random", "--input", str(source),
                       "--output", str(out), "--chunk-size", "4", "--resume")
-    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.returncode == 1, resumed.stderr
     whole = run_cli("explain", "--checkpoint", str(tiny_checkpoint), "--method", "random", "--input", str(source),
                     "--output", str(tmp_path / "whole.jsonl"))
-    assert whole.returncode == 0 and out.read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
+    assert whole.returncode == 1 and out.read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
 
 
 def test_two_interruptions_then_resume_equal_one_uninterrupted_run(tmp_path, tiny_checkpoint):
@@ -862,10 +862,10 @@ def test_two_interruptions_then_resume_equal_one_uninterrupted_run(tmp_path, tin
     assert process.returncode == 130 and "12 record(s) written" in err
     resumed = run_cli("explain", "--checkpoint", str(tiny_checkpoint), "--method", "random", "--input", str(source),
                       "--output", str(out), "--chunk-size", "4", "--resume")
-    assert resumed.returncode == 0 and "after 12 kept from the previous run" in resumed.stderr
+    assert resumed.returncode == 1 and "after 12 kept from the previous run" in resumed.stderr
     whole = run_cli("explain", "--checkpoint", str(tiny_checkpoint), "--method", "random", "--input", str(source),
                     "--output", str(tmp_path / "whole.jsonl"), "--chunk-size", "5")
-    assert whole.returncode == 0 and out.read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
+    assert whole.returncode == 1 and out.read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
 
 
 # ======================================================================== 5. line splitting
