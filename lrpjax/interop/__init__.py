@@ -6,6 +6,7 @@ in, conventions checked.
     from lrpjax import interop
     model, params = interop.from_torch(rnn, head=linear)   # torch nn.LSTM / nn.GRU (+ head)
     model, params = interop.from_keras(keras_model)        # keras.Sequential of LSTM / GRU / Bidirectional / Dense
+    model, params = interop.from_keras_functional(keras_model)   # a keras.Model chain with Attention([h, h])
     cell, cell_params = interop.from_flax_cell(variables["params"]["cell"], "lstm")   # one flax cell
     model, params = interop.from_nnx([rnn, linear])               # flax NNX layers, input side first
     model, params = interop.from_equinox([cell, linear])          # equinox cells scanned from zero states
@@ -28,10 +29,11 @@ from lrpjax.interop._common import Imported
 from lrpjax.interop.equinox import from_equinox
 from lrpjax.interop.flax import from_flax_cell, from_flax_rnn
 from lrpjax.interop.keras import KerasMask, from_keras
+from lrpjax.interop.keras_functional import from_keras_functional
 from lrpjax.interop.mamba import from_mamba
 from lrpjax.interop.nnx import from_nnx
 from lrpjax.interop.torch import from_torch
 from lrpjax.interop.xlstm import from_xlstm
 
-__all__ = ["Imported", "KerasMask", "from_equinox", "from_flax_cell", "from_flax_rnn", "from_keras", "from_mamba", "from_nnx",
-           "from_torch", "from_xlstm"]
+__all__ = ["Imported", "KerasMask", "from_equinox", "from_flax_cell", "from_flax_rnn", "from_keras", "from_keras_functional",
+           "from_mamba", "from_nnx", "from_torch", "from_xlstm"]
