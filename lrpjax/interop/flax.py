@@ -61,7 +61,8 @@ def from_flax_cell(cell_params: Mapping[str, Any], kind: Any) -> tuple[Any, Para
             defining ``__call__``,
             ``cell_params`` not a mapping, float64 weights while JAX runs in 32 bits.
         ValueError: missing or unexpected sub-layers or parameters, shapes that do not fit, a cell module
-            whose ``carry_init`` gives non-zero initial states.
+            whose ``carry_init`` gives non-zero initial states or that computes in another dtype than its
+            weights'.
     """
     name = _kind_name(kind)
     tree = _unwrap(cell_params)
@@ -106,6 +107,8 @@ def from_flax_rnn(module: Any, variables: Mapping[str, Any], *, sequences: bool 
     import flax.linen as nn
 
     tree = _unwrap(variables)
+    if isinstance(module, (nn.Bidirectional, nn.RNN)):
+        check_class(module, (nn.Bidirectional, nn.RNN), ("__call__",), "module")
     if isinstance(module, nn.Bidirectional):
         rnns: tuple[Any, ...] = (module.forward_rnn, module.backward_rnn)
         if module.merge_fn is not nn.recurrent._concatenate:
@@ -122,6 +125,7 @@ def from_flax_rnn(module: Any, variables: Mapping[str, Any], *, sequences: bool 
     for rnn, subtree in zip(rnns, subtrees):
         if not isinstance(rnn, nn.RNN):
             raise TypeError(f"`module` must hold nn.RNN layers; got {type(rnn).__name__}.")
+        check_class(rnn, (nn.RNN,), ("__call__",), "module (its nn.RNN)")
         if rnn.time_major:
             raise ValueError("`module` has time_major=True; lrpjax reads one sequence (T, E) (batch with vmap).")
         cells.append(from_flax_cell(_child(subtree, "cell"), rnn.cell))
@@ -150,6 +154,10 @@ def _kind_name(kind: Any) -> str:
     if module.gate_fn is not jax.nn.sigmoid or module.activation_fn is not jax.numpy.tanh:
         raise TypeError(f"`kind` ({type(module).__name__}) must use gate_fn=sigmoid and activation_fn=tanh, the "
                         f"functions of lrpjax's cells; got {module.gate_fn!r} and {module.activation_fn!r}.")
+    if module.dtype is not None and np.dtype(module.dtype) != np.dtype(module.param_dtype):
+        raise ValueError(f"`kind` ({type(module).__name__}) computes in {np.dtype(module.dtype)} with "
+                         f"{np.dtype(module.param_dtype)} weights (dtype != param_dtype); import a cell that computes "
+                         "in its weights' dtype.")
     probe = np.asarray(module.carry_init(jax.random.PRNGKey(0), (2,), np.dtype(module.param_dtype)))
     if np.any(probe != 0):
         raise ValueError(f"`kind` ({type(module).__name__}) has a carry_init that gives non-zero initial states; "

@@ -274,8 +274,8 @@ def heatmap(rows: Sequence[tuple[str, Sequence[str], Any]], path: str | os.PathL
         per_row = _per_row(checked, scale)
         for n, kind in enumerate(reversed(shown)):
             s = scales[row_kinds.index(kind)]
-            label = (colorbar_label or "relevance") if kind == "relevance" else None
-            _colorbar(fig, kind, 1.0 if per_row else s, per_row, label, margin + n * 3.6 * fs, height, fs)
+            bar_label = (colorbar_label or "relevance") if kind == "relevance" else None
+            _colorbar(fig, kind, 1.0 if per_row else s, per_row, bar_label, margin + n * 3.6 * fs, height, fs)
     if path is None:
         return fig
     _save(fig, path, dpi=dpi)

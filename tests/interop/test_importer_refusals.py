@@ -207,3 +207,12 @@ def test_flax_cells_that_compute_otherwise_are_refused():
         interop.from_flax_cell(params, Doubled(H))
     with pytest.raises(ValueError, match="carry_init that gives non-zero"):
         interop.from_flax_cell(params, nn.LSTMCell(H, carry_init=nn.initializers.ones))
+    with pytest.raises(ValueError, match="dtype != param_dtype"):
+        interop.from_flax_cell(params, nn.GRUCell(H, dtype=np.float16))
+
+    class Doubling(nn.RNN):
+        def __call__(self, inputs, **options):
+            return 2 * super().__call__(inputs, **options)
+
+    with pytest.raises(TypeError, match="`module` is a Doubling.*defines __call__"):
+        interop.from_flax_rnn(Doubling(nn.GRUCell(H)), params)
