@@ -254,3 +254,10 @@ def test_the_unknown_word_report_is_bounded_in_count_and_length(tmp_path, capsys
     tally.record(Line, Result)
     assert len(tally.unknown) == cli._Tally._MAX_UNKNOWN and tally.more_unknown
     assert max(map(len, tally.unknown)) == cli._MAX_WORD
+
+
+def test_an_lrp_record_with_relevance_far_beyond_its_score_is_flagged():
+    record = {"method": "lrp-prop", "scores": [0.001, 2.0], "target": 0, "relevance": [40.0, -39.999]}
+    assert "raise --eps" in cli._health(record)
+    assert cli._health({**record, "relevance": [0.0006, 0.0004]}) is None
+    assert cli._health({**record, "method": "gi"}) is None   # only LRP's relevance is bound to the score

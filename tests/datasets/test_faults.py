@@ -263,3 +263,35 @@ def test_processes_that_disagree_or_are_lost_are_named_and_nothing_is_marked_com
         assert not (tmp_path / name / "_manifest.json").exists()
         logs = sorted((tmp_path / name).glob("_log-*.jsonl"))
         assert all('"complete"' not in log.read_text() for log in logs)
+
+
+# --- numbers that should warn -------------------------------------------------------------------------
+
+def test_relevance_far_beyond_the_score_is_flagged_warned_and_counted(tmp_path):
+    from lrpjax.methods.results import NumericalWarning, health
+
+    # LRP-prop without a stabiliser in float32: shares z_g / (z_g + z_s) near a cancelling denominator.
+    params = bilstm.init(jax.random.PRNGKey(25), 4, 3, 3, jnp.float32)
+    x = np.random.default_rng(25).normal(0.0, 1.0, (6, 4)).astype(np.float32)
+    prop = explain.lrp(bilstm.apply, preset("lrp-prop", 0.0))
+    with pytest.warns(NumericalWarning, match=r"times the target's score .*raise eps"):
+        flagged = prop.full(params, x, 0)
+    assert "times the target's score" in flagged.health
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NumericalWarning)
+        assert explain.lrp(bilstm.apply, preset("lrp-all", 1e-3)).full(params, x, 0).health is None
+        with pytest.warns(NumericalWarning, match=r"1 of 2 sequence\(s\)"):
+            summary = stream.explain_stream(prop, params, [x, x[:2]], tmp_path / "out", 0, buckets=(8,), chunk_size=1)
+    assert summary.flagged == 1
+    assert '"flagged": 1' in (tmp_path / "out" / "_log-00000-of-00001.jsonl").read_text()
+    # Non-finite values and a residual beyond the tolerance are flagged too.
+    assert "NaN or infinity" in health(np.array([1.0, np.nan]), 1.0)
+    assert "residual" in health(np.ones(3), 1.0, residual=50.0) and health(np.ones(3), 3.0, residual=0.1) is None
+
+
+def test_parameters_given_as_nested_lists_are_refused_naming_the_parameter(params):
+    nested = jax.tree_util.tree_map(lambda a: np.asarray(a).tolist(), params)
+    with pytest.raises(TypeError, match=r"`params`: the parameter at \['left'\]\['U'\] is a nested list"):
+        LRP(nested, np.ones((3, 4)), 0)
+    with pytest.raises(TypeError, match=r"nested list"):
+        list(stream.iter_stream(LRP, nested, [np.ones((3, 4))]))
