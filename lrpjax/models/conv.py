@@ -94,15 +94,21 @@ def conv1d(rules: RuleSet | None, x: Array, W: Array, b: Array | None, mask: Arr
     return jax.vmap(channel, in_axes=(2, 1, 0), out_axes=1)(windows, W, b_channels)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _taps_linear(rules, window, valid, W, b):
-    """``z = sum_k window[k] @ W[k] + b`` for one output step: window (K, D), valid (K,), W (K, D, F)."""
+def _taps_forward(window, W, b):
+    """``z = sum_k window[k] @ W[k] + b`` for one output step: window (K, D), W (K, D, F)."""
     z = jnp.einsum("kd,kdf->f", window, W)
     return z if b is None else z + b
 
 
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _taps_linear(rules, window, valid, W, b):
+    """One output step's mapping of its taps, with the rule's backward; ``valid`` (K,) marks the real taps."""
+    return _taps_forward(window, W, b)
+
+
 def _taps_linear_fwd(rules, window, valid, W, b):
-    z = _taps_linear(rules, window, valid, W, b)
+    # The plain forward (not the rule's op itself), so that an explanation differentiates truly.
+    z = _taps_forward(window, W, b)
     return z, (window, valid, W, b, z)
 
 

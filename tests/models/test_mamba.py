@@ -9,7 +9,7 @@ import pytest
 
 import lrpjax
 from lrpjax.core.rules import preset
-from lrpjax.models import Dense, MambaBlock, Pool, RMSNorm, Sequential
+from lrpjax.models import Conv1D, Dense, MambaBlock, Pool, RMSNorm, Sequential
 from lrpjax.models.layers import layer_from_config
 from lrpjax.models.mamba import mamba_lrp
 from reference_mamba import mamba_forward, mamba_relevance
@@ -161,3 +161,23 @@ def test_config_round_trip_and_errors():
         model.apply(bad, np.zeros((3, 2)))
     with pytest.raises(ValueError, match="d_state = 4"):
         Sequential((MambaBlock(d_state=4, d_conv=3, name="m"),)).apply(params, np.zeros((3, 2)))
+
+
+def test_a_differentiated_explanation_equals_finite_differences():
+    """d/ds of a function of the relevance (as the trainer's explanation penalty differentiates it), through the
+    convolution's and the scan's relevance rules: equal to central differences."""
+    model = Sequential((Conv1D(3, 2, "same"), MambaBlock(d_state=2, d_conv=2, expand=1), Pool("sum"), Dense(2)))
+    params = model.init(jax.random.PRNGKey(2), 2, jnp.float64)
+    x = np.random.default_rng(5).normal(size=(4, 2))
+    rules = preset("lrp-prop", 0.01, True)
+
+    @jax.jit
+    def loss(s):
+        scaled = jax.tree_util.tree_map(lambda v: v * s, params)
+        _, pull = jax.vjp(lambda x_: model.apply(scaled, x_, rules), x)
+        R = pull(jnp.array([0.0, 1.0]))[0]
+        return jnp.sum(R ** 2 * jnp.arange(8.0).reshape(4, 2))
+
+    h = 1e-6
+    fd = (loss(1.1 + h) - loss(1.1 - h)) / (2 * h)
+    np.testing.assert_allclose(jax.jit(jax.grad(loss))(1.1), fd, rtol=1e-6)
