@@ -52,21 +52,25 @@ def _check(model, params, reference, x, target):
     assert rel_err(grad, want_grad) <= 1e-12
 
 
-def test_nnx_stacked_cells_final_states_equal_nnx():
+def test_nnx_embed_stacked_cells_and_mlp_head_equal_nnx():
+    """One structure with every NNX layer: Embed, Bidirectional(LSTMCell), RNN(OptimizedLSTMCell),
+    Bidirectional(GRUCell) (final states), Linear, relu, Linear."""
     rngs = nnx.Rngs(0)
-    cell = {"lstm": nnx.LSTMCell, "opt": nnx.OptimizedLSTMCell, "gru": nnx.GRUCell}
     kw = dict(param_dtype=F64, rngs=rngs)
-    l1 = nnx.Bidirectional(nnx.RNN(cell["lstm"](E, H, **kw)), nnx.RNN(cell["lstm"](E, H, **kw)), rngs=rngs)
-    l2 = nnx.RNN(cell["opt"](2 * H, H, **kw))
-    l3 = nnx.Bidirectional(nnx.RNN(cell["gru"](H, H, **kw)), nnx.RNN(cell["gru"](H, H, **kw)), rngs=rngs)
+    embed = nnx.Embed(V, E, **kw)
+    l1 = nnx.Bidirectional(nnx.RNN(nnx.LSTMCell(E, H, **kw)), nnx.RNN(nnx.LSTMCell(E, H, **kw)), rngs=rngs)
+    l2 = nnx.RNN(nnx.OptimizedLSTMCell(2 * H, H, **kw))
+    l3 = nnx.Bidirectional(nnx.RNN(nnx.GRUCell(H, H, **kw)), nnx.RNN(nnx.GRUCell(H, H, **kw)), rngs=rngs)
     d1, d2 = nnx.Linear(2 * H, 3, **kw), nnx.Linear(3, C, **kw)
     modules = (l1, l2, l3, d1, d2)
-    for k, module in enumerate(modules):
+    for k, module in enumerate((embed, *modules)):
         _randomize(module, k)
-    model, params = interop.from_nnx([l1, l2, l3, d1, jax.nn.relu, d2])
-    assert [layer.describe() for layer in model.layers] == [
+    model, params = interop.from_nnx([embed, l1, l2, l3, d1, jax.nn.relu, d2])
+    assert [layer.describe() for layer in model.layers][1:] == [
         "Recurrent(standard, bidirectional, sequences)", "Recurrent(standard, sequences)",
         "Recurrent(gru, bidirectional)", "Dense(relu, bias)", "Dense(identity, bias)"]
+    assert model.takes_ids
+    np.testing.assert_array_equal(params["embedding"]["table"], np.asarray(embed.embedding[...]))
 
     def forward(mods, x):
         l1, l2, l3, d1, d2 = mods
@@ -77,33 +81,10 @@ def test_nnx_stacked_cells_final_states_equal_nnx():
         return nnx.jit(lambda m, x: (forward(m, x), nnx.grad(lambda m, x: forward(m, x)[1], argnums=1)(m, x)))(
             modules, jnp.asarray(x))
 
-    _check(model, params, reference, np.random.default_rng(0).normal(size=(T, E)), 1)
-
-
-def test_nnx_embed_and_per_step_head_equal_nnx():
-    rngs = nnx.Rngs(1)
-    kw = dict(param_dtype=F64, rngs=rngs)
-    embed = nnx.Embed(V, E, **kw)
-    rnn, head = nnx.RNN(nnx.GRUCell(E, H, **kw)), nnx.Linear(H, C, **kw)
-    for k, module in enumerate((embed, rnn, head)):
-        _randomize(module, 10 + k)
-    model, params = imported = interop.from_nnx([embed, rnn, head], sequence_output=True)
-    np.testing.assert_array_equal(params["embedding"]["table"], np.asarray(embed.embedding[...]))
+    # the input gradient at the embedded vectors, through the model over vectors
+    inner, inner_params = model.vector_model(params)
     ids = np.array([1, 5, 0, 3])
-    want = np.asarray(head(rnn(embed(jnp.asarray(ids))[None]))[0])
-    assert rel_err(jax.jit(model.apply)(params, ids), want) <= 1e-12
-    model, params = model.vector_model(params)   # the gradient with respect to the embedded vectors
-    table = imported.table
-
-    def forward(mods, x):
-        rnn, head = mods
-        return head(rnn(x[None]))[0]
-
-    def reference(x):
-        return nnx.jit(lambda m, x: (forward(m, x), nnx.grad(lambda m, x: forward(m, x)[2, 0], argnums=1)(m, x)))(
-            (rnn, head), jnp.asarray(x))
-
-    _check(model, params, reference, table[ids], (2, 0))
+    _check(inner, inner_params, reference, params["embedding"]["table"][ids], 1)
 
 
 def _eqx_random(module, seed):
@@ -130,48 +111,35 @@ def _first(carry):
     return carry[0] if isinstance(carry, tuple) else carry
 
 
-def test_equinox_stacked_cells_final_states_equal_equinox():
-    keys = jax.random.split(jax.random.PRNGKey(2), 6)
-    pair = (eqx.nn.GRUCell(E, H, dtype=F64, key=keys[0]), eqx.nn.GRUCell(E, H, dtype=F64, key=keys[1]))
-    lstm = eqx.nn.LSTMCell(2 * H, H, dtype=F64, key=keys[2])
-    bi = (eqx.nn.LSTMCell(H, H, dtype=F64, key=keys[3]), eqx.nn.LSTMCell(H, H, dtype=F64, key=keys[4]))
-    head = eqx.nn.Linear(2 * H, C, dtype=F64, key=keys[5])
-    modules = [_eqx_random(m, k) for k, m in enumerate((pair, lstm, bi, head))]
-    pair, lstm, bi, head = modules
-    model, params = interop.from_equinox([pair, lstm, bi, head])
-    assert model.keys == ("gru_0_forward", "gru_0_backward", "lstm_1", "lstm_2_forward", "lstm_2_backward", "out")
+def test_equinox_embedding_stacked_cells_and_per_step_head_equal_equinox():
+    """One structure with every Equinox layer: Embedding, a (GRUCell, GRUCell) pair, LSTMCell, a
+    bidirectional LSTMCell pair, Linear, tanh, Linear without bias, at every step."""
+    keys = jax.random.split(jax.random.PRNGKey(2), 8)
+    embedding = eqx.nn.Embedding(V, E, dtype=F64, key=keys[0])
+    pair = (eqx.nn.GRUCell(E, H, dtype=F64, key=keys[1]), eqx.nn.GRUCell(E, H, dtype=F64, key=keys[2]))
+    lstm = eqx.nn.LSTMCell(2 * H, H, dtype=F64, key=keys[3])
+    bi = (eqx.nn.LSTMCell(H, H, dtype=F64, key=keys[4]), eqx.nn.LSTMCell(H, H, dtype=F64, key=keys[5]))
+    hidden = eqx.nn.Linear(2 * H, 3, dtype=F64, key=keys[6])
+    head = eqx.nn.Linear(3, C, use_bias=False, dtype=F64, key=keys[7])
+    embedding, pair, lstm, bi, hidden, head = (_eqx_random(m, k) for k, m in
+                                               enumerate((embedding, pair, lstm, bi, hidden, head)))
+    model, params = interop.from_equinox([embedding, pair, lstm, bi, hidden, jnp.tanh, head], sequence_output=True)
+    assert model.keys == ("embedding", "gru_0_forward", "gru_0_backward", "lstm_1", "lstm_2_forward",
+                          "lstm_2_backward", "dense_0", "out")
+    np.testing.assert_array_equal(params["embedding"]["table"], np.asarray(embedding.weight))
 
     def forward(x):
         _, f = _eqx_scan(pair[0], x)
         _, b = _eqx_scan(pair[1], x, reverse=True)
         _, ys = _eqx_scan(lstm, jnp.concatenate([f, b], -1))
-        hf, _ = _eqx_scan(bi[0], ys)
-        hb, _ = _eqx_scan(bi[1], ys, reverse=True)
-        return head(jnp.concatenate([hf, hb]))
-
-    reference = jax.jit(lambda x: (forward(x), jax.grad(lambda x: forward(x)[0])(x)))
-    _check(model, params, reference, np.random.default_rng(2).normal(size=(T, E)), 0)
-
-
-def test_equinox_embedding_activation_and_per_step_head_equal_equinox():
-    keys = jax.random.split(jax.random.PRNGKey(3), 4)
-    embedding = eqx.nn.Embedding(V, E, dtype=F64, key=keys[0])
-    cell = eqx.nn.LSTMCell(E, H, dtype=F64, key=keys[1])
-    hidden, head = eqx.nn.Linear(H, 3, dtype=F64, key=keys[2]), eqx.nn.Linear(3, C, use_bias=False, dtype=F64,
-                                                                                key=keys[3])
-    embedding, cell, hidden, head = (_eqx_random(m, 20 + k) for k, m in enumerate((embedding, cell, hidden, head)))
-    model, params = interop.from_equinox([embedding, cell, hidden, jnp.tanh, head], sequence_output=True)
-    assert model.takes_ids
-    np.testing.assert_array_equal(params["embedding"]["table"], np.asarray(embedding.weight))
-    model, params = model.vector_model(params)   # the gradient with respect to the embedded vectors
-
-    def forward(x):
-        _, hs = _eqx_scan(cell, x)
-        return jax.vmap(lambda h: head(jnp.tanh(hidden(h))))(hs)
+        _, hf = _eqx_scan(bi[0], ys)
+        _, hb = _eqx_scan(bi[1], ys, reverse=True)
+        return jax.vmap(lambda h: head(jnp.tanh(hidden(h))))(jnp.concatenate([hf, hb], -1))
 
     reference = jax.jit(lambda x: (forward(x), jax.grad(lambda x: forward(x)[1, 1])(x)))
+    inner, inner_params = model.vector_model(params)
     ids = jnp.array([4, 0, 2, 5])
-    _check(model, params, reference, np.asarray(jax.vmap(embedding)(ids)), (1, 1))
+    _check(inner, inner_params, reference, np.asarray(jax.vmap(embedding)(ids)), (1, 1))
 
 
 class _OwnLinear(eqx.nn.Linear):
