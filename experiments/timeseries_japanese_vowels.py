@@ -130,8 +130,8 @@ def methods(model) -> dict[str, lrpjax.methods.Method]:
             "lrp-half": lrpjax.lrp(model.apply, lrpjax.rules.preset("lrp-half", eps=1e-3)),
             "gradient x input": lrpjax.gradient_x_input(model.apply),
             "integrated gradients": lrpjax.integrated_gradients(model.apply, steps=32),
-            "tsr(gradient)": tsr(grad),
-            "random": lrpjax.methods.random_baseline(model.apply, seed=0)}
+            "random": lrpjax.methods.random_baseline(model.apply, seed=0),
+            "tsr(gradient)": tsr(grad)}
 
 
 def bootstrap(values: np.ndarray, n: int, seed: int = 0) -> dict[str, float]:
@@ -183,8 +183,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=os.path.join(ROOT, "experiments", "results"))
     parser.add_argument("--checkpoint", help="write the trained model here")
     parser.add_argument("--model", help="explain this checkpoint instead of training")
+    parser.add_argument("--n-explain", type=int, default=None, help="test series measured (default: all 370)")
     args = parser.parse_args(argv)
     config = Config(**(QUICK if args.quick else {}))
+    if args.n_explain is not None:
+        config = dataclasses.replace(config, n_explain=args.n_explain)
     os.makedirs(args.out, exist_ok=True)
     train_set, test_set = timeseries.standardise(timeseries.load("JapaneseVowels", "train"),
                                                  timeseries.load("JapaneseVowels", "test"))
@@ -205,13 +208,6 @@ def main(argv=None) -> int:
     print(f"test accuracy {test_acc:.4f}; baselines {baselines}", file=sys.stderr)
 
     X, mask = test_set.X[:config.n_explain], test_set.mask[:config.n_explain]
-    results, timings = {}, {}
-    for name, method in methods(model).items():
-        if args.quick and name not in QUICK_METHODS:
-            continue
-        results[name], timings[name] = evaluate(method, params, X, mask, config.n_boot)
-        print(name, {k: round(v["mean"], 4) for k, v in results[name].items()}, file=sys.stderr)
-
     example = int(np.argmax(test_set.lengths[:config.n_explain]))
     x, m = X[example], mask[example]
     target = int(np.argmax(model.apply(params, x, mask=m)))
@@ -222,17 +218,33 @@ def main(argv=None) -> int:
                         title=f"JapaneseVowels test series {example}: speaker {target + 1} explained")
     tsplot.relevance_over_time(maps, os.path.join(args.out, "timeseries_over_time.png"), mask=m,
                                title=f"relevance per frame, summed over the 12 coefficients (series {example})")
+    results, timings = {}, {}
+    for name, method in methods(model).items():
+        if args.quick and name not in QUICK_METHODS:
+            continue
+        results[name], timings[name] = evaluate(method, params, X, mask, config.n_boot)
+        print(name, {k: round(v["mean"], 4) for k, v in results[name].items()}, file=sys.stderr, flush=True)
+        write(args.out, {"config": dataclasses.asdict(config), "quick": args.quick, "training": record,
+                         "test_accuracy": test_acc, "baselines": {**baselines, **PUBLISHED},
+                         "n_explained": int(len(X)), "metrics": results, "seconds": timings,
+                         "command": "python experiments/timeseries_japanese_vowels.py " + " ".join(argv or sys.argv[1:])})
+
     summary = {"config": dataclasses.asdict(config), "quick": args.quick, "training": record,
                "test_accuracy": test_acc, "baselines": {**baselines, **PUBLISHED}, "n_explained": int(len(X)),
                "metrics": results, "seconds": timings,
                "command": "python experiments/timeseries_japanese_vowels.py " + " ".join(argv or sys.argv[1:])}
-    with open(os.path.join(args.out, "timeseries_japanese_vowels.json"), "w") as f:
+    print(write(args.out, summary))
+    return 0
+
+
+def write(out: str, summary: dict) -> str:
+    """Writes the JSON and the Markdown table (after every method, so that a long run keeps what it has)."""
+    with open(os.path.join(out, "timeseries_japanese_vowels.json"), "w") as f:
         json.dump(summary, f, indent=1)
     table = markdown(summary)
-    with open(os.path.join(args.out, "timeseries_japanese_vowels.md"), "w") as f:
+    with open(os.path.join(out, "timeseries_japanese_vowels.md"), "w") as f:
         f.write(table)
-    print(table)
-    return 0
+    return table
 
 
 def markdown(summary: dict) -> str:
