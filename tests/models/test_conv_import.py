@@ -10,7 +10,6 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-import lrpjax  # noqa: E402
 from lrpjax.models import Sequential  # noqa: E402
 from framework_parity import numpy_promotion  # noqa: E402
 
@@ -62,7 +61,7 @@ def test_torch_refuses_what_it_cannot_reproduce():
         conv1d_from_torch(torch.nn.Linear(2, 2))
 
 
-def test_keras_cnn_lstm_forward_input_gradient_and_conservation():
+def test_keras_cnn_lstm_forward_and_input_gradient():
     keras = pytest.importorskip("keras", reason="needs keras (pip install -e '.[interop]')")
     if keras.backend.backend() != "jax":
         pytest.skip("the Keras parity test needs KERAS_BACKEND=jax")
@@ -92,8 +91,6 @@ def test_keras_cnn_lstm_forward_input_gradient_and_conservation():
     # Keras 3's tanh returns float32 even for float64 tensors: its LSTM is float32-accurate (the convolutions
     # alone agree to 1e-15), so the CNN-LSTM agrees to float32 rounding.
     _check(model, params, x, w, np.asarray(out_ref), np.asarray(grad_ref), tol=1e-6)
-    full = lrpjax.lrp(model.apply, lrpjax.rules.preset("lrp-all", eps=1e-3, share=True)).full(params, x, 1)
-    assert abs(float(full.residual)) < 1e-10
 
 
 def test_keras_refuses_valid_padding_and_strides():

@@ -146,7 +146,7 @@ def test_a_padded_batch_equals_each_example_and_conserves():
     np.testing.assert_allclose(full.target_score, model.apply(params, X[1, :2])[0], rtol=1e-12)
 
 
-def test_config_round_trip_and_errors():
+def test_config_round_trip_and_errors(setup):
     block = MambaBlock(d_state=4, d_conv=2, scan="parallel", name="m")
     assert layer_from_config(block.config()) == block
     assert layer_from_config(RMSNorm(1e-6, "n").config()) == RMSNorm(1e-6, "n")
@@ -154,13 +154,15 @@ def test_config_round_trip_and_errors():
         MambaBlock(scan="fast")
     with pytest.raises(ValueError, match="d_state"):
         MambaBlock(d_state=0)
-    model = Sequential((MambaBlock(d_state=3, d_conv=3, name="m"),))
-    params = model.init(jax.random.PRNGKey(0), 2, jnp.float64)
-    bad = {"m": {**params["m"], "D": np.zeros(3)}}
-    with pytest.raises(ValueError, match=r"params\['m'\]\['D'\]"):
-        model.apply(bad, np.zeros((3, 2)))
+    params, x = setup[0], setup[1]
+    bad = {"mamba": {**params["mamba"], "D": np.zeros(3)}}
+    with pytest.raises(ValueError, match=r"params\['mamba'\]\['D'\]"):
+        _block().apply(bad, x)
     with pytest.raises(ValueError, match="d_state = 4"):
-        Sequential((MambaBlock(d_state=4, d_conv=3, name="m"),)).apply(params, np.zeros((3, 2)))
+        Sequential((MambaBlock(d_state=4, d_conv=K, bias=True, name="mamba"),)).apply(params, x)
+    missing = {"mamba": {k: v for k, v in params["mamba"].items() if k != "conv_b"}}
+    with pytest.raises(ValueError, match=r"missing \['conv_b'\]"):
+        _block().apply(missing, x)
 
 
 def test_a_differentiated_explanation_equals_finite_differences():
@@ -171,7 +173,6 @@ def test_a_differentiated_explanation_equals_finite_differences():
     x = np.random.default_rng(5).normal(size=(4, 2))
     rules = preset("lrp-prop", 0.01, True)
 
-    @jax.jit
     def loss(s):
         scaled = jax.tree_util.tree_map(lambda v: v * s, params)
         _, pull = jax.vjp(lambda x_: model.apply(scaled, x_, rules), x)
@@ -179,5 +180,5 @@ def test_a_differentiated_explanation_equals_finite_differences():
         return jnp.sum(R ** 2 * jnp.arange(8.0).reshape(4, 2))
 
     h = 1e-6
-    fd = (loss(1.1 + h) - loss(1.1 - h)) / (2 * h)
-    np.testing.assert_allclose(jax.jit(jax.grad(loss))(1.1), fd, rtol=1e-6)
+    grad, plus, minus = jax.jit(lambda s: (jax.grad(loss)(s), loss(s + h), loss(s - h)))(1.1)
+    np.testing.assert_allclose(grad, (plus - minus) / (2 * h), rtol=1e-6)
