@@ -78,9 +78,10 @@ def test_slstm_cell_relevance_equals_the_oracle_under_every_preset(slstm_case):
 
 def test_slstm_cell_gradient_equals_jax_grad_of_the_oracle(slstm_case):
     cell, params, x, w, _ = slstm_case
-    ours = jax.grad(lambda x_: jnp.sum(unroll(cell, params, x_)[1] * w[None, :]))(x)
-    theirs = jax.grad(lambda x_: sum(jnp.sum(r["y"] * w) for r in ref.slstm_forward(
-        params["W"], params["R"], params["b"], x_, cell.heads, "sigmoid", jnp)))(x)
+    ours = jax.jit(jax.grad(lambda x_: jnp.sum(unroll(cell, params, x_)[1] * w[None, :])))(x)
+    # the oracle's loops traced once into one program (eager, every small op would compile on its own)
+    theirs = jax.jit(jax.grad(lambda x_: sum(jnp.sum(r["y"] * w) for r in ref.slstm_forward(
+        params["W"], params["R"], params["b"], x_, cell.heads, "sigmoid", jnp))))(x)
     np.testing.assert_allclose(ours, theirs, atol=1e-12, rtol=0)
 
 
@@ -140,9 +141,12 @@ def test_mlstm_parallel_form_equals_the_recurrent_form_and_the_oracle(mlstm_case
     expected, _ = ref.mlstm_forward(*(np.asarray(a[:3]) for a in (q, k, v, z_i, z_f)))
     np.testing.assert_allclose(h_rec[:3], expected, atol=1e-13, rtol=0)
     assert np.all(np.asarray(h_rec[3]) == 0) and np.all(np.asarray(h_par[3]) == 0)
-    theirs = jax.grad(lambda args: jnp.sum(ref.mlstm_forward(*args, jnp)[0] * w))((q, k, v, z_i, z_f))
-    for a, b in zip(jax.grad(lambda args: jnp.sum(mlstm_parallel(*args) * w))((q, k, v, z_i, z_f)), theirs):
-        np.testing.assert_allclose(a, b, atol=1e-11, rtol=0)
+    # the masked gradient is the unpadded 3-step sequence's (the oracle's), and 0 at the padded step
+    theirs = jax.jit(jax.grad(lambda args: jnp.sum(ref.mlstm_forward(*args, jnp)[0] * w[:3])))(
+        tuple(a[:3] for a in (q, k, v, z_i, z_f)))
+    for a, b in zip(g_rec, theirs):
+        np.testing.assert_allclose(a[:3], b, atol=1e-11, rtol=0)
+        assert np.all(np.asarray(a[3]) == 0)
 
 
 # --- the mLSTM block --------------------------------------------------------------------------------------
@@ -177,13 +181,15 @@ def test_mlstm_block_relevance_equals_the_oracle_under_every_preset(block_case):
         expected_x, expected_c0 = ref.mlstm_block_lrp(layer, x, 2, y * np.asarray(w), mode, eps, share)
         np.testing.assert_allclose(r_x, expected_x, atol=1e-10, rtol=0, err_msg=f"{mode} share={share}")
         np.testing.assert_allclose(r_c0, expected_c0, atol=1e-10, rtol=0, err_msg=f"{mode} share={share}")
+        if share:   # conserved: the input and the initial memory hold the output's relevance
+            assert abs(float(jnp.sum(r_x) + jnp.sum(r_c0)) - float(np.sum(y * np.asarray(w)))) < 1e-10
 
 
 def test_mlstm_block_gradient_equals_jax_grad_of_the_oracle(block_case):
     block, params, x, w = block_case
     layer = params["m"]
-    ours = jax.grad(lambda x_: jnp.sum(block.apply(params, x_) * w))(x)
-    theirs = jax.grad(lambda x_: jnp.sum(ref.mlstm_block_forward(layer, x_, 2, jnp)[0] * w))(x)
+    ours = jax.jit(jax.grad(lambda x_: jnp.sum(block.apply(params, x_) * w)))(x)
+    theirs = jax.jit(jax.grad(lambda x_: jnp.sum(ref.mlstm_block_forward(layer, x_, 2, jnp)[0] * w)))(x)
     np.testing.assert_allclose(ours, theirs, atol=1e-11, rtol=0)
 
 
@@ -196,10 +202,11 @@ def stack_case():
     return model, params
 
 
-def test_a_stack_conserves_relevance_with_share_under_every_preset(stack_case):
+def test_a_stack_conserves_relevance_with_share(stack_case):
     model, params = stack_case
     x = jax.random.normal(jax.random.PRNGKey(8), (4, 4), jnp.float64)
-    configs = tuple((mode, 0.01, True) for mode in MODES) + (("prop", 0.0, False),)
+    # LRP-prop and -half with share are also checked on the mLSTM block alone (against the oracle, and conserved)
+    configs = (("all", 0.01, True), ("abs", 0.01, True))
 
     @jax.jit
     def residuals(params, x):
