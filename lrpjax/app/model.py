@@ -277,6 +277,9 @@ class SentenceExplanation:
 
     def _repr_html_(self) -> str:
         from lrpjax.viz.plot import HTML_CSS, html_legend, html_sentence, shared_scale
+        from lrpjax.viz.render import value_kind
+
+        kind = value_kind(self.method)
 
         scale = shared_scale(self.relevance) or 1.0
         eps = f", eps {self.eps:g}" if self.eps is not None else ""
@@ -288,8 +291,9 @@ class SentenceExplanation:
             c = self.conservation
             extra = (f'<div class="lrp-meta">sum of relevance {c["relevance_sum"]:+.4g} &middot; biases '
                      f'{c["bias"]:+.4g} &middot; residual {c["residual"]:+.4g}</div>')
-        return (f"<div><style>{HTML_CSS}</style><div class=\"lrp-meta\">{head} &nbsp; {html_legend(scale)}</div>"
-                f"<div>{html_sentence(self.tokens, self.relevance, scale, unknown=self.unknown)}</div>{extra}</div>")
+        return (f"<div><style>{HTML_CSS}</style><div class=\"lrp-meta\">{head} &nbsp; {html_legend(scale, kind=kind)}</div>"
+                f"<div>{html_sentence(self.tokens, self.relevance, scale, unknown=self.unknown, kind=kind)}</div>"
+                f"{extra}</div>")
 
     @property
     def finite(self) -> bool:

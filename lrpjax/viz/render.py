@@ -95,7 +95,8 @@ def value_kind(method: Any) -> str:
 
     Args:
         method: a :class:`~lrpjax.methods.base.Method` value, or a method's name or figure label (e.g.
-            ``"sensitivity"``, ``"Gradient"``, ``"smoothgrad"``, ``"LRP-all"``), read case-insensitively.
+            ``"sensitivity"`` or the command line's ``"sa"``, ``"Gradient"``, ``"smoothgrad"``, ``"LRP-all"``),
+            read case-insensitively.
     """
     if isinstance(method, str):
         name = method.strip().lower().replace(" ", "_").replace("-", "_")
@@ -107,7 +108,7 @@ def value_kind(method: Any) -> str:
         if smooth_map in ("gradient", "sensitivity"):
             return str(smooth_map)
         return "relevance"
-    if name.startswith("sensitivity"):
+    if name.startswith("sensitivity") or name == "sa":
         return "sensitivity"
     if name in ("gradient", "grad", "gradients"):
         return "gradient"
@@ -340,12 +341,13 @@ HTML_CSS = """
 .lrp-legend { display: inline-flex; flex-wrap: wrap; align-items: center; gap: 0.3em 0.4em; font-size: 0.85em; }
 .lrp-bar { width: 10em; height: 0.9em; border: 1px solid #999;
   background: linear-gradient(to right, rgb(0,0,255), rgb(255,255,255), rgb(255,0,0)); }
+.lrp-bar.lrp-unsigned { background: linear-gradient(to right, rgb(255,255,255), rgb(84,39,143)); }
 .lrp-meta { color: #444; font-size: 0.9em; }
 """
 
 
 def html_sentence(tokens: Sequence[str], relevance: Any, scale: float | None = None, *,
-                  unknown: Collection[str] = ()) -> str:
+                  unknown: Collection[str] = (), kind: str = "relevance") -> str:
     """An HTML fragment: each word a coloured box with its relevance printed under it.
 
     Args:
@@ -353,12 +355,14 @@ def html_sentence(tokens: Sequence[str], relevance: Any, scale: float | None = N
         relevance: their relevance (T,).
         scale: relevance of full red / blue (None: this sentence's largest |relevance|).
         unknown: words to mark as not in the vocabulary (dotted underline, a tooltip).
+        kind: the kind of values (a key of :data:`KINDS`): signed values on the diverging map, sensitivities
+            on the sequential one (:func:`relevance_colors`).
 
     Returns:
         ``<span class="lrp-words">...</span>``; style it with :data:`HTML_CSS`.
     """
     r = _check(tokens, relevance)
-    colors = relevance_colors(r, scale)
+    colors = relevance_colors(r, scale, kind)
     unknown = set(unknown)
     spans = []
     for word, value, rgb, ink in zip(tokens, r, colors, text_colors(colors)):
@@ -370,12 +374,24 @@ def html_sentence(tokens: Sequence[str], relevance: Any, scale: float | None = N
     return '<span class="lrp-words">' + "".join(spans) + "</span>"
 
 
-def html_legend(scale: float, label: str = "relevance") -> str:
-    """An HTML colour bar from ``-scale`` (blue, against) through 0 (white) to ``+scale`` (red, for)."""
+def html_legend(scale: float, label: str | None = None, kind: str = "relevance") -> str:
+    """An HTML colour bar of a kind of values (:data:`KINDS`) with its caption: for signed kinds from
+    ``-scale`` (blue) through 0 (white) to ``+scale`` (red); for sensitivities from 0 (white) to ``scale``
+    (dark purple).
+
+    Args:
+        scale: the value of the end colours.
+        label: the bar's name; None: the kind's name.
+        kind: a key of :data:`KINDS`.
+    """
+    _check_kind(kind)
     s = float(scale)
-    return (f'<span class="lrp-legend"><span>{html.escape(label)}</span><span>&minus;{s:.3g}</span>'
-            f'<span class="lrp-bar" title="blue: against the class, red: for it"></span>'
-            f'<span>+{s:.3g}</span><span>(blue: against, white: 0, red: for)</span></span>')
+    name, reading = KINDS[kind]
+    low, bar = ("0", "lrp-bar lrp-unsigned") if kind == "sensitivity" else (f"&minus;{s:.3g}", "lrp-bar")
+    high = f"{s:.3g}" if kind == "sensitivity" else f"+{s:.3g}"
+    return (f'<span class="lrp-legend"><span>{html.escape(label or name)}</span><span>{low}</span>'
+            f'<span class="{bar}" title="{html.escape(reading)}"></span>'
+            f'<span>{high}</span><span>({html.escape(reading)})</span></span>')
 
 
 def conservation_html(conservation: Mapping[str, float] | None, relevance_sum: float) -> str:
@@ -399,7 +415,7 @@ body {{ font-family: sans-serif; max-width: 62em; margin: 2em auto; padding: 0 1
 </head>
 <body>
 <h1>{title}</h1>
-<p class="lrp-meta">{legend} &nbsp; One colour scale for the whole page. Each word's relevance is
+<p class="lrp-meta">{legend} &nbsp; One colour scale for the whole page{per_kind}. Each word's value is
 printed under it. <label><input type="checkbox" checked
 onchange="document.body.classList.toggle('lrp-hide-numbers', !this.checked)"> show numbers</label></p>
 {items}
@@ -412,7 +428,9 @@ def html_page(records: Sequence[Mapping[str, Any]], title: str = "lrpjax relevan
               scale: float | None = None) -> str:
     """A self-contained HTML page (inline CSS, no network) for one or a few explained sentences.
 
-    One colour scale for the page (a legend shows it); each word's relevance is printed under it.
+    One colour scale for the page per kind of values (:func:`value_kind` of each record's "method":
+    signed relevance and gradients on the diverging map, sensitivities on the sequential one; a legend
+    for each kind on the page); each word's value is printed under it.
 
     Args:
         records: dicts with "tokens" (T,), "relevance" (T,) and optionally "prediction_name",
@@ -421,25 +439,31 @@ def html_page(records: Sequence[Mapping[str, Any]], title: str = "lrpjax relevan
             written by ``SentenceExplanation.to_json``; or "error" and "sentence" for a sentence
             that could not be explained.
         title: the page title.
-        scale: relevance of full red / blue; None: the largest |relevance| on the page.
+        scale: relevance of full red / blue (of every kind); None: the largest |value| of each kind on the page.
 
     Returns:
         The page as a string.
     """
     good = [r for r in records if "error" not in r]
     checked = [_check(r["tokens"], r["relevance"], f"records[{n}] relevance") for n, r in enumerate(good)]
-    s = _check_scale(scale) or shared_scale(*checked) or 1.0
-    items, arrays = [], iter(checked)
+    kinds = [value_kind(str(r.get("method", "relevance"))) for r in good]
+    given = _check_scale(scale)
+    scales = {kind: given or shared_scale(*(r for r, k in zip(checked, kinds) if k == kind)) or 1.0
+              for kind in dict.fromkeys(kinds or ["relevance"])}
+    items, arrays = [], iter(zip(checked, kinds))
     for record in records:
         if "error" in record:
             items.append(f'<div class="item error">{html.escape(str(record.get("sentence", "")))} '
                          f'&mdash; {html.escape(str(record["error"]))}</div>')
             continue
-        items.append(_html_item(record, next(arrays), s))
-    return _PAGE.format(title=html.escape(title), css=HTML_CSS, legend=html_legend(s), items="\n".join(items))
+        relevance, kind = next(arrays)
+        items.append(_html_item(record, relevance, scales[kind], kind))
+    legend = " &nbsp; ".join(html_legend(s, kind=kind) for kind, s in scales.items())
+    return _PAGE.format(title=html.escape(title), css=HTML_CSS, legend=legend, items="\n".join(items),
+                        per_kind=" per kind of values" if len(scales) > 1 else "")
 
 
-def _html_item(record: Mapping[str, Any], relevance: np.ndarray, scale: float) -> str:
+def _html_item(record: Mapping[str, Any], relevance: np.ndarray, scale: float, kind: str = "relevance") -> str:
     meta = []
     if "prediction_name" in record:
         meta.append(f"prediction: <b>{html.escape(str(record['prediction_name']))}</b>")
@@ -455,7 +479,7 @@ def _html_item(record: Mapping[str, Any], relevance: np.ndarray, scale: float) -
     if record.get("unknown"):
         lines.append("not in the vocabulary (read as &lt;unk&gt;): " + html.escape(", ".join(record["unknown"])))
     body = "".join(f'<div class="lrp-meta">{line}</div>' for line in lines)
-    words = html_sentence(record["tokens"], relevance, scale, unknown=record.get("unknown", ()))
+    words = html_sentence(record["tokens"], relevance, scale, unknown=record.get("unknown", ()), kind=kind)
     return (f'<div class="item"><div>{words}</div>{body}'
             f'{conservation_html(record.get("conservation"), float(np.sum(relevance)))}</div>')
 

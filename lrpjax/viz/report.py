@@ -109,7 +109,9 @@ def _header(names: list[str], scales: dict[str, float | None]) -> str:
              f"{button('length', 'length')}</th>"]
     for k, name in enumerate(names):
         scale = scales[name]
-        legend = render.html_legend(scale) if scale is not None else "colours scaled per sentence"
+        kind = render.value_kind(name)
+        legend = (render.html_legend(scale, kind=kind) if scale is not None
+                  else f"colours scaled per sentence ({html.escape(render.KINDS[kind][1])})")
         cells.append(f'<th><div class="mname">{html.escape(name)} {button(f"r{k}", "sort by &Sigma; relevance")}'
                      f"</div><div>{legend}</div></th>")
     return "<tr>" + "".join(cells) + "</tr>"
@@ -177,14 +179,15 @@ def _row(n: int, sentence: str, recs: list[dict], names: list[str], scales: dict
             cells.append(f'<td class="error">{html.escape(str(rec["error"]))}</td>')
             continue
         relevance = np.asarray(rec["relevance"], dtype=np.float64)
+        kind = render.value_kind(name)
         data[f"r{k}"] = float(relevance.sum())
         unknown = rec.get("unknown", ())
         if relevance.ndim == 2:       # one output per step: a (step x token) view, one heatmap per step
             words = "".join(f"<div>step {step + 1}: "
-                            f"{render.html_sentence(rec['tokens'], row, scales[name], unknown=unknown)}</div>"
-                            for step, row in enumerate(relevance))
+                            f"{render.html_sentence(rec['tokens'], row, scales[name], unknown=unknown, kind=kind)}"
+                            "</div>" for step, row in enumerate(relevance))
         else:
-            words = render.html_sentence(rec["tokens"], relevance, scales[name], unknown=unknown)
+            words = render.html_sentence(rec["tokens"], relevance, scales[name], unknown=unknown, kind=kind)
         cells.append(f'<td class="m" data-method="{html.escape(name)}">{words}'
                      f"{_conservation_line(rec, float(relevance.sum()))}</td>")
     return f"<tr class=\"row\" {_data(data)}>{''.join(cells)}</tr>"
