@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from lrpjax._types import Params
-from lrpjax.interop._common import as_weight, check_dtypes
+from lrpjax.interop._common import Imported, as_weight, check_dtypes, with_table
 from lrpjax.models import Dense, MambaBlock, RMSNorm, Sequential
 from lrpjax.models.mamba import SCANS
 
@@ -23,8 +23,7 @@ MAMBA_MODELS = ("mambapy.mamba.Mamba", "transformers MambaModel", "transformers 
 """The models :func:`from_mamba` imports."""
 
 
-def from_mamba(module: Any, *, scan: str = "sequential") -> tuple[Sequential, Params] | tuple[Sequential, Params,
-                                                                                               np.ndarray]:
+def from_mamba(module: Any, *, scan: str = "sequential") -> Imported:
     """Imports a Mamba model of ``mambapy`` (1.2) or HuggingFace ``transformers``: layers, weights, conventions.
 
     The model computes, for one embedded sequence ``x`` (T, D), what the framework computes for it:
@@ -55,9 +54,10 @@ def from_mamba(module: Any, *, scan: str = "sequential") -> tuple[Sequential, Pa
     ``lm.mamba`` (the blocks) and add its ``norm_f`` and ``lm_head`` as ``RMSNorm`` and ``Dense(bias=False)``.
 
     Returns:
-        ``(model, params)`` for a ``mambapy.mamba.Mamba``; ``(model, params, table)`` for the others,
-        ``table`` the embedding (V, D): embed ids as ``table[ids]``, explanations are with respect to the
-        embedded inputs.
+        An :class:`~lrpjax.interop.Imported`, unpacked as ``(model, params)`` like every importer's result:
+        for a ``mambapy.mamba.Mamba`` a model over embedded sequences (T, D); for the HuggingFace models a
+        model over token ids, the framework's embedding first (``.table`` holds it, (V, D);
+        ``model.vector_model(params)`` gives the model over embedded vectors, to explain those directly).
 
     Raises:
         TypeError: another module (the message lists the supported ones), mixed dtypes, float64 weights
@@ -100,7 +100,7 @@ def from_mamba(module: Any, *, scan: str = "sequential") -> tuple[Sequential, Pa
     check_dtypes({**params, **({} if table is None else {"embedding": table})}, "the Mamba model")
     model = Sequential(tuple(layers))
     model.specs(params)   # the assembled model checks its own shapes
-    return (model, params) if table is None else (model, params, table)
+    return with_table(model, params, table)
 
 
 def _kind(module: Any) -> str:

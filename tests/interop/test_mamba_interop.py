@@ -60,10 +60,13 @@ def test_huggingface_causal_lm_forward_and_input_gradient(dtype, tol):
                                       expand=2, residual_in_fp32=False)
     torch.manual_seed(0)
     hf = _perturb(transformers.MambaForCausalLM(config).to(dtype).eval(), 2)
-    model, params, table = from_mamba(hf)
-    assert [layer.name for layer in model.layers] == ["mamba_0", "mamba_1", "norm_f", "lm_head"]
+    imported = from_mamba(hf)
+    ids_model, ids_params = imported
+    model, params = ids_model.vector_model(ids_params)
+    assert [layer.name for layer in ids_model.layers] == ["embedding", "mamba_0", "mamba_1", "norm_f", "lm_head"]
     ids = np.array([1, 2, 3, 4, 5, 6])
-    x = table[ids]
+    x = imported.table[ids]
+    np.testing.assert_array_equal(ids_model.apply(ids_params, ids), model.apply(params, x))
     w = np.random.default_rng(2).normal(size=(6, 7)).astype(x.dtype)
     out_ref, grad_ref = _torch_output_and_gradient(lambda e: hf(inputs_embeds=e).logits, x, w)
     # HuggingFace's RMSNorm computes in float32 whatever the dtype: float64 agrees to float32 rounding.
@@ -75,8 +78,9 @@ def test_huggingface_backbone_is_the_hidden_states_after_the_final_norm():
                                       expand=2, residual_in_fp32=False, use_bias=True)
     torch.manual_seed(0)
     hf = _perturb(transformers.MambaModel(config).double(), 3)
-    model, params, table = from_mamba(hf)
-    x = table[np.array([0, 4, 2])]
+    imported = from_mamba(hf)
+    model, params = imported.model.vector_model(imported.params)
+    x = imported.table[np.array([0, 4, 2])]
     with torch.no_grad():
         expected = hf(inputs_embeds=torch.from_numpy(x)[None]).last_hidden_state[0].numpy()
     np.testing.assert_allclose(model.apply(params, x), expected, atol=1e-6)
