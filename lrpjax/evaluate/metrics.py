@@ -399,11 +399,11 @@ def comprehensiveness(method: Method, params: Params, X: ArrayLike, targets=None
                       mask: ArrayLike | None = None, removal: Removal = Removal(), output: str = "probability"):
     """ERASER comprehensiveness (DeYoung et al. 2020, ACL): ``f(x) - f(x \\ r_k)``, the output's drop when
     the rationale ``r_k``, the top ``k`` % of the valid positions (``ceil(k * n / 100)`` of n), is
-    removed. Larger is better.
+    removed. Larger is better. The other arguments are those of :func:`deletion_curves` (``output``
+    defaults to ``"probability"``).
 
     Args:
         k: one percentage (an int in [0, 100]) or several (default :data:`ERASER_BINS`).
-        other arguments: as for :func:`deletion_curves` (``output`` defaults to ``"probability"``).
 
     Returns:
         (B,) for one k, (B, len(k)) for several.
@@ -489,14 +489,14 @@ def faithfulness_correlation(method: Method, params: Params, X: ArrayLike, targe
                              output: str = "score") -> Array:
     """Faithfulness correlation (Bhatt et al. 2020, IJCAI, Eq. 3): the Pearson correlation, over random
     subsets S of ``size`` positions, between the relevance of S, ``sum_{i in S} R_i``, and the output's
-    drop when S is removed, ``f(x) - f(x_[S removed])``. 1 is best.
+    drop when S is removed, ``f(x) - f(x_[S removed])``. 1 is best. The other arguments are those of
+    :func:`deletion_curves`.
 
     Args:
         size: |S| (clipped to each example's valid length).
         n: number of random subsets per example (>= 2).
         seed: the subsets' seed.
         subsets: instead of drawing, these subsets (B, n, T) bool (padded steps are dropped from them).
-        other arguments: as for :func:`deletion_curves`.
 
     Returns:
         (B,); NaN where the relevance sums or the drops do not vary over the subsets.

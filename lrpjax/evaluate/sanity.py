@@ -65,7 +65,8 @@ def spearman(a: ArrayLike, b: ArrayLike, mask: ArrayLike | None = None) -> Array
     constant.
 
     Args:
-        a, b: maps of one shape, (T,) or (T, E).
+        a: one map, (T,) or (T, E).
+        b: the other map, of the same shape.
         mask: valid steps (T,) bool, or None.
     """
     a, b = jnp.asarray(a), jnp.asarray(b)
@@ -82,7 +83,8 @@ def ssim(a: ArrayLike, b: ArrayLike, mask: ArrayLike | None = None, *, data_rang
     of ``a`` over its valid entries, 1 where ``a`` is constant). 1 for equal maps.
 
     Args:
-        a: the reference map, (T,) or (T, E); b: the compared map, same shape.
+        a: the reference map, (T,) or (T, E).
+        b: the compared map, of the same shape.
         mask: valid steps (T,) bool, or None.
         data_range: ``L``.
     """
@@ -275,10 +277,11 @@ def random_logit(method: Method, params: Params, X: ArrayLike, targets=None, *, 
     """The random-logit test (Sixt et al. 2020, Sec. 5): the map of the explained output compared with
     the map of a class drawn uniformly from the other classes (of the same step for a per-step output),
     by :func:`spearman` and :func:`ssim`. A method whose maps do not depend on the class scores 1.
+    ``method``, ``params``, ``X``, ``targets``, ``mask`` and ``absolute`` as for
+    :func:`parameter_randomisation`.
 
     Args:
-        as for :func:`parameter_randomisation`; ``seed`` draws the other classes (each example by its
-        index in the batch).
+        seed: draws the other classes (each example by its index in the batch).
 
     Returns:
         :class:`RandomLogit`.
