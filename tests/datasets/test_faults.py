@@ -236,6 +236,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow   # two jax.distributed processes, each importing jax and compiling
 def test_processes_that_disagree_or_are_lost_are_named_and_nothing_is_marked_complete(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     with socket.socket() as probe:
