@@ -850,6 +850,16 @@ def _check_model_arrays(path: str, model: Sequential, key: str | None, headers: 
                               f"config: {error}") from error
 
 
+def _check_finite(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """A model's parameters must be finite: NaN or infinite weights would explain to NaN (named, counted)."""
+    for name, array in arrays.items():
+        if name.startswith(PARAMS_PREFIX) and array.dtype.kind in "fc" and not np.isfinite(array).all():
+            bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+            raise CheckpointError(f"checkpoint {path!r}: array {name!r} holds {bad} non-finite value(s) (NaN or "
+                                  f"infinite) of its {array.size}; a model with them computes NaN scores and "
+                                  "explanations. Retrain or repair the weights.")
+
+
 def load_model(
     path: str | os.PathLike[str],
     expect_kind: str | None = None,
@@ -878,8 +888,9 @@ def load_model(
 
     Raises:
         CheckpointError (a ValueError) naming the file: every error of `load`; no config and a kind that
-            is none of the legacy kinds; a config naming an unknown layer type or cell kind (named); or
-            parameters that do not fit the model (naming the key and the shape).
+            is none of the legacy kinds; a config naming an unknown layer type or cell kind (named);
+            parameters that do not fit the model (naming the key and the shape); or parameters that are not
+            all finite (naming the array).
     """
     path = os.fspath(path)
 
@@ -890,6 +901,7 @@ def load_model(
         return model, key
 
     metadata, arrays, (model, key) = _read(path, expect_kind, max_bytes, check)
+    _check_finite(path, arrays)
     params = _tree(path, arrays, PARAMS_PREFIX)
     extra = {name[len(EXTRA_PREFIX):]: array for name, array in arrays.items() if name.startswith(EXTRA_PREFIX)}
     if key is None:

@@ -3,6 +3,7 @@
 import json
 import zipfile
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -356,3 +357,17 @@ def test_the_shipped_checkpoints_load_as_their_models(name, rng):
         x = rng.normal(size=(E,) if not loaded.model.sequence_input else (T, E)).astype(dtype)
         np.testing.assert_array_equal(np.asarray(loaded.model.apply(loaded.params, x)),
                                       np.asarray(model.apply(params, x)))
+
+
+def test_a_model_checkpoint_with_non_finite_weights_is_refused_naming_the_array(tmp_path):
+    from lrpjax.app.model import SSTModel
+
+    good = SSTModel.load()
+    params = jax.tree_util.tree_map(np.array, good.params)
+    params["embed"][5, 2] = np.nan
+    params["model"]["left"]["b"][0] = np.inf
+    path = type(good)(good.vocab, params, good.metadata).save(tmp_path / "nan.npz")
+    with pytest.raises(ck.CheckpointError, match=r"array 'params/embed' holds 1 non-finite value\(s\)"):
+        SSTModel.load(path)
+    with pytest.raises(ck.CheckpointError, match="non-finite"):
+        ck.load_model(path)

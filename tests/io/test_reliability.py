@@ -393,7 +393,10 @@ def write_input(tmp_path, lines, name="in.txt"):
 
 
 @pytest.mark.parametrize("method", ["lrp-all", "gi", "occlusion-f"])
-def test_batch_mode_turns_non_finite_results_into_error_records_and_exits_1(tmp_path, capsys, nan_checkpoint, method):
+def test_batch_mode_turns_non_finite_results_into_error_records_and_exits_1(tmp_path, capsys, nan_checkpoint, method,
+                                                                          monkeypatch):
+    # finite weights can give non-finite results too (overflow); NaN weights stand in for them here
+    monkeypatch.setattr(ck, "_check_finite", lambda path, arrays: None)
     source = write_input(tmp_path, ["a good film", "a dull film", "", "not fun", "very dull ."])
     out = tmp_path / "out.jsonl"
     status = cli.main(["explain", "--checkpoint", str(nan_checkpoint), "--method", method,
@@ -409,7 +412,14 @@ def test_batch_mode_turns_non_finite_results_into_error_records_and_exits_1(tmp_
     assert records[2]["error"].startswith("empty sentence") and records[2]["failed"] is True
 
 
-def test_single_sentence_mode_refuses_a_non_finite_result(capsys, nan_checkpoint):
+def test_a_checkpoint_with_non_finite_weights_is_refused_before_anything_is_explained(capsys, nan_checkpoint):
+    assert cli.main(["explain", "--checkpoint", str(nan_checkpoint), "a good film"]) == 1
+    err = capsys.readouterr().err
+    assert "array 'params/embed' holds 4 non-finite value(s)" in err and "Traceback" not in err   # one word, E = 4
+
+
+def test_single_sentence_mode_refuses_a_non_finite_result(capsys, nan_checkpoint, monkeypatch):
+    monkeypatch.setattr(ck, "_check_finite", lambda path, arrays: None)
     status = cli.main(["explain", "--checkpoint", str(nan_checkpoint), "a dull film"])
     captured = capsys.readouterr()
     assert status == 1 and captured.out == ""
