@@ -46,8 +46,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
         write: called once with the open temporary file (binary, seekable); writes the whole content.
 
     Raises:
-        OSError: the temporary file cannot be created or written (e.g. ENOSPC), or the rename fails; the
-            previous file at ``path`` is intact and no temporary file is left behind.
+        OSError: the temporary file cannot be created or written (e.g. ENOSPC: the message names ``path``),
+            or the rename fails; the previous file at ``path`` is intact and no temporary file is left behind.
         Exception: any exception of ``write``, after the same clean-up.
     """
     path = os.fspath(path)
@@ -60,11 +60,19 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
             os.fsync(handle.fileno())
         os.chmod(temporary, _new_file_mode(path))
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
+        _name_the_path(error, path)
         raise
     _fsync_directory(directory)
+
+
+def _name_the_path(error: BaseException, path: str) -> None:
+    """An OSError without a file name (a full disk: ENOSPC on write or fsync) raised again naming ``path``."""
+    if isinstance(error, OSError) and error.filename is None and error.errno is not None:
+        raise OSError(error.errno, f"{error.strerror or error}: writing {path!r} (the previous file, if any, is "
+                                   "intact)", path) from error
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -92,8 +100,9 @@ def atomic_path(path: str | os.PathLike[str]):
             os.fsync(handle.fileno())
         os.chmod(temporary, _new_file_mode(path))
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
+        _name_the_path(error, path)
         raise
     _fsync_directory(directory)

@@ -1392,3 +1392,19 @@ def test_lrp_prop_shares_are_unbounded_near_cancelling_pre_activations():
     r_g, r_s = gate.split(jnp.array([1.0]), jnp.array([-1.0 + 1e-9]), jnp.array([1.0]))
     assert float(r_g[0]) > 1e8 and float(r_s[0]) < -1e8          # each share far beyond the relevance
     assert abs(float(r_g[0] + r_s[0]) - 1.0) < 1e-6                # they still sum to it, up to rounding
+
+
+def test_a_full_disk_under_any_atomic_write_names_the_file(tmp_path, monkeypatch):
+    from lrpjax.io import files
+
+    target = tmp_path / "page.html"
+    target.write_text("before")
+
+    def full(handle):
+        handle.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match=r"No space left on device: writing '.*page\.html' \(the previous file") as info:
+        files.atomic_write(target, full)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert target.read_text() == "before" and leftovers(tmp_path) == []
