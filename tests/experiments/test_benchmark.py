@@ -63,7 +63,7 @@ def test_quick_run_writes_every_section_with_finite_positive_figures(quick_run):
     out, report, _ = quick_run
     assert set(SECTIONS) <= set(report)
     assert sorted(p.name for p in out.iterdir()) == ["benchmark.json", "benchmark.md"]  # no partial file left
-    assert set(report["load"]) == {"throughput", "ratios", "driver", "memory", "cd", "embed", "cli", "torch"}
+    assert set(report["load"]) == {"throughput", "ratios", "driver", "memory", "cd", "embed", "cli", "torch", "direct"}
     assert [r["config"] for r in report["throughput"]] == list(benchmark.QUICK_CONFIGS)
     for row in report["throughput"]:
         check_dataset_row(row, row["config"])

@@ -1177,8 +1177,10 @@ def test_integer_and_boolean_inputs_name_the_expected_floating_dtype(x, name, dt
 
     model, params = small_model(jnp.float64)
     method = lrpjax.lrp(model.apply, "lrp-all")
+    hint = "" if dtype == "bool" else (r" Token ids go into a model whose first layer is an Embedding "
+                                       r"\(lrpjax.models.Embedding\); this one reads embedded vectors\.")
     with pytest.raises(TypeError, match=rf"^`{name}` must be floating point \(float64, the parameters' dtype\); got "
-                                        rf"dtype {dtype}\.$"):
+                                        rf"dtype {dtype}\.{hint}$"):
         method.batch(params, x, 0) if name == "X" else method(params, x, 0)
 
 

@@ -156,7 +156,7 @@ def test_checks_name_the_argument():
         MLP((5, 2), "sigmoid")
     with pytest.raises(ValueError, match=r"`x` must be one input vector of shape \(D,\) = \(7,\)"):
         model.apply(params, jnp.ones((1, 7)))
-    with pytest.raises(TypeError, match="floating"):
+    with pytest.raises(TypeError, match=r"`x` has integer dtype int32, but this model reads vectors \(D,\), not token ids"):
         model.apply(params, jnp.ones(7, jnp.int32))
     with pytest.raises(ValueError, match="mask"):
         model.apply(params, _x(), mask=jnp.ones(7, bool))
