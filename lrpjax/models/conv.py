@@ -207,10 +207,7 @@ class Conv1D(_Named):
 
     def input_size(self, params: Params) -> int:
         """D read off the kernel ``W``."""
-        layer = params.get(self.label) if isinstance(params, dict) else None
-        if not isinstance(layer, dict) or "W" not in layer:
-            raise ValueError(f"`params[{self.label!r}]` must be a dict with the kernel 'W'.")
-        return int(jnp.shape(layer["W"])[1])
+        return int(jnp.shape(self.own_entry(params, "W", "the kernel 'W'"))[1])
 
     def output_spec(self, params: Params, spec: Spec) -> Spec:
         """Checks ``params[name]`` against the input ``spec``; the output's spec.

@@ -236,6 +236,17 @@ class _Named:
                              "Sequential, which names its layers.")
         return self.name
 
+    def own_entry(self, params: Params, key: str, what: str) -> Any:
+        """``params[label][key]``, the layer's own parameter ``key``.
+
+        Raises:
+            ValueError: ``params[label]`` is not a dict holding ``key`` ("... must be a dict with <what>.").
+        """
+        layer = params.get(self.label) if isinstance(params, dict) else None
+        if not isinstance(layer, dict) or key not in layer:
+            raise ValueError(f"`params[{self.label!r}]` must be a dict with {what}.")
+        return layer[key]
+
 
 # --- recurrent layer ---------------------------------------------------------------------------------
 

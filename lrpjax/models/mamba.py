@@ -235,10 +235,7 @@ class MambaBlock(_Named):
 
     def input_size(self, params: Params) -> int:
         """D read off ``norm``."""
-        layer = params.get(self.label) if isinstance(params, dict) else None
-        if not isinstance(layer, dict) or "norm" not in layer:
-            raise ValueError(f"`params[{self.label!r}]` must be a dict with the norm's weight 'norm' (D,).")
-        return int(jnp.shape(layer["norm"])[0])
+        return int(jnp.shape(self.own_entry(params, "norm", "the norm's weight 'norm' (D,)"))[0])
 
     def output_spec(self, params: Params, spec: Spec) -> Spec:
         """Checks ``params[name]`` against the input ``spec``; the output's spec (T, D).
@@ -371,10 +368,7 @@ class RMSNorm(_Named):
         return (self.label,)
 
     def input_size(self, params: Params) -> int:
-        layer = params.get(self.label) if isinstance(params, dict) else None
-        if not isinstance(layer, dict) or "weight" not in layer:
-            raise ValueError(f"`params[{self.label!r}]` must be a dict with 'weight' (D,).")
-        return int(jnp.shape(layer["weight"])[0])
+        return int(jnp.shape(self.own_entry(params, "weight", "'weight' (D,)"))[0])
 
     def output_spec(self, params: Params, spec: Spec) -> Spec:
         """Checks ``params[name]['weight']`` (D,); the output's spec.

@@ -531,10 +531,7 @@ class LayerNorm(_Named):
         return (self.label,)
 
     def input_size(self, params: Params) -> int:
-        layer = params.get(self.label) if isinstance(params, dict) else None
-        if not isinstance(layer, dict) or "scale" not in layer:
-            raise ValueError(f"`params[{self.label!r}]` must be a dict with 'scale' (D,).")
-        return int(jnp.shape(layer["scale"])[0])
+        return int(jnp.shape(self.own_entry(params, "scale", "'scale' (D,)"))[0])
 
     def output_spec(self, params: Params, spec: Spec) -> Spec:
         """Checks ``params[name]['scale']`` (D,).
