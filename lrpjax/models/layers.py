@@ -13,7 +13,7 @@ Layers of this module:
 * :class:`Recurrent` -- a recurrent layer: any cell of :mod:`lrpjax.core.cells`, uni- or bidirectional,
   all steps or the final state(s);
 * :class:`Dense` -- ``act(sum_k x_k W_k + b)``, with or without bias, on a vector or at every step;
-* :class:`Pool` -- mean, sum or max over the valid steps of a sequence.
+* :class:`Pool` -- mean, sum or max over the valid steps of a sequence, or its last valid step.
 
 What every layer provides is the protocol :class:`Layer`: its parameter keys, rule names, output
 shape, initialisation, application and zero probes, and the answers to the questions its callers ask
@@ -668,7 +668,7 @@ class Dense(_Named):
 
 # --- pooling -----------------------------------------------------------------------------------------
 
-_POOL_MODES = ("mean", "sum", "max")
+_POOL_MODES = ("mean", "sum", "max", "last")
 
 
 @dataclass(frozen=True)
@@ -680,9 +680,13 @@ class Pool(_Named):
       ``R_t = (w_t x_t) / (z + eps sign(z)) R_z``.
     * ``"max"``: ``z_d = max_t x_td`` over the valid steps; all of ``R_d`` goes to the first step
       attaining the maximum (winner takes all; the max is routing, its transpose is the rule).
+    * ``"last"``: ``z = x_L``, the last valid step (the read-out of a sequence-output layer such as an
+      xLSTM or Mamba block at the end of the sequence, as a ``Recurrent`` layer returns its final
+      state); a selection, so all of ``R_z`` goes to step L and the other steps get none (routing,
+      like max, with the step fixed by the mask instead of the values).
 
     Attributes:
-        mode: ``"mean"``, ``"sum"`` or ``"max"``.
+        mode: ``"mean"``, ``"sum"``, ``"max"`` or ``"last"``.
         name: the layer's name (None: chosen by the model, ``"pool_k"``).
     """
 
@@ -742,6 +746,9 @@ class Pool(_Named):
         layer_rules = None if rules is None else rules.at(self.label)
         if self.mode == "max":
             return tuple(_max_pool(part, valid) for part in parts)
+        if self.mode == "last":
+            last = _last_index(valid)
+            return tuple(part[last] for part in parts)
         weights = self._weights(valid, parts[0].dtype)
         return tuple(ops.pool(layer_rules, part, weights) for part in parts)
 
@@ -768,13 +775,22 @@ class Pool(_Named):
                   mask: Array, relevant: Array, bias_product: str, reads_input: bool,
                   record: dict[str, dict[str, Array]]) -> tuple[tuple[Array, ...], tuple[Array, ...]]:
         """CD of pooling (:class:`Decomposable`): sum and mean are linear; max takes both parts at the step
-        that is maximal in the true value."""
+        that is maximal in the true value, last both parts at the last valid step."""
+        if self.mode == "last":
+            last = _last_index(mask)
+            return tuple(r[last] for r in beta), tuple(t[last] for t in total)
         if self.mode == "max":
             index = [_max_index(t, mask) for t in total]
             return (tuple(_gather(r, k) for r, k in zip(beta, index)),
                     tuple(_gather(t, k) for t, k in zip(total, index)))
         w = self._weights(mask, total[0].dtype)
         return tuple(w @ r for r in beta), tuple(w @ t for t in total)
+
+
+def _last_index(valid: Array) -> Array:
+    """The index of the last valid step of ``valid`` (T,) bool (the last True; T - 1 when none is)."""
+    T = valid.shape[0]
+    return T - 1 - jnp.argmax(valid[::-1])
 
 
 def _max_index(x: Array, valid: Array) -> Array:
