@@ -312,9 +312,9 @@ def _lrp_norm(x, groups, R, eps, share):
     return np.array(lrp_linear([list(x)], [M.tolist()], None, list(R), eps, share)[0])
 
 
-def mlstm_block_lrp(P, x, NH, R_out, mode, eps, share):
+def mlstm_block_lrp(P, x, NH, R_out, mode, eps, share, cell_mode=None):
     """Relevance (T, D) of x and of the initial memory (NH, DH, DH), given the relevance R_out (T, D) at the
-    block's output."""
+    block's output; ``cell_mode`` (default ``mode``) is the product rule inside the mLSTM memory."""
     P = {k: ({kk: np.asarray(vv, np.float64) for kk, vv in v.items()} if isinstance(v, dict)
              else np.asarray(v, np.float64)) for k, v in P.items()}
     x, R_out = np.asarray(x, np.float64), np.asarray(R_out, np.float64)
@@ -338,7 +338,7 @@ def mlstm_block_lrp(P, x, NH, R_out, mode, eps, share):
     R_h = np.array([_lrp_norm(r["h"][t], NH, R_hn[t], eps, share) for t in range(T)])
     split = lambda a_: a_.reshape(T, NH, DH)
     R_q, R_k, R_v, R_i, R_f, R_C0 = mlstm_lrp(split(r["q"]), split(r["k"]), split(r["v"]), r["z_i"], r["z_f"],
-                                              split(R_h), mode, eps, share)
+                                              split(R_h), cell_mode or mode, eps, share)
     R_q, R_k, R_v = R_q.reshape(T, I), R_k.reshape(T, I), R_v.reshape(T, I)
     Wi, Wf = P["igate"]["W"], P["fgate"]["W"]
     for t in range(T):
