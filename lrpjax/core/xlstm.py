@@ -27,6 +27,11 @@ How relevance flows (derived from the chapter's elementary computations, Fig. 11
 * in the mLSTM the query and key act as gates of the read-out ``q_d C_dj`` and of the outer product
   ``k_d v_j``: under signal-take-all they receive nothing, under the other product rules their share.
 
+The cells' products follow ``rules.gate``, unless the rule set is an :class:`XLSTMRuleSet`, whose
+``cell_gate`` the cells use instead (:func:`cell_rules`): a preset can then treat the gates inside the
+cells differently from the gated interactions of the blocks around them
+(:func:`lrpjax.models.xlstm.xlstm_lrp`).
+
 Conservation: with ``share=True`` every rule above conserves (the gated interactions give the
 stabiliser's share half to each factor, the accumulations spread theirs over the terms, the linear
 mappings theirs over the inputs); with ``share=False`` the biases and stabilisers absorb what the
@@ -47,10 +52,10 @@ from jax import lax
 from lrpjax._types import Array, Params
 from lrpjax.core import ops
 from lrpjax.core.cells import CELLS
-from lrpjax.core.rules import RuleSet
+from lrpjax.core.rules import Gate, RuleSet
 
 __all__ = ["GELU", "FORGET_GATES", "scale", "stabilized_gated", "block_diagonal", "group_norm", "SLSTMCell",
-           "mlstm_recurrent", "mlstm_parallel", "MLSTM_EPS"]
+           "mlstm_recurrent", "mlstm_parallel", "MLSTM_EPS", "XLSTMRuleSet", "cell_rules"]
 
 MLSTM_EPS = 1e-6
 """The constant the reference package adds to the mLSTM's normaliser ``max(|n_tᵀ q_t|, exp(-m_t))``."""
@@ -78,6 +83,43 @@ GELU = _GELU()
 def _log_gate(forget: str, z: Array) -> Array:
     """``log gate(z)``: ``log sigmoid(z)`` or ``z`` (exponential gate)."""
     return jax.nn.log_sigmoid(z) if forget == "sigmoid" else z
+
+
+# --- the rule set of the cells ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class XLSTMRuleSet(RuleSet):
+    """A :class:`~lrpjax.core.rules.RuleSet` with a product rule of its own inside the xLSTM cells.
+
+    ``cell_gate`` splits the products inside :class:`SLSTMCell` and :func:`mlstm_recurrent` (the exponential
+    input gate, the forget gate, the sLSTM's output gate, the mLSTM's query and key); ``gate`` splits the
+    other gated interactions (the blocks' ``SiLU(z) * h`` and feed-forward ``act(g) * u``, any other
+    layer's). Everything else is the rule set's. It survives ``replace``, :func:`lrpjax.rules.composite`
+    (as the default) and ``at`` without an override; a per-layer override that is a plain ``RuleSet``
+    gives that layer's cells its ``gate``.
+
+    Attributes:
+        cell_gate: the cells' product rule (:class:`~lrpjax.core.rules.Gate`).
+
+    Raises:
+        TypeError: ``cell_gate`` not a Gate (and the ``RuleSet`` fields' checks).
+    """
+
+    cell_gate: Gate = Gate()
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.cell_gate, Gate):
+            raise TypeError(f"`cell_gate` of XLSTMRuleSet must be a Gate (e.g. Gate('all')); got {self.cell_gate!r} "
+                            f"({type(self.cell_gate).__name__}).")
+
+
+def cell_rules(rules: RuleSet | None) -> RuleSet | None:
+    """The rule set the xLSTM cells use: ``rules`` with ``gate`` replaced by ``cell_gate`` for an
+    :class:`XLSTMRuleSet`, ``rules`` itself otherwise (None stays None)."""
+    if isinstance(rules, XLSTMRuleSet) and rules.cell_gate != rules.gate:
+        return rules.replace(gate=rules.cell_gate)
+    return rules
 
 
 # --- a product by a constant: normalisers, learned scales ---------------------------------------------
@@ -300,6 +342,7 @@ class SLSTMCell:
         ``taps`` ``{"y", "c", "n", "m"}`` (H,) each: zero probes added to the new states (``c`` before
         its use in ``y``); their cotangents are the relevance arriving there (none at ``n`` and ``m``).
         """
+        rules = cell_rules(rules)
         y_prev, c_prev, n_prev, m_prev = carry
         z = ops.linear(rules, (x_t, y_prev), (params["W"], self.recurrent_matrix(params)), params["b"])
         z_i, z_f, z_z, z_o = jnp.split(z, 4)
@@ -396,6 +439,7 @@ def mlstm_recurrent(rules: RuleSet | None, q: Array, k: Array, v: Array, z_i: Ar
         h̃, (T, NH, DH).
     """
     _check_mlstm(q, k, v, z_i, z_f, mask)
+    rules = cell_rules(rules)
     T, NH, DH = q.shape
     dtype = q.dtype
     valid = jnp.ones((T,), bool) if mask is None else jnp.asarray(mask)
