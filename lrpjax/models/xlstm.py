@@ -19,6 +19,9 @@ signal-take-all all to ``h`` and ``u``); the residual sums and ``GN(h̃) + skip 
 scale (both pass relevance unchanged, :func:`lrpjax.core.xlstm.scale`). Conservation holds with
 ``share=True``; with ``share=False`` the biases and stabilisers absorb the residual ``.full()`` reports.
 
+:func:`xlstm_lrp` is the xLSTM analogue of MambaLRP's rules (:func:`lrpjax.models.mamba.mamba_lrp`): the
+cells' gates, query and key get nothing, the blocks' gated interactions split half and half.
+
 Parameters of the package's layers map one to one (:mod:`lrpjax.interop.xlstm` imports them); a norm's
 ``scale`` is the effective weight (the package's ``1 + weight``).
 """
@@ -35,20 +38,68 @@ import jax.numpy as jnp
 from lrpjax._types import Array, Params
 from lrpjax.core import ops
 from lrpjax.core.cells import unroll, zero_layer_taps
-from lrpjax.core.rules import RuleSet
-from lrpjax.core.xlstm import GELU, FORGET_GATES, SLSTMCell, block_diagonal, group_norm, mlstm_parallel, \
-    mlstm_recurrent, scale
+from lrpjax.core.rules import Epsilon, Gate, RuleSet
+from lrpjax.core.xlstm import GELU, FORGET_GATES, SLSTMCell, XLSTMRuleSet, block_diagonal, group_norm, \
+    mlstm_parallel, mlstm_recurrent, scale
 from lrpjax.models.conv import conv1d
 from lrpjax.models.layers import Dense, Pool, Spec, _check_name, _Named, concat, register_layer
 from lrpjax.models.sequential import Sequential
 
-__all__ = ["MLSTMBlock", "SLSTMBlock", "LayerNorm", "FFN_ACTIVATIONS", "xlstm_stack"]
+__all__ = ["MLSTMBlock", "SLSTMBlock", "LayerNorm", "FFN_ACTIVATIONS", "xlstm_stack", "xlstm_lrp"]
 
 FFN_ACTIVATIONS = {"gelu": GELU, "swish": ops.SILU, "relu": ops.RELU, "sigmoid": ops.SIGMOID}
 """The feed-forward gate activations (the package's names)."""
 
 NORM_EPS = 1e-5
 """The variance stabiliser of the package's layer and group norms."""
+
+
+# --- the preset ------------------------------------------------------------------------------------------
+
+def xlstm_lrp(eps: float = 0.0, share: bool = False) -> XLSTMRuleSet:
+    """The xLSTM analogue of MambaLRP's rules (Jafari et al., NeurIPS 2024; :func:`~lrpjax.models.mamba.mamba_lrp`).
+
+    Derived from the elementary computations as MambaLRP derives its rules for Mamba:
+
+    * **Gates get no relevance** (signal-take-all, Table 11.1, ``cell_gate = Gate("all")``): inside the
+      cells the exponential input gate ``exp(ĩ - m)``, the forget gate, the sLSTM's output gate
+      ``sigmoid(õ)`` and the mLSTM's query and key. Query and key are to the mLSTM what C and B are to
+      Mamba's scan (``h̃_t = sum_s (q_t · k_s) D_ts v_s / normaliser``, ``y_t = sum_s C_t B_s ... x_s``):
+      they decide what is written and read, and MambaLRP detaches them; given them (and the gates) the
+      memory is linear in the values ``v``, which receive all the relevance.
+    * **Normaliser and stabiliser are constants**: ``c_t / n_t`` and the mLSTM's division by
+      ``max(|n_tᵀ q_t|, exp(-m_t))`` pass relevance unchanged; ``n`` and ``m`` get none (as in every preset,
+      :mod:`lrpjax.core.xlstm`). So do the layer and group norms' standard deviations (MambaLRP's and
+      AttnLRP's rule for norms), and SiLU's sigmoid after the convolution (an activation).
+    * **The blocks' gated interactions split half and half** (``gate = Gate("half")``): the mLSTM block's
+      ``SiLU(z) * (GN(h̃) + skip * a)`` and the sLSTM block's feed-forward ``act(g) * u`` multiply two
+      projections of the same normalised input, both information: AttnLRP's uniform rule, which MambaLRP
+      applies to Mamba's ``y * SiLU(z)``.
+    * **Linear mappings and accumulations take epsilon** (``eps = 0``: the z-rule, MambaLRP's choice): the
+      projections, the causal convolution, the gate pre-activations, the state sums ``f C + i v kᵀ``, the
+      read-out's sum over key units, the residuals and ``GN(h̃) + skip * a``.
+
+    On a model without blocks (a ``Recurrent(SLSTMCell(...))`` read at its last step) there is no block gate,
+    and the rule set is LRP-all (``preset("lrp-all", eps, share)``) exactly.
+
+    Conservation: with ``share=True`` every rule above conserves (epsilon spreads the biases' and
+    stabilisers' shares over its inputs; signal-take-all and the half rule conserve by construction), so a
+    block's input relevance (with the mLSTM's initial memory) sums to its output relevance. With
+    ``share=False`` the biases that carry relevance absorb their share, what ``.full()`` reports as the
+    residual: the convolution's bias, the sLSTM cell's bias of ``z̃``, the projections' biases (``bias=True``);
+    the gate biases carry none, their pre-activations get no relevance. With ``eps > 0`` the stabilisers
+    absorb too.
+
+    Args:
+        eps: the stabiliser of linear mappings and accumulations (0: the z-rule).
+        share: spread the biases' and stabilisers' shares over the inputs (exact conservation).
+
+    Returns:
+        an :class:`~lrpjax.core.xlstm.XLSTMRuleSet` (a ``RuleSet``; usable as ``composite``'s default).
+    """
+    linear = Epsilon(eps, share)
+    return XLSTMRuleSet(linear=linear, gate=Gate("half", eps, share), accumulate=linear,
+                        cell_gate=Gate("all", eps, share))
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
