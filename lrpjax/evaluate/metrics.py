@@ -14,6 +14,11 @@ output (1,); ``None`` explains and measures each example's predicted (argmax) ou
 ``"score"`` (the raw output, logits for a classifier) or ``"probability"`` (softmax over the output's
 last axis, as ERASER reports).
 
+Precomputed relevance (``relevance=``, Quantus's ``a_batch``): every metric explains the batch itself unless
+it is given the relevance per position (B, T) (per input (B, D) for vectors) together with the ``targets``
+it explains, e.g. from :func:`explained_relevance`; then several metrics of one method explain once and
+the time of each metric is the measurement's alone. The method is still needed: its model is measured.
+
 How a feature is removed (:class:`Removal`):
 
 * ``Removal("zero")``: its inputs set to 0;
@@ -208,9 +213,13 @@ def _measurements(apply, removal: Removal, output: str, params, X, mask, explain
         X, mask, explained, value, keys, R, subsets)
 
 
-def _run(plan: _Plan, params, X, mask, targets, value, counts, subsets, options):
-    """Relevance, measurements and explained outputs: ((B, T), (B, K), (B,))."""
-    R, explained = _relevance(plan.method, plan.tokens, params, X, mask, targets)
+def _run(plan: _Plan, params, X, mask, targets, value, counts, subsets, options, relevance=None):
+    """Relevance, measurements and explained outputs: ((B, T), (B, K), (B,)); ``relevance`` (checked by
+    :func:`_check_relevance`) replaces the explanation."""
+    if relevance is None:
+        R, explained = _relevance(plan.method, plan.tokens, params, X, mask, targets)
+    else:
+        R, explained = relevance, targets
     static = dataclasses.replace(plan.removal, noise=0.0, seed=0)      # noise and seed are arguments
     values = _measurements(plan.method.apply, static, plan.output, params, X, mask, explained, value, R,
                            counts, subsets, options, jnp.asarray(plan.removal.noise), jnp.asarray(plan.removal.seed, jnp.int32))
@@ -271,6 +280,23 @@ def _any_output(output: Array) -> Array:
     return jnp.sum(output)
 
 
+def _check_relevance(relevance, targets, X: Array, plan: _Plan) -> Array | None:
+    """The precomputed relevance as an array of the shape the metrics rank, (B, T) (or (B, D) for vectors)."""
+    if relevance is None:
+        return None
+    if targets is None:
+        raise ValueError("`relevance` needs `targets`: the outputs it explains, one per example (explained_relevance "
+                         "returns both).")
+    R = jnp.asarray(relevance)
+    shape = X.shape[:2] if plan.tokens else X.shape
+    if not jnp.issubdtype(R.dtype, jnp.floating):
+        raise TypeError(f"`relevance` must be a float array; got dtype {R.dtype}.")
+    if R.shape != shape:
+        raise ValueError(f"`relevance` must have shape {shape}, one value per {'position' if plan.tokens else 'input'} "
+                         f"of every example (explained_relevance gives it); got {R.shape}.")
+    return R
+
+
 def _removal_value(removal: Removal, X: Array) -> Array:
     if removal.kind == "token":
         return jnp.asarray(removal.value, X.dtype)
@@ -304,18 +330,20 @@ def _order(order: str) -> bool:
 
 # --- curves ---------------------------------------------------------------------------------------------
 
-def _curves(method, params, X, targets, mask, removal, output, steps, per_step, order, complement):
+def _curves(method, params, X, targets, mask, removal, output, steps, per_step, order, complement, relevance):
     per_step = _check_count("per_step", per_step, 1)
     most_first = _order(order)
+    given = targets
     plan, params, X, mask, targets, value = _prepare(method, params, X, targets, mask, removal, output)
+    R = _check_relevance(relevance, given, X, plan)
     steps = -(-X.shape[1] // per_step) if steps is None else _check_count("steps", steps)
     counts = jnp.arange(steps + 1, dtype=jnp.int32) * per_step
-    return _run(plan, params, X, mask, targets, value, counts, None, _options(most_first, complement))[1]
+    return _run(plan, params, X, mask, targets, value, counts, None, _options(most_first, complement), R)[1]
 
 
 def deletion_curves(method: Method, params: Params, X: ArrayLike, targets=None, *, mask: ArrayLike | None = None,
                     removal: Removal = Removal(), output: str = "score", steps: int | None = None,
-                    per_step: int = 1, order: str = "most") -> Array:
+                    per_step: int = 1, order: str = "most", relevance: ArrayLike | None = None) -> Array:
     """Deletion (perturbation) curves: the output as the highest-ranked positions are removed.
 
     MoRF (``order="most"``, most relevant first; pixel flipping, Bach et al. 2015; Samek et al. 2017)
@@ -333,6 +361,8 @@ def deletion_curves(method: Method, params: Params, X: ArrayLike, targets=None, 
         steps: L, the number of steps (the curve has L + 1 points); default: until every position is gone.
         per_step: positions removed per step.
         order: ``"most"`` or ``"least"``.
+        relevance: precomputed relevance per position (B, T) of the ``targets`` (which must then be given);
+            None: the method explains the batch.
 
     Returns:
         (B, L + 1): the output before any removal, then after every step.
@@ -341,12 +371,12 @@ def deletion_curves(method: Method, params: Params, X: ArrayLike, targets=None, 
         ValueError: bad shapes, steps, per_step, order or output (named).
         TypeError: ``method`` not a Method, ``removal`` not a Removal, non-integer targets.
     """
-    return _curves(method, params, X, targets, mask, removal, output, steps, per_step, order, False)
+    return _curves(method, params, X, targets, mask, removal, output, steps, per_step, order, False, relevance)
 
 
 def insertion_curves(method: Method, params: Params, X: ArrayLike, targets=None, *, mask: ArrayLike | None = None,
                      removal: Removal = Removal(), output: str = "score", steps: int | None = None,
-                     per_step: int = 1, order: str = "most") -> Array:
+                     per_step: int = 1, order: str = "most", relevance: ArrayLike | None = None) -> Array:
     """Insertion curves: every valid position starts removed and the highest-ranked ones are restored,
     ``per_step`` at a time (Petsiuk et al. 2018, RISE; its area is the insertion metric). With
     ``order="most"`` the output should rise fast.
@@ -354,7 +384,7 @@ def insertion_curves(method: Method, params: Params, X: ArrayLike, targets=None,
     Arguments as for :func:`deletion_curves`. Returns (B, L + 1): the output with every position removed,
     then after every step.
     """
-    return _curves(method, params, X, targets, mask, removal, output, steps, per_step, order, True)
+    return _curves(method, params, X, targets, mask, removal, output, steps, per_step, order, True, relevance)
 
 
 def area(curves: ArrayLike) -> Array:
@@ -382,25 +412,28 @@ def delta_af(morf: ArrayLike, lerf: ArrayLike) -> Array:
 
 # --- ERASER -------------------------------------------------------------------------------------------
 
-def _eraser(method, params, X, targets, mask, removal, output, k, complement):
+def _eraser(method, params, X, targets, mask, removal, output, k, complement, relevance):
     ks = (k,) if isinstance(k, (int, np.integer)) and not isinstance(k, bool) else tuple(k)
     if not ks:
         raise ValueError("`k` must name at least one percentage.")
     ks = tuple(_check_count("k", v, 0, 100) for v in ks)
+    given = targets
     plan, params, X, mask, targets, value = _prepare(method, params, X, targets, mask, removal, output)
+    R = _check_relevance(relevance, given, X, plan)
     counts = jnp.asarray((0,) + ks + (100,), jnp.int32)   # 0 % removed or 100 % kept: the output itself
-    values = _run(plan, params, X, mask, targets, value, counts, None, _options(True, complement, True))[1]
+    values = _run(plan, params, X, mask, targets, value, counts, None, _options(True, complement, True), R)[1]
     full = values[:, -1:] if complement else values[:, :1]
     result = full - values[:, 1:-1]
     return result[:, 0] if isinstance(k, (int, np.integer)) else result
 
 
 def comprehensiveness(method: Method, params: Params, X: ArrayLike, targets=None, *, k=ERASER_BINS,
-                      mask: ArrayLike | None = None, removal: Removal = Removal(), output: str = "probability"):
+                      mask: ArrayLike | None = None, removal: Removal = Removal(), output: str = "probability",
+                      relevance: ArrayLike | None = None):
     """ERASER comprehensiveness (DeYoung et al. 2020, ACL): ``f(x) - f(x \\ r_k)``, the output's drop when
     the rationale ``r_k``, the top ``k`` % of the valid positions (``ceil(k * n / 100)`` of n), is
-    removed. Larger is better. The other arguments are those of :func:`deletion_curves` (``output``
-    defaults to ``"probability"``).
+    removed. Larger is better. The other arguments (``relevance`` included) are those of
+    :func:`deletion_curves` (``output`` defaults to ``"probability"``).
 
     Args:
         k: one percentage (an int in [0, 100]) or several (default :data:`ERASER_BINS`).
@@ -408,15 +441,16 @@ def comprehensiveness(method: Method, params: Params, X: ArrayLike, targets=None
     Returns:
         (B,) for one k, (B, len(k)) for several.
     """
-    return _eraser(method, params, X, targets, mask, removal, output, k, False)
+    return _eraser(method, params, X, targets, mask, removal, output, k, False, relevance)
 
 
 def sufficiency(method: Method, params: Params, X: ArrayLike, targets=None, *, k=ERASER_BINS,
-                mask: ArrayLike | None = None, removal: Removal = Removal(), output: str = "probability"):
+                mask: ArrayLike | None = None, removal: Removal = Removal(), output: str = "probability",
+                relevance: ArrayLike | None = None):
     """ERASER sufficiency (DeYoung et al. 2020): ``f(x) - f(r_k)``, the output's drop when everything
     but the rationale ``r_k`` (the top ``k`` %, as in :func:`comprehensiveness`) is removed. Smaller is
     better. Arguments and result as for :func:`comprehensiveness`."""
-    return _eraser(method, params, X, targets, mask, removal, output, k, True)
+    return _eraser(method, params, X, targets, mask, removal, output, k, True, relevance)
 
 
 def eraser_aopc(values: ArrayLike, zero: ArrayLike) -> Array:
@@ -458,8 +492,10 @@ def _pearson(a: Array, b: Array) -> Array:
     return jnp.sum(a * b) / jnp.sqrt(jnp.sum(a * a) * jnp.sum(b * b))
 
 
-def _subset_correlation(method, params, X, targets, mask, removal, output, subsets, n, seed, sizes):
+def _subset_correlation(method, params, X, targets, mask, removal, output, subsets, n, seed, sizes, relevance):
+    given = targets
     plan, params, X, mask, targets, value = _prepare(method, params, X, targets, mask, removal, output)
+    relevance = _check_relevance(relevance, given, X, plan)
     B, T = X.shape[:2]
     valid = jnp.ones((B, T), bool) if mask is None else jnp.asarray(mask)
     if subsets is None:
@@ -474,7 +510,7 @@ def _subset_correlation(method, params, X, targets, mask, removal, output, subse
         subsets = subsets & valid[:, None, :]
     full = jnp.zeros((B, 1, T), bool)
     R, values, _ = _run(plan, params, X, mask, targets, value, jnp.zeros((1,), jnp.int32),
-                        jnp.concatenate([full, subsets], axis=1), _options())
+                        jnp.concatenate([full, subsets], axis=1), _options(), relevance)
     drops = values[:, :1] - values[:, 1:]                                        # (B, K)
     sums = jnp.einsum("bt,bkt->bk", R, subsets.astype(R.dtype))
     groups = len(sizes) if sizes else 1
@@ -486,11 +522,11 @@ def _subset_correlation(method, params, X, targets, mask, removal, output, subse
 def faithfulness_correlation(method: Method, params: Params, X: ArrayLike, targets=None, *, size: int = 2,
                              n: int = 32, seed: int = 0, subsets: ArrayLike | None = None,
                              mask: ArrayLike | None = None, removal: Removal = Removal(),
-                             output: str = "score") -> Array:
+                             output: str = "score", relevance: ArrayLike | None = None) -> Array:
     """Faithfulness correlation (Bhatt et al. 2020, IJCAI, Eq. 3): the Pearson correlation, over random
     subsets S of ``size`` positions, between the relevance of S, ``sum_{i in S} R_i``, and the output's
-    drop when S is removed, ``f(x) - f(x_[S removed])``. 1 is best. The other arguments are those of
-    :func:`deletion_curves`.
+    drop when S is removed, ``f(x) - f(x_[S removed])``. 1 is best. The other arguments (``relevance``
+    included) are those of :func:`deletion_curves`.
 
     Args:
         size: |S| (clipped to each example's valid length).
@@ -503,15 +539,16 @@ def faithfulness_correlation(method: Method, params: Params, X: ArrayLike, targe
     """
     _check_count("size", size, 1)
     return _subset_correlation(method, params, X, targets, mask, removal, output, subsets, n, seed,
-                               (size,) if subsets is None else ())[:, 0]
+                               (size,) if subsets is None else (), relevance)[:, 0]
 
 
 def sensitivity_n(method: Method, params: Params, X: ArrayLike, targets=None, *, sizes=(1, 2, 3), n: int = 32,
                   seed: int = 0, mask: ArrayLike | None = None, removal: Removal = Removal(),
-                  output: str = "score") -> Array:
+                  output: str = "score", relevance: ArrayLike | None = None) -> Array:
     """Sensitivity-n (Ancona et al. 2018, ICLR): for each subset size n_s in ``sizes``, the Pearson
     correlation over ``n`` random subsets S with |S| = n_s between ``sum_{i in S} R_i`` and
-    ``f(x) - f(x_[S removed])``; a method is sensitivity-n when it is 1.
+    ``f(x) - f(x_[S removed])``; a method is sensitivity-n when it is 1. The other arguments (``relevance``
+    included) are those of :func:`faithfulness_correlation`.
 
     Returns:
         (B, len(sizes)).
@@ -520,4 +557,4 @@ def sensitivity_n(method: Method, params: Params, X: ArrayLike, targets=None, *,
     if not sizes:
         raise ValueError("`sizes` must name at least one subset size.")
     sizes = tuple(_check_count("sizes", s, 1) for s in sizes)
-    return _subset_correlation(method, params, X, targets, mask, removal, output, None, n, seed, sizes)
+    return _subset_correlation(method, params, X, targets, mask, removal, output, None, n, seed, sizes, relevance)
