@@ -9,10 +9,18 @@ at the start of each section. Each configuration is one ``jax.jit`` of a ``jax.v
   the sequential scan and with the parallel (associative) scan: the forward pass, ``jax.grad`` of the
   target score, LRP under MambaLRP's rules (``mamba_lrp()``) and under LRP-all; sequences per second,
   the explanation / forward ratio, and parallel / sequential per configuration; a ``Conv1D`` CNN-LSTM
-  beside it (forward, LRP-all).
+  beside it (forward, LRP-all);
+* ``xlstm``: an mLSTM-block classifier (``MLSTMBlock``, ``LayerNorm``, mean pooling, ``Dense``) with the
+  memory in its parallel (attention-like) form and in its recurrent form, and an sLSTM-block classifier
+  (``SLSTMBlock`` with the feed-forward): the forward pass, ``jax.grad``, LRP under the xLSTM analogue of
+  MambaLRP (``xlstm_lrp()``) and under LRP-all. Relevance is defined on the recurrent form, so LRP runs
+  the recurrent memory in both mLSTM models; the section reports the recurrent / parallel time ratio of the
+  forward pass and the gradient, and LRP against the parallel form's forward pass.
 
     python experiments/benchmark_recurrent.py                   # experiments/results/benchmark_recurrent.*
     python experiments/benchmark_recurrent.py --quick --out /tmp/bench
+    python experiments/benchmark_recurrent.py --only xlstm --merge experiments/results/benchmark_recurrent.json
+                                                                # one section anew, the others kept
 """
 
 from __future__ import annotations
@@ -112,7 +120,55 @@ def mamba(quick: bool) -> dict:
     return result
 
 
-SECTIONS = {"mamba": mamba}
+def xlstm(quick: bool) -> dict:
+    """The ``xlstm`` section (module docstring)."""
+    import jax
+    import jax.numpy as jnp
+
+    import lrpjax
+    from lrpjax.models import Dense, LayerNorm, MLSTMBlock, Pool, SLSTMBlock, Sequential
+    from lrpjax.models.xlstm import xlstm_lrp
+
+    B, T, E = (8, 16, 16) if quick else (32, 64, 32)
+    repeats = 3 if quick else 15
+    rng = np.random.default_rng(0)
+    X = jnp.asarray(rng.normal(size=(B, T, E)).astype(np.float32))
+    targets = jnp.asarray(rng.integers(0, 2, B).astype(np.int32))
+    rules = {"lrp-xlstm": xlstm_lrp(), "lrp-all": lrpjax.rules.preset("lrp-all", eps=1e-3)}
+    result: dict = {"batch": B, "T": T, "E": E, "repeats": repeats, "load_at_start": _load(), "rows": [],
+                    "blocks": f"mLSTM: 4 heads, I = {2 * E}, K = 4, qkv blocks of 4; sLSTM: 4 heads, K = 4, "
+                              f"feed-forward F = {-(-13 * E // 10)}"}
+    params = None
+    for form, parallel in (("parallel", True), ("recurrent", False)):
+        model = Sequential((MLSTMBlock(heads=4, conv_kernel=4, qkv_blocksize=4, parallel=parallel, name="m"),
+                            LayerNorm(), Pool("mean"), Dense(2)))
+        params = model.init(jax.random.PRNGKey(0), E) if params is None else params
+        # LRP always runs the recurrent memory (relevance is defined there): measured once, on that model
+        programs = _programs(model, rules if form == "recurrent" else {})
+        for name, fn in programs.items():
+            seconds = _time(fn, (params, X, targets), repeats)
+            result["rows"].append({"model": f"mLSTM block ({form} form)", "config": name, "seconds": seconds,
+                                   "sequences_per_s": B / seconds})
+    slstm = Sequential((SLSTMBlock(heads=4, conv_kernel=4), LayerNorm(), Pool("mean"), Dense(2)))
+    slstm_params = slstm.init(jax.random.PRNGKey(1), E)
+    for name, fn in _programs(slstm, rules).items():
+        seconds = _time(fn, (slstm_params, X, targets), repeats)
+        result["rows"].append({"model": "sLSTM block", "config": name, "seconds": seconds,
+                               "sequences_per_s": B / seconds})
+    forward = {row["model"]: row["seconds"] for row in result["rows"] if row["config"] == "forward"}
+    for row in result["rows"]:
+        row["over_forward"] = row["seconds"] / forward[row["model"]]
+    by = {(row["model"], row["config"]): row["seconds"] for row in result["rows"]}
+    result["recurrent_over_parallel"] = {config: by[("mLSTM block (recurrent form)", config)] /
+                                         by[("mLSTM block (parallel form)", config)]
+                                         for config in ("forward", "gradient")}
+    result["lrp_over_parallel_forward"] = {config: by[("mLSTM block (recurrent form)", config)] /
+                                           by[("mLSTM block (parallel form)", "forward")] for config in rules}
+    result["load_at_end"] = _load()
+    return result
+
+
+SECTIONS = {"mamba": mamba, "xlstm": xlstm}
 """The sections by name; each returns a JSON-able dict with a list of ``rows``."""
 
 
@@ -131,6 +187,12 @@ def markdown(results: dict) -> str:
         if "parallel_over_sequential" in section:
             lines.append("\nParallel / sequential scan (time ratio, below 1: the parallel scan is faster): "
                          + ", ".join(f"{k} {v:.2f}" for k, v in section["parallel_over_sequential"].items()) + ".")
+        if "recurrent_over_parallel" in section:
+            lines.append(f"\nBlocks: {section['blocks']}. LRP runs the mLSTM memory in its recurrent form.")
+            lines.append("\nmLSTM recurrent / parallel form (time ratio, above 1: the parallel form is faster): "
+                         + ", ".join(f"{k} {v:.2f}" for k, v in section["recurrent_over_parallel"].items())
+                         + "; LRP / the parallel form's forward pass: "
+                         + ", ".join(f"{k} {v:.2f}" for k, v in section["lrp_over_parallel_forward"].items()) + ".")
         lines.append("")
     return "\n".join(lines)
 
@@ -159,13 +221,23 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="small batches, few repeats (about a minute)")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
     parser.add_argument("--only", choices=sorted(SECTIONS), action="append", help="run only these sections")
+    parser.add_argument("--merge", type=Path, default=None,
+                        help="a results JSON of this script whose sections that are not run now are kept")
     args = parser.parse_args(argv)
     import jax
 
     results = {"machine": f"{os.cpu_count()} cores, {jax.devices()[0].device_kind}, jax {jax.__version__}, "
                           f"{platform.machine()}", "quick": args.quick, "sections": {}}
+    if args.merge is not None:
+        previous = json.loads(args.merge.read_text(encoding="utf-8"))
+        if previous["machine"] != results["machine"]:
+            parser.error(f"--merge: {args.merge} was measured on {previous['machine']!r}, not on this machine "
+                         f"({results['machine']!r})")
+        results["sections"] = {name: section for name, section in previous["sections"].items()
+                               if name not in (args.only or SECTIONS)}
     for name in args.only or SECTIONS:
         results["sections"][name] = SECTIONS[name](args.quick)
+    results["sections"] = {name: results["sections"][name] for name in SECTIONS if name in results["sections"]}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmark_recurrent.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     text = markdown(results)

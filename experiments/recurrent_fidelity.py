@@ -1,16 +1,22 @@
-"""Adding / subtracting fidelity (Sec. 11.5.1, Table 11.2) of LRP under exponential gating: sLSTM cells
-beside the standard LSTM.
+"""Adding / subtracting fidelity (Sec. 11.5.1, Table 11.2) of LRP under exponential gating and selective
+scans: sLSTM cells, an mLSTM block and a Mamba block beside the standard LSTM.
 
-For each task ("add": n_a + n_b, "sub": n_a - n_b) and each one-cell recurrent model with a linear output
-without bias -- the standard LSTM (17 parameters), the sLSTM with its sigmoid forget gate (17 parameters:
-W (2, 4), R (1, 1, 4), b (4,), output 1) and the sLSTM with an exponential forget gate -- this trains
-several seeds at once (``lrpjax.train.fit_many``) on the toy data of :mod:`lrpjax.data.toy`, keeps the
-models with the lowest validation MSE, explains the test sequences with Gradient x Input, Occlusion
-(f-diff) and LRP-prop/-abs/-half/-all (eps = 0), and reports per model rho(n_a, R_a), rho(n_b, R_b) and
-E[(|R_a| + |R_b|) / sum_t |R_t|] as mean (std) over models in %, as the chapter's Table 11.2 does.
+For each task ("add": n_a + n_b, "sub": n_a - n_b) and each model with a linear output without bias --
+one-cell recurrent layers read at their final state: the standard LSTM (17 parameters), the sLSTM with its
+sigmoid forget gate (17 parameters: W (2, 4), R (1, 1, 4), b (4,), output 1) and the sLSTM with an
+exponential forget gate; and one residual block read at the last valid step (``Pool("last")``) after a
+linear input projection without bias to D = 4 units (the blocks' pre-norms would reduce the two input
+columns to their signs): the xLSTM package's mLSTM block (one head, I = 8, convolution width 2) and a
+Mamba block (N = 4, I = 8, convolution width 2) -- this trains several seeds at once
+(``lrpjax.train.fit_many``) on the toy data of :mod:`lrpjax.data.toy`, keeps the models with the lowest
+validation MSE, explains the test sequences with Gradient x Input, Occlusion (f-diff), LRP-prop/-abs/-half/
+-all (eps = 0) and, for the blocks, their own rules: MambaLRP's (``mamba_lrp()``, which is LRP-half at
+eps = 0 on a Mamba block) and the xLSTM analogue (``xlstm_lrp()``), and reports per model rho(n_a, R_a),
+rho(n_b, R_b) and E[(|R_a| + |R_b|) / sum_t |R_t|] as mean (std) over models in %, as the chapter's
+Table 11.2 does.
 
     python experiments/recurrent_fidelity.py                      # the recorded run (README_recurrent_fidelity.md)
-    python experiments/recurrent_fidelity.py --quick --out /tmp/q  # about a minute
+    python experiments/recurrent_fidelity.py --quick --out /tmp/q  # a minute or two
 
 Writes OUT/recurrent_fidelity.json, OUT/recurrent_fidelity.md and OUT/recurrent_fidelity.png.
 """
@@ -39,15 +45,30 @@ from lrpjax.core.cells import StandardCell  # noqa: E402
 from lrpjax.core.rules import preset  # noqa: E402
 from lrpjax.core.xlstm import SLSTMCell  # noqa: E402
 from lrpjax.data import toy  # noqa: E402
-from lrpjax.models import Dense, Recurrent, Sequential  # noqa: E402
+from lrpjax.models import Dense, Pool, Recurrent, Sequential  # noqa: E402
+from lrpjax.models.mamba import MambaBlock, mamba_lrp  # noqa: E402
+from lrpjax.models.xlstm import MLSTMBlock, xlstm_lrp  # noqa: E402
+
+BLOCK_D = 4
+"""The width of the blocks' residual stream (a linear projection of the two input columns, no bias)."""
 
 MODELS = {"lstm": Sequential((Recurrent(StandardCell(), 1), Dense(1, bias=False))),
           "slstm": Sequential((Recurrent(SLSTMCell(1), 1), Dense(1, bias=False))),
-          "slstm-exp": Sequential((Recurrent(SLSTMCell(1, "exp"), 1), Dense(1, bias=False)))}
-MODEL_LABELS = {"lstm": "LSTM", "slstm": "sLSTM (sigmoid forget)", "slstm-exp": "sLSTM (exponential forget)"}
+          "slstm-exp": Sequential((Recurrent(SLSTMCell(1, "exp"), 1), Dense(1, bias=False))),
+          "mlstm": Sequential((Dense(BLOCK_D, bias=False, name="embed"),
+                               MLSTMBlock(heads=1, inner=8, conv_kernel=2, qkv_blocksize=4, name="mlstm"),
+                               Pool("last"), Dense(1, bias=False))),
+          "mamba": Sequential((Dense(BLOCK_D, bias=False, name="embed"),
+                               MambaBlock(d_state=4, expand=2, d_conv=2, name="mamba"), Pool("last"),
+                               Dense(1, bias=False)))}
+MODEL_LABELS = {"lstm": "LSTM", "slstm": "sLSTM (sigmoid forget)", "slstm-exp": "sLSTM (exponential forget)",
+                "mlstm": "mLSTM block", "mamba": "Mamba block"}
 METHODS = ("gradient_x_input", "occlusion", "lrp-prop", "lrp-abs", "lrp-half", "lrp-all")
+OWN_RULES = {"mlstm": ("xlstm-lrp", xlstm_lrp), "mamba": ("mamba-lrp", mamba_lrp)}
+"""A block's own rule set, explained beside the presets (MambaLRP is LRP-half at eps = 0: reported once)."""
 LABELS = {"gradient_x_input": "Gradient × Input", "occlusion": "Occlusion", "lrp-prop": "LRP-prop",
-          "lrp-abs": "LRP-abs", "lrp-half": "LRP-half", "lrp-all": "LRP-all"}
+          "lrp-abs": "LRP-abs", "lrp-half": "LRP-half", "lrp-all": "LRP-all", "xlstm-lrp": "xLSTM-LRP (xlstm_lrp)",
+          "mamba-lrp": "MambaLRP (mamba_lrp)"}
 STATS = ("rho_a", "rho_b", "share")
 
 
@@ -108,15 +129,26 @@ def statistics(R: np.ndarray, split: toy.ToySplit) -> dict[str, float]:
                 "share": float(np.mean((np.abs(R_a) + np.abs(R_b)) / total))}
 
 
+def methods_of(kind: str) -> tuple[str, ...]:
+    """The methods explained for a model: :data:`METHODS` and the block's own rules (MambaLRP once, as
+    LRP-half, whose rule set it is)."""
+    own = OWN_RULES.get(kind)
+    if own is None or own[1]() == preset("lrp-half", eps=0.0):
+        return METHODS
+    return METHODS + (own[0],)
+
+
 def explain(kind: str, models: list[dict], split: toy.ToySplit) -> dict:
     """Per method the statistics of every model."""
     model = MODELS[kind]
     methods = {"gradient_x_input": lrpjax.gradient_x_input(model.apply), "occlusion": lrpjax.occlusion(model.apply, "f")}
     methods.update({name: lrpjax.lrp(model.apply, preset(name, eps=0.0)) for name in METHODS[2:]})
+    if kind in OWN_RULES:
+        methods[OWN_RULES[kind][0]] = lrpjax.lrp(model.apply, OWN_RULES[kind][1]())
     X, mask = jnp.asarray(split.x, jnp.float64), jnp.asarray(split.mask)
     targets = jnp.zeros((len(split.y),), jnp.int32)
     out = {}
-    for name in METHODS:
+    for name in methods_of(kind):
         rows = [statistics(np.asarray(lrpjax.per_token(methods[name].batch(p, X, targets, mask=mask), 3)), split)
                 for p in models]
         out[name] = {s: [row[s] for row in rows] for s in STATS}
@@ -136,10 +168,11 @@ def markdown(results: dict) -> str:
         lines += [f"### {task}", "", "| model | method | ρ(n_a, R_a) | ρ(n_b, R_b) | E[(|R_a|+|R_b|)/Σ|R_t|] |",
                   "| --- | --- | --- | --- | --- |"]
         for kind, entry in per_kind.items():
-            for name in METHODS:
+            for name in methods_of(kind):
                 cells = [f"{entry['summary'][name][s]['mean']:.1f} ({entry['summary'][name][s]['std']:.1f})"
                          for s in STATS]
-                lines.append(f"| {MODEL_LABELS[kind]} | {LABELS[name]} | " + " | ".join(cells) + " |")
+                label = LABELS[name] + (" = MambaLRP" if kind == "mamba" and name == "lrp-half" else "")
+                lines.append(f"| {MODEL_LABELS[kind]} | {label} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -150,16 +183,22 @@ def plot(results: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     tasks = list(results["tasks"])
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.2), squeeze=False)
-    width = 0.8 / len(MODELS)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(7.5 * len(tasks), 4.4), squeeze=False)
+    columns = METHODS + ("own",)   # the last: a block's own rules (xLSTM-LRP, MambaLRP = LRP-half)
+    n_kinds = max(len(per_kind) for per_kind in results["tasks"].values())
+    width = 0.8 / n_kinds
     for ax, task in zip(axes[0], tasks):
         for k, kind in enumerate(results["tasks"][task]):
             summary = results["tasks"][task][kind]["summary"]
-            means = [summary[m]["share"]["mean"] for m in METHODS]
-            stds = [summary[m]["share"]["std"] for m in METHODS]
-            ax.bar(np.arange(len(METHODS)) + (k - (len(MODELS) - 1) / 2) * width, means, width, yerr=stds,
+            own = OWN_RULES[kind][0] if kind in OWN_RULES else None
+            own = "lrp-half" if own is not None and own not in summary else own
+            names = [m for m in METHODS] + [own]
+            means = [summary[m]["share"]["mean"] if m else np.nan for m in names]
+            stds = [summary[m]["share"]["std"] if m else np.nan for m in names]
+            ax.bar(np.arange(len(columns)) + (k - (n_kinds - 1) / 2) * width, means, width, yerr=stds,
                    label=MODEL_LABELS[kind], capsize=2)
-        ax.set_xticks(np.arange(len(METHODS)), [LABELS[m] for m in METHODS], rotation=25, ha="right")
+        ax.set_xticks(np.arange(len(columns)), [LABELS[m] for m in METHODS] + ["block's own rules"], rotation=25,
+                      ha="right")
         ax.set_ylabel("E[(|R_a|+|R_b|)/Σ|R_t|]  (%)")
         ax.set_ylim(0, 105)
         ax.set_title(f"{task}: relevance on the two marked steps (mean, std over models)")
@@ -170,20 +209,30 @@ def plot(results: dict, path: str) -> None:
     plt.close(fig)
 
 
-def run(cfg: Config, out: str, tasks=("add", "sub"), kinds=tuple(MODELS)) -> dict:
+def run(cfg: Config, out: str, tasks=("add", "sub"), kinds=tuple(MODELS), merge: str | None = None) -> dict:
+    """Trains and explains ``kinds`` on ``tasks``; with ``merge`` (a results JSON of this script) the entries of
+    other models are kept from it, each with the configuration it was run with (``entry["config"]``)."""
     os.makedirs(out, exist_ok=True)
     results: dict = {"config": dataclasses.asdict(cfg), "tasks": {}}
+    if merge is not None:
+        with open(merge) as f:
+            previous = json.load(f)
+        for task, per_kind in previous["tasks"].items():
+            results["tasks"][task] = {kind: {"config": entry.get("config", previous["config"]), **entry}
+                                      for kind, entry in per_kind.items() if kind not in kinds}
     for task in tasks:
         test = toy.load_toy(task, "test", cfg.data_seed, n=cfg.n_test)
-        results["tasks"][task] = {}
+        results["tasks"].setdefault(task, {})
         for kind in kinds:
             models, info = train_models(kind, task, cfg)
             per_method = explain(kind, models, test)
             results["tasks"][task][kind] = {
-                "train": info, "per_model": per_method,
-                "summary": {m: {s: summarise(per_method[m][s]) for s in STATS} for m in METHODS}}
+                "config": dataclasses.asdict(cfg), "train": info, "per_model": per_method,
+                "summary": {m: {s: summarise(per_method[m][s]) for s in STATS} for m in methods_of(kind)}}
             print(f"{task} {kind}: val MSE {np.round(info['val_mse'], 5).tolist()} ({info['seconds']:.0f} s)",
                   file=sys.stderr)
+    results["tasks"] = {task: {kind: per_kind[kind] for kind in MODELS if kind in per_kind}
+                        for task, per_kind in results["tasks"].items()}
     with open(os.path.join(out, "recurrent_fidelity.json"), "w") as f:
         json.dump(results, f, indent=1)
     table = markdown(results)
@@ -202,13 +251,15 @@ def main(argv=None) -> None:
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated: {', '.join(MODELS)}")
     for field in ("n_models", "n_seeds", "epochs"):
         parser.add_argument("--" + field.replace("_", "-"), type=int, default=None, help=f"override {field}")
+    parser.add_argument("--merge", default=None, help="a results JSON of this script whose other models are kept")
     args = parser.parse_args(argv)
     kinds = tuple(args.models.split(","))
     unknown = [k for k in kinds if k not in MODELS]
     if unknown:
         parser.error(f"--models: unknown {unknown}; known: {list(MODELS)}")
     overrides = {f: getattr(args, f) for f in ("n_models", "n_seeds", "epochs") if getattr(args, f) is not None}
-    run(dataclasses.replace(QUICK if args.quick else FULL, **overrides), args.out, tuple(args.tasks.split(",")), kinds)
+    run(dataclasses.replace(QUICK if args.quick else FULL, **overrides), args.out, tuple(args.tasks.split(",")), kinds,
+        args.merge)
 
 
 if __name__ == "__main__":
