@@ -369,6 +369,12 @@ class _Header:
     shape: tuple[int, ...]
     dtype: np.dtype
 
+    @property
+    def ndim(self) -> int:
+        """The number of dimensions, as an array's (layers check shapes with ``jnp.ndim``; without it
+        ``np.ndim`` of a header is 0 and a Mamba checkpoint is refused)."""
+        return len(self.shape)
+
 
 def _member_error(path: str, key: str, reason: str) -> CheckpointError:
     return CheckpointError(f"checkpoint {path!r}: array {key!r} cannot be loaded: {reason}")
