@@ -1,4 +1,4 @@
-"""Sanity checks of explanations (Adebayo et al. 2018; Sixt et al. 2020), batched: one compiled call each.
+"""Sanity checks of explanations (Adebayo et al. 2018; Sixt et al. 2020), batched: one compiled explanation per method.
 
 An explanation that does not change when the model's parameters are randomised, or that is the same for
 every class, cannot be explaining the model's decision:
@@ -16,7 +16,6 @@ compares their absolute values (Adebayo et al. report both).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -150,6 +149,22 @@ def randomised_parameters(params: Params, layers: tuple[str, ...], mode: str = "
     """
     if mode not in _MODES:
         raise ValueError(f"`mode` must be one of {_MODES}; got {mode!r}.")
+    return _randomised(params, tuple(layers), mode, seed)
+
+
+def _randomised(params: Params, layers: tuple[str, ...], mode: str, seed: int) -> list[Params]:
+    drawn = _drawn(params, layers, jnp.asarray(seed, jnp.int32))
+    models = []
+    for k in range(len(layers)):
+        chosen = layers[len(layers) - 1 - k:] if mode == "cascading" else (layers[len(layers) - 1 - k],)
+        models.append({name: (drawn[name] if name in chosen else group) for name, group in params.items()})
+    return models
+
+
+@partial(jax.jit, static_argnums=(1,))
+def _drawn(params: Params, layers: tuple[str, ...], seed) -> dict:
+    """Every layer re-drawn, in one compiled program shared by both modes (drawn eagerly, every small draw
+    of every array compiled a program of its own: seconds per model on a busy CPU)."""
     key = jax.random.PRNGKey(seed)
     drawn = {}
     for j, name in enumerate(layers):
@@ -158,11 +173,7 @@ def randomised_parameters(params: Params, layers: tuple[str, ...], mode: str = "
         new = [jnp.std(leaf) * jax.random.normal(k, jnp.shape(leaf), jnp.result_type(leaf)) +
                jnp.where(jnp.std(leaf) > 0, 0, leaf) for k, leaf in zip(keys, leaves)]
         drawn[name] = jax.tree_util.tree_unflatten(tree, new)
-    models = []
-    for k in range(len(layers)):
-        chosen = layers[len(layers) - 1 - k:] if mode == "cascading" else (layers[len(layers) - 1 - k],)
-        models.append({name: (drawn[name] if name in chosen else group) for name, group in params.items()})
-    return models
+    return drawn
 
 
 class ParameterRandomisation(NamedTuple):
@@ -182,25 +193,21 @@ class ParameterRandomisation(NamedTuple):
     original: Array
 
 
-@dataclass(frozen=True)
-class _Sanity:
-    method: Method
-    absolute: bool
-
+# One compiled explanation per method, called once per map (the trained model's, every randomised model's,
+# the other class's), and one compiled comparison shared by every method: a sanity check costs one
+# compilation of the method rather than programs that trace the explanation twice each.
 
 @partial(jax.jit, static_argnums=(0,))
-def _randomisation(plan: _Sanity, params, stacked, X, mask, targets):
+def _maps(method: Method, params, X, mask, targets):
+    """The maps of a batch (B, ...), the explained outputs (B,) and the output's size per step (its last axis)."""
     index = jnp.arange(X.shape[0], dtype=jnp.int32)
-    program = Program((plan.method,), "index")
-    original = explain_chunk(program, params, X, mask, targets, index)
-    fixed = original.targets
+    out = explain_chunk(Program((method,), "index"), params, X, mask, targets, index)
+    return out.relevance, out.targets, out.scores
 
-    def randomised(p):
-        maps = explain_chunk(program, p, X, mask, fixed, index).relevance
-        return maps, _compare(original.relevance, maps, mask, plan.absolute)
 
-    maps, (rho, sim) = jax.lax.map(randomised, stacked)
-    return original.relevance, maps, rho.T, sim.T
+@partial(jax.jit, static_argnums=(3,))
+def _compare_jit(maps_a, maps_b, mask, absolute: bool):
+    return _compare(maps_a, maps_b, mask, absolute)
 
 
 def parameter_randomisation(method: Method, params: Params, X: ArrayLike, targets=None, *,
@@ -210,7 +217,8 @@ def parameter_randomisation(method: Method, params: Params, X: ArrayLike, target
 
     The maps of the model with its layers randomised (:func:`randomised_parameters`) are compared with
     the trained model's maps of the same outputs (``targets``, or the trained model's predictions) by
-    :func:`spearman` and :func:`ssim`. One compiled call explains the batch under every randomisation.
+    :func:`spearman` and :func:`ssim`. One compiled explanation (per method) explains the batch under every
+    randomisation, one call per randomised model.
 
     Args:
         method: the explanation method.
@@ -234,10 +242,17 @@ def parameter_randomisation(method: Method, params: Params, X: ArrayLike, target
     checked, targets, mask = check_batch(method, params, X, _any_output if targets is None else targets, mask)
     X = jnp.asarray(checked)
     targets = jnp.full((X.shape[0],), -1, jnp.int32) if callable(targets) else jnp.asarray(targets, jnp.int32)
-    models = randomised_parameters(params, layers, mode, seed)
-    stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *models)
-    original, maps, rho, sim = _randomisation(_Sanity(method, bool(absolute)), params, stacked, X, mask, targets)
-    return ParameterRandomisation(tuple(reversed(layers)), rho, sim, maps, original)
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise TypeError(f"`seed` must be an int; got {type(seed).__name__}.")
+    models = _randomised(params, layers, mode, int(seed))
+    original, fixed, _ = _maps(method, params, X, mask, targets)
+    maps, rho, sim = [], [], []
+    for randomised in models:                     # the trained model's outputs explained under every randomisation
+        m, _, _ = _maps(method, randomised, X, mask, fixed)
+        r, s = _compare_jit(original, m, mask, bool(absolute))
+        maps.append(m), rho.append(r), sim.append(s)
+    return ParameterRandomisation(tuple(reversed(layers)), jnp.stack(rho, axis=1), jnp.stack(sim, axis=1),
+                                  jnp.stack(maps), original)
 
 
 def _any_output(output: Array) -> Array:
@@ -256,20 +271,14 @@ class RandomLogit(NamedTuple):
     other: Array
 
 
-@partial(jax.jit, static_argnums=(0, 1))
-def _random_logit(plan: _Sanity, seed: int, params, X, mask, targets):
-    B = X.shape[0]
-    index = jnp.arange(B, dtype=jnp.int32)
-    program = Program((plan.method,), "index")
-    first = explain_chunk(program, params, X, mask, targets, index)
-    C = first.scores.shape[-1]
-    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(index)
+@partial(jax.jit, static_argnums=(2,))
+def _other_classes(seed, targets, C: int):
+    """A class drawn uniformly from the C - 1 others, at the explained output's step: (B,) flat indices."""
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(
+        jnp.arange(targets.shape[0], dtype=jnp.int32))
     shift = jax.vmap(lambda k: jax.random.randint(k, (), 1, C, dtype=jnp.int32))(keys)
-    cls = first.targets % C
-    other = first.targets - cls + (cls + shift) % C
-    second = explain_chunk(program, params, X, mask, other, index)
-    rho, sim = _compare(first.relevance, second.relevance, mask, plan.absolute)
-    return rho, sim, other
+    cls = targets % C
+    return targets - cls + (cls + shift) % C
 
 
 def random_logit(method: Method, params: Params, X: ArrayLike, targets=None, *, mask: ArrayLike | None = None,
@@ -298,4 +307,8 @@ def random_logit(method: Method, params: Params, X: ArrayLike, targets=None, *, 
                            None if mask is None else jnp.asarray(mask)[0]).shape
     if shape[-1] < 2:
         raise ValueError(f"random_logit needs at least two classes; the model's output has shape {shape}.")
-    return RandomLogit(*_random_logit(_Sanity(method, bool(absolute)), seed, params, X, mask, targets))
+    first, explained, scores = _maps(method, params, X, mask, targets)
+    other = _other_classes(jnp.asarray(seed, jnp.int32), explained, int(scores.shape[-1]))
+    second, _, _ = _maps(method, params, X, mask, other)
+    rho, sim = _compare_jit(first, second, mask, bool(absolute))
+    return RandomLogit(rho, sim, other)
