@@ -85,7 +85,7 @@ class Config:
 
 
 FULL = Config()
-QUICK = Config(n_models=3, n_train=2000, n_val=500, n_test=500, epochs=8, weights="1")
+QUICK = Config(n_models=2, n_train=1000, n_val=250, n_test=300, epochs=6, batch_size=32, weights="1")
 
 
 # --- data ----------------------------------------------------------------------------------------------
