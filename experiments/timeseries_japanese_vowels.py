@@ -1,20 +1,25 @@
-"""A GRU classifier of the JapaneseVowels speakers, explained and measured with lrpjax.evaluate.
+"""Recurrent classifiers of the UEA time-series sets, explained and measured with lrpjax.evaluate.
 
-Trains a GRU (32 units) with a linear read-out on JapaneseVowels (9 speakers, 12 LPC cepstrum
-coefficients per frame, 7-29 frames; lrpjax.data.timeseries), standardised per channel, with 20 % of the
-training utterances held out for early stopping; reports test accuracy beside two nearest-neighbour
-baselines computed here on the same split (1-NN Euclidean on the zero-padded series and 1-NN dependent
-DTW, the archive's standard baselines) and the original paper's figure. Then explains the test set's
-predictions with LRP (lrp-all, lrp-half at eps 1e-3), Gradient x Input, Integrated Gradients and TSR on
-top of the gradient, measures them with the suite (deletion curves MoRF/LeRF with zero and ROAD
-removal, Delta A_F, ERASER comprehensiveness/sufficiency AOPC, faithfulness correlation, random logit,
-cascading parameter randomisation) and draws time x feature heatmaps and relevance over time.
+``--dataset JapaneseVowels`` (default): a GRU (32 units) with a linear read-out on JapaneseVowels (9
+speakers, 12 LPC cepstrum coefficients per frame, 7-29 frames); ``--dataset BasicMotions``: an LSTM (16
+units, the chapter's standard cell) on BasicMotions (4 activities, 3-D accelerometer and gyroscope of a
+smart watch, 100 steps). Both read lrpjax.data.timeseries, standardised per channel by the training set,
+with a few training series per class held out for early stopping; the script reports test accuracy
+beside two nearest-neighbour baselines computed here on the same split (1-NN Euclidean on the
+zero-padded series and 1-NN dependent DTW, the archive's standard baselines) and published figures.
+Then explains the test set's predictions with LRP (lrp-all, lrp-half at eps 1e-3), Gradient x Input,
+Integrated Gradients and TSR on top of the gradient, measures them with the suite (deletion curves
+MoRF/LeRF with zero and ROAD removal, Delta A_F, ERASER comprehensiveness/sufficiency AOPC, faithfulness
+correlation, random logit, cascading parameter randomisation) and draws time x feature heatmaps and
+relevance over time.
 
     python experiments/timeseries_japanese_vowels.py --checkpoint checkpoints/japanese_vowels_gru.npz
+    python experiments/timeseries_japanese_vowels.py --dataset BasicMotions --checkpoint checkpoints/basic_motions_lstm.npz
     python experiments/timeseries_japanese_vowels.py --quick --out /tmp/q        # about a minute
 
-Writes OUT/timeseries_japanese_vowels.json, .md and the figures OUT/timeseries_heatmap.png and
-OUT/timeseries_over_time.png.
+Writes OUT/timeseries_<set>.json, .md and the figures OUT/timeseries_<set>_heatmap.png and
+OUT/timeseries_<set>_over_time.png (JapaneseVowels keeps its first names: timeseries_japanese_vowels.json,
+timeseries_heatmap.png, timeseries_over_time.png).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import optax
 
 import lrpjax
 from lrpjax import train
-from lrpjax.core.cells import GRUCell
+from lrpjax.core.cells import GRUCell, StandardCell
 from lrpjax.data import timeseries
 from lrpjax.evaluate import metrics, sanity
 from lrpjax.io import checkpoints
@@ -48,40 +53,60 @@ from lrpjax.models import Dense, Recurrent, Sequential
 from lrpjax.viz import timeseries as tsplot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PUBLISHED = {"Kudo et al. 1999 (passing-through regions, the set's original paper)": 0.941}
+PUBLISHED = {
+    "JapaneseVowels": {"Kudo et al. 1999 (passing-through regions, the set's original paper)": 0.941},
+    "BasicMotions": {},
+}
 
 
 @dataclass(frozen=True)
 class Config:
+    dataset: str = "JapaneseVowels"
+    cell: str = "gru"              # "gru" (GRUCell) or "lstm" (StandardCell)
     H: int = 32
     seed: int = 0
     lr: float = 5e-3
     batch_size: int = 32
     epochs: int = 120
     patience: int = 20
-    n_explain: int = 370          # test series explained and measured
+    val_per_class: int = 6        # training series per class held out for early stopping
+    n_explain: int = 370          # test series explained and measured (at most the test set)
     n_boot: int = 1000
 
 
+DATASETS = {
+    "JapaneseVowels": dict(),
+    "BasicMotions": dict(dataset="BasicMotions", cell="lstm", H=16, batch_size=8, epochs=200, patience=40,
+                         val_per_class=2, n_explain=40),
+}
 QUICK = dict(epochs=15, patience=5, n_explain=24, n_boot=200)
 QUICK_METHODS = ("lrp-all", "tsr(gradient)", "random")
+FEATURES = {"JapaneseVowels": [f"c{i + 1}" for i in range(12)],
+            "BasicMotions": ["acc x", "acc y", "acc z", "gyr x", "gyr y", "gyr z"]}
 
 
-def make_model(config: Config) -> Sequential:
-    return Sequential((Recurrent(GRUCell(), config.H), Dense(9)))
+def stem(dataset: str) -> str:
+    """File stem of a set's results: JapaneseVowels keeps its first names."""
+    return "japanese_vowels" if dataset == "JapaneseVowels" else "basic_motions"
 
 
-def split_validation(data: timeseries.TimeSeries, seed: int):
-    """Six utterances per speaker held out (stratified), the rest for training: (train, val) index arrays."""
+def make_model(config: Config, classes: int) -> Sequential:
+    cell = GRUCell() if config.cell == "gru" else StandardCell()
+    return Sequential((Recurrent(cell, config.H), Dense(classes)))
+
+
+def split_validation(data: timeseries.TimeSeries, seed: int, per_class: int = 6):
+    """``per_class`` series per class held out (stratified), the rest for training: (train, val) index arrays."""
     rng = np.random.default_rng(seed)
-    val = np.concatenate([rng.permutation(np.flatnonzero(data.y == c))[:6] for c in range(len(data.classes))])
+    val = np.concatenate([rng.permutation(np.flatnonzero(data.y == c))[:per_class]
+                          for c in range(len(data.classes))])
     return np.setdiff1d(np.arange(len(data)), val), np.sort(val)
 
 
 def fit(config: Config, data: timeseries.TimeSeries):
-    model = make_model(config)
+    model = make_model(config, len(data.classes))
     params = model.init(jax.random.PRNGKey(config.seed), data.X.shape[2])
-    tr, va = split_validation(data, config.seed)
+    tr, va = split_validation(data, config.seed, config.val_per_class)
     predict = lambda p, x, mask: model.apply(p, x, mask=mask)  # noqa: E731
     batch = lambda idx: {"x": data.X[idx], "mask": data.mask[idx], "y": data.y[idx]}  # noqa: E731
     start = time.time()
@@ -179,30 +204,35 @@ def evaluate(method, params, X, mask, n_boot: int) -> dict[str, dict[str, float]
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="JapaneseVowels", choices=list(DATASETS))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=os.path.join(ROOT, "experiments", "results"))
     parser.add_argument("--checkpoint", help="write the trained model here")
     parser.add_argument("--model", help="explain this checkpoint instead of training")
-    parser.add_argument("--n-explain", type=int, default=None, help="test series measured (default: all 370)")
+    parser.add_argument("--n-explain", type=int, default=None, help="test series measured (default: all)")
     args = parser.parse_args(argv)
-    config = Config(**(QUICK if args.quick else {}))
+    config = Config(**{**DATASETS[args.dataset], **(QUICK if args.quick else {})})
     if args.n_explain is not None:
         config = dataclasses.replace(config, n_explain=args.n_explain)
     os.makedirs(args.out, exist_ok=True)
-    train_set, test_set = timeseries.standardise(timeseries.load("JapaneseVowels", "train"),
-                                                 timeseries.load("JapaneseVowels", "test"))
+    name = config.dataset
+    train_set, test_set = timeseries.standardise(timeseries.load(name, "train"), timeseries.load(name, "test"))
     if args.model:
         loaded = checkpoints.load_model(args.model)
         model, params, record = loaded.model, loaded.params, loaded.metadata.get("metrics", {})
+        if loaded.metadata.get("dataset", "JapaneseVowels") != name:
+            parser.error(f"--model {args.model} was trained on {loaded.metadata.get('dataset')}; pass --dataset "
+                         f"{loaded.metadata.get('dataset')}.")
     else:
         model, params, record = fit(config, train_set)
         if args.checkpoint:
+            kind = "gru-japanese-vowels" if name == "JapaneseVowels" else f"{config.cell}-{stem(name).replace('_', '-')}"
             checkpoints.save_model(args.checkpoint, model, jax.tree.map(np.asarray, params),
-                                   {"kind": "gru-japanese-vowels", "metrics": record,
+                                   {"kind": kind, "dataset": name, "metrics": record,
                                     "config": dataclasses.asdict(config), "classes": list(train_set.classes),
-                                    "data": "JapaneseVowels (data/timeseries), standardised by the training set",
-                                    "command": "python experiments/timeseries_japanese_vowels.py --checkpoint "
-                                               + args.checkpoint})
+                                    "data": f"{name} (data/timeseries), standardised by the training set",
+                                    "command": "python experiments/timeseries_japanese_vowels.py "
+                                               + " ".join(argv if argv is not None else sys.argv[1:])})
     test_acc = accuracy(model, params, test_set)
     baselines = nearest_neighbour_baselines(train_set, test_set) if not args.quick else {}
     print(f"test accuracy {test_acc:.4f}; baselines {baselines}", file=sys.stderr)
@@ -211,44 +241,44 @@ def main(argv=None) -> int:
     example = int(np.argmax(test_set.lengths[:config.n_explain]))
     x, m = X[example], mask[example]
     target = int(np.argmax(model.apply(params, x, mask=m)))
-    maps = {name: np.asarray(method(params, x, target, mask=m)) for name, method in methods(model).items()
+    maps = {key: np.asarray(method(params, x, target, mask=m)) for key, method in methods(model).items()
             if not method.per_position}
-    features = [f"c{i + 1}" for i in range(12)]
-    tsplot.time_heatmap(maps, os.path.join(args.out, "timeseries_heatmap.png"), x=x, mask=m, features=features,
-                        title=f"JapaneseVowels test series {example}: speaker {target + 1} explained")
-    tsplot.relevance_over_time(maps, os.path.join(args.out, "timeseries_over_time.png"), mask=m,
-                               title=f"relevance per frame, summed over the 12 coefficients (series {example})")
-    results, timings = {}, {}
-    for name, method in methods(model).items():
-        if args.quick and name not in QUICK_METHODS:
-            continue
-        results[name], timings[name] = evaluate(method, params, X, mask, config.n_boot)
-        print(name, {k: round(v["mean"], 4) for k, v in results[name].items()}, file=sys.stderr, flush=True)
-        write(args.out, {"config": dataclasses.asdict(config), "quick": args.quick, "training": record,
-                         "test_accuracy": test_acc, "baselines": {**baselines, **PUBLISHED},
-                         "n_explained": int(len(X)), "metrics": results, "seconds": timings,
-                         "command": "python experiments/timeseries_japanese_vowels.py " + " ".join(argv or sys.argv[1:])})
-
+    features = FEATURES[name]
+    prefix = "timeseries" if name == "JapaneseVowels" else f"timeseries_{stem(name)}"
+    what = f"speaker {target + 1}" if name == "JapaneseVowels" else f"class {train_set.classes[target]!r}"
+    tsplot.time_heatmap(maps, os.path.join(args.out, f"{prefix}_heatmap.png"), x=x, mask=m, features=features,
+                        title=f"{name} test series {example}: {what} explained")
+    tsplot.relevance_over_time(maps, os.path.join(args.out, f"{prefix}_over_time.png"), mask=m,
+                               title=f"relevance per step, summed over the {len(features)} channels (series {example})")
     summary = {"config": dataclasses.asdict(config), "quick": args.quick, "training": record,
-               "test_accuracy": test_acc, "baselines": {**baselines, **PUBLISHED}, "n_explained": int(len(X)),
-               "metrics": results, "seconds": timings,
-               "command": "python experiments/timeseries_japanese_vowels.py " + " ".join(argv or sys.argv[1:])}
-    print(write(args.out, summary))
+               "test_accuracy": test_acc, "baselines": {**baselines, **PUBLISHED[name]}, "n_explained": int(len(X)),
+               "command": "python experiments/timeseries_japanese_vowels.py "
+                          + " ".join(argv if argv is not None else sys.argv[1:])}
+    results, timings = {}, {}
+    for method_name, method in methods(model).items():
+        if args.quick and method_name not in QUICK_METHODS:
+            continue
+        results[method_name], timings[method_name] = evaluate(method, params, X, mask, config.n_boot)
+        print(method_name, {k: round(v["mean"], 4) for k, v in results[method_name].items()}, file=sys.stderr,
+              flush=True)
+        write(args.out, name, {**summary, "metrics": results, "seconds": timings})
+    print(write(args.out, name, {**summary, "metrics": results, "seconds": timings}))
     return 0
 
 
-def write(out: str, summary: dict) -> str:
+def write(out: str, dataset: str, summary: dict) -> str:
     """Writes the JSON and the Markdown table (after every method, so that a long run keeps what it has)."""
-    with open(os.path.join(out, "timeseries_japanese_vowels.json"), "w") as f:
+    with open(os.path.join(out, f"timeseries_{stem(dataset)}.json"), "w") as f:
         json.dump(summary, f, indent=1)
     table = markdown(summary)
-    with open(os.path.join(out, "timeseries_japanese_vowels.md"), "w") as f:
+    with open(os.path.join(out, f"timeseries_{stem(dataset)}.md"), "w") as f:
         f.write(table)
     return table
 
 
 def markdown(summary: dict) -> str:
-    lines = [f"Test accuracy of the GRU: **{summary['test_accuracy']:.3f}** "
+    model = "GRU" if summary["config"]["cell"] == "gru" else "LSTM"
+    lines = [f"{summary['config']['dataset']}: test accuracy of the {model}: **{summary['test_accuracy']:.3f}** "
              f"({summary['n_explained']} test series explained).", "", "| baseline | accuracy |", "| --- | --- |"]
     lines += [f"| {k} | {v:.3f} |" for k, v in summary["baselines"].items()]
     names = list(next(iter(summary["metrics"].values())))
