@@ -15,7 +15,8 @@ eps = 0 on a Mamba block) and the xLSTM analogue (``xlstm_lrp()``), and reports 
 rho(n_b, R_b) and E[(|R_a| + |R_b|) / sum_t |R_t|] as mean (std) over models in %, as the chapter's
 Table 11.2 does.
 
-    python experiments/recurrent_fidelity.py                      # the recorded run (README_recurrent_fidelity.md)
+    python experiments/recurrent_fidelity.py                      # every model (the recorded results: three runs
+                                                                  # merged with --merge, README_recurrent_fidelity.md)
     python experiments/recurrent_fidelity.py --quick --out /tmp/q  # a minute or two
 
 Writes OUT/recurrent_fidelity.json, OUT/recurrent_fidelity.md and OUT/recurrent_fidelity.png.
