@@ -160,6 +160,17 @@ def load_entry(entry: Entry, n: int) -> Data:
     return sst_data(n) if entry.source == "sst-bundle" else checkpoint_data(os.path.join(ROOT, entry.source), n)
 
 
+def source(entry: Entry) -> dict:
+    """Where a model came from: the checkpoint's path and SHA-256 (the shipped SST bundle's file too)."""
+    import hashlib
+
+    path = os.path.join(ROOT, "checkpoints", "sst_bilstm.npz") if entry.source == "sst-bundle" else \
+        os.path.join(ROOT, entry.source)
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return {"path": os.path.relpath(path, ROOT), "sha256": digest}
+
+
 def present(entry: Entry) -> bool:
     return entry.source == "sst-bundle" or os.path.exists(os.path.join(ROOT, entry.source))
 
@@ -451,7 +462,8 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-KEYS = ("examples", "results", "seconds", "total_seconds", "speedup", "layers", "removals", "errors", "commands")
+KEYS = ("examples", "results", "seconds", "total_seconds", "speedup", "layers", "removals", "errors", "commands",
+        "sources")
 
 
 def overlay(summary: dict, other: dict, keep: set) -> None:
@@ -540,6 +552,7 @@ def main(argv=None) -> int:
         summary["examples"][model] = int(len(data.X))
         summary["removals"][model] = list(data.removals)
         summary["commands"][model] = command
+        summary["sources"][model] = source(entry)
         all_methods = methods(data)
         order = [m for m in FIRST if m in all_methods] + [m for m in all_methods if m not in FIRST]
         for name in order:
