@@ -108,23 +108,33 @@ def test_a_recurrent_slstm_cell_gets_lrp_all():
 
 def test_slstm_block_cells_take_all_ffn_takes_half_and_a_stack_conserves_with_share():
     """An sLSTM block without the feed-forward has no gate outside its cell: the preset is LRP-all there;
-    with the feed-forward its gate splits half and half. A stack of both blocks conserves with share."""
+    with the feed-forward its gate splits half and half. A stack of both blocks conserves with share, and
+    without share (eps = 0) once the biases that carry relevance are zero (the gate biases are not)."""
     x = jax.random.normal(jax.random.PRNGKey(8), (4, 4), jnp.float64)
     plain = Sequential((SLSTMBlock(heads=2, conv_kernel=2, ffn=False, name="s"), Pool("last"), Dense(2, name="out")))
     ffn = Sequential((SLSTMBlock(heads=2, conv_kernel=2, ffn_inner=3, name="s"), Pool("last"), Dense(2, name="out")))
     stack = Sequential((MLSTMBlock(heads=2, inner=4, conv_kernel=2, qkv_blocksize=2, name="m"),
                         SLSTMBlock(heads=2, conv_kernel=2, ffn_inner=3, name="s"), Pool("mean"), Dense(2, name="out")))
     p_plain, p_ffn, p_stack = (_random_params(m, 4, seed, 0.3) for m, seed in ((plain, 1), (ffn, 2), (stack, 3)))
+    H = 4
+    p_unbiased = jax.tree_util.tree_map(lambda a: a, p_stack)
+    p_unbiased["m"]["conv"]["b"] = 0 * p_stack["m"]["conv"]["b"]
+    p_unbiased["s"]["conv"]["b"] = 0 * p_stack["s"]["conv"]["b"]
+    p_unbiased["s"]["b"] = p_stack["s"]["b"].at[2 * H:3 * H].set(0.0)   # the cell input z's bias; i, f, o keep theirs
+    p_unbiased["out"]["b"] = 0 * p_stack["out"]["b"]
+    assert float(jnp.min(jnp.abs(p_unbiased["m"]["igate"]["b"]))) > 0
 
     @jax.jit
-    def run(p_plain, p_ffn, p_stack, x):
+    def run(p_plain, p_ffn, p_stack, p_unbiased, x):
         on_plain = [lrpjax.lrp(plain.apply, r)(p_plain, x, 1) for r in (xlstm_lrp(), preset("lrp-all"))]
         on_ffn = [lrpjax.lrp(ffn.apply, r)(p_ffn, x, 1) for r in (xlstm_lrp(), preset("lrp-all"),
                                                                   preset("lrp-half"))]
         full = lrpjax.lrp(stack.apply, xlstm_lrp(0.01, True)).full(p_stack, x, 1)
-        return on_plain, on_ffn, full.residual, full.target_score
+        unshared = jnp.sum(lrpjax.lrp(stack.apply, xlstm_lrp())(p_unbiased, x, 1)) - stack.apply(p_unbiased, x)[1]
+        return on_plain, on_ffn, full.residual, full.target_score, unshared
 
-    on_plain, on_ffn, residual, score = run(p_plain, p_ffn, p_stack, x)
+    on_plain, on_ffn, residual, score, unshared = run(p_plain, p_ffn, p_stack, p_unbiased, x)
+    assert abs(float(unshared)) < 1e-10
     np.testing.assert_allclose(on_plain[0], on_plain[1], atol=1e-12, rtol=0)
     assert np.max(np.abs(on_ffn[0] - on_ffn[1])) > 1e-6 and np.max(np.abs(on_ffn[0] - on_ffn[2])) > 1e-6
     assert abs(float(residual)) < 1e-10 * max(1.0, abs(float(score)))
