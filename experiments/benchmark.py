@@ -58,8 +58,10 @@ sys.path.insert(0, str(ROOT))
 CONFIGS = ("forward", "gradient", "lrp-all", "lrp-prop", "lrp-abs", "lrp-half")
 QUICK_CONFIGS = ("forward", "gradient", "lrp-all")
 TORCH_CONFIGS = ("forward", "gradient", "lrp-all", "lrp-prop")
-QUICK_SENTENCES = 400       # --quick: the first 400 test sentences
-QUICK_CD_SENTENCES = 16     # --quick: CD on an evenly spaced subset of those
+QUICK_TORCH_CONFIGS = ("gradient", "lrp-all")   # --quick: the imported model's gradient and one preset
+QUICK_SENTENCES = 200       # --quick: the first 200 test sentences
+QUICK_CD_SENTENCES = 8      # --quick: CD on an evenly spaced subset of those
+QUICK_REPLICAS = (2,)       # --quick: the peak-memory runs on the test set replicated twice only
 # The command-line sentences: 8 and 6 tokens, both padded to the same bucket (lrpjax.app.model.bucket_length).
 CLI_SENTENCE = "a gorgeous , witty , seductive movie ."
 CLI_OTHER_SENTENCE = "a fine , witty film ."
@@ -420,10 +422,11 @@ def worker_torch(job: dict) -> dict:
     rng = np.random.default_rng(job["seed"])
     sentences = [rng.normal(0.0, 0.4, (T, 60)).astype(np.float32) for T in lengths]
     options = dict(buckets=job["buckets"], chunk_size=job["chunk_size"])
+    configs = QUICK_TORCH_CONFIGS if job["quick"] else TORCH_CONFIGS
     throughput = [{**timed_dataset(make_method(name, model.apply), params, sentences, options, job["repeats"]),
-                   "config": name} for name in TORCH_CONFIGS]
+                   "config": name} for name in configs]
     ratios = grad_ratios(model.apply, params, sentences, {**job, "repeats": 2 * job["repeats"]},
-                         [c for c in TORCH_CONFIGS if c.startswith("lrp-")])
+                         [c for c in configs if c.startswith("lrp-")])
     return {"model": "torch.nn.LSTM(60, 60, num_layers=2, bidirectional=True, batch_first=True) + "
                      f"nn.Linear(120, 5), torch.manual_seed({job['seed']}), lrpjax.interop.from_torch",
             "torch": torch.__version__, "sentences": len(sentences), "throughput": throughput, "ratios": ratios}
@@ -710,7 +713,8 @@ def markdown(report: dict) -> str:
               f"chunk per bucket length; min over interleaved repeats); {_load(report, 'ratios')}.", "",
               *_ratio_table(report["ratios"]), ""]
     single = report["ratios"]["one_at_a_time"]
-    which = (f"the first {single['sentences']} sentences of the {single['lengths']} most common lengths (`--quick`)"
+    common = "the most common length" if single["lengths"] == 1 else f"the {single['lengths']} most common lengths"
+    which = (f"the first {single['sentences']} sentences of {common} (`--quick`)"
              if single.get("most_common_lengths_only") else f"the first {single['sentences']} sentences")
     lines += ["## Batched vs one sentence at a time", "",
               f"LRP-all, warm, on {which}: `explain_dataset` against the per-sentence call "
@@ -754,19 +758,20 @@ def write_report(report: dict, out: Path) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_SENTENCES} sentences, three configurations, 1 bucket, fewer repeats and runs")
+                        help=f"{QUICK_SENTENCES} sentences, three configurations, 1 bucket, fewer repeats, runs "
+                             "and processes (a check that every part runs, not a measurement)")
     parser.add_argument("--out", default=str(ROOT / "experiments" / "results"), help="output directory")
     parser.add_argument("--buckets", default=None,
                         help="number of buckets, comma-separated edges, or 'pow2' (default 4; 1 with --quick)")
     parser.add_argument("--chunk-size", type=int, default=128, help="sentences per compiled call")
     parser.add_argument("--repeats", type=int, default=None, help="warm repeats, the minimum is reported "
-                        "(default 5; 2 with --quick)")
+                        "(default 5; 1 with --quick)")
     parser.add_argument("--cd-sentences", type=int, default=None,
                         help="CD on an evenly spaced subset of this many sentences (default all; "
                              f"{QUICK_CD_SENTENCES} with --quick)")
     parser.add_argument("--cd-repeats", type=int, default=None,
                         help="warm repeats of the CD part (default 2; 1 with --quick)")
-    parser.add_argument("--cli-runs", type=int, default=None, help="warm command-line runs (default 5; 3 with --quick)")
+    parser.add_argument("--cli-runs", type=int, default=None, help="warm command-line runs (default 5; 2 with --quick)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the imported PyTorch model and its inputs")
     parser.add_argument("--only", choices=("direct",), default=None,
                         help="run only this section and write benchmark_<section>.{json,md} (direct: un-jitted "
@@ -789,7 +794,7 @@ def main(argv=None) -> int:
         buckets = None if spec == "pow2" else (int(spec) if "," not in spec else [int(e) for e in spec.split(",")])
     except ValueError:
         parser.error(f"--buckets must be a number, comma-separated edges or 'pow2'; got {spec!r}")
-    repeats = args.repeats or (2 if args.quick else 5)
+    repeats = args.repeats or (1 if args.quick else 5)
     configs = QUICK_CONFIGS if args.quick else CONFIGS
     base = {"quick": args.quick, "buckets": buckets, "chunk_size": args.chunk_size}
     load_before = os.getloadavg()
@@ -800,7 +805,7 @@ def main(argv=None) -> int:
         load[name] = os.getloadavg()[0]
         print(f"[{time.strftime('%H:%M:%S')}] {name} (load {load[name]:.1f})", file=sys.stderr)
 
-    direct_job = {**base, "kind": "direct", "min_tokens": 19, "seed": args.seed, "calls": 20 if args.quick else 100}
+    direct_job = {**base, "kind": "direct", "min_tokens": 19, "seed": args.seed, "calls": 5 if args.quick else 100}
     command = "python experiments/benchmark.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     if args.only == "direct":
         part("direct")
@@ -814,14 +819,14 @@ def main(argv=None) -> int:
         print(f"  {config}: {throughput[-1]['sentences_per_s_warm']:.0f} sent/s warm", file=sys.stderr)
     part("ratios")
     ratios = run_worker({**base, "kind": "ratios", "configs": list(configs), "repeats": 2 * repeats,
-                         "singles": 100 if args.quick else 300, "single_lengths": 3 if args.quick else None})
+                         "singles": 40 if args.quick else 300, "single_lengths": 1 if args.quick else None})
     part("driver")
     driver = run_worker({**base, "kind": "driver", "repeats": 2 * repeats})
     print(f"  driver overhead {100 * driver['driver_overhead']:+.1f} %, LRP-all / forward "
           f"{driver['lrp_over_forward']:.2f}", file=sys.stderr)
     part("memory")
     memory = [run_worker({**base, "kind": "memory", "mode": mode, "replicas": replicas})
-              for mode in ("stream", "collect") for replicas in ((1, 3) if args.quick else (1, 10))]
+              for mode in ("stream", "collect") for replicas in (QUICK_REPLICAS if args.quick else (1, 10))]
     part("cd")
     cd_sentences = args.cd_sentences or (QUICK_CD_SENTENCES if args.quick else 0)
     cd = run_worker({**base, "kind": "cd", "cd_sentences": cd_sentences,
@@ -832,7 +837,7 @@ def main(argv=None) -> int:
     part("direct")
     direct = run_worker(direct_job)
     part("cli")
-    cli = cli_latency(args.cli_runs or (3 if args.quick else 5))
+    cli = cli_latency(args.cli_runs or (2 if args.quick else 5))
     part("torch")
     torch_part = run_worker({**base, "kind": "torch", "seed": args.seed, "repeats": repeats})
     if "skipped" in torch_part:

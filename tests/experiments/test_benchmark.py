@@ -1,6 +1,7 @@
 """The scale benchmark (experiments/benchmark.py) in --quick form: one run writes every section into
-benchmark.{json,md} with finite positive figures; the PyTorch part is skipped with a note without torch.
-Nothing here asserts a timing."""
+benchmark.{json,md} with finite positive figures; the PyTorch part is skipped with a note without torch;
+``--only direct`` writes the direct-call section alone into benchmark_direct.{json,md}. Nothing here
+asserts a timing."""
 
 import importlib.util
 import json
@@ -48,6 +49,15 @@ def check_ratios(ratios: dict, presets, what: str) -> None:
         positive(value, f"{what} median ratio {name}")
 
 
+def check_direct_rows(direct: dict) -> None:
+    rows = direct["rows"]
+    assert [r["call"].split("(")[0] for r in rows] == ["bilstm.apply", "model.apply", "lrp", "lrp"]
+    for row in rows:
+        for key in ("first_s", "direct_ms", "jit_ms", "ratio"):
+            positive(row[key], f"direct {row['call']} {key}")
+        assert row["ratio"] == pytest.approx(row["direct_ms"] / row["jit_ms"])
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
@@ -84,8 +94,10 @@ def test_quick_run_writes_every_section_with_finite_positive_figures(quick_run):
     positive(driver["mask_batch"]["without_over_with"], "driver without_over_with")
     assert "## The dataset driver and the forward pass" in (out / "benchmark.md").read_text()
 
-    assert [(r["mode"], r["replicas"]) for r in report["memory"]] == [("stream", 1), ("stream", 3),
-                                                                     ("collect", 1), ("collect", 3)]
+    assert [(r["mode"], r["replicas"]) for r in report["memory"]] == [
+        (mode, replicas) for mode in ("stream", "collect") for replicas in benchmark.QUICK_REPLICAS]
+    for r in report["memory"]:
+        assert r["sentences"] == r["replicas"] * benchmark.QUICK_SENTENCES
     for r in report["memory"]:
         for key in ("seconds", "maxrss_mb", "input_mb"):
             positive(r[key], f"memory {key}")
@@ -103,8 +115,10 @@ def test_quick_run_writes_every_section_with_finite_positive_figures(quick_run):
     for key in ("tokens", "first_s", "warm_s"):
         positive(embed[key], f"embed {key}")
 
+    check_direct_rows(report["direct"])
+
     cli = report["cli"]
-    assert len(cli["warm_s"]) >= 3 and len(cli["import_s"]) >= 3
+    assert len(cli["warm_s"]) >= 2 and len(cli["import_s"]) >= 2
     for key in ("cold_s", "warm_min_s", "warm_median_s", "other_length_warm_s", "import_min_s",
                 "import_median_s", "cache_files_after_cold"):
         positive(cli[key], f"cli {key}")
@@ -116,11 +130,11 @@ def test_quick_run_writes_every_section_with_finite_positive_figures(quick_run):
     if not TORCH_INSTALLED:
         assert "torch is not installed" in torch_part["skipped"]
         return
-    assert [r["config"] for r in torch_part["throughput"]] == list(benchmark.TORCH_CONFIGS)
+    assert [r["config"] for r in torch_part["throughput"]] == list(benchmark.QUICK_TORCH_CONFIGS)
     for row in torch_part["throughput"]:
         check_dataset_row(row, f"torch {row['config']}")
         assert row["sentences"] == benchmark.QUICK_SENTENCES
-    check_ratios(torch_part["ratios"], ["lrp-all", "lrp-prop"], "torch ratios")
+    check_ratios(torch_part["ratios"], ["lrp-all"], "torch ratios")
 
 
 @pytest.mark.slow
@@ -145,6 +159,24 @@ def test_markdown_of_a_run_without_torch_says_it_was_skipped(quick_run):
     section = md.split("## A model imported from PyTorch\n", 1)[1]
     assert section.strip().startswith("Skipped: torch is not installed")
     assert "pip install" in section and "(target ≤ 1.2)" not in section
+
+
+@pytest.mark.slow
+def test_only_direct_runs_the_direct_section_alone_into_its_own_files(quick_run, tmp_path, monkeypatch, capsys):
+    # The direct worker itself ran in the quick run (its rows are checked above); here only what --only
+    # direct does with its result: one worker job, benchmark_direct.{json,md}, no benchmark.{json,md}.
+    _, report, _ = quick_run
+    jobs = []
+    monkeypatch.setattr(benchmark, "run_worker", lambda job: jobs.append(job) or report["direct"])
+    assert benchmark.main(["--only", "direct", "--quick", "--out", str(tmp_path)]) == 0
+    assert [job["kind"] for job in jobs] == ["direct"] and jobs[0]["calls"] == 5
+    written = json.loads((tmp_path / "benchmark_direct.json").read_text(encoding="utf-8"))
+    assert set(written) == {"machine", "command", "load", "direct"} and set(written["load"]) == {"direct"}
+    check_direct_rows(written["direct"])
+    markdown = (tmp_path / "benchmark_direct.md").read_text(encoding="utf-8")
+    assert markdown.startswith("# Direct calls without a user's jit\n") and "| `bilstm.apply(params, x)` |" in markdown
+    assert markdown in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmark_direct.json", "benchmark_direct.md"]
 
 
 def test_targets_are_judged_in_their_direction():
@@ -175,9 +207,14 @@ def test_evenly_spaced_subset_is_fixed_and_spans_the_set():
 
 @pytest.mark.parametrize("option", [["--repeats", "0"], ["--cd-sentences", "0"], ["--chunk-size", "0"],
                                     ["--buckets", "four"], ["--cli-runs", "-1"]])
-def test_bad_options_are_refused_before_any_work(option, tmp_path):
-    done = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path), *option],
-                          capture_output=True, text=True, cwd=str(ROOT))
-    assert done.returncode == 2
-    assert option[0] in done.stderr and "Traceback" not in done.stderr
+def test_bad_options_are_refused_before_any_work(option, tmp_path, monkeypatch, capsys):
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the options were checked")
+
+    for name in ("load_setup", "run_worker", "cli_latency"):
+        monkeypatch.setattr(benchmark, name, no_work)
+    with pytest.raises(SystemExit) as exit_:
+        benchmark.main(["--out", str(tmp_path), *option])
+    assert exit_.value.code == 2    # argparse's usage error, its message on stderr
+    assert option[0] in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
