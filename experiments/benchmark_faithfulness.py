@@ -176,7 +176,8 @@ def present(entry: Entry) -> bool:
 
 
 QUICK_METHODS = ("lrp-all eps=0.001", "gradient x input", "occlusion", "random")
-FIRST = ("lrp-all eps=0.001", "random", "gradient x input", "occlusion", "integrated gradients")
+FIRST = ("lrp-all eps=0.001", "random", "lrp-all attnlrp eps=0.001", "mamba-lrp", "gradient x input", "occlusion",
+         "integrated gradients")
 """Measured first (a run that is stopped keeps these); the tables keep the order of :func:`methods`."""
 
 
