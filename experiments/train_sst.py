@@ -60,7 +60,7 @@ from lrpjax.io import checkpoints  # noqa: E402
 
 ARCHS = ("bilstm", "attention", "xlstm", "mamba")
 # Options of the other architectures: left out of the BiLSTM's metadata, which stays as it was.
-ARCH_OPTIONS = ("time_limit", "arch", "attention_units", "blocks", "heads", "inner", "ffn_inner", "layers", "d_state", "expand")
+ARCH_OPTIONS = ("grid", "time_limit", "max_steps", "arch", "attention_units", "blocks", "heads", "inner", "ffn_inner", "layers", "d_state", "expand")
 
 # Length buckets for training (phrases are short: median 5 tokens, longest 52); few, since each
 # compiles once (~10 s on two cores) while padding costs little.
@@ -86,8 +86,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-phrases", action="store_true", help="train on full sentences only")
     parser.add_argument("--eval-every", type=int, default=500, help="dev evaluation every this many steps")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grid", default=None,
+                        help="comma-separated padded lengths of the training batches (default: "
+                             + ",".join(map(str, TRAIN_GRID)) + "); fewer lengths, fewer compilations")
     parser.add_argument("--time-limit", type=float, default=None,
                         help="stop training after this many seconds (then select on dev as usual); none by default")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="stop training after this many steps (reproduces a time-limited run: its metadata "
+                             "records the steps it made)")
     parser.add_argument("--E", type=int, default=60, help="embedding size")
     parser.add_argument("--H", type=int, default=60, help="hidden units per direction (bilstm, attention)")
     parser.add_argument("--arch", choices=ARCHS, default="bilstm",
@@ -226,7 +232,7 @@ def main(argv=None) -> int:
     ids_all = [vocab.encode(e.tokens)[0] for e in train_examples]
     labels_all = np.asarray([e.label for e in train_examples], dtype=np.int32)
     lengths = [len(ids) for ids in ids_all]
-    grid = (16,) if args.quick else TRAIN_GRID
+    grid = (16,) if args.quick else TRAIN_GRID if args.grid is None else tuple(int(g) for g in args.grid.split(","))
     rng = np.random.default_rng(args.seed)
     steps_per_epoch = len(make_batches(lengths, args.batch_size, np.random.default_rng(0), grid))
     lr = optax.exponential_decay(args.lr, steps_per_epoch, args.decay) if args.decay != 1.0 else args.lr
@@ -243,9 +249,10 @@ def main(argv=None) -> int:
         if stopped:
             break
         for length, index in make_batches(lengths, args.batch_size, rng, grid):
-            if args.time_limit is not None and time.time() - start_time > args.time_limit:
+            if (args.time_limit is not None and time.time() - start_time > args.time_limit) or \
+                    (args.max_steps is not None and count >= args.max_steps):
                 stopped = True
-                print(f"time limit reached after {count} steps (epoch {epoch})", flush=True)
+                print(f"stopped after {count} steps (epoch {epoch})", flush=True)
                 break
             ids, mask = pad_batch([ids_all[i] for i in index], length)
             B = len(index)
@@ -284,7 +291,7 @@ def main(argv=None) -> int:
                      if k != "out" and (args.arch != "bilstm" or k not in ARCH_OPTIONS)},
         "train_examples": len(train_examples),
         "steps": count,
-        **({"stopped_by_time_limit": True} if stopped else {}),
+        **({"stopped_early": True} if stopped else {}),
         "best_step": best["step"],
         "seconds": round(time.time() - start_time, 1),
         "dev_accuracy": {"five_class": best["five_class"], "binary": best["binary"]},
