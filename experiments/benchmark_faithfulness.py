@@ -302,16 +302,16 @@ def speedup(name: str, method, data: Data, B: int, repeats: int = 3) -> dict:
         "random logit (2 explanations)": lambda x, m, r, t: sanity.random_logit(method, params, x, t, mask=m).spearman,
     }
     rows = {}
-    for name, call in calls.items():
+    for metric, call in calls.items():
         batched = lambda: call(X, mask, R, targets)  # noqa: E731
         loop = lambda: [call(X[b:b + 1], mask[b:b + 1], R[b:b + 1], targets[b:b + 1]) for b in range(B)]  # noqa: E731
-        if not name.startswith("faithfulness") and not name.startswith("random logit"):
+        if not metric.startswith("faithfulness") and not metric.startswith("random logit"):
             # subsets and other classes are drawn per example index: only the deterministic ones compare
             np.testing.assert_allclose(np.asarray(batched()), np.concatenate([np.asarray(v) for v in loop()]),
                                        rtol=1e-4, atol=1e-4)
         t_batched, t_loop = _clock(batched, repeats), _clock(loop, repeats)
-        rows[name] = {"batched": round(t_batched, 4), "per-example loop": round(t_loop, 4),
-                      "speedup": round(t_loop / t_batched, 1)}
+        rows[metric] = {"batched": round(t_batched, 4), "per-example loop": round(t_loop, 4),
+                        "speedup": round(t_loop / t_batched, 1)}
     if data.X.ndim == 3 and removal.kind == "zero":
         score = jax.jit(lambda x, m, t: apply(params, x, None, mask=m)[t])
 

@@ -91,6 +91,7 @@ def test_benchmark_quick_with_registry_and_update(tmp_path, tiny_ids_checkpoint)
             per_method["random"]["faithfulness corr."]["mean"]
         cascade = summary["layers"][model]["lrp-all eps=0.001"]["cascading"]
         assert len(cascade["layers"]) == len(cascade["rho"]) >= 2
+        assert summary["speedup"][model]["method"] == "lrp-all eps=0.001"
         rows = summary["speedup"][model]["rows"]                              # measured, not asserted: a timing
         assert all(isinstance(r["speedup"], float) and r["speedup"] > 0 for r in rows.values())
     for name in ("benchmark_faithfulness.png", "benchmark_faithfulness_sanity.png", "benchmark_faithfulness.md"):
