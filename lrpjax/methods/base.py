@@ -106,7 +106,7 @@ import numpy as np
 from lrpjax._types import Array, ArrayLike, Params
 from lrpjax.core.rules import RuleSet
 from lrpjax.methods.inputs import as_floating, cast_input, check_finite, floating_dtype, per_token
-from lrpjax.methods.program import Program, explain_chunk, explain_example, on_vectors
+from lrpjax.methods.program import Program, explain_chunk, explain_example, ids_network, on_vectors
 from lrpjax.methods.results import is_concrete, warn_if_unhealthy
 from lrpjax.methods.targets import check_target, check_targets, weights
 from lrpjax.models.embedding import check_ids
@@ -255,6 +255,33 @@ class Method(abc.ABC):
         x, mask, _ = check_example(self, params, x, None, mask)
         return _example(Program((self,), "all"), params, x, mask, jnp.int32(-1), 0).relevance
 
+    def steps(self, params: Params, x: ArrayLike, classes=-1, *, mask: ArrayLike | None = None) -> Array:
+        """Relevance of one class at every output step of a per-step model (output (L, C)), in one vmapped
+        call (the forward pass shared): (L, *relevance shape), row t explaining output step t.
+
+        For an encoder-decoder (:class:`~lrpjax.models.seq2seq.Seq2Seq`) whose packed input has S + T
+        positions, (T, S + T, E): its sum over E is the (target x (source + target)) relevance matrix.
+
+        Args:
+            classes: -1 (each step's predicted class, the default), one class for every step, or one class
+                per step (L,) (e.g. the reference next tokens), -1 entries meaning that step's prediction.
+
+        Raises:
+            ValueError: a model whose output is not per step, or classes of the wrong shape or range.
+        """
+        x, mask, _ = check_example(self, params, x, None, mask)
+        shape = output_shape(self, params, x, mask)
+        if len(shape) != 2:
+            raise ValueError(f"steps() explains a model with one output per step (L, C); this model's output has "
+                             f"shape {shape} (use the call, .all or .batch).")
+        classes = np.asarray(classes) if not isinstance(classes, jax.Array) else classes
+        if not jnp.issubdtype(classes.dtype, jnp.integer) or classes.ndim > 1 or \
+                (classes.ndim == 1 and classes.shape != shape[:1]):
+            raise ValueError(f"`classes` must be an int or (L,) = ({shape[0]},) ints; got {classes!r}.")
+        if is_concrete(classes) and (np.any(np.asarray(classes) < -1) or np.any(np.asarray(classes) >= shape[1])):
+            raise ValueError(f"`classes` must be in [-1, C) = [-1, {shape[1]}); got {np.asarray(classes).tolist()}.")
+        return _example(Program((self,), "per_step"), params, x, mask, jnp.asarray(classes, jnp.int32), 0).relevance
+
     def full(self, params: Params, x: ArrayLike, target, *, mask: ArrayLike | None = None) -> Any:
         """The richer result of one explanation: for LRP the relevance at every state, the biases and
         the conservation residual (:class:`Explanation`); for Integrated Gradients the attributions with
@@ -348,6 +375,12 @@ def output_shape(method: Method, params, x, mask) -> tuple[int, ...]:
     return tuple(jax.eval_shape(lambda p, x_: method.apply(p, x_, None, mask=mask), params, x).shape)
 
 
+def _check_mask(method: Method, mask) -> None:
+    """A batch's concrete mask (B, T) checked row by row: by the model's own ``check_mask`` when it has one
+    (an encoder-decoder's packed pairs: a prefix in each part), else as a valid prefix."""
+    getattr(method.model, "check_mask", check_prefix)(mask)
+
+
 def takes_mask(method: Method) -> bool:
     """Whether the model takes a padding mask: sequence models do, a model with ``masked = False``
     (the MLP) does not."""
@@ -361,10 +394,9 @@ def _check_inputs(method: Method, x, mask) -> None:
 
 
 def ids_model(method: Method) -> Any:
-    """The :class:`~lrpjax.models.Sequential` behind the method when it takes token ids (an embedding
-    first), else None."""
-    network = network_of(method.model)
-    return network if network is not None and network.takes_ids else None
+    """The model object that embeds token ids for the method (:func:`~lrpjax.methods.program.ids_network`:
+    a :class:`~lrpjax.models.Sequential` with an embedding first, an encoder-decoder), else None."""
+    return ids_network(method.model)
 
 
 def check_param_leaves(params) -> None:
@@ -424,7 +456,7 @@ def check_batch(method: Method, params, X, targets, mask):
         if tuple(jnp.shape(mask)) != (B, T):
             raise ValueError(f"`mask` must have shape (B, T) = ({B}, {T}) to match the token ids `X`; got "
                              f"{jnp.shape(mask)}.")
-        check_prefix(mask)
+        _check_mask(method, mask)
     elif not takes_mask(method):
         if len(shape) < 2 or shape[0] == 0:
             raise ValueError(f"`X` must be a batch of shape (B, ...) with B >= 1; got {shape}.")
@@ -439,7 +471,7 @@ def check_batch(method: Method, params, X, targets, mask):
             mask = np.ones((B, T), bool)
         if tuple(jnp.shape(mask)) != (B, T):
             raise ValueError(f"`mask` must have shape (B, T) = ({B}, {T}); got {jnp.shape(mask)}.")
-        check_prefix(mask)
+        _check_mask(method, mask)
     mask_row = None if mask is None else mask[0]
     _check_inputs(method, X[0], mask_row)
     if network is None:

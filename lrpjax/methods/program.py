@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from lrpjax._types import Array, Params
 from lrpjax.models.sequential import network_of
 
-__all__ = ["TARGET_KINDS", "Program", "Outputs", "explain_example", "explain_chunk", "on_vectors"]
+__all__ = ["TARGET_KINDS", "Program", "Outputs", "explain_example", "explain_chunk", "on_vectors", "ids_network"]
 
 TARGET_KINDS = ("index", "weights", "function", "all", "per_step")
 
@@ -111,8 +111,23 @@ def _finish(program: Program, method, mask: Array | None, relevance: Array, lead
     keep = mask[:, None] if full else mask
     relevance = jnp.where(jnp.reshape(keep, (1,) * lead + keep.shape), relevance, zero)
     if steps_first:
-        relevance = jnp.where(jnp.reshape(mask, mask.shape + (1,) * (relevance.ndim - 1)), relevance, zero)
+        # The output's steps are the input's, unless the model says which they are (an encoder-decoder's
+        # output steps are its target positions: ``output_mask``).
+        output_mask = getattr(method.model, "output_mask", None)
+        steps = mask if output_mask is None else output_mask(mask)
+        relevance = jnp.where(jnp.reshape(steps, steps.shape + (1,) * (relevance.ndim - 1)), relevance, zero)
     return relevance
+
+
+def ids_network(model: Any) -> Any:
+    """The object that embeds token ids for the methods, or None: the :class:`~lrpjax.models.Sequential`
+    behind ``model`` when it starts with an embedding, or ``model`` itself when it takes ids
+    (``takes_ids``) and offers ``embed``, ``vector_model``, ``input_size`` and ``check_inputs`` (an
+    encoder-decoder, :class:`~lrpjax.models.seq2seq.Seq2Seq`)."""
+    network = network_of(model)
+    if network is None and hasattr(model, "vector_model") and hasattr(model, "embed"):
+        network = model
+    return network if network is not None and network.takes_ids else None
 
 
 def on_vectors(method, params: Params, x: Array) -> tuple[Any, Params, Array]:
@@ -121,8 +136,8 @@ def on_vectors(method, params: Params, x: Array) -> tuple[Any, Params, Array]:
     parameters and the embedded vectors ``table[ids]`` (T, E) -- the lookup has no relevance rule, so what
     is explained, differentiated, integrated along a path from zero vectors (Integrated Gradients),
     perturbed (SmoothGrad) or occluded (set to zero) are the vectors; anything else unchanged."""
-    network = network_of(getattr(method.apply, "__self__", None))
-    if network is None or not network.takes_ids or jnp.issubdtype(jnp.result_type(x), jnp.floating):
+    network = ids_network(getattr(method.apply, "__self__", None))
+    if network is None or jnp.issubdtype(jnp.result_type(x), jnp.floating):
         return method, params, x
     inner, inner_params = network.vector_model(params)
     return dataclasses.replace(method, apply=inner.apply), inner_params, network.embed(params, x)

@@ -1,6 +1,6 @@
-"""Attention over the steps of a sequence: pooling with learned queries, and self-attention.
+"""Attention over the steps of a sequence: pooling with learned queries, self-attention, cross-attention.
 
-Two layers, written only with the elementary computations (:mod:`lrpjax.core.ops`,
+Two layers and a cross-attention, written only with the elementary computations (:mod:`lrpjax.core.ops`,
 :mod:`lrpjax.core.attention`), so every rule set, the gradient, masks, ``jit``/``vmap``, ``.full()``
 and dataset explanation work for every composition:
 
@@ -11,6 +11,9 @@ and dataset explanation work for every composition:
 * :class:`SelfAttention` -- ``(T, D) -> (T, D)``: every step ``s`` queries the sequence with its own
   state, ``c_s = sum_t alpha_st h_t`` over valid steps (``t <= s`` when ``causal``); what Keras'
   ``Attention()([x, x])`` and ``AdditiveAttention()([x, x])`` compute.
+* :class:`CrossAttention` -- queries (T, D_q) over another sequence's keys (S, D_k) -> (T, D_k): the
+  decoder-over-encoder attention of encoder-decoder RNNs (:mod:`lrpjax.models.seq2seq`), softmax over
+  the valid key steps (not a layer of a ``Sequential``: it reads two sequences).
 
 Scores (``h_t`` a step, ``q`` the query: a learned vector, or the querying step's state):
 
@@ -53,7 +56,7 @@ from lrpjax.core.attention import attend, bilinear, softmax
 from lrpjax.core.rules import RuleSet
 from lrpjax.models.layers import Spec, concat, register_layer
 
-__all__ = ["SCORES", "AttentionPool", "SelfAttention"]
+__all__ = ["SCORES", "AttentionPool", "SelfAttention", "CrossAttention"]
 
 SCORES = ("additive", "dot", "general")
 """The score functions of the attention layers."""
@@ -418,3 +421,112 @@ class SelfAttention(_Attention):
         keep = mask[:, None]
         zero = jnp.zeros((), h.dtype)
         return (jnp.where(keep, alpha @ b, zero),), (jnp.where(keep, alpha @ h, zero),)
+
+
+@dataclass(frozen=True)
+class CrossAttention:
+    """Attention of queries over another sequence: ``c_t = sum_s alpha_ts k_s`` over the valid key steps s.
+
+    The decoder-over-encoder attention of encoder-decoder RNNs (Bahdanau et al. 2015; Luong et al. 2015):
+    a query ``q_t`` (D_q,) -- a decoder state -- scores every key ``k_s`` (D_k,) -- an encoder state --, a
+    softmax over the valid key steps weighs them, and the context is their weighted sum (the keys are also
+    the values). Scores:
+
+    * ``"dot"`` (Luong): ``e_ts = q_t . k_s`` (D_q = D_k), a bilinear product of two inputs;
+    * ``"general"`` (Luong): ``e_ts = q_t . (k_s W)``, ``W`` (D_k, D_q): a linear mapping of the key, then a
+      bilinear product with the query;
+    * ``"additive"`` (Bahdanau): ``e_ts = v . tanh(k_s W + q_t U + b)``, ``W`` (D_k, A), ``U`` (D_q, A),
+      ``b`` (A,), ``v`` (A, 1): one linear mapping of key and query (one shared denominator), a ``tanh``
+      that passes relevance unchanged, a linear mapping.
+
+    Relevance (module docstring): the context is an accumulation (``rules.accumulate``) of the gated
+    products ``alpha_ts k_sd``; under ``rules.attention`` mode ``"gate"`` all of a product's relevance goes
+    to the key, none to the weights (so none to the query); the other modes send the weights' share through
+    the softmax (``rules.attention.softmax``) into the scores, and from there to query and key by the
+    scores' own computations (bilinear products split by ``rules.attention.product``).
+
+    Unlike the layers above, this is not a layer of a :class:`~lrpjax.models.Sequential` (it reads two
+    sequences); models such as :class:`~lrpjax.models.seq2seq.Seq2Seq` call it. Its parameters are one dict
+    (``W``, ``U``, ``b``, ``v`` as above; ``{}`` for dot scores).
+
+    Attributes:
+        score: ``"additive"``, ``"dot"`` or ``"general"``.
+        units: A, the hidden size of additive scores (needed by :meth:`init`); None for the others.
+    """
+
+    score: str = "general"
+    units: int | None = None
+
+    def __post_init__(self):
+        _check_common("CrossAttention", self.score, self.units, None)
+
+    def expected(self, D_q: int, D_k: int, A: int | None = None) -> dict[str, tuple]:
+        """The parameter shapes for queries (D_q,) and keys (D_k,) (A: additive units, None: any)."""
+        if self.score == "additive":
+            A = self.units if A is None else A
+            return {"W": (D_k, A), "U": (D_q, A), "b": (A,), "v": (A, 1)}
+        if self.score == "general":
+            return {"W": (D_k, D_q)}
+        return {}
+
+    def check(self, where: str, params: Params, D_q: int, D_k: int) -> None:
+        """Checks the parameters ``params`` (named ``where`` in errors) for queries (D_q,) and keys (D_k,).
+
+        Raises:
+            ValueError: a missing or unexpected key, a shape that does not fit, or dot scores of queries
+                and keys of different sizes.
+        """
+        if self.score == "dot" and D_q != D_k:
+            raise ValueError(f"`{where}`: dot scores need queries and keys of one size; got D_q = {D_q} and "
+                             f"D_k = {D_k} (use score 'general' or 'additive').")
+        A = None
+        if self.score == "additive" and isinstance(params, dict) and "W" in params:
+            A = int(jnp.shape(params["W"])[-1])
+        _check_shapes(where, params, self.expected(D_q, D_k, A))
+
+    def init(self, key: Array, D_q: int, D_k: int, dtype=jnp.float32) -> Params:
+        """Glorot-uniform weights, zero bias (``{}`` for dot scores)."""
+        if self.score == "dot":
+            return {}
+        keys = jax.random.split(key, 3)
+        if self.score == "general":
+            return {"W": _glorot(keys[0], (D_k, D_q), dtype)}
+        if self.units is None:
+            raise ValueError("CrossAttention with additive scores needs `units` to be initialised.")
+        A = self.units
+        return {"W": _glorot(keys[0], (D_k, A), dtype), "U": _glorot(keys[1], (D_q, A), dtype),
+                "b": jnp.zeros((A,), dtype), "v": _glorot(keys[2], (A, 1), dtype)}
+
+    def prepare(self, params: Params, keys: Array, rules: RuleSet | None) -> Array:
+        """What the scores read of the keys (S, D_k), computed once for every query: ``k_s W`` (S, D_q) for
+        general scores (a linear mapping of each key; the epsilon rule is linear in the relevance arriving,
+        so one backward for the sum over queries equals one per query), else the keys themselves."""
+        if self.score != "general":
+            return keys
+        return jax.vmap(lambda k: ops.linear(rules, (k,), (params["W"],)))(keys)
+
+    def scores(self, params: Params, query: Array, keys: Array, prepared: Array, rules: RuleSet | None) -> Array:
+        """The scores (S,) of one query (D_q,) over the keys (S, D_k) (``prepared``: :meth:`prepare`)."""
+        if self.score == "additive":
+            return jax.vmap(lambda k: _additive(rules, params, k, query)[0])(keys)
+        return bilinear(rules, query, prepared)
+
+    def context(self, params: Params, query: Array, keys: Array, prepared: Array, valid: Array,
+                rules: RuleSet | None) -> tuple[Array, Array]:
+        """``(c, alpha)`` of one query (D_q,): the context (D_k,) and the weights (S,) (0 at invalid keys)."""
+        alpha = softmax(rules, self.scores(params, query, keys, prepared, rules)[:, None], valid)
+        return attend(rules, alpha, keys, valid), alpha[:, 0]
+
+    def apply(self, params: Params, queries: Array, keys: Array, valid: Array | None = None,
+              rules: RuleSet | None = None) -> Array:
+        """The contexts (T, D_k) of every query (T, D_q) over the keys (S, D_k), ``valid`` (S,) bool the valid
+        key steps (None: all)."""
+        valid = _valid(valid, keys.shape[0])
+        prepared = self.prepare(params, keys, rules)
+        return jax.vmap(lambda q: self.context(params, q, keys, prepared, valid, rules)[0])(queries)
+
+    def weights(self, params: Params, queries: Array, keys: Array, valid: Array | None = None) -> Array:
+        """The attention weights (T, S) of every query over the keys (row t: query t's weights)."""
+        valid = _valid(valid, keys.shape[0])
+        prepared = self.prepare(params, keys, None)
+        return jax.vmap(lambda q: self.context(params, q, keys, prepared, valid, None)[1])(queries)

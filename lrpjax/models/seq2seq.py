@@ -1,0 +1,531 @@
+"""Encoder-decoder RNNs with attention (Luong et al. 2015), written with the elementary computations.
+
+A source sentence of S steps is read by a (bi)directional LSTM or GRU encoder into states ``k_s``
+(S, D); a unidirectional decoder reads the target tokens under teacher forcing (``y_0`` = BOS, then
+the reference tokens) and at every step t:
+
+1. ``h_t = cell([e(y_t); [h~_{t-1}]], state_{t-1})``  -- the decoder cell (input feeding: the previous
+   attentional state enters too);
+2. ``c_t = sum_s alpha_ts k_s``, ``alpha_t = softmax_s(score(h_t, k_s))`` over the valid source steps
+   (:class:`~lrpjax.models.attention.CrossAttention`, Luong's global attention);
+3. ``h~_t = tanh(c_t W_c + h_t W_h + b_c)``  -- the attentional state, one linear mapping of two inputs;
+4. ``o_t = h~_t W_o + b_o``  -- the scores (V,) of the next target token.
+
+The output is (T, V), one score vector per target step. Initial states are zero (Sec. 11.4.1, A9), so
+the source reaches the decoder through the attention only.
+
+**One input, one mask.** The methods of :mod:`lrpjax.methods` explain one array and pass one mask, so a
+pair is *packed*: ``x`` = the source ids padded to ``source_steps`` = S, then the target ids (S + T,);
+``mask`` (S + T,) bool marks the valid source steps (a prefix of the first S) and the valid target steps
+(a prefix of the last T). :meth:`Seq2Seq.pack` builds both from lists of pairs. Explaining output step
+t (``target=(t, v)``) gives relevance over all S + T packed positions: the source tokens and the target
+tokens the decoder has read (positions after ``S + t`` get exactly 0: the decoder is causal).
+``method.steps(params, x, classes, mask=mask)`` gives every step at once, (T, S + T, E): the
+(target x (source + target)) relevance matrix, summed over E.
+
+**Relevance.** Every line above is an elementary computation: the cells as in :mod:`lrpjax.core.cells`,
+the attention as in :mod:`lrpjax.core.attention` (``rules.attention``: weights as gates by default,
+AttnLRP and Table 11.1's splits as options), the two mappings by ``rules.linear``, ``tanh`` passes
+relevance unchanged. Rules are overridden by part with ``rules.composite(by_layer=...)``: ``"encoder"``
+(or one direction, ``"encoder_forward"``/``"encoder_backward"``), ``"decoder"``, ``"attention"``,
+``"combine"``, ``"out"``.
+
+Parameters (a plain dict): ``source_embedding``/``target_embedding`` ``{"table": (V, E)}`` (one
+vocabulary of V ids, a table per side), ``encoder`` (or ``encoder_forward``, ``encoder_backward``) the
+cell's dict for inputs (E,), ``decoder`` the cell's dict for inputs (E,) (E + M with input feeding),
+``attention`` the cross-attention's (queries (H,), keys (D,)), ``combine`` ``{"W_context": (D, M),
+"W_state": (H, M), "b": (M,)}``, ``out`` ``{"W": (M, V), "b": (V,)}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from lrpjax._types import Array, ArrayLike, Params
+from lrpjax.core import ops
+from lrpjax.core.cells import CELLS, StandardCell, all_valid, check_cell_params
+from lrpjax.core.rules import RuleSet
+from lrpjax.models.attention import SCORES, CrossAttention
+from lrpjax.models.embedding import check_ids
+from lrpjax.models.layers import Recurrent, Spec, concat
+from lrpjax.models.sequential import check_prefix
+
+__all__ = ["Seq2Seq", "Sizes"]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The sizes read off a model's parameters: V (vocabulary), E (embedding), D (encoder states), H (decoder
+    state), M (attentional state)."""
+
+    V: int | None
+    E: int
+    D: int
+    H: int
+    M: int
+
+
+def _positive(name: str, value: Any) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ValueError(f"`{name}` of Seq2Seq must be a positive int or None; got {value!r}.")
+
+
+def _shape_of(where: str, layer: Any, key: str, shape: tuple) -> None:
+    if not isinstance(layer, dict) or key not in layer:
+        raise ValueError(f"`{where}` must be a dict with {key!r}.")
+    got = tuple(jnp.shape(layer[key]))
+    if got != shape:
+        raise ValueError(f"`{where}[{key!r}]` must have shape {shape}; got {got}.")
+
+
+@dataclass(frozen=True)
+class Seq2Seq:
+    """An encoder-decoder RNN with attention over a packed pair (module docstring).
+
+    Attributes:
+        source_steps: S, the padded source length of the packed input (its first S positions).
+        cell: the encoder's and decoder's cell (``StandardCell()`` or ``GRUCell()``, any cell of
+            :mod:`lrpjax.core.cells`).
+        encoder_units: H_enc per direction (D = 2 H_enc when bidirectional); needed by :meth:`init`.
+        units: H, the decoder's state size; needed by :meth:`init`.
+        combine_units: M, the attentional state's size (None: H).
+        bidirectional: a bidirectional encoder.
+        score: the attention's scores, ``"general"``, ``"dot"`` (D = H) or ``"additive"``.
+        attention_units: A, the hidden size of additive scores.
+        input_feeding: the decoder also reads the previous attentional state (Luong et al. 2015, Sec. 3.3).
+        reads_ids: the input is token ids (S + T,); False: embedded vectors (S + T, E)
+            (:meth:`vector_model`, what the methods explain).
+    """
+
+    source_steps: int
+    cell: Any = StandardCell()
+    encoder_units: int | None = None
+    units: int | None = None
+    combine_units: int | None = None
+    bidirectional: bool = True
+    score: str = "general"
+    attention_units: int | None = None
+    input_feeding: bool = False
+    reads_ids: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.source_steps, int) or isinstance(self.source_steps, bool) or self.source_steps < 1:
+            raise ValueError(f"`source_steps` of Seq2Seq must be a positive int (S, the padded source length); got "
+                             f"{self.source_steps!r}.")
+        if type(self.cell) not in CELLS.values():
+            raise TypeError(f"`cell` of Seq2Seq must be a cell of lrpjax.core.cells; got {type(self.cell).__name__}.")
+        for name in ("encoder_units", "units", "combine_units", "attention_units"):
+            _positive(name, getattr(self, name))
+        for name in ("bidirectional", "input_feeding", "reads_ids"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"`{name}` of Seq2Seq must be a bool; got {type(getattr(self, name)).__name__}.")
+        if self.score not in SCORES:
+            raise ValueError(f"`score` of Seq2Seq must be one of {SCORES}; got {self.score!r}.")
+        self.attention   # checks the attention's own configuration
+
+    # --- parts ---------------------------------------------------------------------------------------
+
+    @property
+    def encoder(self) -> Recurrent:
+        """The encoder: a recurrent layer named ``"encoder"`` giving every step's state (S, D)."""
+        return Recurrent(self.cell, self.encoder_units, self.bidirectional, sequences=True, name="encoder")
+
+    @property
+    def attention(self) -> CrossAttention:
+        """The decoder-over-encoder attention."""
+        return CrossAttention(self.score, self.attention_units if self.score == "additive" else None)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The keys of ``params``."""
+        embeddings = ("source_embedding", "target_embedding") if self.reads_ids else ()
+        return embeddings + self.encoder.keys() + ("decoder", "attention", "combine", "out")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every name a rule override (``rules.composite(by_layer=...)``) may use."""
+        return ("encoder",) + self.encoder.keys() * self.bidirectional + ("decoder", "attention", "combine", "out")
+
+    @property
+    def takes_ids(self) -> bool:
+        """Whether the input is token ids (the methods then explain the embedded vectors)."""
+        return self.reads_ids
+
+    @property
+    def masked(self) -> bool:
+        """A Seq2Seq takes a mask (of its packed pair)."""
+        return True
+
+    # --- parameters ----------------------------------------------------------------------------------
+
+    def sizes(self, params: Params) -> Sizes:
+        """Checks every parameter's shape; the sizes.
+
+        Raises:
+            TypeError: ``params`` not a dict.
+            ValueError: a missing or unexpected key, or a shape that does not fit, named.
+        """
+        if not isinstance(params, dict):
+            raise TypeError(f"`params` must be a dict with the keys {list(self.keys)}; got {type(params).__name__}.")
+        missing, unexpected = [k for k in self.keys if k not in params], sorted(set(params) - set(self.keys))
+        if missing or unexpected:
+            raise ValueError(f"`params` must have exactly the keys {list(self.keys)}; missing {missing}, unexpected "
+                             f"{unexpected}.")
+        V = None
+        if self.reads_ids:
+            V, E = (int(n) for n in jnp.shape(_table(params, "source_embedding")))
+            _shape_of("params['target_embedding']", params["target_embedding"], "table", (V, E))
+        else:
+            E = int(jnp.shape(_entry(params, self.encoder.keys()[0], "W"))[0])
+        D = self.encoder.output_spec(params, Spec(("input",), (E,), True)).size
+        H = int(jnp.shape(_entry(params, "decoder", "U"))[0])
+        M = int(jnp.shape(_entry(params, "combine", "b"))[0])
+        check_cell_params(self.cell, params["decoder"], E + (M if self.input_feeding else 0), "params['decoder']")
+        self.attention.check("params['attention']", params["attention"], H, D)
+        for key, shape in (("W_context", (D, M)), ("W_state", (H, M)), ("b", (M,))):
+            _shape_of("params['combine']", params["combine"], key, shape)
+        V_out = int(jnp.shape(_entry(params, "out", "W"))[-1])
+        for key, shape in (("W", (M, V_out)), ("b", (V_out,))):
+            _shape_of("params['out']", params["out"], key, shape)
+        if V is not None and V_out != V:
+            raise ValueError(f"`params['out']['W']` must score the V = {V} ids of the vocabulary; got {V_out} outputs.")
+        for name, size, value in (("encoder_units", D // (2 if self.bidirectional else 1), self.encoder_units),
+                                  ("units", H, self.units), ("combine_units", M, self.combine_units)):
+            if value is not None and size != value:
+                raise ValueError(f"`params` have {name} = {size}; the model has {name} = {value}.")
+        return Sizes(V, E, D, H, M)
+
+    def input_size(self, params: Params) -> int:
+        """V (token ids) or E (vectors): what an input position holds."""
+        sizes = self.sizes(params)
+        return sizes.V if self.reads_ids else sizes.E
+
+    def init(self, key: Array, vocab_size: int, embed_size: int, dtype=jnp.float32) -> Params:
+        """Random parameters (embeddings N(0, 1/E), the cells' and attention's own initialisations, Glorot
+        mappings, zero biases) for a vocabulary of V = ``vocab_size`` ids embedded in E = ``embed_size``.
+
+        Raises:
+            ValueError: ``encoder_units`` or ``units`` (or additive ``attention_units``) not set.
+        """
+        if self.encoder_units is None or self.units is None:
+            raise ValueError("Seq2Seq.init needs `encoder_units` and `units` (the state sizes).")
+        V, E, H = vocab_size, embed_size, self.units
+        M = self.combine_units or H
+        D = self.encoder_units * (2 if self.bidirectional else 1)
+        k = jax.random.split(key, 7)
+        params = {} if not self.reads_ids else {
+            "source_embedding": {"table": jax.random.normal(k[0], (V, E), dtype) / E ** 0.5},
+            "target_embedding": {"table": jax.random.normal(k[1], (V, E), dtype) / E ** 0.5}}
+        params.update(self.encoder.init(k[2], Spec(("input",), (E,), True), dtype))
+        params["decoder"] = self.cell.init(k[3], E + (M if self.input_feeding else 0), H, dtype)
+        params["attention"] = self.attention.init(k[4], H, D, dtype)
+        params["combine"] = {"W_context": _glorot(k[5], (D, M), dtype), "W_state": _glorot(k[6], (H, M), dtype),
+                             "b": jnp.zeros((M,), dtype)}
+        params["out"] = {"W": _glorot(jax.random.fold_in(key, 1), (M, V), dtype), "b": jnp.zeros((V,), dtype)}
+        return params
+
+    # --- inputs --------------------------------------------------------------------------------------
+
+    def check_mask(self, mask: Any) -> None:
+        """A concrete mask (..., S + T) must mark a prefix of the source part and one of the target part,
+        each with at least one valid step; traced masks are not checked.
+
+        Raises:
+            ValueError: naming the part and the row.
+        """
+        if isinstance(mask, jax.core.Tracer):
+            return
+        m = np.asarray(mask, bool)
+        S = self.source_steps
+        for part, name in ((m[..., :S], "source"), (m[..., S:], "target")):
+            check_prefix(part, f"mask ({name} part)")
+            empty = np.flatnonzero(~part.reshape(-1, part.shape[-1]).any(axis=1))
+            if empty.size:
+                raise ValueError(f"`mask` marks no valid {name} step (row {int(empty[0])}): every pair needs one.")
+
+    def check_inputs(self, x: Any, mask: Any = None, E: int | None = None, dtype: Any = None) -> None:
+        """Static checks of one packed pair and its mask.
+
+        Raises:
+            TypeError: ids that are not integers (or vectors that are), a mask that is not boolean.
+            ValueError: fewer than S + 1 positions, ids outside the vocabulary, a bad mask.
+        """
+        shape = tuple(jnp.shape(x))
+        if self.reads_ids:
+            check_ids("x", x, E)
+        else:
+            if len(shape) != 2 or (E is not None and shape[1] != E):
+                raise ValueError(f"`x` must be a packed pair of embedded vectors (S + T, E) with E = {E or 'E'}; "
+                                 f"got shape {shape}.")
+            if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+                raise TypeError(f"`x` must be floating point (embedded vectors); got dtype {jnp.result_type(x)}.")
+        if shape[0] <= self.source_steps:
+            raise ValueError(f"`x` must be a packed pair (S + T,) with S = {self.source_steps} source steps and T >= 1 "
+                             f"target steps (Seq2Seq.pack); got {shape[0]} positions.")
+        if mask is not None:
+            if tuple(jnp.shape(mask)) != shape[:1]:
+                raise ValueError(f"`mask` must have shape (S + T,) = ({shape[0]},) to match `x`; got {jnp.shape(mask)}.")
+            if jnp.result_type(mask) != jnp.bool_:
+                raise TypeError(f"`mask` must be boolean; got dtype {jnp.result_type(mask)}.")
+            self.check_mask(mask)
+
+    def output_mask(self, mask: Array) -> Array:
+        """The valid output steps (..., T) of the valid input positions ``mask`` (..., S + T): the target part."""
+        return mask[..., self.source_steps:]
+
+    def pack(self, sources: Sequence[ArrayLike], targets: Sequence[ArrayLike],
+             target_steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Packs pairs of id sequences into ``X`` (B, S + T) int32 and ``mask`` (B, S + T) bool: each source
+        padded to S, each target (decoder input, BOS first) padded to T (the longest, or ``target_steps``).
+
+        Raises:
+            ValueError: different numbers of sources and targets, an empty sequence, a source longer than S or
+                a target longer than ``target_steps``.
+        """
+        if len(sources) != len(targets) or not len(sources):
+            raise ValueError(f"`sources` and `targets` must be non-empty lists of one length; got {len(sources)} and "
+                             f"{len(targets)}.")
+        S = self.source_steps
+        T = max(len(t) for t in targets) if target_steps is None else target_steps
+        X = np.zeros((len(sources), S + T), np.int32)
+        mask = np.zeros((len(sources), S + T), bool)
+        for b, (s, t) in enumerate(zip(sources, targets)):
+            if not 1 <= len(s) <= S:
+                raise ValueError(f"`sources[{b}]` must have 1 to S = {S} ids; got {len(s)}.")
+            if not 1 <= len(t) <= T:
+                raise ValueError(f"`targets[{b}]` must have 1 to T = {T} ids; got {len(t)}.")
+            X[b, :len(s)], X[b, S:S + len(t)] = s, t
+            mask[b, :len(s)], mask[b, S:S + len(t)] = True, True
+        return X, mask
+
+    # --- token ids -----------------------------------------------------------------------------------
+
+    def embed(self, params: Params, ids: ArrayLike) -> Array:
+        """The embedded vectors of packed ids (..., S + T) -> (..., S + T, E): the source part from the source
+        table, the target part from the target table; what the methods explain."""
+        if not self.reads_ids:
+            raise TypeError("embed() is for a Seq2Seq that reads token ids; this one reads embedded vectors.")
+        ids = jnp.asarray(ids)
+        S = self.source_steps
+        source = jnp.take(_table(params, "source_embedding"), ids[..., :S], axis=0)
+        target = jnp.take(_table(params, "target_embedding"), ids[..., S:], axis=0)
+        return jnp.concatenate([source, target], axis=-2)
+
+    def vector_model(self, params: Params) -> tuple[Seq2Seq, Params]:
+        """``(inner, inner_params)``: the same model reading embedded vectors (S + T, E), and its parameters
+        without the tables."""
+        if not self.reads_ids:
+            raise TypeError("vector_model() is for a Seq2Seq that reads token ids; this one reads vectors already.")
+        inner = dataclasses.replace(self, reads_ids=False)
+        return inner, {k: v for k, v in params.items() if k not in ("source_embedding", "target_embedding")}
+
+    # --- the model -----------------------------------------------------------------------------------
+
+    def apply(self, params: Params, x: ArrayLike, rules: RuleSet | None = None, *, mask: ArrayLike | None = None,
+              taps: Params | None = None) -> Array:
+        """The scores (T, V) of the next target token at every target step (padded steps 0).
+
+        Args:
+            params: the parameters (module docstring).
+            x: a packed pair (S + T,) of ids (embedded (S + T, E) with ``reads_ids=False``).
+            rules: rule set (relevance backward; ``rules.at(part)``) or None (gradients).
+            mask: valid positions (S + T,) bool (:meth:`pack`), or None: all valid.
+            taps: zero probes from :meth:`zero_taps` (relevance at the initial states and encoder states).
+        """
+        sizes = self.sizes(params)
+        x = x if hasattr(x, "dtype") else np.asarray(x)
+        self.check_inputs(x, mask, sizes.V if self.reads_ids else sizes.E)
+        x = self.embed(params, x) if self.reads_ids else jnp.asarray(x)
+        mask = all_valid(x.shape[0]) if mask is None else jnp.asarray(mask)
+        S = self.source_steps
+        keys = self.encode(params, x[:S], mask[:S], rules, taps)
+        return self._decode(params, keys, mask[:S], x[S:], mask[S:], rules, taps)
+
+    def encode(self, params: Params, source: Array, source_mask: Array, rules: RuleSet | None = None,
+               taps: Params | None = None) -> Array:
+        """The encoder states (S, D) of embedded source steps (S, E); padded steps 0."""
+        spec = Spec(("input",), (source.shape[-1],), True)
+        return concat(self.encoder.apply(params, (source,), spec, source_mask, rules, taps))
+
+    def _decode(self, params: Params, keys: Array, source_mask: Array, target: Array, target_mask: Array,
+                rules: RuleSet | None, taps: Params | None) -> Array:
+        """The decoder under teacher forcing over embedded target steps (T, E): scores (T, V)."""
+        attention_rules = None if rules is None else rules.at("attention")
+        prepared = self.attention.prepare(params["attention"], keys, attention_rules)
+        carry0 = self._initial(params, target.dtype, taps)
+
+        def step(carry, inputs):
+            """``((state, h~_{t-1}), (e(y_t), m_t)) -> ((state', h~_t), o_t)``; padded steps keep the carry."""
+            x_t, m_t = inputs
+            new, hidden, scores = self.step(params, rules, carry, x_t, keys, prepared, source_mask)
+            new = tuple(jnp.where(m_t, n, old) for n, old in zip(new, carry[0]))
+            hidden = jnp.where(m_t, hidden, carry[1])
+            return (new, hidden), jnp.where(m_t, scores, jnp.zeros((), scores.dtype))
+
+        _, scores = lax.scan(step, carry0, (target, target_mask))
+        return scores
+
+    def _initial(self, params: Params, dtype, taps: Params | None) -> tuple:
+        """The decoder's zero initial states and attentional state (with their probes)."""
+        H, M = params["decoder"]["U"].shape[0], params["combine"]["b"].shape[0]
+        zeros = {name: jnp.zeros((H,), dtype) for name in self.cell.state_names}
+        zeros["feed"] = jnp.zeros((M,), dtype)
+        if taps is not None:
+            zeros = {k: v + taps["initial"]["decoder"][k] for k, v in zeros.items()}
+        return tuple(zeros[name] for name in self.cell.state_names), zeros["feed"]
+
+    def step(self, params: Params, rules: RuleSet | None, carry: tuple, x_t: Array, keys: Array, prepared: Array,
+             source_mask: Array) -> tuple[tuple[Array, ...], Array, Array]:
+        """One decoder step (module docstring, 1-4): ``(state, h~_{t-1}), e(y_t)`` -> ``(state', h~_t, o_t)``.
+
+        Args:
+            carry: the decoder cell's states (H,) each and the previous attentional state (M,).
+            x_t: the embedded target token (E,).
+            keys: the encoder states (S, D); ``prepared``: the attention's :meth:`CrossAttention.prepare`.
+            source_mask: valid source steps (S,).
+        """
+        state, feed = carry
+        r_dec, r_att, r_comb, r_out = (None if rules is None else rules.at(name)
+                                       for name in ("decoder", "attention", "combine", "out"))
+        x_in = jnp.concatenate([x_t, feed]) if self.input_feeding else x_t
+        state = self.cell.step(params["decoder"], r_dec, state, x_in)
+        h = state[0]
+        context, _ = self.attention.context(params["attention"], h, keys, prepared, source_mask, r_att)
+        comb = params["combine"]
+        z = ops.linear(r_comb, (context, h), (comb["W_context"], comb["W_state"]), comb["b"])
+        hidden = ops.activation(r_comb, ops.TANH, z)
+        scores = ops.linear(r_out, (hidden,), (params["out"]["W"],), params["out"]["b"])
+        return state, hidden, scores
+
+    def weights(self, params: Params, x: ArrayLike, mask: ArrayLike | None = None) -> Array:
+        """The attention weights (T, S) of every target step over the source steps (0 at padded ones and at
+        padded target steps)."""
+        sizes = self.sizes(params)
+        x = x if hasattr(x, "dtype") else np.asarray(x)
+        self.check_inputs(x, mask, sizes.V if self.reads_ids else sizes.E)
+        return _weights(self, params, x, None if mask is None else jnp.asarray(mask))
+
+    def zero_taps(self, params: Params, x: ArrayLike) -> Params:
+        """Zero probes: ``{"initial": {encoder key: {...}, "decoder": {state names, "feed"}}, "states":
+        {encoder key: {...}}}``; under ``Method.full`` their cotangents are the relevance at the initial
+        states (the conservation residual counts it) and at the encoder's states."""
+        sizes = self.sizes(params)
+        dtype = jnp.result_type(x) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else params["out"]["W"].dtype
+        spec = Spec(("input",), (sizes.E,), True)
+        initial, states = self.encoder.zero_taps(params, spec, self.source_steps, dtype)
+        initial["decoder"] = {name: jnp.zeros((sizes.H,), dtype) for name in self.cell.state_names}
+        initial["decoder"]["feed"] = jnp.zeros((sizes.M,), dtype)
+        return {"initial": initial, "states": states}
+
+    # --- decoding ------------------------------------------------------------------------------------
+
+    def greedy(self, params: Params, source: ArrayLike, bos: int, steps: int) -> Array:
+        """Greedy decoding of one source (L,) ids (L <= S): ``steps`` tokens, each the argmax of the scores
+        given the tokens before it, starting from ``bos``. Returns (steps,) int32.
+
+        Raises:
+            TypeError: a model that reads vectors.
+            ValueError: a bad source, ``bos`` or ``steps``.
+        """
+        if not self.reads_ids:
+            raise TypeError("greedy() decodes token ids; this Seq2Seq reads embedded vectors.")
+        sizes = self.sizes(params)
+        source = np.asarray(source)
+        check_ids("source", source, sizes.V)
+        if len(source) > self.source_steps:
+            raise ValueError(f"`source` must have at most S = {self.source_steps} ids; got {len(source)}.")
+        if not isinstance(bos, (int, np.integer)) or not 0 <= bos < sizes.V:
+            raise ValueError(f"`bos` must be a token id in [0, {sizes.V}); got {bos!r}.")
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"`steps` must be a positive int; got {steps!r}.")
+        padded = np.zeros((self.source_steps,), np.int32)
+        padded[:len(source)] = source
+        return _greedy(self, params, jnp.asarray(padded), jnp.arange(self.source_steps) < len(source), bos, steps)
+
+    # --- description ---------------------------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        """A JSON-able description (:meth:`from_config` inverts it)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields["cell"] = {"kind": self.cell.kind, **dataclasses.asdict(self.cell)}
+        return {"type": "seq2seq", **fields}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Seq2Seq:
+        """The model of :meth:`config`.
+
+        Raises:
+            ValueError: not a Seq2Seq description, or an unknown cell kind.
+        """
+        if not isinstance(config, dict) or config.get("type") != "seq2seq":
+            raise ValueError(f"`config` must describe a Seq2Seq (type 'seq2seq'); got {config!r}.")
+        fields = {k: v for k, v in config.items() if k != "type"}
+        cell = dict(fields.pop("cell", {"kind": "standard"}))
+        kind = cell.pop("kind", None)
+        if kind not in CELLS:
+            raise ValueError(f"unknown cell kind {kind!r}; known: {sorted(CELLS)}.")
+        return cls(cell=CELLS[kind](**cell), **fields)
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _weights(model: Seq2Seq, params: Params, x: Array, mask: Array | None) -> Array:
+    x = model.embed(params, x) if model.reads_ids else x
+    mask = jnp.ones((x.shape[0],), bool) if mask is None else mask
+    S = model.source_steps
+    keys = model.encode(params, x[:S], mask[:S])
+    prepared = model.attention.prepare(params["attention"], keys, None)
+    carry0 = model._initial(params, x.dtype, None)
+
+    def step(carry, inputs):
+        """``(carry, (e(y_t), m_t)) -> (carry', alpha_t)``."""
+        x_t, m_t = inputs
+        state, hidden, _ = model.step(params, None, carry, x_t, keys, prepared, mask[:S])
+        alpha = model.attention.context(params["attention"], state[0], keys, prepared, mask[:S], None)[1]
+        state = tuple(jnp.where(m_t, n, o) for n, o in zip(state, carry[0]))
+        return (state, jnp.where(m_t, hidden, carry[1])), jnp.where(m_t, alpha, jnp.zeros((), alpha.dtype))
+
+    return lax.scan(step, carry0, (x[S:], mask[S:]))[1]
+
+
+@partial(jax.jit, static_argnums=(0, 4, 5))
+def _greedy(model: Seq2Seq, params: Params, source: Array, source_mask: Array, bos: int, steps: int) -> Array:
+    table = params["target_embedding"]["table"]
+    keys = model.encode(params, jnp.take(params["source_embedding"]["table"], source, axis=0), source_mask)
+    prepared = model.attention.prepare(params["attention"], keys, None)
+
+    def step(carry, _):
+        """``(carry, token) -> ((carry', next token), next token)``."""
+        decoder, token = carry
+        state, hidden, scores = model.step(params, None, decoder, table[token], keys, prepared, source_mask)
+        token = jnp.argmax(scores).astype(jnp.int32)
+        return ((state, hidden), token), token
+
+    carry0 = (model._initial(params, table.dtype, None), jnp.int32(bos))
+    return lax.scan(step, carry0, None, length=steps)[1]
+
+
+def _table(params: Params, key: str) -> Array:
+    table = _entry(params, key, "table")
+    if len(jnp.shape(table)) != 2:
+        raise ValueError(f"`params[{key!r}]['table']` must have shape (V, E); got {tuple(jnp.shape(table))}.")
+    return table
+
+
+def _entry(params: Params, key: str, leaf: str) -> Any:
+    layer = params.get(key) if isinstance(params, dict) else None
+    if not isinstance(layer, dict) or leaf not in layer:
+        raise ValueError(f"`params[{key!r}]` must be a dict with {leaf!r}.")
+    return layer[leaf]
+
+
+def _glorot(key: Array, shape: tuple[int, int], dtype) -> Array:
+    bound = (6.0 / (shape[0] + shape[1])) ** 0.5
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
