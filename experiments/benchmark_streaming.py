@@ -19,7 +19,7 @@ resident memory (``ru_maxrss``) and its kill are its own. Measured:
 * the machine: cores, jax version, load average.
 
     python experiments/benchmark_streaming.py              # experiments/results/benchmark_streaming.{json,md}
-    python experiments/benchmark_streaming.py --quick --out /tmp/bench     # N = 2,000 and 20,000
+    python experiments/benchmark_streaming.py --quick --out /tmp/bench     # N = 500 and 4,000
 """
 
 from __future__ import annotations
@@ -104,7 +104,8 @@ def worker(args) -> None:
 
 # --- the driver ------------------------------------------------------------------------------------
 
-SHARD_BYTES = {False: 8 << 20, True: 256 << 10}   # full, quick: about 14 and 9 shards
+SHARD_BYTES = {False: 8 << 20, True: 48 << 10}    # full, quick: about 14 and 10 shards
+QUICK_N = (500, 4_000)                             # --quick: the small and the large run
 
 
 def _command(n: int, directory: Path, process: int = 0, processes: int = 1, port: int = 0) -> list[str]:
@@ -206,7 +207,7 @@ def machine() -> dict:
 
 def measure(quick: bool, work: Path) -> dict:
     _QUICK[0] = quick
-    small_n, big_n = (2_000, 20_000) if quick else (100_000, 1_000_000)
+    small_n, big_n = QUICK_N if quick else (100_000, 1_000_000)
     timeout = 600 if quick else 7200
     result = {"machine_before": machine(), "model": "checkpoints/sst_bilstm.npz (float32)",
               "method": "lrp-all, eps 0.001, predicted class, word-level relevance",
@@ -277,7 +278,9 @@ def markdown(result: dict, command: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="N = 2,000 and 20,000 instead of 10^5 and 10^6")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"N = {QUICK_N[0]:,} and {QUICK_N[1]:,} instead of 10^5 and 10^6 (a check that every "
+                             "part runs, not a measurement)")
     parser.add_argument("--out", default=str(ROOT / "experiments" / "results"), help="directory for the results")
     parser.add_argument("--work", default=None, help="directory for the runs' outputs (default: a temporary one, "
                                                      "removed at the end)")
