@@ -20,8 +20,9 @@ the report know of a method):
 * :attr:`Method.per_position` (relevance (T,) per position rather than (T, E)) and :attr:`Method.name`.
 
 Calling a method explains one sequence; :meth:`Method.batch` a padded batch in one jit-compiled,
-vmapped call; :meth:`Method.all` every output at once; :meth:`Method.tokens` sums relevance over the
-embedding dimension (word-level relevance); :meth:`Method.full` returns the richer result. Every one of
+vmapped call; :meth:`Method.all` every output at once; :meth:`Method.steps` one class at every output
+step of a per-step model (an encoder-decoder's target steps); :meth:`Method.tokens` sums relevance over
+the embedding dimension (word-level relevance); :meth:`Method.full` returns the richer result. Every one of
 them runs the per-example program of :mod:`lrpjax.methods.program`, as the dataset drivers do. Inputs
 are checked in Python first (shapes always; values such as finiteness and the target's range when they
 are concrete, i.e. outside ``jit``); see :mod:`lrpjax.methods.inputs` for the casts and
