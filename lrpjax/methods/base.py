@@ -20,9 +20,9 @@ the report know of a method):
 * :attr:`Method.per_position` (relevance (T,) per position rather than (T, E)) and :attr:`Method.name`.
 
 Calling a method explains one sequence; :meth:`Method.batch` a padded batch in one jit-compiled,
-vmapped call; :meth:`Method.all` every output at once; :meth:`Method.steps` one class at every output
-step of a per-step model (an encoder-decoder's target steps); :meth:`Method.tokens` sums relevance over
-the embedding dimension (word-level relevance); :meth:`Method.full` returns the richer result. Every one of
+vmapped call; :meth:`Method.all` every output at once; :meth:`Method.every_step` one class at every
+output step of a per-step model (an encoder-decoder's target steps); :meth:`Method.tokens` sums relevance
+over the embedding dimension (word-level relevance); :meth:`Method.full` returns the richer result. Every one of
 them runs the per-example program of :mod:`lrpjax.methods.program`, as the dataset drivers do. Inputs
 are checked in Python first (shapes always; values such as finiteness and the target's range when they
 are concrete, i.e. outside ``jit``); see :mod:`lrpjax.methods.inputs` for the casts and
@@ -256,7 +256,7 @@ class Method(abc.ABC):
         x, mask, _ = check_example(self, params, x, None, mask)
         return _example(Program((self,), "all"), params, x, mask, jnp.int32(-1), 0).relevance
 
-    def steps(self, params: Params, x: ArrayLike, classes=-1, *, mask: ArrayLike | None = None) -> Array:
+    def every_step(self, params: Params, x: ArrayLike, classes=-1, *, mask: ArrayLike | None = None) -> Array:
         """Relevance of one class at every output step of a per-step model (output (L, C)), in one vmapped
         call (the forward pass shared): (L, *relevance shape), row t explaining output step t.
 
@@ -273,7 +273,7 @@ class Method(abc.ABC):
         x, mask, _ = check_example(self, params, x, None, mask)
         shape = output_shape(self, params, x, mask)
         if len(shape) != 2:
-            raise ValueError(f"steps() explains a model with one output per step (L, C); this model's output has "
+            raise ValueError(f"every_step() explains a model with one output per step (L, C); this model's output has "
                              f"shape {shape} (use the call, .all or .batch).")
         classes = np.asarray(classes) if not isinstance(classes, jax.Array) else classes
         if not jnp.issubdtype(classes.dtype, jnp.integer) or classes.ndim > 1 or \

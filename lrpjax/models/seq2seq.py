@@ -20,7 +20,7 @@ pair is *packed*: ``x`` = the source ids padded to ``source_steps`` = S, then th
 (a prefix of the last T). :meth:`Seq2Seq.pack` builds both from lists of pairs. Explaining output step
 t (``target=(t, v)``) gives relevance over all S + T packed positions: the source tokens and the target
 tokens the decoder has read (positions after ``S + t`` get exactly 0: the decoder is causal).
-``method.steps(params, x, classes, mask=mask)`` gives every step at once, (T, S + T, E): the
+``method.every_step(params, x, classes, mask=mask)`` gives every step at once, (T, S + T, E): the
 (target x (source + target)) relevance matrix, summed over E.
 
 **Relevance.** Every line above is an elementary computation: the cells as in :mod:`lrpjax.core.cells`,
@@ -206,7 +206,7 @@ class Seq2Seq:
     def input_size(self, params: Params) -> int:
         """V (token ids) or E (vectors): what an input position holds."""
         sizes = self.sizes(params)
-        return sizes.V if self.reads_ids else sizes.E
+        return sizes.E if sizes.V is None else sizes.V
 
     def init(self, key: Array, vocab_size: int, embed_size: int, dtype=jnp.float32) -> Params:
         """Random parameters (embeddings N(0, 1/E), the cells' and attention's own initialisations, Glorot
@@ -281,7 +281,7 @@ class Seq2Seq:
         """The valid output steps (..., T) of the valid input positions ``mask`` (..., S + T): the target part."""
         return mask[..., self.source_steps:]
 
-    def pack(self, sources: Sequence[ArrayLike], targets: Sequence[ArrayLike],
+    def pack(self, sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]],
              target_steps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Packs pairs of id sequences into ``X`` (B, S + T) int32 and ``mask`` (B, S + T) bool: each source
         padded to S, each target (decoder input, BOS first) padded to T (the longest, or ``target_steps``).
@@ -437,13 +437,13 @@ class Seq2Seq:
         """
         if not self.reads_ids:
             raise TypeError("greedy() decodes token ids; this Seq2Seq reads embedded vectors.")
-        sizes = self.sizes(params)
+        V = self.input_size(params)
         source = np.asarray(source)
-        check_ids("source", source, sizes.V)
+        check_ids("source", source, V)
         if len(source) > self.source_steps:
             raise ValueError(f"`source` must have at most S = {self.source_steps} ids; got {len(source)}.")
-        if not isinstance(bos, (int, np.integer)) or not 0 <= bos < sizes.V:
-            raise ValueError(f"`bos` must be a token id in [0, {sizes.V}); got {bos!r}.")
+        if not isinstance(bos, (int, np.integer)) or not 0 <= bos < V:
+            raise ValueError(f"`bos` must be a token id in [0, {V}); got {bos!r}.")
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"`steps` must be a positive int; got {steps!r}.")
         padded = np.zeros((self.source_steps,), np.int32)

@@ -120,11 +120,11 @@ def test_padded_batches_of_pairs_equal_per_example_results():
     np.testing.assert_allclose(batch[0, S:], single[len(s):], rtol=0, atol=1e-12)
     for b, (s, t) in enumerate(zip(sources, targets)):
         assert np.all(batch[b, len(s):S] == 0) and np.all(batch[b, S + len(t):] == 0)
-    matrix = np.asarray(method.steps(params, X[1], np.array([-1, 3, 0]), mask=mask[1]))     # (T, S + T, E)
+    matrix = np.asarray(method.every_step(params, X[1], np.array([-1, 3, 0]), mask=mask[1]))   # (T, S + T, E)
     assert matrix.shape == (T, S + T, E) and np.all(matrix[len(targets[1]):] == 0)   # padded output steps
     np.testing.assert_allclose(matrix[1], batch[1], rtol=0, atol=1e-12)   # the padded target against the batch
     short = model.pack([sources[1]], [targets[1]])                          # the same pair, target unpadded
-    np.testing.assert_allclose(method.steps(params, short[0][0], np.array([-1, 3]), mask=short[1][0])[1],
+    np.testing.assert_allclose(method.every_step(params, short[0][0], np.array([-1, 3]), mask=short[1][0])[1],
                                batch[1, :S + 2], rtol=0, atol=1e-12)
 
 
@@ -231,6 +231,6 @@ def test_config_round_trip_and_bad_inputs_are_refused_by_name():
     with pytest.raises(ValueError, match="sources\\[0\\]"):
         model.pack([[1, 2, 3, 4, 1]], [[0]])
     with pytest.raises(ValueError, match="classes"):
-        lrpjax.gradient(model.apply).steps(params, X[0], np.array([1, 2, 3]), mask=mask[0])
+        lrpjax.gradient(model.apply).every_step(params, X[0], np.array([1, 2, 3]), mask=mask[0])
     with pytest.raises(ValueError, match="bos"):
         model.greedy(params, [1], V, 2)
