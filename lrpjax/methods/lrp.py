@@ -29,8 +29,8 @@ class LRP(Pullback):
 
     Attributes:
         apply: the model, ``apply(params, x, rules=None, *, mask=None)``.
-        rules: the rule set (:mod:`lrpjax.core.rules`); a composite's overrides must name layers of the
-            model (checked when the model is one of :mod:`lrpjax.models`).
+        rules: the rule set (:mod:`lrpjax.core.rules`); a composite's overrides must name layers (or parts) of
+            the model (checked when the model is one of :mod:`lrpjax.models`).
     """
 
     rules: RuleSet
@@ -40,8 +40,9 @@ class LRP(Pullback):
         if not isinstance(self.rules, RuleSet):
             raise TypeError(f"`rules` must be a RuleSet or a preset name; got {type(self.rules).__name__}.")
         network = network_of(self.model)
-        if network is not None:
-            network.check_rules(self.rules)
+        checked = network if network is not None else self.model
+        if hasattr(checked, "check_rules"):
+            checked.check_rules(self.rules)
 
     @property
     def name(self) -> str:

@@ -154,6 +154,17 @@ class Seq2Seq:
         """Every name a rule override (``rules.composite(by_layer=...)``) may use."""
         return ("encoder",) + self.encoder.keys() * self.bidirectional + ("decoder", "attention", "combine", "out")
 
+    def check_rules(self, rules: RuleSet | None) -> None:
+        """Every override in ``rules.layers`` must name a part of this model (:attr:`names`).
+
+        Raises:
+            ValueError: an unknown part, listing the model's parts.
+        """
+        unknown = [] if rules is None else [name for name, _ in rules.layers if name not in self.names]
+        if unknown:
+            raise ValueError(f"the rule set overrides part(s) {unknown} that this Seq2Seq does not have; its parts "
+                             f"are {list(self.names)}.")
+
     @property
     def takes_ids(self) -> bool:
         """Whether the input is token ids (the methods then explain the embedded vectors)."""

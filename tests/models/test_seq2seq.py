@@ -234,3 +234,6 @@ def test_config_round_trip_and_bad_inputs_are_refused_by_name():
         lrpjax.gradient(model.apply).every_step(params, X[0], np.array([1, 2, 3]), mask=mask[0])
     with pytest.raises(ValueError, match="bos"):
         model.greedy(params, [1], V, 2)
+    with pytest.raises(ValueError, match=r"overrides part\(s\) \['decoderr'\].*'decoder'"):
+        lrpjax.lrp(model.apply, lrpjax.rules.composite(preset("lrp-all"), by_layer={"decoderr": preset("lrp-half")}))
+    assert lrpjax.lrp(model.apply, lrpjax.rules.composite(preset("lrp-all"), by_layer={"decoder": preset("lrp-half")}))
