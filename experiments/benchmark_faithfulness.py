@@ -370,7 +370,7 @@ def _bars(path: str, results: dict, columns: tuple, title: str) -> None:
             ax.tick_params(axis="x", labelsize=6)
         axes[i, 0].set_ylabel(results and model, fontsize=9)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -400,6 +400,8 @@ def sanity_figure(path: str, summary: dict) -> None:
     if not models:
         return
     fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.8), squeeze=False)
+    names = list(dict.fromkeys(n for m in models for n, v in summary["layers"][m].items() if "cascading" in v))
+    colour = {n: plt.get_cmap("tab20")(i % 20) for i, n in enumerate(names)}       # one colour per method
     for ax, model in zip(axes[0], models):
         for name, per_mode in summary["layers"][model].items():
             if "cascading" not in per_mode:
@@ -408,7 +410,7 @@ def sanity_figure(path: str, summary: dict) -> None:
             x = np.arange(len(rho) + 1)
             y = [1.0] + [r["mean"] for r in rho]
             style = "-" if name.startswith(("lrp", "mamba")) else "--"
-            ax.plot(x, y, style, marker="o", ms=3, label=name)
+            ax.plot(x, y, style, marker="o", ms=3, label=name, color=colour[name])
             labels = ["none"] + list(per_mode["cascading"]["layers"])
         ax.set_xticks(np.arange(len(labels)), labels, rotation=45, ha="right", fontsize=7)
         ax.axhline(0, color="black", lw=0.5)
@@ -416,7 +418,9 @@ def sanity_figure(path: str, summary: dict) -> None:
         ax.set_title(model, fontsize=9)
         ax.set_xlabel("re-drawn down to (cumulative)", fontsize=8)
     axes[0, 0].set_ylabel("Spearman rho with the trained model's map", fontsize=8)
-    axes[0, -1].legend(fontsize=6, loc="upper right")
+    handles = [plt.Line2D([], [], color=colour[n], ls="-" if n.startswith(("lrp", "mamba")) else "--", marker="o",
+                          ms=3, label=n) for n in names]
+    axes[0, -1].legend(handles=handles, fontsize=6, loc="upper right")
     fig.suptitle("Cascading parameter randomisation: a map that explains the model loses its rank correlation",
                  fontsize=9)
     fig.tight_layout()
