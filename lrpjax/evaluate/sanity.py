@@ -250,7 +250,9 @@ def parameter_randomisation(method: Method, params: Params, X: ArrayLike, target
     for randomised in models:                     # the trained model's outputs explained under every randomisation
         m, _, _ = _maps(method, randomised, X, mask, fixed)
         r, s = _compare_jit(original, m, mask, bool(absolute))
-        maps.append(m), rho.append(r), sim.append(s)
+        maps.append(m)
+        rho.append(r)
+        sim.append(s)
     return ParameterRandomisation(tuple(reversed(layers)), jnp.stack(rho, axis=1), jnp.stack(sim, axis=1),
                                   jnp.stack(maps), original)
 
