@@ -1267,8 +1267,10 @@ def residual_data():
     return [rng.normal(size=(t, 4)) for t in (1, 3, 7, 9, 12)]
 
 
-@pytest.mark.parametrize("share", [False, True])
-@pytest.mark.parametrize("name", ["lrp-all", "lrp-prop", "lrp-abs", "lrp-half"])
+# Each preset once, sharing and not in turn (each costs three dataset programs and five `.full` programs;
+# conservation under sharing for every preset is the property tests' (tests/core, tests/models)).
+@pytest.mark.parametrize("name, share", [("lrp-all", False), ("lrp-prop", True), ("lrp-abs", False),
+                                         ("lrp-half", True)])
 def test_dataset_residuals_equal_full_per_sequence_whatever_the_padding(name, share):
     import lrpjax
     from lrpjax import datasets as scale
