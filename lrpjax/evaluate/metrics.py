@@ -231,7 +231,7 @@ def explained_relevance(method: Method, params: Params, X: ArrayLike, targets=No
     """The relevance per position (B, T) every metric here ranks by, and the explained output index (B,)
     (the predicted one where ``targets`` is None)."""
     removal = Removal("delete") if ids_model(method) is not None else Removal()
-    plan, params, X, mask, targets, value = _prepare(method, params, X, targets, mask, removal, "score")
+    plan, params, X, mask, targets, value, _ = _prepare(method, params, X, targets, mask, removal, "score")
     return _relevance(plan.method, plan.tokens, params, X, mask, targets)
 
 
@@ -239,7 +239,9 @@ def _options(most_first: bool = True, complement: bool = False, percent: bool = 
     return jnp.asarray(most_first), jnp.asarray(complement), jnp.asarray(percent)
 
 
-def _prepare(method, params, X, targets, mask, removal, output):
+def _prepare(method, params, X, targets, mask, removal, output, relevance=None):
+    """The checked batch, the measurement plan and the removal's value; with ``relevance`` given, also that
+    relevance checked (:func:`_check_relevance`), else None."""
     if not isinstance(method, Method):
         raise TypeError(f"`method` must be an explanation method (lrpjax.methods.Method); got {type(method).__name__}.")
     if not isinstance(removal, Removal):
@@ -272,7 +274,7 @@ def _prepare(method, params, X, targets, mask, removal, output):
     static = dataclasses.replace(removal, kind="zero" if removal.kind in ("baseline", "token") else removal.kind,
                                  value=None, noise=float(removal.noise))
     plan = _Plan(method, static, output, tokens=X_checked.ndim > 2 or ids is not None)
-    return plan, params, X_checked, mask, targets, value
+    return plan, params, X_checked, mask, targets, value, _check_relevance(relevance, given, X_checked, plan)
 
 
 def _any_output(output: Array) -> Array:
@@ -333,9 +335,7 @@ def _order(order: str) -> bool:
 def _curves(method, params, X, targets, mask, removal, output, steps, per_step, order, complement, relevance):
     per_step = _check_count("per_step", per_step, 1)
     most_first = _order(order)
-    given = targets
-    plan, params, X, mask, targets, value = _prepare(method, params, X, targets, mask, removal, output)
-    R = _check_relevance(relevance, given, X, plan)
+    plan, params, X, mask, targets, value, R = _prepare(method, params, X, targets, mask, removal, output, relevance)
     steps = -(-X.shape[1] // per_step) if steps is None else _check_count("steps", steps)
     counts = jnp.arange(steps + 1, dtype=jnp.int32) * per_step
     return _run(plan, params, X, mask, targets, value, counts, None, _options(most_first, complement), R)[1]
@@ -417,9 +417,7 @@ def _eraser(method, params, X, targets, mask, removal, output, k, complement, re
     if not ks:
         raise ValueError("`k` must name at least one percentage.")
     ks = tuple(_check_count("k", v, 0, 100) for v in ks)
-    given = targets
-    plan, params, X, mask, targets, value = _prepare(method, params, X, targets, mask, removal, output)
-    R = _check_relevance(relevance, given, X, plan)
+    plan, params, X, mask, targets, value, R = _prepare(method, params, X, targets, mask, removal, output, relevance)
     counts = jnp.asarray((0,) + ks + (100,), jnp.int32)   # 0 % removed or 100 % kept: the output itself
     values = _run(plan, params, X, mask, targets, value, counts, None, _options(True, complement, True), R)[1]
     full = values[:, -1:] if complement else values[:, :1]
@@ -493,9 +491,8 @@ def _pearson(a: Array, b: Array) -> Array:
 
 
 def _subset_correlation(method, params, X, targets, mask, removal, output, subsets, n, seed, sizes, relevance):
-    given = targets
-    plan, params, X, mask, targets, value = _prepare(method, params, X, targets, mask, removal, output)
-    relevance = _check_relevance(relevance, given, X, plan)
+    plan, params, X, mask, targets, value, relevance = _prepare(method, params, X, targets, mask, removal, output,
+                                                                relevance)
     B, T = X.shape[:2]
     valid = jnp.ones((B, T), bool) if mask is None else jnp.asarray(mask)
     if subsets is None:
