@@ -76,21 +76,43 @@ def _programs(model, rules_by_name: dict):
     return programs
 
 
+def _inputs(quick: bool) -> tuple:
+    """``(B, T, E, repeats, X, targets)``: the batch every section times (float32, seeded)."""
+    import jax.numpy as jnp
+
+    B, T, E = (8, 16, 16) if quick else (32, 64, 32)
+    rng = np.random.default_rng(0)
+    X = jnp.asarray(rng.normal(size=(B, T, E)).astype(np.float32))
+    targets = jnp.asarray(rng.integers(0, 2, B).astype(np.int32))
+    return B, T, E, 3 if quick else 15, X, targets
+
+
+def _measure(result: dict, model: str, programs: dict, args: tuple, repeats: int) -> None:
+    """Times each program on ``args`` and appends its row (seconds and sequences per second) to ``result``."""
+    for name, fn in programs.items():
+        seconds = _time(fn, args, repeats)
+        result["rows"].append({"model": model, "config": name, "seconds": seconds,
+                               "sequences_per_s": result["batch"] / seconds})
+
+
+def _over_forward(result: dict) -> dict:
+    """Adds each row's time over its model's forward pass; returns the seconds by (model, config)."""
+    forward = {row["model"]: row["seconds"] for row in result["rows"] if row["config"] == "forward"}
+    for row in result["rows"]:
+        row["over_forward"] = row["seconds"] / forward[row["model"]]
+    return {(row["model"], row["config"]): row["seconds"] for row in result["rows"]}
+
+
 def mamba(quick: bool) -> dict:
     """The ``mamba`` section (module docstring)."""
     import jax
-    import jax.numpy as jnp
 
     import lrpjax
     from lrpjax.core.cells import StandardCell
     from lrpjax.models import Conv1D, Dense, MambaBlock, Pool, Recurrent, RMSNorm, Sequential
     from lrpjax.models.mamba import mamba_lrp
 
-    B, T, E = (8, 16, 16) if quick else (32, 64, 32)
-    repeats = 3 if quick else 15
-    rng = np.random.default_rng(0)
-    X = jnp.asarray(rng.normal(size=(B, T, E)).astype(np.float32))
-    targets = jnp.asarray(rng.integers(0, 2, B).astype(np.int32))
+    B, T, E, repeats, X, targets = _inputs(quick)
     rules = {"lrp-mambalrp": mamba_lrp(), "lrp-all": lrpjax.rules.preset("lrp-all", eps=1e-3)}
     result: dict = {"batch": B, "T": T, "E": E, "repeats": repeats, "load_at_start": _load(), "rows": []}
     params = None
@@ -98,21 +120,11 @@ def mamba(quick: bool) -> dict:
         model = Sequential((MambaBlock(d_state=16, d_conv=4, scan=scan), MambaBlock(d_state=16, d_conv=4, scan=scan),
                             RMSNorm(), Pool("mean"), Dense(2)))
         params = model.init(jax.random.PRNGKey(0), E) if params is None else params
-        for name, fn in _programs(model, rules).items():
-            seconds = _time(fn, (params, X, targets), repeats)
-            result["rows"].append({"model": f"mamba ({scan} scan)", "config": name, "seconds": seconds,
-                                   "sequences_per_s": B / seconds})
+        _measure(result, f"mamba ({scan} scan)", _programs(model, rules), (params, X, targets), repeats)
     cnn = Sequential((Conv1D(E, 3, "causal", activation="relu"), Recurrent(StandardCell(), E), Dense(2)))
     cnn_params = cnn.init(jax.random.PRNGKey(1), E)
-    programs = _programs(cnn, {"lrp-all": rules["lrp-all"]})
-    for name in ("forward", "gradient", "lrp-all"):
-        seconds = _time(programs[name], (cnn_params, X, targets), repeats)
-        result["rows"].append({"model": "Conv1D + LSTM", "config": name, "seconds": seconds,
-                               "sequences_per_s": B / seconds})
-    forward = {row["model"]: row["seconds"] for row in result["rows"] if row["config"] == "forward"}
-    for row in result["rows"]:
-        row["over_forward"] = row["seconds"] / forward[row["model"]]
-    by = {(row["model"], row["config"]): row["seconds"] for row in result["rows"]}
+    _measure(result, "Conv1D + LSTM", _programs(cnn, {"lrp-all": rules["lrp-all"]}), (cnn_params, X, targets), repeats)
+    by = _over_forward(result)
     result["parallel_over_sequential"] = {config: by[("mamba (parallel scan)", config)] /
                                           by[("mamba (sequential scan)", config)]
                                           for config in ("forward", "gradient", "lrp-mambalrp", "lrp-all")}
@@ -123,17 +135,12 @@ def mamba(quick: bool) -> dict:
 def xlstm(quick: bool) -> dict:
     """The ``xlstm`` section (module docstring)."""
     import jax
-    import jax.numpy as jnp
 
     import lrpjax
     from lrpjax.models import Dense, LayerNorm, MLSTMBlock, Pool, SLSTMBlock, Sequential
     from lrpjax.models.xlstm import xlstm_lrp
 
-    B, T, E = (8, 16, 16) if quick else (32, 64, 32)
-    repeats = 3 if quick else 15
-    rng = np.random.default_rng(0)
-    X = jnp.asarray(rng.normal(size=(B, T, E)).astype(np.float32))
-    targets = jnp.asarray(rng.integers(0, 2, B).astype(np.int32))
+    B, T, E, repeats, X, targets = _inputs(quick)
     rules = {"lrp-xlstm": xlstm_lrp(), "lrp-all": lrpjax.rules.preset("lrp-all", eps=1e-3)}
     result: dict = {"batch": B, "T": T, "E": E, "repeats": repeats, "load_at_start": _load(), "rows": [],
                     "blocks": f"mLSTM: 4 heads, I = {2 * E}, K = 4, qkv blocks of 4; sLSTM: 4 heads, K = 4, "
@@ -144,21 +151,12 @@ def xlstm(quick: bool) -> dict:
                             LayerNorm(), Pool("mean"), Dense(2)))
         params = model.init(jax.random.PRNGKey(0), E) if params is None else params
         # LRP always runs the recurrent memory (relevance is defined there): measured once, on that model
-        programs = _programs(model, rules if form == "recurrent" else {})
-        for name, fn in programs.items():
-            seconds = _time(fn, (params, X, targets), repeats)
-            result["rows"].append({"model": f"mLSTM block ({form} form)", "config": name, "seconds": seconds,
-                                   "sequences_per_s": B / seconds})
+        _measure(result, f"mLSTM block ({form} form)", _programs(model, rules if form == "recurrent" else {}),
+                 (params, X, targets), repeats)
     slstm = Sequential((SLSTMBlock(heads=4, conv_kernel=4), LayerNorm(), Pool("mean"), Dense(2)))
     slstm_params = slstm.init(jax.random.PRNGKey(1), E)
-    for name, fn in _programs(slstm, rules).items():
-        seconds = _time(fn, (slstm_params, X, targets), repeats)
-        result["rows"].append({"model": "sLSTM block", "config": name, "seconds": seconds,
-                               "sequences_per_s": B / seconds})
-    forward = {row["model"]: row["seconds"] for row in result["rows"] if row["config"] == "forward"}
-    for row in result["rows"]:
-        row["over_forward"] = row["seconds"] / forward[row["model"]]
-    by = {(row["model"], row["config"]): row["seconds"] for row in result["rows"]}
+    _measure(result, "sLSTM block", _programs(slstm, rules), (slstm_params, X, targets), repeats)
+    by = _over_forward(result)
     result["recurrent_over_parallel"] = {config: by[("mLSTM block (recurrent form)", config)] /
                                          by[("mLSTM block (parallel form)", config)]
                                          for config in ("forward", "gradient")}
