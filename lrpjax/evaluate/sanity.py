@@ -153,11 +153,7 @@ def randomised_parameters(params: Params, layers: tuple[str, ...], mode: str = "
 
 
 def _randomised(params: Params, layers: tuple[str, ...], mode: str, seed: int) -> list[Params]:
-    # The standard normal draws are one compiled program; scaling them by each array's spread is done op by
-    # op, as it always was: compiled together, XLA fuses it and rounds the last bit differently.
-    normals = _normals(params, layers, jnp.asarray(seed, jnp.int32))
-    drawn = {name: jax.tree_util.tree_map(lambda leaf, z: jnp.std(leaf) * z + jnp.where(jnp.std(leaf) > 0, 0, leaf),
-                                          params[name], normals[name]) for name in layers}
+    drawn = _drawn(params, layers, jnp.asarray(seed, jnp.int32))
     models = []
     for k in range(len(layers)):
         chosen = layers[len(layers) - 1 - k:] if mode == "cascading" else (layers[len(layers) - 1 - k],)
@@ -166,16 +162,16 @@ def _randomised(params: Params, layers: tuple[str, ...], mode: str, seed: int) -
 
 
 @partial(jax.jit, static_argnums=(1,))
-def _normals(params: Params, layers: tuple[str, ...], seed) -> dict:
-    """A standard normal draw of the shape of every array of every layer, in one compiled program shared by
-    both modes (drawn eagerly, every small draw of every array compiled a program of its own: seconds per
-    model on a busy CPU)."""
+def _drawn(params: Params, layers: tuple[str, ...], seed) -> dict:
+    """Every layer re-drawn, in one compiled program shared by both modes (drawn eagerly, every small draw
+    of every array compiled a program of its own: seconds per model on a busy CPU)."""
     key = jax.random.PRNGKey(seed)
     drawn = {}
     for j, name in enumerate(layers):
         leaves, tree = jax.tree_util.tree_flatten(params[name])
         keys = jax.random.split(jax.random.fold_in(key, j), max(len(leaves), 1))
-        new = [jax.random.normal(k, jnp.shape(leaf), jnp.result_type(leaf)) for k, leaf in zip(keys, leaves)]
+        new = [jnp.std(leaf) * jax.random.normal(k, jnp.shape(leaf), jnp.result_type(leaf)) +
+               jnp.where(jnp.std(leaf) > 0, 0, leaf) for k, leaf in zip(keys, leaves)]
         drawn[name] = jax.tree_util.tree_unflatten(tree, new)
     return drawn
 
