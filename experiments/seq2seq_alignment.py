@@ -16,7 +16,8 @@ share of each row's absolute relevance that lies on the source (the rest is on t
     python experiments/seq2seq_alignment.py --quick --out /tmp/q  # seconds (tests)
 
 Writes OUT/seq2seq_alignment.json, .md and .png (one example's matrix per method), and with
-``--checkpoint`` the trained model (.npz with its config).
+``--checkpoint`` the trained model (``checkpoints.save_model``: its config, the vocabulary and greedy decoding
+from "<bos>", so ``checkpoints.load_model`` and ``lrpjax explain --checkpoint ... --source "3 5 7"`` read it).
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ class Config:
 
 QUICK = Config(symbols=6, min_len=3, max_len=4, n_train=256, n_test=8, embed=6, encoder_units=4, units=8,
                steps=30, batch=32, all_methods=False)
+
+
+def vocabulary(config: Config) -> list[str]:
+    """The words of the ids: "<pad>", "<bos>", then each symbol's id as its word ("2", ..., as in the figure)."""
+    return ["<pad>", "<bos>"] + [str(i) for i in range(2, 2 + config.symbols)]
 
 
 def reversal_pairs(config: Config, n: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -200,8 +206,9 @@ def run(config: Config, out: str, checkpoint: str | None = None, log=print) -> d
         f.write(table)
     figure(matrices, test_sources[0], test_inputs[0], S, os.path.join(out, "seq2seq_alignment.png"))
     if checkpoint:
-        checkpoints.save(checkpoint, params, {"kind": KIND, "seq2seq_config": model.config(),
-                                              "experiment": dataclasses.asdict(config)})
+        checkpoints.save_model(checkpoint, model, params, {"kind": KIND, "experiment": dataclasses.asdict(config),
+                                                           "token_accuracy": token_accuracy, "exact_reversal": exact},
+                               vocab=vocabulary(config), decoding={"bos": "<bos>", "eos": None, "steps": "source"})
     log(table)
     return record
 

@@ -19,9 +19,12 @@ and checked before any array data is read: every member's declared size and thei
 the caller needs (`ArraySpec`): a missing, unexpected or ill-shaped array is an error naming the file and
 the array, e.g. "checkpoint 'm.npz': array 'params/left/W' is missing".
 
-Models: `save_model` also stores the model's config (:meth:`~lrpjax.models.Sequential.config`) in the
-metadata (`MODEL_CONFIG`), and `load_model` rebuilds the model from it and checks the parameters against
-the model itself, so any composition of layers saves and loads as a model, with no hand-written layout.
+Models: `save_model` also stores the model's config (``model.config()``) in the metadata (`MODEL_CONFIG`),
+and `load_model` rebuilds the model from it (the class `MODEL_TYPES` names by the config's ``"type"``:
+:class:`~lrpjax.models.Sequential`, :class:`~lrpjax.models.Seq2Seq`) and checks the parameters against the
+model itself, so any composition of layers, and any encoder-decoder, saves and loads as a model, with no
+hand-written layout. Parameter sub-trees that are empty dicts (the attention of dot scores has no
+parameters) hold no array; the metadata lists them (`EMPTY_PARAMS`) and `load_model` puts them back.
 A checkpoint may hold more than the model: with ``key="model"`` the model's parameters are stored under
 "params/model/" (`MODEL_KEY` says so) and other arrays beside them ("params/embed"), as in the SST bundle.
 Checkpoints written before configs were stored are recognised by their kind (:mod:`lrpjax.io.legacy`).
@@ -42,11 +45,12 @@ import numpy as np
 
 from lrpjax.io.files import atomic_write
 from lrpjax.io.legacy import LEGACY_KINDS, legacy_config
+from lrpjax.models.seq2seq import Seq2Seq
 from lrpjax.models.sequential import Sequential, network_of
 
-__all__ = ["FORMAT_VERSION", "MAX_BYTES", "MODEL_CONFIG", "MODEL_KEY", "ArraySpec", "Checkpoint", "CheckpointError",
-           "ModelCheckpoint", "OUTPUT_KINDS", "TOKENIZER_SPLITS", "describe_text", "flatten", "load", "load_model",
-           "read_metadata", "save", "save_model", "unflatten"]
+__all__ = ["EMPTY_PARAMS", "FORMAT_VERSION", "MAX_BYTES", "MODEL_CONFIG", "MODEL_KEY", "MODEL_TYPES", "ArraySpec",
+           "Checkpoint", "CheckpointError", "ModelCheckpoint", "OUTPUT_KINDS", "TOKENIZER_SPLITS", "describe_text",
+           "flatten", "load", "load_model", "read_metadata", "save", "save_model", "unflatten"]
 
 FORMAT_VERSION = 1
 MAX_BYTES = 1 << 30
@@ -55,9 +59,18 @@ METADATA_KEY = "__metadata__"
 PARAMS_PREFIX = "params/"
 EXTRA_PREFIX = "extra/"
 MODEL_CONFIG = "model_config"
-"""Metadata key of the model's config (:meth:`~lrpjax.models.Sequential.config`), written by `save_model`."""
+"""Metadata key of the model's config (:meth:`~lrpjax.models.Sequential.config`,
+:meth:`~lrpjax.models.Seq2Seq.config`), written by `save_model`."""
 MODEL_KEY = "model_key"
 """Metadata key naming where the model's parameters are ("params/<model_key>/..."); absent: all of "params/"."""
+EMPTY_PARAMS = "empty_params"
+"""Metadata key listing the model's parameter sub-trees that are empty dicts, as slash paths ("attention"):
+an archive holds arrays only, so `save_model` names them and `load_model` puts them back."""
+MODEL_TYPES: dict[str, Any] = {"sequential": Sequential, "seq2seq": Seq2Seq}
+"""The model classes a stored config may name, by its ``"type"``. Each offers what checkpoints use and nothing
+more is asked: ``config()`` and ``from_config(config)`` (which invert each other), ``input_size(params)`` and
+``output_size(params)`` (which check every parameter's key and shape, naming the one at fault) and
+``takes_ids``."""
 _RESERVED_METADATA = ("format_version", "lrpjax_version")
 # Only plain numeric, boolean and unicode data: nothing that would need pickle to read back.
 _ALLOWED_KINDS = frozenset("biufcU")
@@ -636,7 +649,8 @@ class ModelCheckpoint(NamedTuple):
     """What `load_model` returns.
 
     Attributes:
-        model: the :class:`~lrpjax.models.Sequential` rebuilt from the checkpoint's config.
+        model: the model rebuilt from the checkpoint's config (a :class:`~lrpjax.models.Sequential` or a
+            :class:`~lrpjax.models.Seq2Seq`, `MODEL_TYPES`).
         params: the model's parameters, numpy arrays exactly as saved (dtypes and bits preserved).
         metadata: the JSON metadata, including "kind", "format_version", "lrpjax_version" and, for files
             written by `save_model`, `MODEL_CONFIG` (and `MODEL_KEY`).
@@ -645,25 +659,56 @@ class ModelCheckpoint(NamedTuple):
         extra: the extra arrays by name.
     """
 
-    model: Sequential
+    model: Any
     params: dict[str, Any]
     metadata: dict[str, Any]
     beside: dict[str, Any]
     extra: dict[str, np.ndarray]
 
 
-def _rebuildable_config(network: Sequential) -> dict[str, Any]:
-    """``network.config()``, after checking that it survives JSON and rebuilds the same model."""
-    config = network.config()
+def _stored_model(model: Any) -> Any:
+    """The model whose config `save_model` stores: the ``network`` of a named model (``LSTM``, ``MLP``), or
+    the model itself when its class is one of `MODEL_TYPES`."""
+    network = network_of(model)
+    if network is not None:
+        return network
+    if type(model) in MODEL_TYPES.values():
+        return model
+    raise TypeError(f"`model` must be a Sequential, a named model with a Sequential `network` (LSTM, MLP) or a "
+                    f"Seq2Seq (the model types {sorted(MODEL_TYPES)}); got {type(model).__name__}.")
+
+
+def _rebuildable_config(model: Any) -> dict[str, Any]:
+    """``model.config()``, after checking that it survives JSON and rebuilds the same model."""
+    config = model.config()
+    cls = type(model)
     try:
-        rebuilt = Sequential.from_config(json.loads(json.dumps(config, allow_nan=False)))
+        rebuilt = cls.from_config(json.loads(json.dumps(config, allow_nan=False)))
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"the model's config cannot be stored and rebuilt ({type(error).__name__}: {error}); "
                          "save_model stores models of the layers and cells lrpjax knows.") from error
-    if rebuilt != network:
-        raise ValueError("the model's config does not describe it: Sequential.from_config(model.config()) differs "
-                         "from the model (a layer or cell outside lrpjax.models.layers and lrpjax.core.cells?).")
+    if rebuilt != model:
+        raise ValueError(f"the model's config does not describe it: {cls.__name__}.from_config(model.config()) "
+                         "differs from the model (a layer or cell outside lrpjax.models.layers and "
+                         "lrpjax.core.cells?).")
     return config
+
+
+def _empty_paths(params: Any, prefix: str = "") -> list[str]:
+    """The slash paths of the empty dicts in a nested dict of parameters (sorted)."""
+    if not isinstance(params, dict):
+        return []
+    if not params and prefix:
+        return [prefix[:-1]]
+    return [path for key in sorted(params, key=str) for path in _empty_paths(params[key], f"{prefix}{key}/")]
+
+
+def _without_empty(params: Any) -> Any:
+    """``params`` without its empty sub-dicts (the archive holds arrays only; `EMPTY_PARAMS` names them)."""
+    if not isinstance(params, dict):
+        return params
+    kept = {key: _without_empty(value) for key, value in params.items()}
+    return {key: value for key, value in kept.items() if not (isinstance(value, dict) and not value)}
 
 
 def save_model(
@@ -679,6 +724,7 @@ def save_model(
     labels: Any = None,
     tokenizer: Any = None,
     outputs: Any = None,
+    decoding: Any = None,
 ) -> str:
     """Writes a model's parameters and its config to one ``.npz`` file, atomically (as `save`).
 
@@ -689,17 +735,24 @@ def save_model(
 
         checkpoints.save_model("mine.npz", model, params, vocab=words, labels=["negative", "positive"])
 
-    The metadata gets the model's config under `MODEL_CONFIG` (:meth:`Sequential.config`; for a named
-    model such as ``LSTM`` or ``MLP`` that of its ``network``), so that `load_model` rebuilds the model
-    from the file alone. A checkpoint may hold more than the model: with `key` the model's parameters
+    An encoder-decoder (:class:`~lrpjax.models.Seq2Seq`) over token ids saves the same way, with how the
+    command line decodes a source greedily (``decoding``)::
+
+        checkpoints.save_model("pairs.npz", seq2seq, params, vocab=words, decoding={"bos": "<s>", "eos": "</s>"})
+
+    The metadata gets the model's config under `MODEL_CONFIG` (``model.config()``; for a named model such
+    as ``LSTM`` or ``MLP`` that of its ``network``), so that `load_model` rebuilds the model from the file
+    alone. A checkpoint may hold more than the model: with `key` the model's parameters
     are stored under "params/<key>/" and the arrays of `beside` next to them ("params/<name>"), e.g. an
     embedding table; `extra` arrays (a vocabulary) go to "extra/" as with `save`.
 
     Args:
         path: file to write; ".npz" is appended when missing.
-        model: a :class:`~lrpjax.models.Sequential` or a named model with a ``network`` (``LSTM``, ``MLP``).
-        params: the model's parameters; checked against the model before anything is written.
-        metadata: JSON-able dict as for `save`; "kind" defaults to the model's ``kind``.
+        model: a :class:`~lrpjax.models.Sequential`, a named model with a ``network`` (``LSTM``, ``MLP``) or a
+            :class:`~lrpjax.models.Seq2Seq` (`MODEL_TYPES`).
+        params: the model's parameters; checked against the model before anything is written. Arrays are
+            stored as they are (float64 stays float64, bit for bit).
+        metadata: JSON-able dict as for `save`; "kind" defaults to the model's ``kind`` (its config's type).
         key: where the model's parameters go under "params/" (None: they are all of "params/").
         beside: other parameter arrays or sub-trees stored beside the model's (needs `key`).
         extra: extra arrays, as for `save`.
@@ -714,29 +767,31 @@ def save_model(
         outputs: what the outputs are (metadata ``"outputs"``): ``"classes"`` (default for a vector
             output: the prediction is the largest score, probabilities by softmax) or ``"regression"`` (the
             values are printed as they are); a per-step output (T, C) is read step by step.
+        decoding: for an encoder-decoder over token ids, how to decode a source greedily (metadata
+            ``"decoding"``), a dict: ``"bos"`` -- the vocabulary word the decoder reads first (required);
+            ``"eos"`` -- the word that ends an output (None, the default: none ends it); ``"steps"`` -- the
+            most tokens decoded, a positive int or ``"source"`` (as many as the source has; the default).
 
     Returns:
         The path written, as a string.
 
     Raises:
-        TypeError: `model` has no Sequential network, or an argument of the wrong type.
+        TypeError: `model` is none of the model types, or an argument of the wrong type.
         ValueError: `params` that do not fit the model (naming the key), a model whose config does not
-            rebuild it, metadata that sets `MODEL_CONFIG` or `MODEL_KEY`, `beside` without `key` or
-            holding `key`, or any error of `save`.
+            rebuild it, metadata that sets `MODEL_CONFIG`, `MODEL_KEY` or `EMPTY_PARAMS`, `beside` without
+            `key` or holding `key`, or any error of `save`.
         OSError: the file cannot be written; the previous file is intact.
     """
-    network = network_of(model)
-    if network is None:
-        raise TypeError(f"`model` must be a Sequential or a named model with a Sequential `network` (LSTM, MLP); "
-                        f"got {type(model).__name__}.")
+    network = _stored_model(model)
     metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
         raise TypeError(f"`metadata` must be a dict; got {type(metadata).__name__}.")
-    reserved = [name for name in (MODEL_CONFIG, MODEL_KEY) if name in metadata]
+    reserved = [name for name in (MODEL_CONFIG, MODEL_KEY, EMPTY_PARAMS) if name in metadata]
     if reserved:
         raise ValueError(f"`metadata` must not set {reserved}: save_model() writes them.")
-    specs = network.specs(params)
-    described = describe_text(network, specs[0].size, specs[-1].size, vocab, labels, tokenizer, outputs)
+    output_size = network.output_size(params)          # checks every parameter against the model
+    described = describe_text(network, network.input_size(params), output_size, vocab, labels, tokenizer, outputs,
+                              decoding=decoding)
     clash = sorted(set(described) & set(metadata))
     if clash:
         raise ValueError(f"`metadata` must not set {clash}: give them as save_model's arguments.")
@@ -744,8 +799,12 @@ def save_model(
         if isinstance(extra, dict) and "vocab" in extra:
             raise ValueError("`extra` must not hold 'vocab' when `vocab` is given (it is stored there).")
         extra = {**(extra or {}), "vocab": np.asarray(list(vocab), dtype=np.str_)}
-    meta = {"kind": getattr(model, "kind", network.kind), **metadata, **described,
-            MODEL_CONFIG: _rebuildable_config(network)}
+    config = _rebuildable_config(network)
+    meta = {"kind": getattr(model, "kind", None) or config["type"], **metadata, **described, MODEL_CONFIG: config}
+    empty = _empty_paths(params)
+    if empty:
+        meta[EMPTY_PARAMS] = empty
+        params = _without_empty(params)
     beside = {} if beside is None else beside
     if not isinstance(beside, dict):
         raise TypeError(f"`beside` must be a dict of arrays; got {type(beside).__name__}.")
@@ -765,9 +824,11 @@ TOKENIZER_SPLITS = ("whitespace", "sst")
 OUTPUT_KINDS = ("classes", "regression")
 
 
-def describe_text(network: Sequential, input_size: int, output_size: int, vocab: Any, labels: Any, tokenizer: Any,
-                  outputs: Any) -> dict[str, Any]:
-    """The checked metadata entries of `save_model`'s ``labels``, ``tokenizer`` and ``outputs`` (those given).
+def describe_text(network: Any, input_size: int, output_size: int, vocab: Any, labels: Any, tokenizer: Any,
+                  outputs: Any, *, decoding: Any = None) -> dict[str, Any]:
+    """The checked metadata entries of `save_model`'s ``labels``, ``tokenizer``, ``outputs`` and ``decoding``
+    (those given), for the model ``network`` (a Sequential or a Seq2Seq) of ``input_size`` (V for token ids)
+    and ``output_size``.
 
     Raises:
         TypeError, ValueError: naming the argument and what was expected.
@@ -809,14 +870,38 @@ def describe_text(network: Sequential, input_size: int, output_size: int, vocab:
         if outputs not in OUTPUT_KINDS:
             raise ValueError(f"`outputs` must be one of {OUTPUT_KINDS}; got {outputs!r}.")
         meta["outputs"] = outputs
+    if decoding is not None:
+        meta["decoding"] = _decoding(network, vocab, decoding)
     return meta
+
+
+def _decoding(model: Any, vocab: Any, decoding: Any) -> dict[str, Any]:
+    """The checked ``decoding`` entry of `save_model` (see there)."""
+    if not callable(getattr(model, "greedy", None)):
+        raise ValueError("`decoding` is for an encoder-decoder (a model that decodes greedily, such as Seq2Seq); "
+                         "this model has no decoder.")
+    if vocab is None:
+        raise ValueError("`decoding` names words of the vocabulary: give `vocab` too.")
+    if not isinstance(decoding, dict) or "bos" not in decoding or set(decoding) - {"bos", "eos", "steps"}:
+        raise ValueError("`decoding` must be a dict with 'bos' (the word the decoder reads first) and optionally "
+                         f"'eos' and 'steps'; got {decoding!r}.")
+    words = list(vocab)
+    bos, eos, steps = decoding["bos"], decoding.get("eos"), decoding.get("steps", "source")
+    if bos not in words:
+        raise ValueError(f"`decoding['bos']` must be a word of `vocab`; got {bos!r}.")
+    if eos is not None and eos not in words:
+        raise ValueError(f"`decoding['eos']` must be a word of `vocab` or None; got {eos!r}.")
+    if steps != "source" and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise ValueError(f"`decoding['steps']` must be a positive int or 'source' (as many tokens as the source "
+                         f"has); got {steps!r}.")
+    return {"bos": bos, "eos": eos, "steps": steps}
 
 
 def _reason(error: Exception) -> str:
     return f"{type(error).__name__}: {error}" if isinstance(error, KeyError) else str(error)
 
 
-def _model_of(path: str, metadata: dict[str, Any]) -> tuple[Sequential, str | None]:
+def _model_of(path: str, metadata: dict[str, Any]) -> tuple[Any, str | None]:
     """The model a checkpoint states (its `MODEL_CONFIG`, else its legacy kind) and its parameter key."""
     if MODEL_CONFIG in metadata:
         config, key = metadata[MODEL_CONFIG], metadata.get(MODEL_KEY)
@@ -835,14 +920,46 @@ def _model_of(path: str, metadata: dict[str, Any]) -> tuple[Sequential, str | No
     if key is not None and (not isinstance(key, str) or not key or "/" in key):
         raise CheckpointError(f"checkpoint {path!r}: metadata {MODEL_KEY!r} must be a key without '/' or null; "
                               f"got {key!r}.")
+    kind = config.get("type") if isinstance(config, dict) else None
+    if kind not in MODEL_TYPES:
+        raise CheckpointError(f"checkpoint {path!r}: its model config cannot be rebuilt: its type {kind!r} is none "
+                              f"of the model types {sorted(MODEL_TYPES)}.")
     try:
-        return Sequential.from_config(config), key
+        return MODEL_TYPES[kind].from_config(config), key
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path!r}: its model config cannot be rebuilt: {_reason(error)}") from error
 
 
-def _check_model_arrays(path: str, model: Sequential, key: str | None, headers: dict[str, _Header]) -> None:
-    """The stored parameters fit the model (``model.specs`` on the headers: no data is read)."""
+def _empty_of(path: str, metadata: dict[str, Any]) -> list[str]:
+    """The paths of the model's empty parameter sub-trees (`EMPTY_PARAMS`), checked."""
+    empty = metadata.get(EMPTY_PARAMS, [])
+    if not isinstance(empty, list) or not all(isinstance(p, str) and p and all(p.split("/")) for p in empty):
+        raise CheckpointError(f"checkpoint {path!r}: metadata {EMPTY_PARAMS!r} must be a list of parameter paths "
+                              f"such as 'attention'; got {empty!r}.")
+    return empty
+
+
+def _with_empty(path: str, params: dict[str, Any], empty: list[str]) -> dict[str, Any]:
+    """``params`` with an empty dict at each path of `empty` (`EMPTY_PARAMS`)."""
+    for entry in empty:
+        node = params
+        *parents, last = entry.split("/")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise CheckpointError(f"checkpoint {path!r}: metadata {EMPTY_PARAMS!r} names {entry!r}, which goes "
+                                      f"through the array {part!r}.")
+        if last in node:
+            raise CheckpointError(f"checkpoint {path!r}: metadata {EMPTY_PARAMS!r} names {entry!r} as empty, but "
+                                  "the file holds arrays there.")
+        node[last] = {}
+    return params
+
+
+def _check_model_arrays(path: str, model: Any, key: str | None, headers: dict[str, _Header],
+                        empty: list[str]) -> None:
+    """The stored parameters fit the model (``model.output_size`` on the headers, which checks every key and
+    shape: no data is read)."""
     prefix = PARAMS_PREFIX + ("" if key is None else key + "/")
     stored = {name: header for name, header in headers.items() if name.startswith(prefix)}
     for name, header in stored.items():
@@ -850,7 +967,8 @@ def _check_model_arrays(path: str, model: Sequential, key: str | None, headers: 
             raise CheckpointError(f"checkpoint {path!r}: array {name!r} has dtype {header.dtype}; the model's "
                                   "parameters must be floating point.")
     try:
-        model.specs(unflatten({name[len(prefix):]: header for name, header in stored.items()}))
+        model.output_size(_with_empty(path, unflatten({name[len(prefix):]: header for name, header in stored.items()}),
+                                      empty))
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path!r}: the arrays under {prefix!r} do not fit the model of its "
                               f"config: {error}") from error
@@ -877,10 +995,12 @@ def load_model(
     """Reads a checkpoint as a model: the model rebuilt from its config, and its parameters.
 
     The model comes from the metadata's `MODEL_CONFIG` (written by `save_model`) or, for a checkpoint
-    written before configs were stored, from its kind (:data:`lrpjax.io.legacy.LEGACY_KINDS`). Before
-    any array data is read, the stored parameters are checked against the model itself
-    (``model.specs``: every layer's keys and shapes) and must be floating point; `expect` and
-    `expect_extra` add the caller's own checks, as in `load`.
+    written before configs were stored, from its kind (:data:`lrpjax.io.legacy.LEGACY_KINDS`); the config's
+    ``"type"`` picks the class (`MODEL_TYPES`: a Sequential or a Seq2Seq). Before any array data is read,
+    the stored parameters are checked against the model itself (``model.output_size``: every layer's or
+    part's keys and shapes, the error naming the array) and must be floating point; `expect` and
+    `expect_extra` add the caller's own checks, as in `load`. Empty parameter sub-trees (`EMPTY_PARAMS`)
+    are put back.
 
     Args:
         path: the ``.npz`` file.
@@ -900,16 +1020,17 @@ def load_model(
     """
     path = os.fspath(path)
 
-    def check(metadata: dict[str, Any], headers: dict[str, _Header]) -> tuple[Sequential, str | None]:
+    def check(metadata: dict[str, Any], headers: dict[str, _Header]) -> tuple[Any, str | None, list[str]]:
         _check_layouts(path, metadata, headers, expect, expect_extra)
         model, key = _model_of(path, metadata)
-        _check_model_arrays(path, model, key, headers)
-        return model, key
+        empty = _empty_of(path, metadata)
+        _check_model_arrays(path, model, key, headers, empty)
+        return model, key, empty
 
-    metadata, arrays, (model, key) = _read(path, expect_kind, max_bytes, check)
+    metadata, arrays, (model, key, empty) = _read(path, expect_kind, max_bytes, check)
     _check_finite(path, arrays)
     params = _tree(path, arrays, PARAMS_PREFIX)
     extra = {name[len(EXTRA_PREFIX):]: array for name, array in arrays.items() if name.startswith(EXTRA_PREFIX)}
     if key is None:
-        return ModelCheckpoint(model, params, metadata, {}, extra)
-    return ModelCheckpoint(model, params.pop(key), metadata, params, extra)
+        return ModelCheckpoint(model, _with_empty(path, params, empty), metadata, {}, extra)
+    return ModelCheckpoint(model, _with_empty(path, params.pop(key), empty), metadata, params, extra)
