@@ -65,7 +65,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, ClassVar, NamedTuple
+from typing import Any, Callable, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -73,11 +73,14 @@ import numpy as np
 
 from lrpjax._types import Array, ArrayLike, Params
 from lrpjax.methods.base import Method, model_of
+from lrpjax.methods.program import ids_network
 from lrpjax.methods.targets import check_target, check_targets, select
+from lrpjax.models.embedding import check_ids
 from lrpjax.models.layers import Decomposable, concat
 from lrpjax.models.sequential import Sequential, check_inputs, check_prefix, network_of
 
-__all__ = ["ContextualDecomposition", "cd", "decompose", "phrase", "phrase_batch", "Decomposition", "BIAS_PRODUCTS"]
+__all__ = ["ContextualDecomposition", "cd", "decompose", "phrase", "phrase_batch", "Decomposition", "BIAS_PRODUCTS",
+           "DecomposableModel"]
 
 BIAS_PRODUCTS = ("authors", "inside", "gamma")
 """Where the bias-times-bias product ``L(b_i) L(b_z)`` of a relevant step goes (module docstring)."""
@@ -89,7 +92,8 @@ class Decomposition(NamedTuple):
     Attributes:
         beta_y, gamma_y, beta_c, gamma_c: ``{layer: (T, H)}``, the parts of the output ``y_t`` and the
             cell state ``c_t`` after the step that read position t (original positions for the right
-            encoder too; padded steps repeat the last valid state).
+            encoder too; padded steps repeat the last valid state). A model that decomposes itself
+            (:class:`DecomposableModel`) records its own parts (``Seq2Seq.decompose``).
         beta, gamma: relevant and irrelevant parts of the scores, (C,); ``beta + gamma`` = scores.
     """
 
@@ -101,13 +105,46 @@ class Decomposition(NamedTuple):
     gamma: Array
 
 
-def _decompose(model: Sequential, params: Params, x: Array, relevant: Array, mask: Array,
+@runtime_checkable
+class DecomposableModel(Protocol):
+    """A model that decomposes itself as a whole instead of layer by layer (an encoder-decoder,
+    :class:`~lrpjax.models.seq2seq.Seq2Seq`, whose decoder reads two sequences): CD asks it, as it asks
+    each layer of a :class:`~lrpjax.models.Sequential` (:class:`~lrpjax.models.layers.Decomposable`)."""
+
+    def check_decomposable(self) -> None:
+        """Raises TypeError, naming what has no decomposition; does nothing otherwise."""
+        ...
+
+    def decompose(self, params: Params, x: Array, relevant: Array, mask: Array, bias_product: str,
+                  record: dict[str, dict[str, Array]]) -> tuple[Array, Array]:
+        """``(beta, scores)``: the relevant part of the output and the output, for the embedded input ``x``
+        and the relevant positions ``relevant`` (traceable, unchecked); the states' parts go to ``record``."""
+        ...
+
+    def input_size(self, params: Params) -> int:
+        """E, the size of an input position (checks ``params``)."""
+        ...
+
+    def check_inputs(self, x: Any, mask: Any = None, E: int | None = None, dtype: Any = None) -> None:
+        """Static checks of one input and its mask."""
+        ...
+
+    def output_shape(self, params: Params, positions: int) -> tuple[int, ...]:
+        """The output's shape for an input of ``positions`` positions."""
+        ...
+
+
+def _decompose(model: Any, params: Params, x: Array, relevant: Array, mask: Array,
                bias_product: str = "gamma") -> Decomposition:
     """Unchecked :func:`decompose` (x (T, E), relevant and mask (T,) bool); traceable.
 
     Only the relevant parts are propagated; the true values (computed once whatever the relevant set,
     so a ``vmap`` over relevant sets shares them) give the irrelevant parts as ``total - beta``."""
     record: dict = {"beta_y": {}, "gamma_y": {}, "beta_c": {}, "gamma_c": {}}
+    if isinstance(model, DecomposableModel):
+        beta_scores, scores = model.decompose(params, x, relevant, mask, bias_product, record)
+        return Decomposition(record["beta_y"], record["gamma_y"], record["beta_c"], record["gamma_c"],
+                             beta_scores, scores - beta_scores)
     beta, total = (jnp.where(relevant[:, None], x, jnp.zeros((), x.dtype)),), (x,)
     for k, (layer, spec) in enumerate(zip(model.layers, model.specs(params))):
         beta, total = layer.decompose(params, spec, beta, total, mask, relevant & mask, bias_product, k == 0, record)
@@ -116,8 +153,14 @@ def _decompose(model: Sequential, params: Params, x: Array, relevant: Array, mas
                          beta_scores, scores - beta_scores)
 
 
-def _model_of(apply: Callable) -> Sequential:
-    model = network_of(model_of(apply))
+def _model_of(apply: Callable) -> Any:
+    """The model CD walks: the :class:`Sequential` behind ``apply`` (its layers checked), or a model that
+    decomposes itself (:class:`DecomposableModel`, checked)."""
+    owner = model_of(apply)
+    model = network_of(owner)
+    if model is None and isinstance(owner, DecomposableModel):
+        owner.check_decomposable()
+        return owner
     if model is None or not model.sequence_input:
         raise TypeError("Contextual Decomposition needs `apply` to be the apply method of a sequence model of "
                         f"lrpjax.models (lstm.apply, bilstm.apply, a Sequential with LSTM layers); got {apply!r}.")
@@ -127,6 +170,41 @@ def _model_of(apply: Callable) -> Sequential:
                             "it has no decomposition (no `decompose` method, lrpjax.models.layers.Decomposable).")
         layer.check_decomposable()
     return model
+
+
+def _input_size(model: Any, params: Params) -> int:
+    """E, the size of an embedded input position (checks ``params``)."""
+    return model.input_size(params) if isinstance(model, DecomposableModel) else model.specs(params)[0].size
+
+
+def _check_example(model: Any, x: Any, mask: Any, E: int) -> None:
+    (model.check_inputs if isinstance(model, DecomposableModel) else check_inputs)(x, mask, E)
+
+
+def _span_limit(model: Any, mask: Any) -> np.ndarray:
+    """L (one per row of ``mask`` (..., T)), the end of the positions a span may cover: the valid length of a sequence (its valid prefix), or
+    every position of a self-decomposing model's input (an encoder-decoder's packed pair has its padding
+    inside; padded positions in a span are not relevant)."""
+    mask = np.asarray(mask)
+    if isinstance(model, DecomposableModel):
+        return np.full(mask.shape[:-1], mask.shape[-1])
+    return np.asarray(np.sum(mask, axis=-1))
+
+
+def _vectors(apply: Callable, params: Params, x: Any, mask: Any, name: str = "x") -> tuple[Callable, Params, Any]:
+    """``(apply, params, x)`` on embedded vectors, as the methods explain a model that takes token ids
+    (:func:`lrpjax.methods.program.on_vectors`): integer ids ``x`` (checked; a batch (B, T) with
+    ``name = "X"``) become ``table[ids]`` and the model its vector model; anything else unchanged."""
+    network = ids_network(model_of(apply))
+    x = x if hasattr(x, "dtype") else np.asarray(x)
+    if network is None or not jnp.issubdtype(jnp.result_type(x), jnp.integer):
+        return apply, params, x
+    if name == "x":
+        network.check_inputs(x, mask, network.input_size(params))
+    else:
+        check_ids(name, x, network.input_size(params), ndim=2)
+    inner, inner_params = network.vector_model(params)
+    return inner.apply, inner_params, network.embed(params, jnp.asarray(x))
 
 
 def _check_bias_product(bias_product) -> str:
@@ -140,9 +218,11 @@ def decompose(apply: Callable, params: Params, x: ArrayLike, relevant: ArrayLike
     """Contextual Decomposition of every state for a set of relevant positions.
 
     Args:
-        apply: the apply method of a standard-cell ``LSTM`` (uni- or bidirectional).
+        apply: the apply method of a standard-cell ``LSTM`` (uni- or bidirectional), a composition with
+            such layers, or an encoder-decoder ``Seq2Seq`` (standard cells).
         params: the model's parameters.
-        x: embedded sequence, shape (T, E).
+        x: embedded sequence, shape (T, E); token ids (T,) for a model that takes them (decomposed on
+            their embedded vectors); a Seq2Seq's packed pair (S + T, E) or ids (S + T,).
         relevant: the positions in the relevant set, shape (T,) bool.
         mask: valid steps, shape (T,) bool; None means all valid.
         bias_product: where the bias-bias product of the relevant steps goes, one of
@@ -155,9 +235,10 @@ def decompose(apply: Callable, params: Params, x: ArrayLike, relevant: ArrayLike
         TypeError: ``apply`` is not a standard-cell LSTM, or ``relevant``/``mask`` not boolean.
         ValueError: bad shapes, an unknown ``bias_product``.
     """
+    _model_of(apply)
+    apply, params, x = _vectors(apply, params, x, mask)
     model = _model_of(apply)
-    E = model.specs(params)[0].size
-    check_inputs(x, mask, E)
+    _check_example(model, x, mask, _input_size(model, params))
     _check_bias_product(bias_product)
     if tuple(jnp.shape(relevant)) != (jnp.shape(x)[0],):
         raise ValueError(f"`relevant` must have shape (T,) = ({jnp.shape(x)[0]},); got {jnp.shape(relevant)}.")
@@ -217,11 +298,13 @@ def phrase(apply: Callable, params: Params, x: ArrayLike, spans: ArrayLike, targ
     positions ``[start, stop)`` are relevant (Murdoch et al. 2018; module docstring).
 
     Args:
-        apply: the apply method of a sequence model with standard-cell LSTM layers (see :func:`cd`).
+        apply: the apply method of a sequence model with standard-cell LSTM layers, or a ``Seq2Seq``
+            (see :func:`cd`).
         params: the model's parameters.
-        x: embedded sequence, shape (T, E).
+        x: embedded sequence, shape (T, E), or token ids (T,) for a model that takes them.
         spans: one span ``(start, stop)``, shape (2,), or S spans, shape (S, 2); half-open, within the
-            valid steps (``0 <= start < stop <= L``).
+            valid steps (``0 <= start < stop <= L``); for a Seq2Seq within the S + T packed positions
+            (``L = S + T``; its padded positions in a span are not relevant).
         target: what is explained (a class index, weights, ...; :mod:`lrpjax.methods`).
         mask: valid steps, shape (T,) bool; None means all valid.
         bias_product: ``"authors"`` (the authors' ``sent_util.CD``), ``"inside"`` or ``"gamma"``.
@@ -233,13 +316,14 @@ def phrase(apply: Callable, params: Params, x: ArrayLike, spans: ArrayLike, targ
         TypeError: a model CD does not cover, non-integer spans.
         ValueError: bad shapes, a span outside ``[0, L]`` or empty, an unknown ``bias_product``.
     """
+    _model_of(apply)
+    apply, params, x = _vectors(apply, params, x, mask)
     model = _model_of(apply)
-    check_inputs(x, mask, model.specs(params)[0].size)
+    _check_example(model, x, mask, _input_size(model, params))
     _check_bias_product(bias_product)
     x = jnp.asarray(x)
     mask = np.ones((x.shape[0],), bool) if mask is None else mask
-    length = np.asarray(np.sum(np.asarray(mask)))
-    array = _check_spans(spans, length)
+    array = _check_spans(spans, _span_limit(model, mask))
     target = check_target(target, model.output_shape(params, x.shape[0]))
     if callable(target):
         raise TypeError("`target` of phrase() must be a class index, an index tuple or weights; give "
@@ -253,7 +337,8 @@ def phrase_batch(apply: Callable, params: Params, X: ArrayLike, spans: ArrayLike
     """:func:`phrase` for a padded batch in one vmapped call.
 
     Args:
-        X: padded batch, shape (B, T, E); ``mask`` (B, T) bool (None: all valid).
+        X: padded batch, shape (B, T, E) (token ids (B, T) for a model that takes them); ``mask`` (B, T)
+            bool (None: all valid).
         spans: one span per sequence (B, 2), or S spans per sequence (B, S, 2), within each valid length.
         targets: class indices (B,) (or one for all), or weights (B, *output shape).
 
@@ -264,6 +349,8 @@ def phrase_batch(apply: Callable, params: Params, X: ArrayLike, spans: ArrayLike
         TypeError: as :func:`phrase`; ``targets`` given as a function.
         ValueError: as :func:`phrase`.
     """
+    _model_of(apply)
+    apply, params, X = _vectors(apply, params, X, mask, "X")
     model = _model_of(apply)
     _check_bias_product(bias_product)
     X = jnp.asarray(X)
@@ -273,12 +360,12 @@ def phrase_batch(apply: Callable, params: Params, X: ArrayLike, spans: ArrayLike
     mask = np.ones((B, T), bool) if mask is None else mask
     if tuple(np.shape(mask)) != (B, T):
         raise ValueError(f"`mask` must have shape (B, T) = ({B}, {T}); got {np.shape(mask)}.")
-    check_prefix(mask)
-    check_inputs(X[0], np.asarray(mask)[0], model.specs(params)[0].size)
+    getattr(model, "check_mask", check_prefix)(mask)
+    _check_example(model, X[0], np.asarray(mask)[0], _input_size(model, params))
     shape = np.shape(spans)
     if len(shape) not in (2, 3) or shape[0] != B:
         raise ValueError(f"`spans` must have shape (B, 2) or (B, S, 2) with B = {B}; got {shape}.")
-    array = _check_spans(spans, np.sum(np.asarray(mask), axis=1))
+    array = _check_spans(spans, _span_limit(model, mask))
     targets = check_targets(targets, B, model.output_shape(params, T))
     if callable(targets):
         raise TypeError("`targets` of phrase_batch() must be class indices or weights, not a function.")

@@ -517,6 +517,18 @@ class CrossAttention:
         alpha = softmax(rules, self.scores(params, query, keys, prepared, rules)[:, None], valid)
         return attend(rules, alpha, keys, valid), alpha[:, 0]
 
+    def decompose(self, params: Params, query: Array, keys: Array, beta_keys: Array, prepared: Array,
+                  valid: Array) -> tuple[Array, Array, Array]:
+        """Contextual Decomposition of one query's context: ``(beta_c, c, alpha)``.
+
+        As :meth:`AttentionPool.decompose`: the weights ``alpha`` (S,) are computed from the TRUE query and
+        keys (they act as gates, as the LSTM's output gate in CD), and the context, linear in the keys
+        given the weights, splits exactly: ``beta_c = sum_s alpha_s beta_s`` with ``beta_keys`` (S, D_k)
+        the keys' relevant parts; the query's parts enter only through the weights, so none of them.
+        """
+        c, alpha = self.context(params, query, keys, prepared, valid, None)
+        return attend(None, alpha[:, None], beta_keys, valid), c, alpha
+
     def apply(self, params: Params, queries: Array, keys: Array, valid: Array | None = None,
               rules: RuleSet | None = None) -> Array:
         """The contexts (T, D_k) of every query (T, D_q) over the keys (S, D_k), ``valid`` (S,) bool the valid

@@ -51,11 +51,11 @@ from jax import lax
 
 from lrpjax._types import Array, ArrayLike, Params
 from lrpjax.core import ops
-from lrpjax.core.cells import CELLS, StandardCell, all_valid, check_cell_params
+from lrpjax.core.cells import CELLS, StandardCell, all_valid, check_cell_params, linearise
 from lrpjax.core.rules import RuleSet
 from lrpjax.models.attention import SCORES, CrossAttention
 from lrpjax.models.embedding import check_ids
-from lrpjax.models.layers import Recurrent, Spec, concat
+from lrpjax.models.layers import Recurrent, Spec, _bias_steps, concat
 from lrpjax.models.sequential import check_prefix
 
 __all__ = ["Seq2Seq", "Sizes"]
@@ -440,6 +440,133 @@ class Seq2Seq:
         initial["decoder"] = {name: jnp.zeros((sizes.H,), dtype) for name in self.cell.state_names}
         initial["decoder"]["feed"] = jnp.zeros((sizes.M,), dtype)
         return {"initial": initial, "states": states}
+
+    # --- contextual decomposition --------------------------------------------------------------------
+
+    def check_decomposable(self) -> None:
+        """Raises TypeError when the cell has no Contextual Decomposition (only ``StandardCell`` has one;
+        the GRU and the LRP-friendly cells are refused, as in :class:`~lrpjax.models.layers.Recurrent`)."""
+        if not getattr(self.cell, "decomposable", False):
+            raise TypeError(f"Contextual Decomposition cannot decompose this Seq2Seq: its cell {type(self.cell).__name__} "
+                            f"(kind {self.cell.kind!r}) has no decomposition; it is defined for the standard LSTM "
+                            "cell (StandardCell).")
+
+    def output_shape(self, params: Params, positions: int) -> tuple[int, int]:
+        """(T, V): the output's shape for a packed pair of ``positions`` = S + T positions (checks ``params``)."""
+        self.sizes(params)
+        return (positions - self.source_steps, int(jnp.shape(params["out"]["b"])[0]))
+
+    def decompose(self, params: Params, x: Array, relevant: Array, mask: Array, bias_product: str = "gamma",
+                  record: dict[str, dict[str, Array]] | None = None) -> tuple[Array, Array]:
+        """Contextual Decomposition (Murdoch et al. 2018) of the packed pair ``x`` (S + T, E), embedded, for
+        the relevant positions ``relevant`` (S + T,) bool: ``(beta, scores)``, the relevant part of the
+        scores (T, V) and the true scores (the irrelevant part is their difference). Unchecked and
+        traceable; :func:`lrpjax.methods.decomposition.decompose` is the checked entry.
+
+        Each computation of the module docstring is split by the CD rule of its kind
+        (:mod:`lrpjax.methods.decomposition`); every split is complete, so only ``beta`` is propagated and
+        ``gamma`` = true - ``beta`` at every state:
+
+        * the encoder is a :class:`~lrpjax.models.layers.Recurrent` layer over the source part and is
+          decomposed as one (``Recurrent.decompose``: the relevant positions among the S source steps,
+          each direction in its reading order): the keys' relevant parts ``beta_k_s`` (S, D);
+        * the decoder cell (1.) is decomposed step by step (``StandardCell.decompose_step``) on the true
+          step's records; its input ``[e(y_t); h~_{t-1}]`` has the relevant part ``[e(y_t) if target position
+          t is relevant, else 0; beta_h~_{t-1}]`` (the fed attentional state's relevant part with input
+          feeding); the bias-bias product of step t is relevant as ``bias_product`` says, over the target
+          positions in reading order;
+        * the attention (2.) weighs by ``alpha_ts`` computed from the TRUE decoder state and keys (the weights
+          act as gates, as in ``AttentionPool.decompose``): ``beta_c_t = sum_s alpha_ts beta_k_s``
+          (:meth:`CrossAttention.decompose`);
+        * the combine mapping (3.) is linear in its two inputs, ``beta_z = beta_c W_c + beta_h W_h``, its bias
+          irrelevant; the ``tanh`` is linearised with the bias first (:func:`~lrpjax.core.cells.linearise`):
+          ``beta_h~ = [tanh(beta_z + b_c) - tanh(b_c) + h~ - tanh(z - beta_z)] / 2``;
+        * the output mapping (4.) is linear: ``beta_o = beta_h~ W_o``, the bias ``b_o`` irrelevant.
+
+        Args:
+            params: the parameters (the embedding tables, if any, are not read).
+            x: the embedded packed pair (S + T, E).
+            relevant: the relevant positions (S + T,) bool (only valid ones count).
+            mask: the valid positions (S + T,) bool.
+            bias_product: where a relevant step's bias-bias product goes (``decomposition.BIAS_PRODUCTS``).
+            record: None, or ``{"beta_y": {}, "gamma_y": {}, "beta_c": {}, "gamma_c": {}}`` to receive the
+                parts of every state: the encoder directions' ``y`` and ``c`` (S, H_enc) under their keys (as
+                a Recurrent layer records them), the decoder's ``y`` and ``c`` (T, H) under ``"decoder"`` and,
+                under ``beta_y``/``gamma_y`` only, the contexts (T, D) under ``"attention"`` and the
+                attentional states (T, M) under ``"combine"``. At padded target steps the decoder's states
+                and attentional state repeat the last valid ones; the contexts and scores are 0.
+        """
+        record = {"beta_y": {}, "gamma_y": {}, "beta_c": {}, "gamma_c": {}} if record is None else record
+        S = self.source_steps
+        relevant = relevant & mask
+        zero = jnp.zeros((), x.dtype)
+        source = x[:S]
+        spec = Spec(("input",), (x.shape[-1],), True)
+        beta_keys, keys = self.encoder.decompose(params, spec, (jnp.where(relevant[:S, None], source, zero),),
+                                                 (source,), mask[:S], relevant[:S], bias_product, True, record)
+        beta_keys, keys = concat(beta_keys), concat(keys)
+        prepared = self.attention.prepare(params["attention"], keys, None)
+        carry0 = self._initial(params, x.dtype, None)
+        beta0 = jax.tree_util.tree_map(jnp.zeros_like, carry0)
+        bias_steps = _bias_steps(relevant[S:], bias_product)
+
+        def step(carry, inputs):
+            """``((carry, beta), inputs_t) -> ((carry', beta'), parts_t)``; a padded step keeps both."""
+            x_t, relevant_t, bias_t, m_t = inputs
+            new, new_beta, parts = self.decompose_step(params, carry[0], carry[1], x_t, relevant_t, bias_t, keys,
+                                                       beta_keys, prepared, mask[:S])
+            new, new_beta = (jax.tree_util.tree_map(lambda n, o: jnp.where(m_t, n, o), n_, o_)
+                             for n_, o_ in ((new, carry[0]), (new_beta, carry[1])))
+            parts = {k: jnp.where(m_t, v, jnp.zeros((), v.dtype)) for k, v in parts.items()}
+            parts.update(zip(("y", "c"), new[0]), hidden=new[1])
+            parts.update(zip(("beta_y", "beta_c"), new_beta[0]), beta_hidden=new_beta[1])
+            return (new, new_beta), parts
+
+        _, parts = lax.scan(step, (carry0, beta0), (x[S:], relevant[S:], bias_steps, mask[S:]))
+        for name in self.cell.state_names:
+            record[f"beta_{name}"]["decoder"] = parts[f"beta_{name}"]
+            record[f"gamma_{name}"]["decoder"] = parts[name] - parts[f"beta_{name}"]
+        for key, part in (("attention", "context"), ("combine", "hidden")):
+            record["beta_y"][key] = parts[f"beta_{part}"]
+            record["gamma_y"][key] = parts[part] - parts[f"beta_{part}"]
+        return parts["beta_scores"], parts["scores"]
+
+    def decompose_step(self, params: Params, carry: tuple, beta: tuple, x_t: Array, relevant_t: Array,
+                       bias_t: Array, keys: Array, beta_keys: Array, prepared: Array,
+                       source_mask: Array) -> tuple[tuple, tuple, dict[str, Array]]:
+        """One decoder step of :meth:`step` and its Contextual Decomposition (:meth:`decompose`).
+
+        Args:
+            carry: the true ``(state, h~_{t-1})`` (as :meth:`step`); ``beta`` their relevant parts.
+            x_t: the embedded target token (E,); ``relevant_t`` whether its position is relevant.
+            bias_t: whether the decoder cell's bias-bias product is relevant at this step.
+            keys, beta_keys: the encoder states (S, D) and their relevant parts; ``prepared``:
+                :meth:`CrossAttention.prepare` of the keys; ``source_mask`` the valid source steps (S,).
+
+        Returns:
+            ``(carry', beta', parts)``: the true and relevant new carries, and ``parts`` with the true and
+            relevant context (``"context"``, ``"beta_context"``, (D,)) and scores (``"scores"``,
+            ``"beta_scores"``, (V,)).
+        """
+        (state, feed), (beta_state, beta_feed) = carry, beta
+        decoder, comb, out = params["decoder"], params["combine"], params["out"]
+        x_rel = jnp.where(relevant_t, x_t, jnp.zeros((), x_t.dtype))
+        x_in, x_rel_in = ((jnp.concatenate([x_t, feed]), jnp.concatenate([x_rel, beta_feed])) if self.input_feeding
+                          else (x_t, x_rel))
+        state, step_record = self.cell.step_record(decoder, None, state, x_in)
+        beta_state = self.cell.decompose_step(decoder, beta_state, x_rel_in @ decoder["W"], step_record, state[1],
+                                              bias_t)
+        h, beta_h = state[0], beta_state[0]
+        beta_context, context, _ = self.attention.decompose(params["attention"], h, keys, beta_keys, prepared,
+                                                            source_mask)
+        z = ops.linear(None, (context, h), (comb["W_context"], comb["W_state"]), comb["b"])
+        hidden = ops.activation(None, ops.TANH, z)
+        beta_z = beta_context @ comb["W_context"] + beta_h @ comb["W_state"]
+        beta_hidden = linearise(beta_z, z - beta_z, comb["b"], hidden, ops.TANH)
+        scores = ops.linear(None, (hidden,), (out["W"],), out["b"])
+        parts = {"context": context, "beta_context": beta_context, "scores": scores,
+                 "beta_scores": beta_hidden @ out["W"]}
+        return (state, hidden), (beta_state, beta_hidden), parts
 
     # --- decoding ------------------------------------------------------------------------------------
 
