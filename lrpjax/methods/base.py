@@ -371,6 +371,8 @@ def output_shape(method: Method, params, x, mask) -> tuple[int, ...]:
     network = network_of(model)
     if network is not None:
         return network.output_shape(params, jnp.shape(x)[0] if network.sequence_input else None)
+    if hasattr(model, "output_shape"):       # a model of several output axes (Seq2Seq: (T, V) of S + T positions)
+        return tuple(model.output_shape(params, jnp.shape(x)[0]))
     if hasattr(model, "output_size"):
         return (model.output_size(params),)
     return tuple(jax.eval_shape(lambda p, x_: method.apply(p, x_, None, mask=mask), params, x).shape)
