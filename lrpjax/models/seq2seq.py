@@ -578,20 +578,88 @@ class Seq2Seq:
             TypeError: a model that reads vectors.
             ValueError: a bad source, ``bos`` or ``steps``.
         """
+        padded, source_mask, _ = self._decoding("greedy", params, source, bos, steps)
+        return _greedy(self, params, padded, source_mask, int(bos), steps)
+
+    def beam(self, params: Params, source: ArrayLike, bos: int, steps: int, width: int, eos: int | None = None,
+             length_penalty: float = 0.0) -> tuple[Array, Array]:
+        """Beam search over one source (L,) ids (L <= S): the ``width`` best continuations of ``bos`` found
+        by keeping, after every step, the ``width`` best of all one-token extensions of the kept hypotheses.
+
+        A hypothesis's log-probability is the sum of its tokens' ``log softmax`` of the scores (the model
+        reads its own earlier tokens, as in :meth:`greedy`). Hypotheses are ranked by
+        ``log p / n ** length_penalty``, n their length (tokens up to and including ``eos``; Wu et al.
+        2016's normalisation in its simple form; 0, the default, ranks by ``log p``). A hypothesis that
+        emits ``eos`` is finished: it keeps its log-probability and length and is continued by ``eos``
+        only. Ties go to the lower (hypothesis, token) index; ``width = 1`` is :meth:`greedy` (up to
+        ``eos``). Compiled once per model, ``steps``, ``width``, ``eos`` and ``length_penalty``.
+
+        Args:
+            params: the parameters.
+            source: the source ids (L,), 1 <= L <= S.
+            bos: the first decoder input.
+            steps: the number of tokens decoded.
+            width: the beam width, 1 <= width <= V.
+            eos: the end-of-sequence id, or None (every hypothesis has ``steps`` tokens).
+            length_penalty: the exponent of the length normalisation (a finite number).
+
+        Returns:
+            ``(tokens, log_prob)``: (width, steps) int32 and (width,), best first.
+
+        Raises:
+            TypeError: a model that reads vectors.
+            ValueError: a bad source, ``bos``, ``steps``, ``width``, ``eos`` or ``length_penalty``, named.
+        """
+        padded, source_mask, V = self._decoding("beam", params, source, bos, steps)
+        if not isinstance(width, (int, np.integer)) or isinstance(width, bool) or not 1 <= width <= V:
+            raise ValueError(f"`width` must be an int in [1, V] = [1, {V}]; got {width!r}.")
+        if eos is not None and (not isinstance(eos, (int, np.integer)) or isinstance(eos, bool) or not 0 <= eos < V):
+            raise ValueError(f"`eos` must be None or a token id in [0, {V}); got {eos!r}.")
+        if not isinstance(length_penalty, (int, float, np.floating, np.integer)) or isinstance(length_penalty, bool) \
+                or not np.isfinite(length_penalty):
+            raise ValueError(f"`length_penalty` must be a finite number; got {length_penalty!r}.")
+        return _beam(self, params, padded, source_mask, int(bos), steps, int(width), None if eos is None else int(eos),
+                     float(length_penalty))
+
+    def _decoding(self, caller: str, params: Params, source: ArrayLike, bos: int, steps: int
+                  ) -> tuple[Array, Array, int]:
+        """Checks a decoding call's source, ``bos`` and ``steps``: ``(padded source (S,), its mask, V)``."""
         if not self.reads_ids:
-            raise TypeError("greedy() decodes token ids; this Seq2Seq reads embedded vectors.")
+            raise TypeError(f"{caller}() decodes token ids; this Seq2Seq reads embedded vectors.")
         V = self.input_size(params)
         source = np.asarray(source)
         check_ids("source", source, V)
         if len(source) > self.source_steps:
             raise ValueError(f"`source` must have at most S = {self.source_steps} ids; got {len(source)}.")
-        if not isinstance(bos, (int, np.integer)) or not 0 <= bos < V:
+        if not isinstance(bos, (int, np.integer)) or isinstance(bos, bool) or not 0 <= bos < V:
             raise ValueError(f"`bos` must be a token id in [0, {V}); got {bos!r}.")
-        if not isinstance(steps, int) or steps < 1:
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ValueError(f"`steps` must be a positive int; got {steps!r}.")
         padded = np.zeros((self.source_steps,), np.int32)
         padded[:len(source)] = source
-        return _greedy(self, params, jnp.asarray(padded), jnp.arange(self.source_steps) < len(source), bos, steps)
+        return jnp.asarray(padded), jnp.arange(self.source_steps) < len(source), V
+
+    # --- datasets ------------------------------------------------------------------------------------
+
+    def dataset_layout(self) -> Any:
+        """What an item of a dataset is for this model, and how :mod:`lrpjax.datasets` packs it: a pair
+        ``(source (S_i, E), target (T_i, E))`` of embedded vectors (1 <= S_i <= S), bucketed by T_i and
+        packed as :meth:`pack` packs ids (source padded to S, target padded to the bucket length L);
+        relevance cropped to (T_i, S_i + T_i[, E]), source positions first
+        (:class:`lrpjax.datasets.layouts.Pairs`).
+
+        Raises:
+            TypeError: a Seq2Seq that reads token ids (datasets take the embedded pairs of
+                :meth:`vector_model`).
+        """
+        if self.reads_ids:
+            raise TypeError("datasets of pairs take embedded vectors: explain `inner.apply` of `inner, inner_params "
+                            "= model.vector_model(params)` with pairs of vectors (the rows of params['source_embedding']"
+                            "['table'] and params['target_embedding']['table'] for each part's ids); this Seq2Seq "
+                            "reads token ids.")
+        from lrpjax.datasets.layouts import Pairs   # the datasets build on the models: imported when asked
+
+        return Pairs(self.source_steps)
 
     # --- description ---------------------------------------------------------------------------------
 
@@ -653,6 +721,51 @@ def _greedy(model: Seq2Seq, params: Params, source: Array, source_mask: Array, b
 
     carry0 = (model._initial(params, table.dtype, None), jnp.int32(bos))
     return lax.scan(step, carry0, None, length=steps)[1]
+
+
+@partial(jax.jit, static_argnums=(0, 4, 5, 6, 7, 8))
+def _beam(model: Seq2Seq, params: Params, source: Array, source_mask: Array, bos: int, steps: int, width: int,
+          eos: int | None, alpha: float) -> tuple[Array, Array]:
+    table = params["target_embedding"]["table"]
+    keys = model.encode(params, jnp.take(params["source_embedding"]["table"], source, axis=0), source_mask)
+    prepared = model.attention.prepare(params["attention"], keys, None)
+    V = table.shape[0]
+    dtype = table.dtype
+    decoder = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (width,) + a.shape),
+                                     model._initial(params, dtype, None))
+    step_all = jax.vmap(lambda carry, token: model.step(params, None, carry, table[token], keys, prepared,
+                                                        source_mask))
+    ninf = jnp.array(-jnp.inf, dtype)
+    # only the first hypothesis is live before the first step: the others would repeat it
+    log_p0 = jnp.where(jnp.arange(width) == 0, jnp.zeros((), dtype), ninf)
+    carry0 = (decoder, jnp.full((width,), bos, jnp.int32), jnp.zeros((width, steps), jnp.int32), log_p0,
+              jnp.zeros((width,), bool), jnp.zeros((width,), jnp.int32))
+
+    def step(carry, t):
+        """Extends every hypothesis by every token and keeps the ``width`` best."""
+        decoder, last, tokens, log_p, done, length = carry
+        state, hidden, scores = step_all(decoder, last)
+        log_q = jax.nn.log_softmax(scores, axis=-1)
+        if eos is None:
+            extended = log_p[:, None] + log_q
+            lengths = jnp.full((width, V), t + 1, jnp.int32)
+        else:
+            # a finished hypothesis continues by eos alone, its log-probability and length unchanged
+            only_eos = jnp.where(jnp.arange(V) == eos, jnp.zeros((), dtype), ninf)
+            extended = log_p[:, None] + jnp.where(done[:, None], only_eos, log_q)
+            lengths = jnp.where(done[:, None], length[:, None], t + 1) + jnp.zeros((1, V), jnp.int32)
+        rank = extended if alpha == 0.0 else extended / lengths.astype(dtype) ** alpha
+        _, best = lax.top_k(rank.reshape(-1), width)
+        parent, token = best // V, (best % V).astype(jnp.int32)
+        decoder = jax.tree_util.tree_map(lambda a: a[parent], (state, hidden))
+        tokens = tokens[parent].at[:, t].set(token)
+        log_p = extended.reshape(-1)[best]
+        length = lengths.reshape(-1)[best]
+        done = done[parent] | (token == eos) if eos is not None else done
+        return (decoder, token, tokens, log_p, done, length), None
+
+    (_, _, tokens, log_p, _, _), _ = lax.scan(step, carry0, jnp.arange(steps, dtype=jnp.int32))
+    return tokens, log_p
 
 
 def _table(params: Params, key: str) -> Array:
