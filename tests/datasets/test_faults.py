@@ -201,7 +201,8 @@ CHILD = textwrap.dedent("""
     import json, os, sys
     import jax
     process, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process, initialization_timeout=60)
+    jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process, initialization_timeout=60,
+                               heartbeat_timeout_seconds=10)   # the lost process is named after 10 s, not 100
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp, numpy as np
     from lrpjax import methods as explain
