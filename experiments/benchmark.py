@@ -56,10 +56,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 CONFIGS = ("forward", "gradient", "lrp-all", "lrp-prop", "lrp-abs", "lrp-half")
-QUICK_CONFIGS = ("forward", "gradient", "lrp-all")
+QUICK_CONFIGS = ("forward", "lrp-all")   # --quick: what LRP-all / forward needs (every row is one code path)
 TORCH_CONFIGS = ("forward", "gradient", "lrp-all", "lrp-prop")
-QUICK_TORCH_CONFIGS = ("gradient", "lrp-all")   # --quick: the imported model's gradient and one preset
-QUICK_SENTENCES = 200       # --quick: the first 200 test sentences
+QUICK_TORCH_CONFIGS = ("lrp-all",)   # --quick: one preset on the imported model (its jax.grad in the ratios)
+QUICK_SENTENCES = 64        # --quick: the first 64 test sentences
 QUICK_CD_SENTENCES = 8      # --quick: CD on an evenly spaced subset of those
 QUICK_REPLICAS = (2,)       # --quick: the peak-memory runs on the test set replicated twice only
 # The command-line sentences: 8 and 6 tokens, both padded to the same bucket (lrpjax.app.model.bucket_length).
@@ -758,7 +758,7 @@ def write_report(report: dict, out: Path) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_SENTENCES} sentences, three configurations, 1 bucket, fewer repeats, runs "
+                        help=f"{QUICK_SENTENCES} sentences, {len(QUICK_CONFIGS)} configurations, 1 bucket, fewer repeats, runs "
                              "and processes (a check that every part runs, not a measurement)")
     parser.add_argument("--out", default=str(ROOT / "experiments" / "results"), help="output directory")
     parser.add_argument("--buckets", default=None,
