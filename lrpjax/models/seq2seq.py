@@ -502,9 +502,9 @@ class Seq2Seq:
         zero = jnp.zeros((), x.dtype)
         source = x[:S]
         spec = Spec(("input",), (x.shape[-1],), True)
-        beta_keys, keys = self.encoder.decompose(params, spec, (jnp.where(relevant[:S, None], source, zero),),
-                                                 (source,), mask[:S], relevant[:S], bias_product, True, record)
-        beta_keys, keys = concat(beta_keys), concat(keys)
+        beta_states, states = self.encoder.decompose(params, spec, (jnp.where(relevant[:S, None], source, zero),),
+                                                     (source,), mask[:S], relevant[:S], bias_product, True, record)
+        beta_keys, keys = concat(beta_states), concat(states)
         prepared = self.attention.prepare(params["attention"], keys, None)
         carry0 = self._initial(params, x.dtype, None)
         beta0 = jax.tree_util.tree_map(jnp.zeros_like, carry0)
