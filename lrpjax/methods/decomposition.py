@@ -59,6 +59,21 @@ Each layer decomposes itself (:class:`lrpjax.models.layers.Decomposable`): a rec
 true states from its cell's own forward pass (``cells.unroll_record``) and reads each direction in the
 order its ``apply`` does, and the cell (``StandardCell.decompose``) splits its own stacked weights; this
 module only walks the layers. A layer without a decomposition is refused by name.
+
+Encoder-decoders
+----------------
+
+A model that is not a chain of layers decomposes itself as a whole (:class:`DecomposableModel`): the
+encoder-decoder :class:`~lrpjax.models.seq2seq.Seq2Seq` (standard cells; a GRU is refused) splits every
+computation with the rules above (``Seq2Seq.decompose``): the encoder as a recurrent layer over the source
+part of the packed pair, the decoder cell step by step with the relevant part of its input (the target token
+when its position is relevant and, with input feeding, the fed attentional state's relevant part), the
+attention weights from the true states (relevant context ``sum_s alpha_ts beta_k_s`` of the encoder states'
+relevant parts, as :class:`~lrpjax.models.attention.AttentionPool` decomposes), the combine mapping linear
+with its ``tanh`` linearised, the output mapping linear. Positions are the S + T packed ones:
+``target=(t, v)`` explains step t's score of token v, ``every_step`` gives the (T x (S + T)) matrix, a span
+of :func:`phrase` may cover source and target positions (``"authors"``' bias product follows each part's
+reading order). A model that takes token ids is decomposed on their embedded vectors, as every method explains it.
 """
 
 from __future__ import annotations
@@ -385,7 +400,8 @@ class ContextualDecomposition(Method):
 
     Attributes:
         apply: the apply method of a sequence model of :mod:`lrpjax.models` whose layers all decompose
-            (standard-cell LSTM layers, dense layers, pooling).
+            (standard-cell LSTM layers, dense layers, pooling, attention), or of a model that decomposes
+            itself (:class:`DecomposableModel`: a standard-cell ``Seq2Seq``).
         ngram: phrase length n, ``>= 1``.
         bias_product: ``"authors"``, ``"inside"`` or ``"gamma"`` (module docstring); for single words
             ``"authors"`` and ``"gamma"`` coincide.
@@ -428,7 +444,8 @@ def cd(apply: Callable, ngram: int = 1, bias_product: str = "authors") -> Contex
 
     Args:
         apply: the apply method of a standard-cell ``LSTM`` (``lstm.apply``, ``bilstm.apply``,
-            ``LSTM(StandardCell(), ...).apply``) or a composition with such layers.
+            ``LSTM(StandardCell(), ...).apply``), a composition with such layers, or a standard-cell
+            encoder-decoder (``Seq2Seq(...).apply``; module docstring).
         ngram: phrase length n, ``>= 1``.
         bias_product: ``"authors"``, ``"inside"`` or ``"gamma"`` (module docstring).
 
