@@ -144,6 +144,7 @@ def methods_of(model: Seq2Seq, eps: float, everything: bool = True) -> dict:
     methods["Sensitivity"] = lrpjax.sensitivity(model.apply)
     methods["Integrated Gradients"] = lrpjax.integrated_gradients(model.apply, steps=16)
     methods["Occlusion (f-diff)"] = lrpjax.occlusion(model.apply, "f")
+    methods["Contextual Decomposition"] = lrpjax.contextual_decomposition(model.apply)
     return methods
 
 
