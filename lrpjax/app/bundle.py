@@ -38,20 +38,53 @@ from lrpjax.io import checkpoints
 from lrpjax.methods.program import Program, explain_chunk
 from lrpjax.models import Sequential
 
-__all__ = ["TextModel", "TextExplanation", "load"]
+__all__ = ["TextModel", "TextExplanation", "load", "tokens_of"]
 
 
 def load(path: str | os.PathLike | None = None) -> Any:
     """The application for a checkpoint: an :class:`~lrpjax.app.model.SSTModel` for the SST bundle
-    (kind ``"sst-bilstm"``, and ``path=None``: the shipped one), else a :class:`TextModel`.
+    (kind ``"sst-bilstm"``, and ``path=None``: the shipped one), an
+    :class:`~lrpjax.app.pairs.EncoderDecoderModel` for an encoder-decoder (a stored config of type
+    ``"seq2seq"``), else a :class:`TextModel`.
 
     Raises:
         lrpjax.io.checkpoints.CheckpointError: an unreadable checkpoint, or one no application can run
             (naming what is missing).
     """
+    from lrpjax.app.pairs import EncoderDecoderModel
+
     path = default_checkpoint() if path is None else Path(path)
-    kind = checkpoints.read_metadata(path).get("kind")
-    return SSTModel.load(path) if kind == KIND else TextModel.load(path)
+    metadata = checkpoints.read_metadata(path)
+    if metadata.get("kind") == KIND:
+        return SSTModel.load(path)
+    config = metadata.get(checkpoints.MODEL_CONFIG)
+    if isinstance(config, dict) and config.get("type") == "seq2seq":
+        return EncoderDecoderModel.load(path)
+    return TextModel.load(path)
+
+
+def tokens_of(text: str | Sequence[str], tokenizer: dict[str, Any],
+              ids: dict[str, int]) -> tuple[list[str], np.ndarray, list[str]]:
+    """(tokens, ids (T,) int32, unknown tokens) of a text split by a checkpoint's ``tokenizer`` description
+    (:func:`lrpjax.io.checkpoints.save_model`), or of a token list; ``ids`` maps the vocabulary's words.
+
+    Raises:
+        ValueError: a token outside the vocabulary when the tokenizer has no unknown word.
+    """
+    if isinstance(text, str):
+        tokens = tokenize(text) if tokenizer["split"] == "sst" else text.split()
+    else:
+        tokens = list(text)
+    if tokenizer["lowercase"]:
+        tokens = [t.lower() for t in tokens]
+    unknown = [t for t in tokens if t not in ids]
+    if unknown and tokenizer["unknown"] is None:
+        words = list(dict.fromkeys(unknown))
+        named = (f"the word {words[0]!r} is" if len(words) == 1 else
+                 f"the words {', '.join(repr(w) for w in words[:10])}{', ...' if len(words) > 10 else ''} are")
+        raise ValueError(f"{named} not in the vocabulary, and this checkpoint's tokenizer has no unknown word.")
+    fallback = ids.get(tokenizer["unknown"], -1)
+    return tokens, np.asarray([ids.get(t, fallback) for t in tokens], np.int32), unknown
 
 
 @dataclass
@@ -237,19 +270,7 @@ class TextModel:
         Raises:
             ValueError: a token outside the vocabulary when the tokenizer has no unknown word.
         """
-        if isinstance(sentence, str):
-            tokens = tokenize(sentence) if self.tokenizer["split"] == "sst" else sentence.split()
-        else:
-            tokens = list(sentence)
-        if self.tokenizer["lowercase"]:
-            tokens = [t.lower() for t in tokens]
-        unknown = [t for t in tokens if t not in self._ids]
-        if unknown and self.tokenizer["unknown"] is None:
-            raise ValueError(f"the word {unknown[0]!r} is not in the vocabulary, and this checkpoint's tokenizer has "
-                             "no unknown word.")
-        fallback = self._ids.get(self.tokenizer["unknown"], -1)
-        ids = np.asarray([self._ids.get(t, fallback) for t in tokens], np.int32)
-        return tokens, ids, unknown
+        return tokens_of(sentence, self.tokenizer, self._ids)
 
     def resolve_target(self, target: int | str) -> int:
         """``"pred"`` -> -1 (the prediction; for a regression model with one output, that output); an index

@@ -8,6 +8,12 @@ over token ids (``--checkpoint``, :mod:`lrpjax.app.bundle`).
     lrpjax explain --figure heatmap.pdf --latex heatmap.tex "a gorgeous , witty , seductive movie ."
     lrpjax report --input sentences.txt --methods lrp-all,gi,occlusion-f --output report.html
     lrpjax info
+    lrpjax explain --checkpoint checkpoints/seq2seq_reversal.npz --source "3 5 7 2" [--target "2 7 5 3"]
+
+An encoder-decoder checkpoint (a :class:`~lrpjax.models.Seq2Seq`, :mod:`lrpjax.app.pairs`) explains one
+source given with ``--source``: the output is decoded greedily (or given with ``--target``) and every
+output token's score is explained over the source and the tokens the decoder read, the (output step x
+(source + decoder inputs)) matrix, printed row by row, as numbers (``--table``) or drawn (``--figure``).
 
 Exit status: 0 on success; 2 for bad options (argparse); 1 for bad input (an unreadable file or
 checkpoint, an empty sentence, a result that is not finite) and, in batch mode, when any record could not
@@ -71,22 +77,35 @@ class _UsageError(Exception):
     """An option problem found after parsing (reported through argparse: exit status 2)."""
 
 
+class _Target(str):
+    """A --target value, normalised; ``raw`` keeps the text as given (an encoder-decoder's output text)."""
+
+    raw: str
+
+
 def _target(value: str) -> str:
-    """argparse type of --target: 'pred', an index or a name; returns the value normalised. The index or
-    name is checked against the checkpoint's classes once it is loaded (:func:`_check_target`)."""
+    """argparse type of --target: 'pred', an index or a name; returns the value normalised (with the text as
+    given in ``.raw``). The index or name is checked against the checkpoint's classes once it is loaded
+    (:func:`_check_target`); for an encoder-decoder the text is its output."""
     text = value.strip().lower().replace("_", " ")
     if text in ("pred", "prediction", "predicted"):
-        return "pred"
+        text = "pred"
     if not text:
         raise argparse.ArgumentTypeError(f"invalid target {value!r}: use 'pred', a class index or a class name")
-    return text
+    target = _Target(text)
+    target.raw = value.strip()
+    return target
 
 
 def _check_target(model, args: argparse.Namespace) -> None:
     """Resolves --target against the loaded model's classes (``args.target_index``: the index, or None for
     the prediction); a target the model does not have is a usage error (exit status 2)."""
     from lrpjax.app.model import SSTModel, resolve_target
+    from lrpjax.app.pairs import EncoderDecoderModel
 
+    if isinstance(model, EncoderDecoderModel):   # the target is the output text (_explain_pair)
+        args.target_index = None
+        return
     try:
         if isinstance(model, SSTModel):
             args.target_index = resolve_target(args.target.replace("-", " "))
@@ -163,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
         "explain", help="classify sentences and show each word's relevance",
         description="Classify a sentence with the SST BiLSTM (or the model of --checkpoint) and colour each word "
                     "by its relevance for the explained class; or, with --input, explain a file of sentences (one "
-                    "per line) in jit-compiled batches and stream JSON lines.",
+                    "per line) in jit-compiled batches and stream JSON lines; or, with --source, explain the output "
+                    "of an encoder-decoder checkpoint over its source and the tokens it has read.",
         epilog=_METHOD_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     explain.add_argument("sentence", nargs="*", help="the sentence (several words are joined by spaces)")
     explain.add_argument("--method", "-m", choices=_METHODS, default="lrp-all", metavar="METHOD",
@@ -171,7 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--target", "-t", type=_target, default="pred",
                          help="class to explain: 'pred' (the predicted class, default), an index (0..4 for the "
                               "SST model) or a name such as 'positive' or 'very negative' (the checkpoint's "
-                              "labels)")
+                              "labels); with --source, the output text to explain ('pred', the default: the "
+                              "output decoded greedily)")
+    explain.add_argument("--source", metavar="TEXT", default=None,
+                         help="for an encoder-decoder checkpoint (a Seq2Seq): the source text to explain; its "
+                              "output is decoded greedily (or given with --target TEXT) and each output token's "
+                              "score is explained over the source and the decoder's inputs, a (output step x "
+                              "(source + decoder inputs)) matrix: printed row by row, numbers with --table, drawn "
+                              "with --figure")
     explain.add_argument("--methods", type=_methods_list, default=None, metavar="A,B,C",
                          help="compare several methods on one sentence (instead of --method): one line each "
                               "and, with --figure or --latex, one heatmap row each")
@@ -310,9 +337,18 @@ class _InputError(Exception):
 
 
 def _check_explain_options(args: argparse.Namespace) -> None:
-    if args.input is not None and args.sentence:
+    if args.source is not None:
+        if args.sentence or args.input is not None:
+            raise _UsageError("--source explains one source of an encoder-decoder: give no sentence and no --input "
+                              "(batch mode is for models over one sentence)")
+        if args.html is not None or args.latex is not None:
+            raise _UsageError("--html and --latex draw sentences; an encoder-decoder's explanation is a matrix: use "
+                              "--figure or --table")
+        if not args.source.strip():
+            raise _UsageError("--source is empty: give the source text")
+    elif args.input is not None and args.sentence:
         raise _UsageError("give either a sentence or --input FILE, not both")
-    if args.input is None and not args.sentence:
+    if args.input is None and not args.sentence and args.source is None:
         raise _UsageError('give a sentence (lrpjax explain "a fine film") or --input FILE')
     if args.input is None and args.output is not None:
         raise _UsageError("--output is for batch mode (--input FILE)")
@@ -399,8 +435,13 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    from lrpjax.app.pairs import EncoderDecoderModel
+
     if args.input is None:
-        return _explain_one(_load_model(args.checkpoint, args), args)
+        model = _load_model(args.checkpoint, args)
+        if args.source is not None or isinstance(model, EncoderDecoderModel):
+            return _explain_pair(model, args)
+        return _explain_one(model, args)
     from lrpjax.data.lines import LineReader
 
     try:
@@ -409,7 +450,51 @@ def _explain(args: argparse.Namespace) -> int:
         raise _InputError(f"cannot read input file {args.input!r}: {error.strerror or error}") from None
     with reader:
         model = _load_model(args.checkpoint, args)
+        if isinstance(model, EncoderDecoderModel):
+            raise _InputError("this checkpoint holds an encoder-decoder (Seq2Seq); batch mode (--input) is for models "
+                              "over one sentence: explain one source at a time with --source TEXT")
         return _explain_file(model, args, reader)
+
+
+def _explain_pair(model, args: argparse.Namespace) -> int:
+    """One source of an encoder-decoder (--source, --target): the output and the relevance matrix per method
+    (:mod:`lrpjax.app.pairs`), --table's numbers and --figure's heatmaps."""
+    from lrpjax.app.pairs import EncoderDecoderModel, format_pair, pair_figure, pair_table
+    from lrpjax.viz import plot
+
+    if not isinstance(model, EncoderDecoderModel):
+        raise _InputError("--source is for an encoder-decoder checkpoint (a Seq2Seq); this checkpoint's model reads "
+                          "one sentence: give the sentence as the argument")
+    if args.source is None:
+        raise _InputError("this checkpoint holds an encoder-decoder (Seq2Seq): give the source with --source TEXT "
+                          "(and its output with --target TEXT, or let it be decoded greedily)")
+    target = None if args.target == "pred" else getattr(args.target, "raw", args.target)
+    results = []
+    for name in args.methods or [args.method]:
+        eps = args.eps if name.startswith("lrp-") else None
+        try:
+            result = model.explain_pair(args.source, target, name, eps, seed=args.seed)
+        except ValueError as error:
+            raise _InputError(str(error)) from None
+        if not result.finite:
+            raise _InputError(f"{_NONFINITE}; nothing to show (check the checkpoint)")
+        results.append(result)
+    if results[0].unknown:
+        _warn_unknown(results[0].unknown)
+    colour = args.color == "always" or (args.color == "auto" and plot.use_color(sys.stdout))
+    print(format_pair(results, colour))
+    if args.table:
+        for result in results:
+            eps = f", eps {result.eps:g}" if result.eps is not None else ""
+            print(f"method: {result.method}{eps}")
+            print(pair_table(result))
+    if args.figure:
+        try:
+            pair_figure(results, args.figure)
+        except OSError as error:
+            raise _InputError(f"cannot write {args.figure!r}: {error}") from None
+        sys.stderr.write(f"lrpjax: wrote {args.figure}: a relevance matrix figure ({len(results)} panel(s))\n")
+    return 0
 
 
 _NONFINITE = ("the model gives non-finite scores or relevance (NaN or infinity) for this sentence: its weights "
@@ -588,7 +673,12 @@ def _report_command(args: argparse.Namespace) -> int:
     lines = [line.text for line in reader]
     if not lines:
         raise _InputError(f"input file {args.input!r} holds no lines")
+    from lrpjax.app.pairs import EncoderDecoderModel
+
     model = _load_model(args.checkpoint, args)
+    if isinstance(model, EncoderDecoderModel):
+        raise _InputError("lrpjax report is for models over one sentence; this checkpoint holds an encoder-decoder "
+                          "(Seq2Seq): explain a source with lrpjax explain --checkpoint ... --source TEXT")
     target = int(args.target) if args.target.isdigit() else args.target
     title = args.title or f"lrpjax report: {args.input}"
     try:
