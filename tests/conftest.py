@@ -49,3 +49,28 @@ def _release_compiled_programs():
     scale.clear_cache()
     jax.clear_caches()
     gc.collect()
+
+
+# --- the order in which pytest-xdist hands out the files (`-n auto --dist loadfile`) -------------------
+# xdist's default hands out the files with the most tests first, which leaves the files of one or two long
+# tests (the experiments' --quick runs, the two-process runs) to the end, where one worker runs the last of
+# them while the other waits. The files go out instead by an estimate of their cost, the heaviest first
+# (longest-processing-time-first scheduling): every test counts 1, a test marked slow (a run of 10-100 s)
+# counts SLOW_WEIGHT more. Only the order changes: every file still runs whole in one worker.
+SLOW_WEIGHT = 20
+
+
+def pytest_configure(config):
+    if config.pluginmanager.hasplugin("xdist") and getattr(config.option, "dist", "no") == "loadfile":
+        config.option.loadscopereorder = False       # keep the order the workers' collection gives
+
+
+def pytest_collection_modifyitems(config, items):
+    if not hasattr(config, "workerinput"):
+        return                                       # only the order xdist's workers report matters
+    cost: dict[str, int] = {}
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        cost[path] = cost.get(path, 0) + 1 + (SLOW_WEIGHT if item.get_closest_marker("slow") else 0)
+    first = {path: i for i, path in enumerate(cost)}
+    items.sort(key=lambda item: (-cost[item.nodeid.split("::", 1)[0]], first[item.nodeid.split("::", 1)[0]]))
