@@ -31,12 +31,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lrpjax._types import Params
 from lrpjax.datasets.buckets import bucket_rule
+from lrpjax.datasets.layouts import SEQUENCES, layout_of
 from lrpjax.methods.base import Method, check_param_leaves
 from lrpjax.methods.inputs import cast_input, check_finite, floating_dtype
 from lrpjax.methods.program import Program, explain_chunk
 
 __all__ = ["Chunk", "Run", "ChunkDriver", "OpenChunk", "plan_run", "pack", "compilations", "clear_cache", "compile_buckets",
-           "check_methods", "check_devices", "put", "fetch"]
+           "check_methods", "check_devices", "put", "fetch", "signature"]
 
 MAX_INDEX = 2**31 - 1
 """Chunk programs number sequences with int32."""
@@ -48,7 +49,10 @@ class Chunk(NamedTuple):
     Attributes:
         indices: positions of the chunk's sequences in the dataset or stream, (B_valid,).
         relevance: their relevance, padded: (B_valid, [K,] [C,] L[, E]) with L the bucket length
-            (per-step outputs: (B_valid, [K,] L, [C,] L[, E])); crop row r to its length.
+            (per-step outputs: (B_valid, [K,] L, [C,] L[, E])); crop row r to its length. Pairs of an
+            encoder-decoder (:class:`~lrpjax.datasets.layouts.Pairs`): (B_valid, [K,] L, [C,] S + L[, E]),
+            the input axis packed (source padded to S, then the target padded to L); crop row r to the
+            output steps ``:T_r`` and the input positions ``layout.positions(T_r, S_r)``.
         scores: (B_valid, C) (per-step outputs: (B_valid, L, C)).
         targets: explained classes, (B_valid,) (-1 with ``targets="all"``; per-step: (B_valid, L)).
         residuals: with ``residual=True``, the conservation residuals, (B_valid, [K,] [C]) (per-step:
@@ -124,27 +128,32 @@ def check_devices(devices, chunk_size: int, local: bool = False) -> tuple:
     return devices
 
 
-def _signature(params) -> tuple:
-    """The parameters' tree structure, shapes and dtypes (what a compiled program depends on)."""
+def signature(params) -> tuple:
+    """The parameters' tree structure, shapes and dtypes (what a compiled program depends on, and a key of
+    the traced shapes)."""
     leaves, treedef = jax.tree_util.tree_flatten(params)
     return treedef, tuple((np.shape(a), str(jnp.result_type(a))) for a in leaves)
 
 
 _KINDS: dict = {}
+TRACED: dict = {}
+"""Shapes traced once per program and input kind by the drivers (e.g. a stream's field templates); cleared
+with the compiled programs (:func:`clear_cache`)."""
 
 
-def _output_kind(method: Method, params, E: int, dtype) -> tuple[int, bool]:
-    """(C, whether the model outputs one score vector per step) for a sequence of a few steps; traced once
-    per model, parameter signature and input.
+def _output_kind(method: Method, params, E: int, dtype, layout=SEQUENCES) -> tuple[int, bool]:
+    """(C, whether the model outputs one score vector per step) for an item of a few steps (a row of
+    ``layout.width(3)`` positions: 3 steps, or a pair with a 3-step target); traced once per model,
+    parameter signature and input.
 
     Raises:
         ValueError: an output other than (C,) or (T, C).
     """
     T = 3
-    key = (method.apply, _signature(params), E, str(dtype))
+    key = (method.apply, signature(params), E, str(dtype), layout)
     if key not in _KINDS:
         _KINDS[key] = jax.eval_shape(lambda p, x_: method.apply(p, x_, None), params,
-                                     jax.ShapeDtypeStruct((T, E), dtype)).shape
+                                     jax.ShapeDtypeStruct((layout.width(T), E), dtype)).shape
     scores = jax.ShapeDtypeStruct(_KINDS[key], dtype)
     sequence_output = len(scores.shape) == 2
     if len(scores.shape) not in (1, 2) or (sequence_output and scores.shape[0] != T):
@@ -169,6 +178,8 @@ class Run(NamedTuple):
         n_classes: C.
         sequence_output: the model outputs (T, C).
         full: relevance keeps the feature axis E (no ``tokens``, no position-wise method).
+        layout: what an item is and how it is packed (:mod:`lrpjax.datasets.layouts`): single sequences,
+            or the pairs of an encoder-decoder (bucketed by the target length).
     """
 
     program: Program
@@ -181,6 +192,7 @@ class Run(NamedTuple):
     n_classes: int
     sequence_output: bool
     full: bool
+    layout: Any = SEQUENCES
 
 
 def plan_run(method, params: Params, E: int, x_dtype, all_classes: bool, edges: tuple[int, ...] | None,
@@ -208,13 +220,15 @@ def plan_run(method, params: Params, E: int, x_dtype, all_classes: bool, edges: 
     check_finite("params", params)
     if not isinstance(tokens, bool):
         raise TypeError(f"`tokens` must be a bool; got {type(tokens).__name__}.")
+    layout = layout_of(methods)
     dtype = floating_dtype(params)
     dtype = np.dtype(jax.dtypes.canonicalize_dtype(x_dtype)) if dtype is None else np.dtype(dtype)
-    C, sequence_output = _output_kind(methods[0], params, E, dtype)
+    C, sequence_output = _output_kind(methods[0], params, E, dtype, layout)
     kind = "all" if all_classes else ("per_step" if sequence_output else "index")
     program = Program(methods, kind, stacked=stacked, tokens=tokens, residual=with_residual)
     full = not tokens and not any(m.per_position for m in methods)
-    return Run(program, params, int(chunk_size), devices, E, dtype, bucket_rule(edges), C, sequence_output, full)
+    return Run(program, params, int(chunk_size), devices, E, dtype, bucket_rule(edges), C, sequence_output, full,
+               layout)
 
 
 # --- compiled programs --------------------------------------------------------------------------------
@@ -239,6 +253,7 @@ def clear_cache() -> None:
     """Forgets the compiled chunk programs and the traced output shapes (the counter keeps counting)."""
     _CACHE.clear()
     _KINDS.clear()
+    TRACED.clear()
 
 
 def _abstract(tree, sharding):
@@ -248,17 +263,18 @@ def _abstract(tree, sharding):
 
 def _compiled(run: Run, L: int) -> _Compiled:
     """The compiled program of a (bucket length L, chunk size B), from the cache or compiled now."""
-    signature = _signature(run.params)
     B = run.chunk_size
-    key = (run.program, L, B, run.E, str(run.dtype), signature, tuple(d.id for d in run.devices))
+    key = (run.program, run.layout, L, B, run.E, str(run.dtype), signature(run.params),
+           tuple(d.id for d in run.devices))
     if key not in _CACHE:
         mesh = Mesh(np.asarray(run.devices), ("batch",))
         batch = NamedSharding(mesh, PartitionSpec("batch"))
         replicated = NamedSharding(mesh, PartitionSpec())
         fn = jax.jit(partial(explain_chunk, run.program), in_shardings=(replicated, batch, batch, batch, batch),
                      out_shardings=batch)
-        args = (_abstract(run.params, replicated), jax.ShapeDtypeStruct((B, L, run.E), run.dtype, sharding=batch),
-                jax.ShapeDtypeStruct((B, L), jnp.bool_, sharding=batch),
+        width = run.layout.width(L)
+        args = (_abstract(run.params, replicated), jax.ShapeDtypeStruct((B, width, run.E), run.dtype, sharding=batch),
+                jax.ShapeDtypeStruct((B, width), jnp.bool_, sharding=batch),
                 jax.ShapeDtypeStruct((B,), jnp.int32, sharding=batch),
                 jax.ShapeDtypeStruct((B,), jnp.int32, sharding=batch))
         compiled = fn.lower(*args).compile()
@@ -302,34 +318,38 @@ def fetch(array) -> np.ndarray:
 # --- the driver ---------------------------------------------------------------------------------------
 
 class OpenChunk:
-    """A bucket's chunk being filled: the sequences (as given), their indices and targets."""
+    """A bucket's chunk being filled: the sequences (as given: arrays, or pairs of arrays), their indices,
+    lengths (a pair's: its target's; ``source_lengths`` its source's) and targets."""
 
     def __init__(self, serial: int, L: int, owned: bool):
         self.serial, self.L, self.owned = serial, L, owned
         self.indices: list[int] = []
         self.lengths: list[int] = []
+        self.source_lengths: list[int | None] = []
         self.targets: list[int] = []
-        self.xs: list[np.ndarray] = []
+        self.xs: list[Any] = []
 
-    def add(self, index: int, x: np.ndarray, target: int) -> None:
+    def add(self, index: int, x: Any, target: int, layout=SEQUENCES) -> None:
         self.indices.append(index)
-        self.lengths.append(x.shape[0])
+        self.lengths.append(layout.length(x))
+        self.source_lengths.append(layout.source_length(x))
         if self.owned:
             self.xs.append(x)
             self.targets.append(target)
 
 
-def pack(xs: Sequence[np.ndarray], L: int, B: int, targets: Sequence[int], indices: Sequence[int]):
-    """Host arrays of one chunk of ``len(xs) <= B`` sequences (T_i, E): X (B, L, E) in the sequences'
-    common dtype, mask (B, L), targets (B,) and index (B,) int32. Dummy rows (beyond ``len(xs)``) hold one
-    valid zero step, so that no row is empty; their results are dropped."""
+def pack(xs: Sequence[Any], L: int, B: int, targets: Sequence[int], indices: Sequence[int], layout=SEQUENCES):
+    """Host arrays of one chunk of ``len(xs) <= B`` items (sequences (T_i, E), or what ``layout`` takes):
+    X (B, W, E) in the items' common dtype with W = ``layout.width(L)`` (L for sequences), mask (B, W),
+    targets (B,) and index (B,) int32. Dummy rows (beyond ``len(xs)``) hold one valid zero step (of each
+    part of a pair), so that no row is empty; their results are dropped."""
     rows = len(xs)
-    X = np.zeros((B, L, xs[0].shape[1]), np.result_type(*xs))
-    mask = np.zeros((B, L), bool)
-    mask[rows:, 0] = True
+    parts = [p for x in xs for p in layout.parts(x)]
+    X = np.zeros((B, layout.width(L), parts[0].shape[1]), np.result_type(*parts))
+    mask = np.zeros((B, layout.width(L)), bool)
+    layout.dummy(mask[rows:])
     for r, x in enumerate(xs):
-        X[r, :x.shape[0]] = x
-        mask[r, :x.shape[0]] = True
+        layout.place(x, X[r], mask[r])
     chunk_targets = np.zeros((B,), np.int32)
     chunk_targets[:rows] = targets
     index = np.zeros((B,), np.int32)
@@ -374,21 +394,24 @@ class ChunkDriver:
         self.launched: deque = deque()
         self.placed: dict[Any, Params] = {}  # replicated sharding -> parameters placed with it
 
-    def add(self, index: int, x: np.ndarray, target: int = -1) -> Iterator[tuple[OpenChunk, Chunk | None]]:
-        """Adds sequence ``index`` (x (T, E), target class or -1 for the predicted one); yields the
-        chunks that finished (each with its results, or None for a chunk skipped by ``compute``)."""
-        L = self.run.bucket(x.shape[0])
+    def add(self, index: int, x: Any, target: int = -1) -> Iterator[tuple[OpenChunk, Chunk | None]]:
+        """Adds sequence ``index`` (x (T, E), or an item of the run's layout, checked by it: a pair of an
+        encoder-decoder; target class or -1 for the predicted one); yields the chunks that finished (each
+        with its results, or None for a chunk skipped by ``compute``)."""
+        layout = self.run.layout
+        L = self.run.bucket(layout.length(x))
         chunk = self.open.get(L)
         owned = self.owns(self.serial) if chunk is None else chunk.owned
-        if owned and x.dtype != self.run.dtype:
+        parts = layout.parts(x)
+        if owned and any(p.dtype != self.run.dtype for p in parts):
             # A cast is refused when the sequence is added (naming it; the driver keeps working): values
             # the cast would turn into infinity. Finiteness is checked per chunk (_check_finite).
             name, suffix = self.where(index)
-            x = cast_input(name, x, self.run.dtype, suffix, finite=False)
+            x = layout.join(tuple(cast_input(name, p, self.run.dtype, suffix, finite=False) for p in parts))
         if chunk is None:
             chunk = self.open[L] = OpenChunk(self.serial, L, owned)
             self.serial += 1
-        chunk.add(index, x, target)
+        chunk.add(index, x, target, layout)
         if len(chunk.indices) == self.run.chunk_size:
             del self.open[L]
             yield from self._submit(chunk)
@@ -417,7 +440,7 @@ class ChunkDriver:
             yield self._collect(self.launched.popleft())
 
     def _pack(self, chunk: OpenChunk):
-        packed = pack(chunk.xs, chunk.L, self.run.chunk_size, chunk.targets, chunk.indices)
+        packed = pack(chunk.xs, chunk.L, self.run.chunk_size, chunk.targets, chunk.indices, self.run.layout)
         if self.finite:
             _check_finite(packed[0], len(chunk.xs), chunk.indices, self.where)
         return packed

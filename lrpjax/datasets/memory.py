@@ -17,6 +17,11 @@ Contextual Decomposition, random baseline):
   sequence: the forward pass is shared (one ``jax.vjp``; the C seeded pullbacks are vmapped). A tuple
   of methods (e.g. :func:`eps_sweep`) runs in the same compiled call, (K, T, E) per sequence; their
   forward passes are identical computations, which XLA merges.
+* **Pairs** -- an encoder-decoder (:class:`~lrpjax.models.seq2seq.Seq2Seq`) says through its
+  ``dataset_layout()`` hook that its items are pairs ``(source, target)`` of embedded vectors: they are
+  bucketed by the target length, packed as the model packs a pair (the source padded to S, then the
+  target padded to the bucket length) and cropped back to (T_i, S_i + T_i, ...) per pair
+  (:mod:`lrpjax.datasets.layouts`); every other model takes single sequences.
 * **Several devices** -- each chunk's batch axis is sharded over a 1-D device mesh named ``"batch"``
   (``jax.sharding.NamedSharding``), parameters are replicated. Under ``jax.distributed`` the mesh spans
   every process's devices; each process passes the same dataset and receives all results.
@@ -40,6 +45,7 @@ from lrpjax._types import ArrayLike, Params
 from lrpjax.core.rules import preset
 from lrpjax.datasets.buckets import assign_buckets, bucket_edges, resolve_edges
 from lrpjax.datasets.driver import Chunk, ChunkDriver, Run, clear_cache, compilations, compile_buckets, plan_run
+from lrpjax.datasets.layouts import SEQUENCES, layout_of
 from lrpjax.methods.inputs import as_floating, floating_dtype
 from lrpjax.methods.lrp import LRP, lrp
 
@@ -65,6 +71,8 @@ class DatasetExplanation(NamedTuple):
             per-step outputs: a list of (T_i,), the class explained at each step.
         compilations: programs compiled by this call (0 when every bucket was compiled before).
         edges: the bucket edges used (padded lengths), ascending.
+        source_lengths: for the pairs of an encoder-decoder, S_i, (N,) (``lengths`` are then the target
+            lengths T_i); None for sequences.
         residuals: with ``residual=True``, the conservation residual of each sequence's explanation,
             ``target score - sum(relevance) - sum(bias relevance) - sum(initial-state relevance)``,
             equal to ``method.full(params, x_i, target_i).residual`` (up to the rounding of the sums;
@@ -81,14 +89,20 @@ class DatasetExplanation(NamedTuple):
     compilations: int
     edges: tuple
     residuals: np.ndarray | list | None = None
+    source_lengths: np.ndarray | None = None
 
     def __repr__(self) -> str:
         """One line: how many sequences, their lengths, the arrays' shapes and the compilations, never
         the arrays themselves."""
         n = len(self.relevance)
         lengths = np.asarray(self.lengths)
-        parts = [f"{n} sequences"]
-        if lengths.size:
+        pairs = self.source_lengths is not None
+        parts = [f"{n} pairs" if pairs else f"{n} sequences"]
+        if pairs and lengths.size:
+            sources = np.asarray(self.source_lengths)
+            parts.append(f"sources {int(sources.min())}..{int(sources.max())}, targets "
+                         f"{int(lengths.min())}..{int(lengths.max())}")
+        elif lengths.size:
             parts.append(f"lengths {int(lengths.min())}..{int(lengths.max())}")
         if n:
             first = self.relevance[0]
@@ -112,23 +126,24 @@ class DatasetExplanation(NamedTuple):
         return "DatasetExplanation(" + ", ".join(parts) + ")"
 
 
-def _check_sequences(sequences, dtype=None) -> tuple[list, np.ndarray]:
-    """The sequences as host arrays (shapes and dtypes checked; values are checked and cast per chunk by
-    the driver) and their lengths."""
+def _check_sequences(sequences, dtype=None, layout=SEQUENCES) -> tuple[list, np.ndarray]:
+    """The sequences (or the pairs of an encoder-decoder's ``layout``) as host arrays (shapes and dtypes
+    checked; values are checked and cast per chunk by the driver) and their (target) lengths."""
+    what = "(T, E) arrays" if layout is SEQUENCES else "pairs (source (S_i, E), target (T_i, E))"
     if isinstance(sequences, (str, bytes)) or not hasattr(sequences, "__len__"):
-        raise TypeError(f"`sequences` must be a list of (T, E) arrays; got {type(sequences).__name__}.")
+        raise TypeError(f"`sequences` must be a list of {what}; got {type(sequences).__name__}.")
     if len(sequences) == 0:
         raise ValueError("`sequences` is empty; at least one sequence is needed.")
-    arrays = [np.asarray(s) for s in sequences]
-    first = arrays[0]
+    arrays = [layout.check(s, f"`sequences[{i}]`") for i, s in enumerate(sequences)]
+    E = layout.parts(arrays[0])[0].shape[1]
     for i, a in enumerate(arrays):
-        if a.ndim != 2 or a.shape[0] == 0:
-            raise ValueError(f"`sequences[{i}]` must have shape (T, E) with T >= 1; got {a.shape}.")
-        if a.shape[1] != first.shape[1]:
-            raise ValueError(f"`sequences[{i}]` must have shape (T, E) with E = {first.shape[1]} (as "
-                             f"sequences[0]); got {a.shape}.")
-        as_floating(f"sequences[{i}]", a, dtype)
-    return arrays, np.asarray([a.shape[0] for a in arrays], dtype=np.int64)
+        for part in layout.parts(a):
+            if part.shape[1] != E:
+                shape = "(T, E)" if layout is SEQUENCES else "(n, E) parts"
+                raise ValueError(f"`sequences[{i}]` must have shape {shape} with E = {E} (as sequences[0]); got "
+                                 f"{part.shape}.")
+            as_floating(f"sequences[{i}]", part, dtype)
+    return arrays, np.asarray([layout.length(a) for a in arrays], dtype=np.int64)
 
 
 def _check_targets(targets, N: int) -> tuple[np.ndarray, bool]:
@@ -165,11 +180,13 @@ class _Plan(NamedTuple):
 
 
 def _plan(method, params, sequences, targets, buckets, chunk_size, devices, tokens, residual) -> _Plan:
-    arrays, lengths = _check_sequences(sequences, floating_dtype(params))
+    layout = layout_of(method)
+    arrays, lengths = _check_sequences(sequences, floating_dtype(params), layout)
     targets, all_classes = _check_targets(targets, len(arrays))
     edges = resolve_edges(buckets, lengths, chunk_size)
     assert edges is not None   # the lengths are known
-    run = plan_run(method, params, arrays[0].shape[1], arrays[0].dtype, all_classes, edges, chunk_size, devices,
+    first = layout.parts(arrays[0])[0]
+    run = plan_run(method, params, first.shape[1], first.dtype, all_classes, edges, chunk_size, devices,
                    tokens, residual)
     if not all_classes:
         targets = _check_range(targets, run.n_classes)
@@ -223,7 +240,12 @@ def explain_dataset(method, params: Params, sequences: Sequence[ArrayLike], targ
         params: the model's parameters.
         sequences: N embedded sequences, each (T_i, E), floating point; cast to the parameters'
             floating dtype (half precision up, float64 down to float32 parameters: a value beyond
-            float32's range is refused), or to the first's dtype when the parameters have several.
+            float32's range is refused), or to the first's dtype when the parameters have several. For an
+            encoder-decoder (:class:`~lrpjax.models.seq2seq.Seq2Seq` over vectors, ``model.vector_model``):
+            N pairs ``(source (S_i, E), target (T_i, E))``, 1 <= S_i <= ``source_steps``, T_i >= 1,
+            bucketed by T_i; each pair's relevance is (T_i, S_i + T_i, ...) (output step; the source
+            positions, then the target positions), what ``method.every_step`` gives on the packed pair
+            (:class:`lrpjax.datasets.layouts.Pairs`).
         targets: ``"pred"`` (each sequence's predicted class), ``"all"`` (every class: (C, T_i, ...)),
             one class index for all, or (N,) class indices.
         buckets: bucket edges (padded lengths, ascending; longer sequences are padded to the next
@@ -248,7 +270,9 @@ def explain_dataset(method, params: Params, sequences: Sequence[ArrayLike], targ
     """
     plan = _plan(method, params, sequences, targets, buckets, chunk_size, devices, tokens, residual)
     run = plan.run
+    layout = run.layout
     N = len(plan.arrays)
+    sources = None if layout is SEQUENCES else np.asarray([layout.source_length(a) for a in plan.arrays], np.int64)
     before = compilations()
     relevance: list = [None] * N
     per_step = run.sequence_output
@@ -262,11 +286,12 @@ def explain_dataset(method, params: Params, sequences: Sequence[ArrayLike], targ
             scores = np.zeros((N,) + chunk.scores.shape[1:], chunk.scores.dtype)
         for row, i in enumerate(chunk.indices):
             T = plan.lengths[i]
-            if per_step:   # crop the output steps too: ([K,] T_out, [C,] T_in[, E])
-                crop = (slice(None),) * lead + (slice(0, T),) + (slice(None),) * (inner - 1) + (slice(0, T),)
+            if per_step:   # crop the output steps too: ([K,] T_out, [C,] T_in[, E]) (pairs: T_in = S_i + T_i)
+                positions = layout.positions(T, None if sources is None else sources[i])
+                crop = (slice(None),) * lead + (slice(0, T),) + (slice(None),) * (inner - 1) + (positions,)
                 scores[i], explained[i] = chunk.scores[row, :T], chunk.targets[row, :T]
             else:
-                crop = (slice(None),) * (lead + inner) + (slice(0, T),)
+                crop = (slice(None),) * (lead + inner) + (layout.positions(T, None if sources is None else sources[i]),)
             relevance[i] = chunk.relevance[row][crop]
             if residuals is not None and chunk.residuals is not None:   # crop the output steps of per-step outputs
                 residuals[i] = chunk.residuals[row][(slice(None),) * lead + (slice(0, T),)] if per_step \
@@ -277,7 +302,7 @@ def explain_dataset(method, params: Params, sequences: Sequence[ArrayLike], targ
     if residuals is not None and not per_step:
         residuals = np.stack(residuals)
     return DatasetExplanation(relevance, plan.lengths, scores, explained, compilations() - before, plan.edges,
-                              residuals)
+                              residuals, sources)
 
 
 def eps_sweep(apply, name: str = "lrp-all", eps: Sequence[float] = (0.0, 1e-3, 1e-2, 1e-1),

@@ -30,6 +30,14 @@ A shard holds, for its n sequences (chunk after chunk; within a chunk in input o
   with "T" is stored flat, every row's values (C order) one after the other, row i taking
   ``prod(shape with T = T_i)`` values (the offsets follow from ``length``).
 
+**Pairs** (an encoder-decoder's items, :class:`lrpjax.datasets.layouts.Pairs`): the header's
+``config.layout`` is ``{"kind": "pair", "source_steps": S}``, ``length`` holds the target lengths T_i and
+a column ``source_length`` (n,) int64 the source lengths S_i; the input axis of ``relevance`` is ``"S+T"``
+in the templates, S_i + T_i values per row (the source positions, then the target positions), e.g.
+``["T", "S+T", 8]`` for (T_i, S_i + T_i, E) or ``["T", 5, "S+T"]`` with every class. A run of pairs and
+a run of sequences never read as each other: the header and the templates differ, and a resume compares
+the header.
+
 Formats: ``.npz`` (numpy only; uncompressed zip of ``.npy`` members written with fixed timestamps, so an
 interrupted and resumed run leaves byte-identical files) or ``.parquet`` (needs pyarrow, the ``parquet``
 extra): columns ``index``, ``length`` (int64), ``target`` (int32, or a list for per-step models),
@@ -82,22 +90,33 @@ def shard_name(process: int, serial: int, shard_format: str) -> str:
     return f"part-{process:05d}-{serial:06d}.{shard_format}"
 
 
-def row_size(shape: list, T: int) -> int:
-    """Values of one row of a field with shape template ``shape`` for a sequence of T steps."""
-    return int(np.prod([T if d == "T" else d for d in shape], dtype=np.int64))
+def _dim(d, T, S):
+    """A template axis's size: "T" is T, "S+T" (a pair's input positions) S + T, an int itself."""
+    return T if d == "T" else S + T if d == "S+T" else d
 
 
-def row_sizes(shape: list, lengths: np.ndarray) -> np.ndarray:
+def row_size(shape: list, T: int, S: int | None = None) -> int:
+    """Values of one row of a field with shape template ``shape`` for a sequence of T steps (a pair: a
+    target of T steps and a source of S)."""
+    return int(np.prod([_dim(d, T, S) for d in shape], dtype=np.int64))
+
+
+def row_sizes(shape: list, lengths: np.ndarray, source_lengths: np.ndarray | None = None) -> np.ndarray:
     """:func:`row_size` of every row, (n,) int64."""
     lengths = np.asarray(lengths, np.int64)
     sizes = np.ones(lengths.shape, np.int64)
     for d in shape:
-        sizes = sizes * (lengths if d == "T" else d)
+        sizes = sizes * _dim(d, lengths, None if source_lengths is None else np.asarray(source_lengths, np.int64))
     return sizes
 
 
 def _ragged(shape: list) -> bool:
-    return "T" in shape
+    return "T" in shape or "S+T" in shape
+
+
+def _pairs(fields: dict) -> bool:
+    """Whether the fields are those of pairs (an "S+T" axis: the shards hold ``source_length``)."""
+    return any("S+T" in spec["shape"] for spec in fields.values())
 
 
 # --- logs ------------------------------------------------------------------------------------------
@@ -150,7 +169,9 @@ class Part(NamedTuple):
 
     Attributes:
         indices, lengths: (n,) int64.
-        scores, target, relevance: (n, *padded shape); a field's "T" axes have the bucket length.
+        scores, target, relevance: (n, *padded shape); a field's "T" axes have the bucket length L, a
+            pair's "S+T" axis S + L positions (the source padded to S, then the target padded to L).
+        source_lengths: of pairs, (n,) int64; None for sequences.
     """
 
     indices: np.ndarray
@@ -158,31 +179,47 @@ class Part(NamedTuple):
     scores: np.ndarray
     target: np.ndarray
     relevance: np.ndarray
+    source_lengths: np.ndarray | None = None
 
 
-def _valid(shape: list, padded: tuple, lengths: np.ndarray) -> np.ndarray:
-    """Where a padded field (n, *padded) holds real values: every "T" axis below each row's length."""
+def _valid(shape: list, padded: tuple, lengths: np.ndarray, source_lengths: np.ndarray | None = None,
+           source_steps: int | None = None) -> np.ndarray:
+    """Where a padded field (n, *padded) holds real values: every "T" axis below each row's length; a
+    pair's "S+T" axis at its source positions (below S_i) and its target positions (S to S + T_i)."""
     mask = np.ones(padded, bool)
     for axis, d in enumerate(shape, start=1):
-        if d == "T":
-            steps = np.arange(padded[axis])[None, :] < lengths[:, None]
+        if d in ("T", "S+T"):
+            position = np.arange(padded[axis])[None, :]
+            if d == "T":
+                steps = position < lengths[:, None]
+            else:
+                assert source_lengths is not None and source_steps is not None
+                steps = (position < source_lengths[:, None]) | \
+                    ((position >= source_steps) & (position < source_steps + lengths[:, None]))
             view = [len(lengths)] + [1] * (len(padded) - 1)
             view[axis] = padded[axis]
             mask = mask & steps.reshape(view)
     return mask
 
 
-def _columns(parts: list[Part], fields: dict) -> dict[str, np.ndarray]:
-    """Shard columns: the parts' rows one after the other; ragged fields cropped and flattened."""
+def _columns(parts: list[Part], fields: dict, source_steps: int | None = None) -> dict[str, np.ndarray]:
+    """Shard columns: the parts' rows one after the other; ragged fields cropped and flattened (pairs: a
+    ``source_length`` column, and the "S+T" axes cropped to each pair's positions in its padded row, whose
+    source part has ``source_steps`` positions)."""
     lengths = [np.asarray(p.lengths, np.int64) for p in parts]
     columns = {"index": np.concatenate([np.asarray(p.indices, np.int64) for p in parts]),
                "length": np.concatenate(lengths)}
+    sources: list = [None] * len(parts)
+    if _pairs(fields):
+        sources = [np.asarray(p.source_lengths, np.int64) for p in parts]
+        columns["source_length"] = np.concatenate(sources)
     for name in FIELDS:
         spec = fields[name]
         dtype = np.dtype(spec["dtype"])
         arrays = [np.asarray(getattr(p, name), dtype) for p in parts]
         if _ragged(spec["shape"]):
-            columns[name] = np.concatenate([a[_valid(spec["shape"], a.shape, n)] for a, n in zip(arrays, lengths)])
+            columns[name] = np.concatenate([a[_valid(spec["shape"], a.shape, n, s, source_steps)]
+                                            for a, n, s in zip(arrays, lengths, sources)])
         else:
             columns[name] = np.concatenate(arrays)
     return columns
@@ -198,7 +235,8 @@ def write_shard(path: str, parts: list[Part], fields: dict, shard_format: str, h
         shard_format: ``"npz"`` or ``"parquet"``.
         header: the run's header (kept in a Parquet shard's metadata).
     """
-    columns = _columns(parts, fields)
+    layout = header.get("config", {}).get("layout")
+    columns = _columns(parts, fields, None if layout is None else layout["source_steps"])
     buffer = io.BytesIO()   # one shard in memory (its size is bounded by shard_bytes): its checksum
     if shard_format == "npz":
         _write_npz(buffer, columns)
@@ -280,13 +318,15 @@ def _list_column(pa, flat: np.ndarray, sizes: np.ndarray):
 def _write_parquet(handle, columns: dict, fields: dict, header: dict) -> None:
     pa, pq = _pyarrow()
     arrays = {"index": pa.array(columns["index"]), "length": pa.array(columns["length"])}
-    lengths = columns["length"]
+    if "source_length" in columns:
+        arrays["source_length"] = pa.array(columns["source_length"])
+    lengths, sources = columns["length"], columns.get("source_length")
     for name in FIELDS:
         shape = fields[name]["shape"]
         if not shape:
             arrays[name] = pa.array(columns[name])
             continue
-        arrays[name] = _list_column(pa, columns[name].ravel(), row_sizes(shape, lengths))
+        arrays[name] = _list_column(pa, columns[name].ravel(), row_sizes(shape, lengths, sources))
     table = pa.table(arrays).replace_schema_metadata({"lrpjax": json.dumps(header, sort_keys=True)})
     pq.write_table(table, handle, compression="zstd")
 
@@ -296,6 +336,7 @@ class _Shard(NamedTuple):
     length: np.ndarray
     columns: dict        # field -> dense (n, *shape) or flat values
     offsets: dict        # field -> (n + 1,) offsets for flat fields
+    source_length: np.ndarray | None = None   # pairs: (n,)
 
 
 def read_shard(path: str, fields: dict, shard_format: str, entry: dict | None = None) -> _Shard:
@@ -321,10 +362,12 @@ def read_shard(path: str, fields: dict, shard_format: str, entry: dict | None = 
         if "crc32" in entry and zlib.crc32(data) != entry["crc32"]:
             raise StreamError(f"cannot read the shard {path!r}: its bytes do not match the checksum in its log; it "
                               "is damaged: resume the run (resume=True) to write it again.")
+    pairs = _pairs(fields)
     try:
         if shard_format == "npz":
             with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-                columns = {name: archive[name] for name in ("index", "length", *FIELDS)}
+                names = ("index", "length", *(("source_length",) if pairs else ()), *FIELDS)
+                columns = {name: archive[name] for name in names}
         else:
             columns = _read_parquet(io.BytesIO(data), fields, path)
     except StreamError:
@@ -332,15 +375,16 @@ def read_shard(path: str, fields: dict, shard_format: str, entry: dict | None = 
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
         raise StreamError(f"cannot read the shard {path!r}: {error}") from None
     index, length = columns.pop("index"), columns.pop("length")
+    source_length = columns.pop("source_length", None)
     offsets = {}
     for name in FIELDS:
         shape = fields[name]["shape"]
         if _ragged(shape):
-            offsets[name] = np.concatenate([[0], np.cumsum(row_sizes(shape, length))])
+            offsets[name] = np.concatenate([[0], np.cumsum(row_sizes(shape, length, source_length))])
             if offsets[name][-1] != columns[name].size:
                 raise StreamError(f"the shard {path!r} holds {columns[name].size} values of {name!r}; its lengths "
                                   f"call for {offsets[name][-1]}; it is damaged.")
-    return _Shard(index, length, columns, offsets)
+    return _Shard(index, length, columns, offsets, source_length)
 
 
 def _read_parquet(source, fields: dict, path: str) -> dict:
@@ -350,6 +394,8 @@ def _read_parquet(source, fields: dict, path: str) -> dict:
     except pa.ArrowException as error:
         raise StreamError(f"cannot read the shard {path!r}: {error}") from None
     columns = {"index": table.column("index").to_numpy(), "length": table.column("length").to_numpy()}
+    if _pairs(fields):
+        columns["source_length"] = table.column("source_length").to_numpy()
     for name in FIELDS:
         column = table.column(name).combine_chunks()
         shape = fields[name]["shape"]
@@ -368,7 +414,8 @@ def _row_field(shard: _Shard, name: str, row: int, fields: dict) -> np.ndarray:
         return column[row]
     start, stop = shard.offsets[name][row], shard.offsets[name][row + 1]
     T = int(shard.length[row])
-    return column[start:stop].reshape([T if d == "T" else d for d in shape])
+    S = None if shard.source_length is None else int(shard.source_length[row])
+    return column[start:stop].reshape([_dim(d, T, S) for d in shape])
 
 
 # --- the manifest ----------------------------------------------------------------------------------
@@ -391,10 +438,12 @@ class StreamRow(NamedTuple):
 
     Attributes:
         index: its number in the input.
-        length: T.
+        length: T (a pair's target length).
         scores: the model's output, (C,) (per-step models: (T, C)).
         target: the explained class, () (-1 with ``targets="all"``; per-step: (T,)).
-        relevance: shaped by the run's template, e.g. (T, E), (T,), (K, C, T[, E]).
+        relevance: shaped by the run's template, e.g. (T, E), (T,), (K, C, T[, E]); a pair's
+            (T, S_i + T[, E]), the source positions first.
+        source_length: a pair's source length S_i; None for sequences.
     """
 
     index: int  # type: ignore[assignment]  # a field named like tuple.index
@@ -402,6 +451,7 @@ class StreamRow(NamedTuple):
     scores: np.ndarray
     target: np.ndarray
     relevance: np.ndarray
+    source_length: int | None = None
 
 
 def _header_key(header: dict) -> dict:
@@ -565,8 +615,9 @@ class StreamResults:
 
     def _row(self, k: int, r: int) -> StreamRow:
         data = self._shard(k)
-        values = [_row_field(data, name, r, self.fields) for name in FIELDS]
-        return StreamRow(int(data.index[r]), int(data.length[r]), *values)
+        scores, target, relevance = (_row_field(data, name, r, self.fields) for name in FIELDS)
+        source = None if data.source_length is None else int(data.source_length[r])
+        return StreamRow(int(data.index[r]), int(data.length[r]), scores, target, relevance, source)
 
     def __iter__(self) -> Iterator[StreamRow]:
         """Every finished sequence in input (index) order."""
@@ -591,7 +642,8 @@ class StreamResults:
             scores = np.stack([r.scores for r in rows]) if rows else np.zeros((0, *shape))
             targets = np.asarray([r.target for r in rows], np.int32)
         edges = tuple(self.config.get("buckets") or ())
-        return DatasetExplanation([r.relevance for r in rows], lengths, scores, targets, 0, edges)
+        sources = np.asarray([r.source_length for r in rows], np.int64) if _pairs(self.fields) else None
+        return DatasetExplanation([r.relevance for r in rows], lengths, scores, targets, 0, edges, None, sources)
 
 
 def open_results(directory: str | os.PathLike[str], cache: int = 4) -> StreamResults:

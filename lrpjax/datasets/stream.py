@@ -24,6 +24,10 @@ and keeps only the sequences of its chunks (chunk k of the stream belongs to pro
 merged output equals the single-process output bit for bit; with ``partition="given"`` each process
 is given its own part of the input, as ``(index, array)`` pairs with global indices.
 
+The items of an encoder-decoder (:class:`~lrpjax.models.seq2seq.Seq2Seq` over vectors) are pairs
+``(source, target)`` of embedded arrays, or ``(index, (source, target))``
+(:mod:`lrpjax.datasets.layouts`); their shards say so (:mod:`lrpjax.datasets.shards`).
+
     from lrpjax.datasets import stream
     summary = stream.explain_stream(method, params, sequences, "out/", targets="pred", tokens=True)
     results = stream.open_results("out/")
@@ -34,6 +38,7 @@ is given its own part of the input, as ``(index, array)`` pairs with global indi
 from __future__ import annotations
 
 import contextlib
+import copy
 import glob
 import json
 import os
@@ -49,7 +54,9 @@ import numpy as np
 from lrpjax._types import Params
 from lrpjax.datasets import shards as _shards
 from lrpjax.datasets.buckets import resolve_edges
-from lrpjax.datasets.driver import MAX_INDEX, Chunk, ChunkDriver, OpenChunk, Run, compilations, plan_run
+from lrpjax.datasets.driver import (MAX_INDEX, TRACED, Chunk, ChunkDriver, OpenChunk, Run, compilations, plan_run,
+                                    signature)
+from lrpjax.datasets.layouts import SEQUENCES, _is_pair, layout_of
 from lrpjax.datasets.shards import StreamError, StreamResults, StreamRow, StreamWarning, open_results
 from lrpjax.io.files import atomic_write_text
 from lrpjax.io.locks import OutputLock
@@ -79,8 +86,9 @@ class ChunkInfo(NamedTuple):
         serial: the chunk's number in the stream, counting every process's chunks.
         length: its bucket length L.
         indices: its sequences' indices, (n,) int64, in input order.
-        lengths: their lengths, (n,).
+        lengths: their lengths, (n,) (of pairs: the targets' lengths).
         crc: crc32 of its input (indices, lengths and values), to recognise the same input on resume.
+        source_lengths: of pairs, the sources' lengths, (n,); None for sequences.
     """
 
     serial: int
@@ -88,19 +96,22 @@ class ChunkInfo(NamedTuple):
     indices: np.ndarray
     lengths: np.ndarray
     crc: int
+    source_lengths: np.ndarray | None = None
 
     @classmethod
-    def of(cls, chunk: OpenChunk) -> ChunkInfo:
+    def of(cls, chunk: OpenChunk, layout=SEQUENCES) -> ChunkInfo:
         """The info of a driver's chunk; the crc is of its input as given (only an owned chunk has it)."""
         crc = 0
         for index, x in zip(chunk.indices, chunk.xs):
-            crc = _item_crc(index, x, crc)
-        return cls(chunk.serial, chunk.L, np.asarray(chunk.indices, np.int64), np.asarray(chunk.lengths, np.int64), crc)
+            crc = _item_crc(index, x, crc, layout)
+        sources = None if layout is SEQUENCES else np.asarray(chunk.source_lengths, np.int64)
+        return cls(chunk.serial, chunk.L, np.asarray(chunk.indices, np.int64), np.asarray(chunk.lengths, np.int64), crc,
+                   sources)
 
 
-def _item_crc(index: int, x: np.ndarray, crc: int = 0) -> int:
-    """crc32 of one sequence (its index, length and values), continuing ``crc``."""
-    return zlib.crc32(np.ascontiguousarray(x).tobytes(), zlib.crc32(np.asarray([index, x.shape[0]], np.int64).tobytes(), crc))
+def _item_crc(index: int, x, crc: int = 0, layout=SEQUENCES) -> int:
+    """crc32 of one sequence (its index, length and values) or pair (``layout``), continuing ``crc``."""
+    return layout.crc(index, x, crc)
 
 
 def _unhealthy(run: Run, chunk: Chunk) -> int:
@@ -166,26 +177,40 @@ def _target_rule(targets, C: int) -> tuple[Callable[[int], int], bool, Any]:
 
 
 def _field_templates(run: Run) -> dict:
-    """Shape templates of a row's fields: traced at two lengths, the axes that follow the length are "T"."""
+    """Shape templates of a row's fields: traced at two lengths, the axes that follow the length are "T";
+    for pairs, the packed input axis (S + L positions) is "S+T" (S_i + T_i once cropped). Traced once per
+    program, parameter signature and input kind."""
+    key = ("fields", run.program, signature(run.params), run.E, str(run.dtype), run.layout)
+    if key not in TRACED:
+        TRACED[key] = _trace_templates(run)
+    return copy.deepcopy(TRACED[key])
+
+
+def _trace_templates(run: Run) -> dict:
+    layout = run.layout
+
     def shapes(L):
-        x = jax.ShapeDtypeStruct((L, run.E), run.dtype)
+        x = jax.ShapeDtypeStruct((layout.width(L), run.E), run.dtype)
         one = jax.ShapeDtypeStruct((), jnp.int32)
         return jax.eval_shape(lambda p, x_, m, t, i: explain_example(run.program, p, x_, m, t, i), run.params, x,
-                              jax.ShapeDtypeStruct((L,), jnp.bool_), one, one)
+                              jax.ShapeDtypeStruct((layout.width(L),), jnp.bool_), one, one)
     a, b = shapes(2), shapes(3)
+    widths = (layout.width(2), layout.width(3))
     fields = {}
     for name, sa, sb in zip(_shards.FIELDS, a, b):
-        template = ["T" if (p, q) == (2, 3) else p for p, q in zip(sa.shape, sb.shape)]
+        template = ["T" if (p, q) == (2, 3) else layout.symbol if (p, q) == widths else p
+                    for p, q in zip(sa.shape, sb.shape)]
         fields[name] = {"shape": template, "dtype": np.dtype(sa.dtype).name}
     return fields
 
 
-def _setup(method, params, x0: np.ndarray, targets, buckets, chunk_size, devices, tokens,
+def _setup(method, params, x0, targets, buckets, chunk_size, devices, tokens,
            residual: bool = False) -> _Setup:
     edges = resolve_edges(buckets)
     all_classes = isinstance(targets, str) and targets == "all"
-    run = plan_run(method, params, x0.shape[1], x0.dtype, all_classes, edges, chunk_size, devices, tokens, residual,
-                   local=True)
+    first = layout_of(method).parts(x0)[0]   # the first item's (first) array: its E and dtype
+    run = plan_run(method, params, first.shape[1], first.dtype, all_classes, edges, chunk_size, devices, tokens,
+                   residual, local=True)
     target_of, _, _ = _target_rule(targets, run.n_classes)
     return _Setup(run, target_of, _field_templates(run), edges)
 
@@ -194,48 +219,53 @@ def _setup(method, params, x0: np.ndarray, targets, buckets, chunk_size, devices
 
 class _Item(NamedTuple):
     index: int  # type: ignore[assignment]  # a field named like tuple.index
-    x: np.ndarray
+    x: Any      # a (T, E) array, or a pair of arrays (source, target) (the run's layout)
 
 
-def _parse(item, position: int, last: int, first: _Item | None) -> _Item:
-    """Checks one input item: a (T, E) array, or an (index, array) pair with a growing index (its values
-    are checked, with its chunk, by the driver)."""
+def _parse(item, position: int, last: int, first: _Item | None, layout=SEQUENCES) -> _Item:
+    """Checks one input item: a (T, E) array (a pair ``(source, target)`` of arrays for an encoder-decoder),
+    or an ``(index, array)`` (``(index, (source, target))``) pair with a growing index (its values are
+    checked, with its chunk, by the driver)."""
     where = f"`items[{position}]`"
-    if isinstance(item, tuple):
-        if len(item) != 2 or not isinstance(item[0], (int, np.integer)) or isinstance(item[0], bool):
-            raise TypeError(f"{where} must be a (T, E) array or an (index, array) pair with an int index; got a "
-                            f"tuple of {len(item)}.")
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], (int, np.integer)) \
+            and not isinstance(item[0], bool):
         index, x = int(item[0]), item[1]
         if not 0 <= index <= MAX_INDEX:
             raise ValueError(f"{where}: the index must lie in [0, 2**31); got {index}.")
         if index <= last:
             raise ValueError(f"{where}: indices must increase; got {index} after {last}.")
+    elif isinstance(item, tuple) and layout is SEQUENCES and not _is_pair(item):
+        raise TypeError(f"{where} must be a (T, E) array or an (index, array) pair with an int index; got a "
+                        f"tuple of {len(item)}.")
     else:
         index, x = position, item
         if index > MAX_INDEX:
             raise ValueError(f"{where}: at most 2**31 sequences can be numbered; give (index, array) pairs.")
-    x = np.asarray(x)
-    if x.ndim != 2 or x.shape[0] == 0:
-        raise ValueError(f"{where} must have shape (T, E) with T >= 1; got {x.shape}.")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise TypeError(f"{where} must be floating point; got dtype {x.dtype}.")
-    if first is not None and x.shape[1] != first.x.shape[1]:
-        raise ValueError(f"{where} must have shape (T, E) with E = {first.x.shape[1]} (as the first); got {x.shape}.")
+    x = layout.check(x, where)
+    parts = layout.parts(x)
+    E = None if first is None else layout.parts(first.x)[0].shape[1]
+    for part in parts:
+        if not np.issubdtype(part.dtype, np.floating):
+            raise TypeError(f"{where} must be floating point; got dtype {part.dtype}.")
+        if E is not None and part.shape[1] != E:
+            shape = "(T, E)" if layout is SEQUENCES else "(n, E) parts"
+            raise ValueError(f"{where} must have shape {shape} with E = {E} (as the first); got {part.shape}.")
     if first is None:
-        x = x.astype(jax.dtypes.canonicalize_dtype(x.dtype), copy=False)
+        x = layout.join(tuple(p.astype(jax.dtypes.canonicalize_dtype(p.dtype), copy=False) for p in parts))
     return _Item(index, x)
 
 
-def _items(items: Iterable) -> Iterator[_Item | _Flush]:
+def _items(items: Iterable, layout=SEQUENCES) -> Iterator[_Item | _Flush]:
     if isinstance(items, (str, bytes, np.ndarray)) or not hasattr(items, "__iter__"):
-        raise TypeError("`items` must be an iterable of (T, E) arrays or (index, array) pairs; got "
-                        f"{type(items).__name__}.")
+        what = "(T, E) arrays or (index, array) pairs" if layout is SEQUENCES else \
+            "pairs (source, target) of arrays or (index, (source, target))"
+        raise TypeError(f"`items` must be an iterable of {what}; got {type(items).__name__}.")
     position, last, first = 0, -1, None
     for item in items:
         if item is FLUSH:
             yield FLUSH
             continue
-        parsed = _parse(item, position, last, first)
+        parsed = _parse(item, position, last, first, layout)
         first = first or parsed
         position, last = position + 1, parsed.index
         yield parsed
@@ -245,18 +275,18 @@ def _items(items: Iterable) -> Iterator[_Item | _Flush]:
 
 def _driver(setup: _Setup, owns, compute: Callable[[ChunkInfo], bool], finite: bool) -> ChunkDriver:
     """The chunk driver of a stream: chunks named by their :class:`ChunkInfo`, sequences by their index."""
-    return ChunkDriver(setup.run, owns, lambda chunk: compute(ChunkInfo.of(chunk)),
+    return ChunkDriver(setup.run, owns, lambda chunk: compute(ChunkInfo.of(chunk, setup.run.layout)),
                        lambda index: ("items", f" (sequence {index})"), finite)
 
 
 def _add(driver: ChunkDriver, setup: _Setup, item: _Item) -> Iterator[tuple[ChunkInfo, Chunk | None]]:
     for chunk, result in driver.add(item.index, item.x, setup.targets(item.index)):
-        yield ChunkInfo.of(chunk), result
+        yield ChunkInfo.of(chunk, driver.run.layout), result
 
 
 def _flush(driver: ChunkDriver) -> Iterator[tuple[ChunkInfo, Chunk | None]]:
     for chunk, result in driver.flush():
-        yield ChunkInfo.of(chunk), result
+        yield ChunkInfo.of(chunk, driver.run.layout), result
 
 
 def _run(setup: _Setup, first: _Item, rest: Iterator, window, owns, compute, finite: bool):
@@ -278,9 +308,9 @@ def _chain(first, rest):
     yield from rest
 
 
-def _start(items) -> tuple[_Item | None, Iterator]:
+def _start(items, layout=SEQUENCES) -> tuple[_Item | None, Iterator]:
     """The first sequence (FLUSH items before it mean nothing) and the rest of the parsed input."""
-    parsed = _items(items)
+    parsed = _items(items, layout)
     for item in parsed:
         if item is not FLUSH:
             return cast(_Item, item), parsed
@@ -307,7 +337,10 @@ def iter_stream(method, params: Params, items: Iterable, targets="pred", *, buck
         params: the model's parameters.
         items: an iterable of (T_i, E) floating arrays (numbered 0, 1, ...) or of ``(index, array)``
             pairs with increasing int indices (e.g. line numbers, or positions in a larger dataset); the
-            dtype of the first is used for all. :data:`FLUSH` items run the partly filled chunks.
+            dtype of the first is used for all. :data:`FLUSH` items run the partly filled chunks. For an
+            encoder-decoder (:class:`~lrpjax.models.seq2seq.Seq2Seq` over vectors): pairs ``(source,
+            target)`` of (S_i, E) and (T_i, E) arrays, or ``(index, (source, target))``, bucketed by T_i
+            (:class:`lrpjax.datasets.layouts.Pairs`; the shards record the layout and each source length).
         targets: ``"pred"``, ``"all"`` (every class), one class index, or class indices (N,) indexed by
             the sequences' indices.
         buckets: bucket edges (ascending; beyond the last edge its multiples), or None for powers of two
@@ -334,7 +367,7 @@ def iter_stream(method, params: Params, items: Iterable, targets="pred", *, buck
         ValueError, TypeError: as :func:`lrpjax.datasets.explain_dataset`, naming the item.
     """
     _check_window(window)
-    first, rest = _start(items)
+    first, rest = _start(items, layout_of(method))
     if first is None:
         return
     setup = _setup(method, params, first.x, targets, buckets, chunk_size, devices, tokens, residual)
@@ -371,7 +404,7 @@ class Batcher:
         Raises:
             ValueError, TypeError: a bad index or array (as :func:`iter_stream`).
         """
-        item = _parse((index, x), index, self._last, self._first)
+        item = _parse((index, x), index, self._last, self._first, layout_of(self._arguments[0]))
         if self._driver is None:
             method, params, targets, buckets, chunk_size, devices, tokens, residual = self._arguments
             self._setup = _setup(method, params, item.x, targets, buckets, chunk_size, devices, tokens, residual)
@@ -437,6 +470,9 @@ def _header(setup: _Setup, method, targets, buckets, window, shard_bytes, shard_
               "sequence_output": run.sequence_output, "params": _params_fingerprint(run.params),
               "devices": {"count": len(run.devices), "platform": run.devices[0].platform,
                           "kind": getattr(run.devices[0], "device_kind", "")}}
+    layout = run.layout.describe()
+    if layout is not None:   # pairs of an encoder-decoder: what the shards' "S+T" axes and source lengths mean
+        config["layout"] = layout
     return {"format": _shards.FORMAT, "version": _shards.VERSION, "shard_format": shard_format,
             "partition": partition, "process_index": process_index, "process_count": process_count,
             "config": config, "fields": setup.fields}
@@ -540,8 +576,9 @@ class _Shards:
         self.done = {entry["serial"]: entry for entry in log.finished}
         self.sequences = self.explained = self.kept = 0
 
-    def _bytes(self, lengths: np.ndarray) -> int:
-        return int(sum(np.dtype(spec["dtype"]).itemsize * _shards.row_sizes(spec["shape"], lengths).sum()
+    def _bytes(self, info: ChunkInfo) -> int:
+        return int(sum(np.dtype(spec["dtype"]).itemsize *
+                       _shards.row_sizes(spec["shape"], info.lengths, info.source_lengths).sum()
                        for spec in self.fields.values()))
 
     def compute(self, info: ChunkInfo) -> bool:
@@ -551,7 +588,7 @@ class _Shards:
         self.pending[-1][1].append(info)
         serial = self.serial
         self.count = serial + 1
-        self.size += self._bytes(info.lengths)
+        self.size += self._bytes(info)
         if self.size >= self.shard_bytes:   # the shard is closed: the next chunk starts another
             self.serial, self.size = self.serial + 1, 0
         return serial not in self.done
@@ -559,7 +596,8 @@ class _Shards:
     def arrived(self, info: ChunkInfo, chunk: Chunk | None) -> None:
         shard = self.pending[0]
         if chunk is not None:
-            shard[2].append(_shards.Part(info.indices, info.lengths, chunk.scores, chunk.targets, chunk.relevance))
+            shard[2].append(_shards.Part(info.indices, info.lengths, chunk.scores, chunk.targets, chunk.relevance,
+                                         info.source_lengths))
             shard[4] += _unhealthy(self.run, chunk)
         shard[3] += 1
         if self.progress is not None:
@@ -681,7 +719,7 @@ def explain_stream(method, params: Params, items: Iterable, out: str | os.PathLi
         raise ValueError(f"`shard_bytes` must be an int >= 1; got {shard_bytes!r}.")
     process_index, process_count = _process(process_index, process_count)
     directory = os.fspath(out)
-    first, rest = _start(items)
+    first, rest = _start(items, layout_of(method))
     if first is None:
         raise ValueError("`items` is empty; at least one sequence is needed.")
     if not isinstance(timeout, (int, float, np.integer, np.floating)) or isinstance(timeout, bool) \
@@ -693,7 +731,8 @@ def explain_stream(method, params: Params, items: Iterable, out: str | os.PathLi
     peers = _Peers.of(header, float(timeout))
     if peers is not None:
         peers.agree("start", {"run": _header_key(header),
-                              "first": _item_crc(first.index, first.x) if partition == "chunks" else None})
+                              "first": _item_crc(first.index, first.x, 0, setup.run.layout)
+                              if partition == "chunks" else None})
     try:
         _prepare_directory(directory, process_index, process_count)
         lock = OutputLock(os.path.join(directory, f".lock-{process_index:05d}"),
@@ -812,14 +851,15 @@ def _write(setup, header, log: _Log, directory, first, rest, window, shard_bytes
     shards = _Shards(directory, header, log, int(shard_bytes), progress, setup.run)
     before = compilations()
     seen = 0
-    digest = _item_crc(first.index, first.x)
+    layout = setup.run.layout
+    digest = _item_crc(first.index, first.x, 0, layout)
 
     def counted(items):
         nonlocal seen, digest
         for item in items:
             if item is not FLUSH:
                 seen += 1
-                digest = _item_crc(item.index, item.x, digest)
+                digest = _item_crc(item.index, item.x, digest, layout)
             if log.complete is not None and seen + 1 > log.complete["input"]:
                 raise StreamError(f"cannot resume {directory!r}: its run is complete after {log.complete['input']} "
                                   "sequences, and this input holds more; it was written from another input.")

@@ -639,6 +639,28 @@ class Seq2Seq:
         padded[:len(source)] = source
         return jnp.asarray(padded), jnp.arange(self.source_steps) < len(source), V
 
+    # --- datasets ------------------------------------------------------------------------------------
+
+    def dataset_layout(self) -> Any:
+        """What an item of a dataset is for this model, and how :mod:`lrpjax.datasets` packs it: a pair
+        ``(source (S_i, E), target (T_i, E))`` of embedded vectors (1 <= S_i <= S), bucketed by T_i and
+        packed as :meth:`pack` packs ids (source padded to S, target padded to the bucket length L);
+        relevance cropped to (T_i, S_i + T_i[, E]), source positions first
+        (:class:`lrpjax.datasets.layouts.Pairs`).
+
+        Raises:
+            TypeError: a Seq2Seq that reads token ids (datasets take the embedded pairs of
+                :meth:`vector_model`).
+        """
+        if self.reads_ids:
+            raise TypeError("datasets of pairs take embedded vectors: explain `inner.apply` of `inner, inner_params "
+                            "= model.vector_model(params)` with pairs of vectors (the rows of params['source_embedding']"
+                            "['table'] and params['target_embedding']['table'] for each part's ids); this Seq2Seq "
+                            "reads token ids.")
+        from lrpjax.datasets.layouts import Pairs   # the datasets build on the models: imported when asked
+
+        return Pairs(self.source_steps)
+
     # --- description ---------------------------------------------------------------------------------
 
     def config(self) -> dict[str, Any]:
