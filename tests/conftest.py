@@ -2,7 +2,9 @@
 
 import gc
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 # The tests mirror the package's folders (tests/core, tests/methods, ...); the independent float64
@@ -24,6 +26,18 @@ import pytest  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# Many tests compile programs another test of the run compiled already (the same model and rule set
+# built anew, a parametrised case whose trace is the same): each test process keeps its compiled
+# programs in a directory of its own (JAX's persistent compilation cache, set before the first
+# compilation, removed at the end of the run), so an identical program is loaded instead of compiled
+# again. Tracing and lowering still run; a program is keyed by its lowered text, the compile options
+# (XLA_FLAGS above) and the JAX version, so a loaded program is the one a compilation would give.
+# Subprocesses of the tests (documentation pages, experiments, the cache tests) do not inherit it.
+_XLA_CACHE = tempfile.mkdtemp(prefix="lrpjax-tests-xla-")
+jax.config.update("jax_compilation_cache_dir", _XLA_CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 @pytest.fixture
@@ -74,3 +88,7 @@ def pytest_collection_modifyitems(config, items):
         cost[path] = cost.get(path, 0) + 1 + (SLOW_WEIGHT if item.get_closest_marker("slow") else 0)
     first = {path: i for i, path in enumerate(cost)}
     items.sort(key=lambda item: (-cost[item.nodeid.split("::", 1)[0]], first[item.nodeid.split("::", 1)[0]]))
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_XLA_CACHE, ignore_errors=True)
