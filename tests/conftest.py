@@ -19,6 +19,12 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_opt
 # tests set their own directory).
 os.environ["LRPJAX_CACHE_DIR"] = ""
 
+# PyTorch's CPU operations start an OpenMP thread per core; beside the other xdist worker and XLA's
+# threads those threads spin against each other (the attention guide's 60-step training of a tiny
+# BiLSTM: 0.4 s on one thread, 8 s on two on a 2-core machine). The tests and the processes they start
+# (documentation pages, experiments) run them on one thread: set before anything imports torch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
