@@ -628,9 +628,11 @@ class Seq2Seq:
             raise TypeError(f"{caller}() decodes token ids; this Seq2Seq reads embedded vectors.")
         V = self.input_size(params)
         source = np.asarray(source)
+        if source.ndim == 1 and source.size == 0:
+            raise ValueError(f"`source` must have 1 to S = {self.source_steps} ids; got none.")
         check_ids("source", source, V)
         if len(source) > self.source_steps:
-            raise ValueError(f"`source` must have at most S = {self.source_steps} ids; got {len(source)}.")
+            raise ValueError(f"`source` must have 1 to S = {self.source_steps} ids; got {len(source)}.")
         if not isinstance(bos, (int, np.integer)) or isinstance(bos, bool) or not 0 <= bos < V:
             raise ValueError(f"`bos` must be a token id in [0, {V}); got {bos!r}.")
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:

@@ -90,8 +90,11 @@ def test_beam_names_its_bad_arguments(setup):
         arguments = {"source": SOURCE, "bos": BOS, "steps": STEPS, **kwargs}
         with pytest.raises(ValueError, match=match):
             model.beam(params, **arguments)
-    with pytest.raises(ValueError, match="source"):
-        model.beam(params, [1, 2, 3, 4], BOS, STEPS, 2)
+    for source in ([1, 2, 3, 4], []):                     # longer than S = 3, empty
+        with pytest.raises(ValueError, match="`source` must have 1 to S = 3 ids"):
+            model.beam(params, source, BOS, STEPS, 2)
+        with pytest.raises(ValueError, match="`source` must have 1 to S = 3 ids"):
+            model.greedy(params, source, BOS, STEPS)
     inner, inner_params = model.vector_model(params)
     with pytest.raises(TypeError, match="beam"):
         inner.beam(inner_params, SOURCE, BOS, STEPS, 2)
