@@ -3,6 +3,7 @@
 import gc
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +25,13 @@ os.environ["LRPJAX_CACHE_DIR"] = ""
 # BiLSTM: 0.4 s on one thread, 8 s on two on a 2-core machine). The tests and the processes they start
 # (documentation pages, experiments) run them on one thread: set before anything imports torch.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# The interruption tests send SIGINT to the run (and to the processes it starts) and expect Python's
+# KeyboardInterrupt. A run started in the background of a non-interactive shell (`pytest ... &`) inherits
+# SIGINT ignored, and Python then installs no handler: the tests would wait for an interruption that
+# never comes. They get Python's own handler back (children started from here inherit the default).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
