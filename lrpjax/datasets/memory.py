@@ -286,12 +286,12 @@ def explain_dataset(method, params: Params, sequences: Sequence[ArrayLike], targ
             scores = np.zeros((N,) + chunk.scores.shape[1:], chunk.scores.dtype)
         for row, i in enumerate(chunk.indices):
             T = plan.lengths[i]
-            if per_step:   # crop the output steps too: ([K,] T_out, [C,] T_in[, E]) (pairs: T_in = S_i + T_i)
-                positions = layout.positions(T, None if sources is None else sources[i])
+            positions = layout.positions(T, None if sources is None else sources[i])   # pairs: S_i + T_i
+            if per_step:   # crop the output steps too: ([K,] T_out, [C,] T_in[, E])
                 crop = (slice(None),) * lead + (slice(0, T),) + (slice(None),) * (inner - 1) + (positions,)
                 scores[i], explained[i] = chunk.scores[row, :T], chunk.targets[row, :T]
             else:
-                crop = (slice(None),) * (lead + inner) + (layout.positions(T, None if sources is None else sources[i]),)
+                crop = (slice(None),) * (lead + inner) + (positions,)
             relevance[i] = chunk.relevance[row][crop]
             if residuals is not None and chunk.residuals is not None:   # crop the output steps of per-step outputs
                 residuals[i] = chunk.residuals[row][(slice(None),) * lead + (slice(0, T),)] if per_step \

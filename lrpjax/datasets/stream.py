@@ -103,15 +103,10 @@ class ChunkInfo(NamedTuple):
         """The info of a driver's chunk; the crc is of its input as given (only an owned chunk has it)."""
         crc = 0
         for index, x in zip(chunk.indices, chunk.xs):
-            crc = _item_crc(index, x, crc, layout)
+            crc = layout.crc(index, x, crc)
         sources = None if layout is SEQUENCES else np.asarray(chunk.source_lengths, np.int64)
         return cls(chunk.serial, chunk.L, np.asarray(chunk.indices, np.int64), np.asarray(chunk.lengths, np.int64), crc,
                    sources)
-
-
-def _item_crc(index: int, x, crc: int = 0, layout=SEQUENCES) -> int:
-    """crc32 of one sequence (its index, length and values) or pair (``layout``), continuing ``crc``."""
-    return layout.crc(index, x, crc)
 
 
 def _unhealthy(run: Run, chunk: Chunk) -> int:
@@ -731,7 +726,7 @@ def explain_stream(method, params: Params, items: Iterable, out: str | os.PathLi
     peers = _Peers.of(header, float(timeout))
     if peers is not None:
         peers.agree("start", {"run": _header_key(header),
-                              "first": _item_crc(first.index, first.x, 0, setup.run.layout)
+                              "first": setup.run.layout.crc(first.index, first.x)
                               if partition == "chunks" else None})
     try:
         _prepare_directory(directory, process_index, process_count)
@@ -852,14 +847,14 @@ def _write(setup, header, log: _Log, directory, first, rest, window, shard_bytes
     before = compilations()
     seen = 0
     layout = setup.run.layout
-    digest = _item_crc(first.index, first.x, 0, layout)
+    digest = layout.crc(first.index, first.x)
 
     def counted(items):
         nonlocal seen, digest
         for item in items:
             if item is not FLUSH:
                 seen += 1
-                digest = _item_crc(item.index, item.x, digest, layout)
+                digest = layout.crc(item.index, item.x, digest)
             if log.complete is not None and seen + 1 > log.complete["input"]:
                 raise StreamError(f"cannot resume {directory!r}: its run is complete after {log.complete['input']} "
                                   "sequences, and this input holds more; it was written from another input.")
